@@ -1,0 +1,172 @@
+"""The one config model. Strict (unknown keys are errors that name the key), built from the Serve
+config's `args`, with the seed's environment variables applied on top as overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from models import find_local_model
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ActorOptions(Strict):
+    """Subset of Ray's ray_actor_options we support; num_gpus pins a replica to GPUs."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory: int | None = Field(None, gt=0)
+    resources: dict[str, float] = Field(default_factory=dict)
+    accelerator_type: str | None = None
+
+
+class AutoscalingConfig(Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: PositiveInt = 1
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must be <= max_replicas")
+        return self
+
+
+class DeploymentOptions(Strict):
+    num_replicas: PositiveInt = 1
+    autoscaling_config: AutoscalingConfig | None = None
+    max_ongoing_requests: PositiveInt = 16
+    ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
+
+    def serve_options(self) -> dict[str, Any]:
+        """Keyword arguments for Deployment.options()."""
+        opts: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": self.ray_actor_options.model_dump(exclude_none=True),
+        }
+        if self.autoscaling_config is not None:
+            opts["autoscaling_config"] = self.autoscaling_config.model_dump()
+        else:
+            opts["num_replicas"] = self.num_replicas
+        return opts
+
+
+class LlamaCppSettings(Strict):
+    n_ctx: PositiveInt = 2048
+    n_threads: PositiveInt | None = None  # None: llama.cpp's default (all cores)
+    n_batch: PositiveInt = 512
+    n_gpu_layers: int = Field(0, ge=-1)  # -1 offloads every layer
+    repeat_penalty: float = Field(1.1, ge=0)  # greedy decoding of small models loops without it
+
+
+class VLLMSettings(Strict):
+    tensor_parallel_size: PositiveInt = 1
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_model_len: PositiveInt | None = None
+    dtype: Literal["auto", "float16", "bfloat16"] = "auto"
+    quantization: str | None = None
+    enforce_eager: bool = False
+
+
+class LocalModelConfig(DeploymentOptions):
+    name: str
+    engine: Literal["llama_cpp", "vllm"] = "llama_cpp"
+    llama_cpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+
+    @model_validator(mode="after")
+    def _registered(self) -> LocalModelConfig:
+        find_local_model(self.name)  # ModelNotFound (a LookupError) names the registered ones
+        return self
+
+
+class RouterConfig(DeploymentOptions):
+    max_ongoing_requests: PositiveInt = 256
+    ray_actor_options: ActorOptions = Field(default_factory=lambda: ActorOptions(num_cpus=0.25))
+    max_body_bytes: PositiveInt = 1_000_000
+    max_tokens_limit: PositiveInt = 4096
+    default_max_tokens: PositiveInt = 512
+    request_timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+
+
+class AppConfig(Strict):
+    enable_local_models: bool = True
+    local_models_path: str | None = None
+    local_models: list[LocalModelConfig] = Field(default_factory=list)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    # Fail at start-up when the cluster lacks the GPUs a config asks for (a pending replica waits
+    # forever otherwise). Turn off on autoscaling clusters that add GPU nodes on demand.
+    require_gpus_at_start: bool = True
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AppConfig:
+        names = [m.name for m in self.local_models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"local_models lists {', '.join(dupes)} more than once")
+        return self
+
+    def gpus_needed(self) -> float:
+        return sum(
+            m.ray_actor_options.num_gpus * (m.autoscaling_config.min_replicas
+                                             if m.autoscaling_config else m.num_replicas)
+            for m in self.served_local_models()
+        )
+
+    def served_local_models(self) -> list[LocalModelConfig]:
+        return self.local_models if self.enable_local_models else []
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true/false, got {value!r}")
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The seed's environment variables as a partial config (env wins over YAML)."""
+    out: dict[str, Any] = {}
+    router: dict[str, Any] = {}
+    if "ENABLE_LOCAL_MODELS" in environ:
+        out["enable_local_models"] = _bool(environ["ENABLE_LOCAL_MODELS"])
+    if "LOCAL_MODELS_PATH" in environ:
+        out["local_models_path"] = environ["LOCAL_MODELS_PATH"]
+    if "AI_REQUEST_TIMEOUT" in environ:
+        router["request_timeout_s"] = float(environ["AI_REQUEST_TIMEOUT"])
+    if "AI_MAX_RETRIES" in environ:
+        router["max_retries"] = int(environ["AI_MAX_RETRIES"])
+    if router:
+        out["router"] = router
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(args: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> AppConfig:
+    """Validate Serve `args` and apply env overrides. Raises pydantic.ValidationError naming bad keys."""
+    environ = os.environ if environ is None else environ
+    merged = _merge(dict(args or {}), env_overrides(environ))
+    if "LOCAL_MODEL_GPU_LAYERS" in environ:
+        layers = {"llama_cpp": {"n_gpu_layers": int(environ["LOCAL_MODEL_GPU_LAYERS"])}}
+        merged["local_models"] = [_merge(m, layers) for m in merged.get("local_models", [])]
+    return AppConfig.model_validate(merged)

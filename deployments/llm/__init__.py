@@ -1,0 +1,1 @@
+"""LLMServer deployment and its engines (llama.cpp, vLLM) behind one Protocol."""

@@ -1,0 +1,77 @@
+"""What an LLM engine is: one async streaming call over normalized chat parameters.
+
+Shared by the LLMServer deployment (which hosts an engine) and the router's providers (which speak
+the same GenerationParams/Delta to local and hosted models alike)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    messages: list[dict[str, str]]  # [{"role": ..., "content": ...}], text only
+    max_tokens: int
+    temperature: float = 0.7
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    json_schema: dict[str, Any] | None = None  # constrain output to JSON ({} = any JSON object)
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of generated text. The last delta of a generation has finish_reason and usage."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+class Engine(Protocol):
+    def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
+        """Stream deltas; closing the iterator early must stop the generation."""
+        ...
+
+    def check_health(self) -> None:
+        """Raise if the engine cannot serve."""
+        ...
+
+
+async def collect(deltas: AsyncIterator[Delta]) -> Completion:
+    parts: list[str] = []
+    finish_reason, usage = "stop", Usage()
+    async for delta in deltas:
+        parts.append(delta.text)
+        if delta.finish_reason is not None:
+            finish_reason = delta.finish_reason
+        if delta.usage is not None:
+            usage = delta.usage
+    return Completion("".join(parts), finish_reason, usage)
+
+
+class EngineError(Exception):
+    """An engine could not serve a request."""
+
+
+class PromptTooLong(EngineError, ValueError):
+    """The prompt does not fit the model's context window (the caller's fault: a 400)."""

@@ -1,0 +1,61 @@
+"""LLMServer: a Ray Serve deployment hosting one local model through an injected Engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from deployments.config import LocalModelConfig
+from deployments.llm.protocol import Completion, Delta, Engine, GenerationParams, collect
+
+log = logging.getLogger("ray.serve")
+
+EngineFactory = Callable[[LocalModelConfig, str | None], Engine]
+
+
+def default_engine(config: LocalModelConfig, models_path: str | None) -> Engine:
+    from models import find_local_model, resolve_gguf
+
+    spec = find_local_model(config.name)
+    if config.engine == "vllm":
+        from deployments.llm.vllm import VLLMEngine
+
+        return VLLMEngine(spec, config.vllm)
+    from deployments.llm.llamacpp import LlamaCppEngine
+
+    return LlamaCppEngine(resolve_gguf(spec, models_path), config.llama_cpp)
+
+
+class LLMServer:
+    """Methods are called through DeploymentHandles by the router's local provider."""
+
+    def __init__(self, config: LocalModelConfig, models_path: str | None = None,
+                 engine_factory: EngineFactory = default_engine):
+        self.model = config.name
+        self._engine = engine_factory(config, models_path)
+        self._counts = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0}
+        log.info("LLMServer %s ready (%s)", config.name, config.engine)
+
+    async def stream(self, params: GenerationParams) -> AsyncIterator[Delta]:
+        self._counts["started"] += 1
+        outcome = "failed"
+        try:
+            async for delta in self._engine.generate(params):
+                yield delta
+            outcome = "finished"
+        except (asyncio.CancelledError, GeneratorExit):
+            outcome = "cancelled"
+            raise
+        finally:
+            self._counts[outcome] += 1
+
+    async def complete(self, params: GenerationParams) -> Completion:
+        return await collect(self.stream(params))
+
+    def stats(self) -> dict[str, Any]:
+        return {"model": self.model, **self._counts}
+
+    def check_health(self) -> None:
+        self._engine.check_health()

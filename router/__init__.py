@@ -1,0 +1,1 @@
+"""The ingress: HTTP API, provider choice, and the wire formats."""

@@ -1,0 +1,111 @@
+"""The HTTP API (FastAPI under @serve.ingress): OpenAI-compatible /v1/* and health routes."""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at run time, in a class
+# that Serve pickles by value.
+
+import asyncio
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deployments.config import AppConfig
+from router import sse
+from router.chat import ChatService, model_table
+from router.errors import InvalidRequest, ServiceError, error_response
+from router.limits import BodyLimit
+from router.protocol import ChatCompletionRequest, ModelCard, ModelList
+from router.providers.local import LocalProvider
+
+log = logging.getLogger("ray.serve")
+
+app = FastAPI(title="LEARN-X AI service", version="0.1.0")
+
+
+@app.exception_handler(ServiceError)
+async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
+    return error_response(error)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+    errors = error.errors()
+    return error_response(InvalidRequest(validation_message(errors), param=_first_field(errors)))
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    response = error_response(InvalidRequest(str(error.detail)))
+    response.status_code = error.status_code
+    return response
+
+
+def validation_message(errors: Any) -> str:
+    """One readable line per problem, naming the field: `messages: Field required`."""
+    lines = []
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            lines.append(f"the request body is not valid JSON ({err.get('ctx', {}).get('error')})")
+            continue
+        loc = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
+        lines.append(f"{loc}: {err.get('msg')}" if loc else f"request body: {err.get('msg')}")
+    return "; ".join(lines) or "invalid request"
+
+
+def _first_field(errors: Any) -> str | None:
+    for err in errors:
+        loc = [str(part) for part in err.get("loc", ()) if part != "body"]
+        if loc:
+            return ".".join(loc)
+    return None
+
+
+@serve.ingress(app)
+class Router:
+    def __init__(self, config: AppConfig, llm_handles: dict[str, DeploymentHandle]):
+        app.add_middleware(BodyLimit, max_bytes=config.router.max_body_bytes)
+        self._llm_handles = llm_handles
+        self.chat = ChatService(config.router, model_table(LocalProvider(llm_handles), config))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(self, body: ChatCompletionRequest) -> Response:
+        route = self.chat.route(body)
+        headers = {"x-learnx-route": route.header()}
+        if body.stream:
+            chunks = await self.chat.stream(body, route)
+            return StreamingResponse(sse.encode_stream(chunks), media_type=sse.MEDIA_TYPE,
+                                     headers={**sse.HEADERS, **headers})
+        completion = await self.chat.complete(body, route)
+        return JSONResponse(completion.model_dump(exclude_none=True), headers=headers)
+
+    @app.get("/v1/models")
+    async def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=m, owned_by="learnx-local")
+                               for m in self.chat.model_names()])
+
+    @app.get("/health")
+    @app.get("/api/v1/ai/health")
+    async def health(self) -> dict[str, str]:
+        """Liveness: the router answers."""
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    @app.get("/api/v1/ai/ready")
+    async def ready(self) -> JSONResponse:
+        """Readiness: every local model replica answers its health check."""
+        names = sorted(self._llm_handles)
+        results = await asyncio.gather(*(self._check(n) for n in names), return_exceptions=True)
+        models = {n: "ok" if r is None else f"unavailable ({type(r).__name__})"
+                  for n, r in zip(names, results, strict=True)}
+        ok = all(r is None for r in results)
+        return JSONResponse({"status": "ready" if ok else "not_ready", "models": models},
+                            status_code=200 if ok else 503)
+
+    async def _check(self, name: str) -> None:
+        await asyncio.wait_for(self._llm_handles[name].check_health.remote(), timeout=5)
+

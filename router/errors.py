@@ -1,0 +1,113 @@
+"""The error tree and the one table from error type to HTTP status.
+
+    ServiceError                      500 server_error
+    ├── InvalidRequest                400 invalid_request_error
+    │   ├── ModelNotFound             404
+    │   └── PayloadTooLarge           413
+    ├── AuthenticationFailed          401 authentication_error
+    ├── RateLimited                   429 rate_limit_error
+    └── ProviderError                 502 upstream_error       (one provider/model failed)
+        ├── ProviderTimeout           504 timeout_error
+        └── AllProvidersFailed        503 service_unavailable  (every candidate failed; lists them)
+
+Raise these, never HTTPException; `error_response` renders any of them in OpenAI's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from fastapi.responses import JSONResponse
+
+
+class ServiceError(Exception):
+    error_type: ClassVar[str] = "server_error"
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.param = param
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"type": self.error_type, "message": self.message,
+                          "code": self.code, "param": self.param}}
+
+
+class InvalidRequest(ServiceError):
+    error_type = "invalid_request_error"
+
+
+class ModelNotFound(InvalidRequest):
+    def __init__(self, model: str, available: list[str]):
+        super().__init__(
+            f"The model {model!r} does not exist here; available models: {', '.join(available)}",
+            code="model_not_found", param="model")
+
+
+class PayloadTooLarge(InvalidRequest):
+    pass
+
+
+class AuthenticationFailed(ServiceError):
+    error_type = "authentication_error"
+
+
+class RateLimited(ServiceError):
+    error_type = "rate_limit_error"
+
+
+class ProviderError(ServiceError):
+    """One provider call failed. `retryable` and `upstream_status` drive retries and breakers."""
+
+    error_type = "upstream_error"
+
+    def __init__(self, message: str, *, provider: str, model: str,
+                 upstream_status: int | None = None, retryable: bool = True):
+        super().__init__(f"{provider}/{model}: {message}", code="provider_error")
+        self.provider = provider
+        self.model = model
+        self.upstream_status = upstream_status
+        self.retryable = retryable
+
+
+class ProviderTimeout(ProviderError):
+    error_type = "timeout_error"
+
+
+class AllProvidersFailed(ServiceError):
+    error_type = "service_unavailable"
+
+    def __init__(self, failures: list[ProviderError]):
+        tried = "; ".join(f.message for f in failures) or "no provider could serve this request"
+        super().__init__(f"all providers failed: {tried}", code="all_providers_failed")
+        self.failures = failures
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"]["tried"] = [f"{f.provider}/{f.model}" for f in self.failures]
+        return body
+
+
+STATUS: dict[type[ServiceError], int] = {
+    ServiceError: 500,
+    InvalidRequest: 400,
+    ModelNotFound: 404,
+    PayloadTooLarge: 413,
+    AuthenticationFailed: 401,
+    RateLimited: 429,
+    ProviderError: 502,
+    ProviderTimeout: 504,
+    AllProvidersFailed: 503,
+}
+
+
+def status_of(error: ServiceError) -> int:
+    for klass in type(error).__mro__:
+        if klass in STATUS:
+            return STATUS[klass]  # type: ignore[index]
+    return 500
+
+
+def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=status_of(error), headers=headers)

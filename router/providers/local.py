@@ -1,0 +1,41 @@
+"""Local models: LLMServer deployments reached through Ray Serve handles."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ray.serve.handle import DeploymentHandle
+
+from deployments.llm.protocol import Completion, Delta, GenerationParams, PromptTooLong
+from router.errors import InvalidRequest, ProviderError
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, handles: dict[str, DeploymentHandle]):
+        self._handles = handles
+
+    def models(self) -> list[str]:
+        return sorted(self._handles)
+
+    async def complete(self, model: str, params: GenerationParams) -> Completion:
+        try:
+            completion: Completion = await self._handles[model].complete.remote(params)
+        except Exception as error:
+            raise self._translate(model, error) from None
+        return completion
+
+    async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
+        handle = self._handles[model].options(stream=True)
+        try:
+            async for delta in handle.stream.remote(params):
+                yield delta
+        except Exception as error:
+            raise self._translate(model, error) from None
+
+    def _translate(self, model: str, error: Exception) -> Exception:
+        if isinstance(error, PromptTooLong):  # RayTaskError subclasses the replica's exception type
+            return InvalidRequest(str(getattr(error, "cause", error)), param="messages")
+        # A dead or unreachable replica, back-pressure or an engine error: an outage of this model.
+        return ProviderError(f"local model failed ({type(error).__name__})",
+                             provider=self.name, model=model)

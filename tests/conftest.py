@@ -1,0 +1,57 @@
+"""One real Ray + Serve for the whole test session, serving the real app on the packaged model."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+APP_NAME = "learnx"
+
+# The embedded default, sized for a 2-core CI box: llama.cpp on 1 thread (2 threads collapse when
+# the other core is busy), small context.
+TEST_ARGS: dict[str, Any] = {
+    "local_models": [{
+        "name": "smollm2-135m",
+        "max_ongoing_requests": 16,
+        "ray_actor_options": {"num_cpus": 1},
+        "llama_cpp": {"n_ctx": 2048, "n_threads": 1},
+    }],
+    "router": {"ray_actor_options": {"num_cpus": 0.25}, "max_body_bytes": 200_000},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def serve_url() -> Iterator[str]:
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(TEST_ARGS), name=APP_NAME, route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def openai_client(serve_url: str) -> Any:
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{serve_url}/v1", api_key="unused", max_retries=0, timeout=120)
