@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from models import find_local_model
+from models import ModelNotFound, find_local_model
 
 
 class Strict(BaseModel):
@@ -84,7 +84,10 @@ class LocalModelConfig(DeploymentOptions):
 
     @model_validator(mode="after")
     def _registered(self) -> LocalModelConfig:
-        find_local_model(self.name)  # ModelNotFound (a LookupError) names the registered ones
+        try:
+            find_local_model(self.name)
+        except ModelNotFound as error:  # a LookupError; pydantic reports ValueErrors
+            raise ValueError(str(error)) from None
         return self
 
 

@@ -9,6 +9,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.llm.protocol import Completion, Delta, GenerationParams, PromptTooLong
 from router.errors import InvalidRequest, ProviderError
 
+
 class LocalProvider:
     name = "local"
 

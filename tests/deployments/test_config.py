@@ -1,0 +1,82 @@
+"""AppConfig: strict YAML args, the seed's env overrides, Serve options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from deployments.config import AppConfig, load_config
+
+SMOL = {"name": "smollm2-135m"}
+
+
+def test_unknown_key_is_an_error_that_names_it() -> None:
+    with pytest.raises(ValidationError, match="max_ongoin_requests"):
+        load_config({"local_models": [{**SMOL, "max_ongoin_requests": 3}]}, environ={})
+
+
+def test_unknown_nested_key_is_an_error() -> None:
+    with pytest.raises(ValidationError, match="n_thread"):
+        load_config({"local_models": [{**SMOL, "llama_cpp": {"n_thread": 1}}]}, environ={})
+
+
+def test_unregistered_model_names_the_registered_ones() -> None:
+    with pytest.raises(ValidationError, match="registered models: smollm2-135m"):
+        load_config({"local_models": [{"name": "gpt-2"}]}, environ={})
+
+
+def test_duplicate_models_are_rejected() -> None:
+    with pytest.raises(ValidationError, match="more than once"):
+        load_config({"local_models": [SMOL, SMOL]}, environ={})
+
+
+def test_env_overrides_yaml() -> None:
+    config = load_config(
+        {"local_models": [SMOL], "router": {"request_timeout_s": 5}},
+        environ={"AI_REQUEST_TIMEOUT": "30", "AI_MAX_RETRIES": "1", "LOCAL_MODEL_GPU_LAYERS": "-1",
+                 "LOCAL_MODELS_PATH": "/models", "ENABLE_LOCAL_MODELS": "false"})
+    assert config.router.request_timeout_s == 30
+    assert config.router.max_retries == 1
+    assert config.local_models[0].llama_cpp.n_gpu_layers == -1
+    assert config.local_models_path == "/models"
+    assert config.served_local_models() == []
+
+
+def test_bad_env_value_is_an_error() -> None:
+    with pytest.raises(ValueError, match="expected true/false"):
+        load_config({}, environ={"ENABLE_LOCAL_MODELS": "maybe"})
+    with pytest.raises(ValidationError, match="n_gpu_layers"):
+        load_config({"local_models": [SMOL]}, environ={"LOCAL_MODEL_GPU_LAYERS": "-2"})
+
+
+def test_serve_options_use_autoscaling_when_configured() -> None:
+    model = AppConfig.model_validate({"local_models": [{
+        **SMOL, "autoscaling_config": {"min_replicas": 1, "max_replicas": 4},
+        "ray_actor_options": {"num_cpus": 2, "num_gpus": 1}}]}).local_models[0]
+    options = model.serve_options()
+    assert options["autoscaling_config"]["max_replicas"] == 4
+    assert "num_replicas" not in options
+    assert options["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1, "resources": {}}
+
+
+def test_autoscaling_bounds_are_checked() -> None:
+    with pytest.raises(ValidationError, match="min_replicas must be <= max_replicas"):
+        AppConfig.model_validate({"local_models": [{
+            **SMOL, "autoscaling_config": {"min_replicas": 3, "max_replicas": 2}}]})
+
+
+def test_gpus_needed_counts_minimum_replicas() -> None:
+    config = AppConfig.model_validate({"local_models": [{
+        **SMOL, "num_replicas": 2, "ray_actor_options": {"num_gpus": 0.5}}]})
+    assert config.gpus_needed() == 1.0
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    serve_config = yaml.safe_load(path.read_text())
+    for application in serve_config["applications"]:
+        assert application["import_path"] == "deployments.app:build_app"
+        load_config(application["args"], environ={})

@@ -1,0 +1,48 @@
+"""The SSE encoder always ends a stream explicitly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+from router.errors import AllProvidersFailed, ProviderError
+from router.sse import DONE, encode, encode_stream
+
+
+async def frames(events: AsyncIterator) -> list[bytes]:
+    return [frame async for frame in encode_stream(events)]
+
+
+def test_encode_frames_json_and_named_events() -> None:
+    assert encode({"a": 1}) == b'data: {"a":1}\n\n'
+    assert encode({"a": 1}, event="x") == b'event: x\ndata: {"a":1}\n\n'
+
+
+async def test_a_finished_stream_ends_with_done() -> None:
+    async def events():
+        yield {"n": 1}
+
+    assert await frames(events()) == [b'data: {"n":1}\n\n', DONE]
+
+
+async def test_an_error_mid_stream_becomes_an_error_event_then_done() -> None:
+    async def events():
+        yield {"n": 1}
+        raise AllProvidersFailed([ProviderError("boom", provider="openai", model="gpt-4o-mini")])
+
+    out = await frames(events())
+    error = json.loads(out[1].decode()[len("data: "):])["error"]
+    assert error["type"] == "service_unavailable"
+    assert error["tried"] == ["openai/gpt-4o-mini"]
+    assert out[-1] == DONE
+
+
+async def test_a_bug_mid_stream_still_ends_visibly() -> None:
+    async def events():
+        yield {"n": 1}
+        raise KeyError("secret internals")
+
+    out = await frames(events())
+    assert b"secret" not in out[1]
+    assert b"server_error" in out[1]
+    assert out[-1] == DONE
