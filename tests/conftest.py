@@ -11,6 +11,7 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
 
 APP_NAME = "learnx"
 
