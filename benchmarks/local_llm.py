@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._serve import served  # noqa: E402
-from models import find_local_model, resolve_gguf  # noqa: E402
+from benchmarks._serve import served
+from models import find_local_model, resolve_gguf
 
 MESSAGES = [{"role": "user", "content": "Explain how plants make food from sunlight, step by step."}]
 

@@ -79,6 +79,9 @@ class VLLMSettings(Strict):
 class LocalModelConfig(DeploymentOptions):
     name: str
     engine: Literal["llama_cpp", "vllm"] = "llama_cpp"
+    # Amortized cost of running the model (hardware, power), USD per million tokens; 0 by default.
+    input_per_million: float = Field(0.0, ge=0)
+    output_per_million: float = Field(0.0, ge=0)
     llama_cpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
@@ -91,6 +94,20 @@ class LocalModelConfig(DeploymentOptions):
         return self
 
 
+class HostedProviderConfig(Strict):
+    """A hosted API. Its key comes only from the environment (OPENAI_API_KEY / ANTHROPIC_API_KEY):
+    secrets never live in config files. Without a key the provider is not a candidate."""
+
+    enabled: bool = True
+    base_url: str | None = None  # None: the SDK's own OPENAI_BASE_URL / ANTHROPIC_BASE_URL, or the API
+    timeout_s: float = Field(60.0, gt=0)
+
+
+class ProvidersConfig(Strict):
+    openai: HostedProviderConfig = Field(default_factory=HostedProviderConfig)
+    anthropic: HostedProviderConfig = Field(default_factory=HostedProviderConfig)
+
+
 class RouterConfig(DeploymentOptions):
     max_ongoing_requests: PositiveInt = 256
     ray_actor_options: ActorOptions = Field(default_factory=lambda: ActorOptions(num_cpus=0.25))
@@ -99,6 +116,10 @@ class RouterConfig(DeploymentOptions):
     default_max_tokens: PositiveInt = 512
     request_timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(3, ge=0)
+    providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
+    default_provider: Literal["local", "openai", "anthropic"] | None = None
+    enable_fallback: bool = True
+    enable_cost_optimization: bool = True
 
 
 class AppConfig(Strict):
@@ -150,6 +171,12 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         router["request_timeout_s"] = float(environ["AI_REQUEST_TIMEOUT"])
     if "AI_MAX_RETRIES" in environ:
         router["max_retries"] = int(environ["AI_MAX_RETRIES"])
+    if "AI_DEFAULT_PROVIDER" in environ:
+        router["default_provider"] = environ["AI_DEFAULT_PROVIDER"].strip().lower()
+    if "AI_ENABLE_FALLBACK" in environ:
+        router["enable_fallback"] = _bool(environ["AI_ENABLE_FALLBACK"])
+    if "AI_ENABLE_COST_OPTIMIZATION" in environ:
+        router["enable_cost_optimization"] = _bool(environ["AI_ENABLE_COST_OPTIMIZATION"])
     if router:
         out["router"] = router
     return out

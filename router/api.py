@@ -5,6 +5,7 @@
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,11 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.config import AppConfig
 from router import sse
-from router.chat import ChatService, model_table
+from router.chat import ChatService, build_catalog
 from router.errors import InvalidRequest, ServiceError, error_response
 from router.limits import BodyLimit
 from router.protocol import ChatCompletionRequest, ModelCard, ModelList
-from router.providers.local import LocalProvider
+from router.providers import build_providers
 
 log = logging.getLogger("ray.serve")
 
@@ -70,11 +71,13 @@ class Router:
     def __init__(self, config: AppConfig, llm_handles: dict[str, DeploymentHandle]):
         app.add_middleware(BodyLimit, max_bytes=config.router.max_body_bytes)
         self._llm_handles = llm_handles
-        self.chat = ChatService(config.router, model_table(LocalProvider(llm_handles), config))
+        providers = build_providers(config, llm_handles, os.environ)
+        self.chat = ChatService(config.router, providers, build_catalog(config))
+        log.info("router ready; providers: %s", ", ".join(providers) or "none")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest) -> Response:
-        route = self.chat.route(body)
+        route = self.chat.plan(body)[0]
         headers = {"x-learnx-route": route.header()}
         if body.stream:
             chunks = await self.chat.stream(body, route)
@@ -85,8 +88,8 @@ class Router:
 
     @app.get("/v1/models")
     async def models(self) -> ModelList:
-        return ModelList(data=[ModelCard(id=m, owned_by="learnx-local")
-                               for m in self.chat.model_names()])
+        return ModelList(data=[ModelCard(id=c.name, owned_by=c.provider)
+                               for c in self.chat.available_models()])
 
     @app.get("/health")
     @app.get("/api/v1/ai/health")

@@ -1,16 +1,20 @@
-"""Chat completions: from an OpenAI request to a provider call and back to OpenAI's wire format."""
+"""Chat completions: from an OpenAI request, through the policy's ranking, to a provider call and back
+to OpenAI's wire format with usage, cost and the route taken."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from deployments.config import AppConfig, RouterConfig
 from deployments.llm.protocol import Delta, GenerationParams
 from deployments.llm.protocol import Usage as TokenUsage
-from models import find_local_model
-from router.errors import InvalidRequest, ModelNotFound, ProviderError
+from models.catalog import HOSTED_MODELS, ModelCard, local_card
+from router.errors import InvalidRequest, ProviderError
+from router.policy import Candidate, PolicySettings, RouteRequest, rank
+from router.pricing import cost, estimate_tokens
 from router.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -28,31 +32,46 @@ from router.providers import Provider
 @dataclass(frozen=True)
 class Route:
     provider: Provider
-    model: str
-    reason: str
+    candidate: Candidate
 
-    def describe(self) -> dict[str, str]:
-        return {"provider": self.provider.name, "model": self.model, "reason": self.reason}
+    @property
+    def model(self) -> str:
+        return self.candidate.card.name
 
     def header(self) -> str:
         return f"{self.provider.name}/{self.model}"
 
+    def describe(self, usage: TokenUsage) -> dict[str, Any]:
+        return {"provider": self.provider.name, "model": self.model,
+                "reason": self.candidate.reason, "cost_usd": cost(self.candidate.card, usage)}
+
+
+def build_catalog(config: AppConfig) -> list[ModelCard]:
+    local = [local_card(m.name, m.llama_cpp.n_ctx if m.engine == "llama_cpp"
+                        else (m.vllm.max_model_len or 10**9),
+                        m.input_per_million, m.output_per_million)
+             for m in config.served_local_models()]
+    return [*local, *HOSTED_MODELS]
+
 
 class ChatService:
-    def __init__(self, config: RouterConfig, models: dict[str, tuple[Provider, str]]):
-        """`models` maps every accepted name (model or alias) to its provider and concrete model."""
+    def __init__(self, config: RouterConfig, providers: dict[str, Provider],
+                 catalog: list[ModelCard]):
         self._config = config
-        self._models = models
+        self._providers = providers
+        self._catalog = catalog
+        self._policy = PolicySettings(config.default_provider, config.enable_cost_optimization)
 
-    def model_names(self) -> list[str]:
-        return sorted({model for _, model in self._models.values()})
+    def available_models(self) -> list[ModelCard]:
+        return [c for c in self._catalog if c.provider in self._providers]
 
-    def route(self, request: ChatCompletionRequest) -> Route:
-        if request.model not in self._models:
-            raise ModelNotFound(request.model, self.model_names())
-        provider, model = self._models[request.model]
-        reason = "requested" if request.model == model else f"alias of {request.model!r}"
-        return Route(provider, model, reason)
+    def plan(self, request: ChatCompletionRequest) -> list[Route]:
+        params = self.params(request)
+        chars = sum(len(m["content"]) + 16 for m in params.messages)
+        ranked = rank(RouteRequest(request.model, estimate_tokens(chars), params.max_tokens,
+                                   tuple(request.preferred_providers)),
+                      self._catalog, set(self._providers), self._policy)
+        return [Route(self._providers[c.card.provider], c) for c in ranked]
 
     def params(self, request: ChatCompletionRequest) -> GenerationParams:
         max_tokens = request.requested_max_tokens() or self._config.default_max_tokens
@@ -75,7 +94,7 @@ class ChatService:
             choices=[Choice(message=AssistantMessage(content=completion.text),
                             finish_reason=completion.finish_reason)],
             usage=_wire_usage(completion.usage),
-            route=route.describe())
+            route=route.describe(completion.usage))
 
     async def stream(self, request: ChatCompletionRequest,
                      route: Route) -> AsyncIterator[ChatCompletionChunk]:
@@ -100,15 +119,15 @@ class ChatService:
                     **base, choices=[ChunkChoice(delta=DeltaMessage(content=delta.text))])
             if delta.finish_reason is not None:
                 finished = delta
-                yield ChatCompletionChunk(
-                    **base, choices=[ChunkChoice(delta=DeltaMessage(),
-                                                 finish_reason=delta.finish_reason)],
-                    route=route.describe())
         if finished is None:  # an upstream that stops without saying so has failed
             raise ProviderError("the stream ended before the model finished",
                                 provider=route.provider.name, model=route.model)
-        if request.include_usage() and finished.usage is not None:
-            yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(finished.usage))
+        usage = finished.usage or TokenUsage()
+        yield ChatCompletionChunk(
+            **base, choices=[ChunkChoice(delta=DeltaMessage(), finish_reason=finished.finish_reason)],
+            route=route.describe(usage))
+        if request.include_usage():
+            yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(usage))
 
 
 async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
@@ -126,13 +145,3 @@ def _wire_usage(usage: TokenUsage) -> Usage:
 
 def _role(role: str) -> str:
     return "system" if role == "developer" else role
-
-
-def model_table(local: Provider, config: AppConfig) -> dict[str, tuple[Provider, str]]:
-    """Every accepted model name (concrete or alias) -> (provider, concrete model)."""
-    table: dict[str, tuple[Provider, str]] = {}
-    for model in config.served_local_models():
-        spec = find_local_model(model.name)
-        for name in (spec.name, *spec.aliases):
-            table[name] = (local, spec.name)
-    return table

@@ -6,6 +6,7 @@
     │   └── PayloadTooLarge           413
     ├── AuthenticationFailed          401 authentication_error
     ├── RateLimited                   429 rate_limit_error
+    ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
     └── ProviderError                 502 upstream_error       (one provider/model failed)
         ├── ProviderTimeout           504 timeout_error
         └── AllProvidersFailed        503 service_unavailable  (every candidate failed; lists them)
@@ -57,18 +58,27 @@ class RateLimited(ServiceError):
     error_type = "rate_limit_error"
 
 
+class ModelUnavailable(ServiceError):
+    error_type = "service_unavailable"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="model_unavailable", param="model")
+
+
 class ProviderError(ServiceError):
     """One provider call failed. `retryable` and `upstream_status` drive retries and breakers."""
 
     error_type = "upstream_error"
 
     def __init__(self, message: str, *, provider: str, model: str,
-                 upstream_status: int | None = None, retryable: bool = True):
+                 upstream_status: int | None = None, retryable: bool = True,
+                 retry_after: float | None = None):
         super().__init__(f"{provider}/{model}: {message}", code="provider_error")
         self.provider = provider
         self.model = model
         self.upstream_status = upstream_status
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class ProviderTimeout(ProviderError):
@@ -96,6 +106,7 @@ STATUS: dict[type[ServiceError], int] = {
     PayloadTooLarge: 413,
     AuthenticationFailed: 401,
     RateLimited: 429,
+    ModelUnavailable: 503,
     ProviderError: 502,
     ProviderTimeout: 504,
     AllProvidersFailed: 503,

@@ -56,6 +56,8 @@ class ChatCompletionRequest(Wire):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Literal[1] = 1
+    # Our extension: providers to try first, in order ("local", "openai", "anthropic").
+    preferred_providers: list[Literal["local", "openai", "anthropic"]] = Field(default_factory=list)
 
     @field_validator("messages")
     @classmethod

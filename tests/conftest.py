@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 from collections.abc import Iterator
@@ -9,11 +10,18 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import FakeAnthropic, FakeOpenAI
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
 
 APP_NAME = "learnx"
+OPENAI_KEY = "sk-test-openai-0123456789"
+ANTHROPIC_KEY = "sk-ant-test-0123456789"
+# Router replicas inherit the environment of the process that starts Ray: keys come from env only.
+os.environ["OPENAI_API_KEY"] = OPENAI_KEY
+os.environ["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
 
 # The embedded default, sized for a 2-core CI box: llama.cpp on 1 thread (2 threads collapse when
 # the other core is busy), small context.
@@ -35,17 +43,42 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def serve_url() -> Iterator[str]:
+def fake_openai() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fakes(request: pytest.FixtureRequest) -> None:
+    """Each test starts with empty scripts and request logs (only where the fakes are in use)."""
+    for name in ("fake_openai", "fake_anthropic"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset()
+
+
+@pytest.fixture(scope="session")
+def serve_url(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> Iterator[str]:
     import ray
     from ray import serve
 
     from deployments.app import build_app
 
+    args = copy.deepcopy(TEST_ARGS)
+    args["router"]["providers"] = {"openai": {"base_url": f"{fake_openai.url}/v1"},
+                                   "anthropic": {"base_url": fake_anthropic.url}}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(TEST_ARGS), name=APP_NAME, route_prefix="/")
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()

@@ -1,5 +1,7 @@
-"""The one provider interface. Adapters translate their backend's errors into router.errors once,
-at this boundary: InvalidRequest for the caller's mistakes, ProviderError for everything else."""
+"""The one provider interface, and the one translation of upstream HTTP failures into router.errors.
+
+Adapters translate their SDK's exceptions once, at this boundary, by type and status code (never by
+message text): InvalidRequest for what the caller must fix, ProviderError for everything else."""
 
 from __future__ import annotations
 
@@ -7,6 +9,12 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from deployments.llm.protocol import Completion, Delta, GenerationParams
+from router.errors import InvalidRequest, ProviderError, ProviderTimeout, ServiceError
+
+# Upstream statuses caused by the request itself: retrying or another provider will not help.
+_CALLER_FAULTS = {400, 413, 422}
+# Statuses worth retrying on the same provider (after backoff / Retry-After).
+_RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 
 
 class Provider(Protocol):
@@ -15,5 +23,28 @@ class Provider(Protocol):
     async def complete(self, model: str, params: GenerationParams) -> Completion: ...
 
     def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
-        """Deltas as produced; the last one carries finish_reason and usage."""
+        """Deltas as produced; the last one carries finish_reason and usage. A stream that ends
+        without its provider's proper end raises ProviderError."""
         ...
+
+
+def upstream_error(provider: str, model: str, *, status: int | None = None, timeout: bool = False,
+                   retry_after: float | None = None) -> ServiceError:
+    """The router error for a failed upstream call. Upstream messages are not passed on: they can
+    quote credentials and other internals."""
+    if timeout:
+        return ProviderTimeout("timed out", provider=provider, model=model)
+    if status is None:
+        return ProviderError("connection failed", provider=provider, model=model)
+    if status in _CALLER_FAULTS:
+        return InvalidRequest(f"{provider} rejected the request as invalid (HTTP {status})")
+    return ProviderError(f"HTTP {status}", provider=provider, model=model, upstream_status=status,
+                         retryable=status in _RETRYABLE or status >= 500, retry_after=retry_after)
+
+
+def retry_after_seconds(headers: object) -> float | None:
+    value = getattr(headers, "get", lambda _: None)("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

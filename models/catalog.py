@@ -1,0 +1,59 @@
+"""The model catalogue: every concrete model the router can use, with its provider, context window,
+capability tier and price. It is the one price table; router/pricing.py computes costs from it.
+
+Models of the same tier are equivalents (the seed's "model mapping"): a request for one may be served
+by another of its tier when the first is unavailable or more expensive."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.registry import LOCAL_MODELS, Tier
+
+ProviderName = Literal["local", "openai", "anthropic"]
+PROVIDERS: tuple[ProviderName, ...] = ("local", "openai", "anthropic")
+TIERS: tuple[Tier, ...] = ("small", "large")
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    provider: ProviderName
+    tier: Tier
+    context_window: int = Field(gt=0)
+    input_per_million: float = Field(ge=0)  # USD per 1M prompt tokens
+    output_per_million: float = Field(ge=0)  # USD per 1M completion tokens
+    aliases: tuple[str, ...] = ()
+    kind: Literal["chat", "embedding"] = "chat"
+
+
+# List prices (USD per million tokens) as published by the providers; update here only.
+HOSTED_MODELS: tuple[ModelCard, ...] = (
+    ModelCard(name="gpt-4o-mini", provider="openai", tier="small", context_window=128_000,
+              input_per_million=0.15, output_per_million=0.60, aliases=("gpt-3.5-turbo",)),
+    ModelCard(name="gpt-4o", provider="openai", tier="large", context_window=128_000,
+              input_per_million=2.50, output_per_million=10.00, aliases=("gpt-4", "gpt-4-turbo")),
+    ModelCard(name="claude-3-5-haiku-latest", provider="anthropic", tier="small",
+              context_window=200_000, input_per_million=0.80, output_per_million=4.00,
+              aliases=("claude-haiku",)),
+    ModelCard(name="claude-3-5-sonnet-latest", provider="anthropic", tier="large",
+              context_window=200_000, input_per_million=3.00, output_per_million=15.00,
+              aliases=("claude-sonnet",)),
+    ModelCard(name="text-embedding-3-small", provider="openai", tier="small", kind="embedding",
+              context_window=8191, input_per_million=0.02, output_per_million=0.0),
+    ModelCard(name="text-embedding-3-large", provider="openai", tier="large", kind="embedding",
+              context_window=8191, input_per_million=0.13, output_per_million=0.0),
+)
+
+
+def local_card(name: str, context_window: int, input_per_million: float = 0.0,
+               output_per_million: float = 0.0) -> ModelCard:
+    """A served local model: registry facts, the deployed context size, an amortized price."""
+    spec = next(s for s in LOCAL_MODELS if s.name == name)
+    return ModelCard(name=spec.name, provider="local", tier=spec.tier,
+                     context_window=min(context_window, spec.context_window),
+                     input_per_million=input_per_million, output_per_million=output_per_million,
+                     aliases=spec.aliases)

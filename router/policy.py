@@ -1,0 +1,100 @@
+"""Which (provider, model) serves a request: a pure ranking with reasons, no network, no clock.
+
+Order of precedence, each a tie-breaker for the one before:
+1. the concrete model the request names (an alias counts as naming it);
+2. the request's preferred_providers, in their order;
+3. with cost optimization, the lowest estimated cost;
+4. the default provider (AI_DEFAULT_PROVIDER);
+5. catalogue order.
+Only models of the requested tier whose provider is available and whose context fits the prompt
+are candidates; the rest of the ranking is the fallback order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from models.catalog import TIERS, ModelCard
+from router.errors import InvalidRequest, ModelNotFound, ModelUnavailable
+from router.pricing import estimate
+
+
+@dataclass(frozen=True)
+class RouteRequest:
+    model: str  # a concrete model, an alias or a tier
+    prompt_tokens: int  # estimated
+    max_tokens: int
+    preferred_providers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    default_provider: str | None = None
+    cost_optimization: bool = True
+
+
+@dataclass(frozen=True)
+class Candidate:
+    card: ModelCard
+    estimated_cost: float
+    reason: str
+
+
+def resolve(name: str, catalog: Sequence[ModelCard]) -> tuple[ModelCard | None, str]:
+    """(the concrete card or None for a tier, the tier)."""
+    if name in TIERS:
+        return None, name
+    for card in catalog:
+        if card.kind == "chat" and (name == card.name or name in card.aliases):
+            return card, card.tier
+    chat = sorted({c.name for c in catalog if c.kind == "chat"})
+    raise ModelNotFound(name, [*chat, *TIERS])
+
+
+def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str],
+         settings: PolicySettings) -> list[Candidate]:
+    wanted, tier = resolve(request.model, catalog)
+    in_tier = [c for c in catalog if c.kind == "chat" and c.tier == tier and c.provider in available]
+    if not in_tier:
+        raise ModelUnavailable(_unavailable(request.model, wanted, tier))
+    fitting = [c for c in in_tier if c.context_window > request.prompt_tokens]
+    if not fitting:
+        largest = max(c.context_window for c in in_tier)
+        raise InvalidRequest(
+            f"the prompt (~{request.prompt_tokens} tokens) does not fit any {tier} model "
+            f"(largest context {largest} tokens): shorten the messages", param="messages")
+
+    def key(card: ModelCard) -> tuple[int, int, float, int, int]:
+        preferred = request.preferred_providers
+        return (
+            0 if card == wanted else 1,
+            preferred.index(card.provider) if card.provider in preferred else len(preferred),
+            estimate(card, request.prompt_tokens, request.max_tokens)
+            if settings.cost_optimization else 0.0,
+            0 if card.provider == settings.default_provider else 1,
+            catalog.index(card),
+        )
+
+    ranked = sorted(fitting, key=key)
+    return [Candidate(card, estimate(card, request.prompt_tokens, request.max_tokens),
+                      _reason(card, request, wanted, tier, settings)) for card in ranked]
+
+
+def _reason(card: ModelCard, request: RouteRequest, wanted: ModelCard | None, tier: str,
+            settings: PolicySettings) -> str:
+    if card == wanted:
+        return "requested model" if request.model == card.name else f"alias {request.model!r}"
+    instead = f"; {wanted.name} unavailable" if wanted is not None else ""
+    if card.provider in request.preferred_providers:
+        return f"preferred provider {card.provider} in tier {tier}{instead}"
+    if settings.cost_optimization:
+        return f"lowest estimated cost in tier {tier}{instead}"
+    if card.provider == settings.default_provider:
+        return f"default provider {card.provider} in tier {tier}{instead}"
+    return f"tier {tier}{instead}"
+
+
+def _unavailable(requested: str, wanted: ModelCard | None, tier: str) -> str:
+    needs = f"{wanted.name} needs the {wanted.provider} provider; " if wanted else ""
+    return (f"no configured provider serves {requested!r}: {needs}no {tier}-tier model is "
+            "available (set OPENAI_API_KEY / ANTHROPIC_API_KEY or enable a local model)")

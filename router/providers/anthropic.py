@@ -1,0 +1,102 @@
+"""Anthropic Messages API through the official SDK, translated to and from OpenAI-shaped chat."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import anthropic
+
+from deployments.config import HostedProviderConfig
+from deployments.llm.protocol import Completion, Delta, GenerationParams, Usage
+from router.errors import ProviderError, ServiceError
+from router.providers.base import retry_after_seconds, upstream_error
+
+STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+                "tool_use": "tool_calls", "refusal": "content_filter", "pause_turn": "stop"}
+
+
+def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
+    """System messages become `system`; consecutive same-role turns merge (Anthropic alternates)."""
+    system = [m["content"] for m in params.messages if m["role"] == "system"]
+    if params.json_schema is not None:
+        schema = json.dumps(params.json_schema) if params.json_schema else "any JSON object"
+        system.append(f"Respond with JSON only, no prose, matching: {schema}")
+    turns: list[dict[str, str]] = []
+    for message in params.messages:
+        if message["role"] == "system":
+            continue
+        role = "assistant" if message["role"] == "assistant" else "user"
+        if turns and turns[-1]["role"] == role:
+            turns[-1] = {"role": role, "content": f"{turns[-1]['content']}\n\n{message['content']}"}
+        else:
+            turns.append({"role": role, "content": message["content"]})
+    # No temperature/top_p: the current Messages API (SDK 2.x) no longer takes sampling parameters.
+    request: dict[str, Any] = {"model": model, "messages": turns, "max_tokens": params.max_tokens}
+    if system:
+        request["system"] = "\n\n".join(system)
+    if params.stop:
+        request["stop_sequences"] = params.stop
+    return request
+
+
+class AnthropicProvider:
+    name = "anthropic"
+
+    def __init__(self, client: anthropic.AsyncAnthropic):
+        self._client = client
+
+    @classmethod
+    def from_env(cls, config: HostedProviderConfig,
+                 environ: Mapping[str, str]) -> AnthropicProvider | None:
+        key = environ.get("ANTHROPIC_API_KEY")
+        if not config.enabled or not key:
+            return None
+        # base_url None lets the SDK apply ANTHROPIC_BASE_URL itself. Our retries, not the SDK's.
+        return cls(anthropic.AsyncAnthropic(api_key=key, base_url=config.base_url, max_retries=0,
+                                            timeout=config.timeout_s))
+
+    async def complete(self, model: str, params: GenerationParams) -> Completion:
+        try:
+            message = await self._client.messages.create(**to_anthropic(model, params))
+        except anthropic.APIError as error:
+            raise _translate(model, error) from None
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return Completion(text, STOP_REASONS.get(message.stop_reason or "", "stop"),
+                          Usage(message.usage.input_tokens, message.usage.output_tokens))
+
+    async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
+        prompt_tokens, completion_tokens, stop_reason, stopped = 0, 0, None, False
+        try:
+            stream = await self._client.messages.create(**to_anthropic(model, params), stream=True)
+            async with stream:
+                async for event in stream:
+                    if event.type == "message_start":
+                        prompt_tokens = event.message.usage.input_tokens
+                    elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        yield Delta(event.delta.text)
+                    elif event.type == "message_delta":
+                        stop_reason = event.delta.stop_reason
+                        completion_tokens = event.usage.output_tokens
+                    elif event.type == "message_stop":
+                        stopped = True
+        except anthropic.APIError as error:
+            raise _translate(model, error) from None
+        if not stopped:
+            raise ProviderError("the stream ended without message_stop", provider="anthropic",
+                                model=model)
+        yield Delta("", finish_reason=STOP_REASONS.get(stop_reason or "", "stop"),
+                    usage=Usage(prompt_tokens, completion_tokens))
+
+
+def _translate(model: str, error: anthropic.APIError) -> ServiceError:
+    if isinstance(error, anthropic.APITimeoutError):
+        return upstream_error("anthropic", model, timeout=True)
+    if isinstance(error, anthropic.APIStatusError):
+        return upstream_error("anthropic", model, status=error.status_code,
+                              retry_after=retry_after_seconds(error.response.headers))
+    if isinstance(error, anthropic.APIConnectionError):
+        return upstream_error("anthropic", model)
+    return ProviderError(f"malformed response ({type(error).__name__})", provider="anthropic",
+                         model=model)

@@ -1,0 +1,87 @@
+"""OpenAI (and OpenAI-compatible gateways) through the official SDK."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import openai
+
+from deployments.config import HostedProviderConfig
+from deployments.llm.protocol import Completion, Delta, GenerationParams, Usage
+from router.errors import ProviderError, ServiceError
+from router.providers.base import retry_after_seconds, upstream_error
+
+
+def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "model": model, "messages": params.messages, "max_completion_tokens": params.max_tokens,
+        "temperature": params.temperature, "top_p": params.top_p,
+    }
+    if params.stop:
+        request["stop"] = params.stop
+    if params.seed is not None:
+        request["seed"] = params.seed
+    if params.json_schema:
+        request["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": "output", "schema": params.json_schema}}
+    elif params.json_schema is not None:
+        request["response_format"] = {"type": "json_object"}
+    return request
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, client: openai.AsyncOpenAI):
+        self._client = client
+
+    @classmethod
+    def from_env(cls, config: HostedProviderConfig, environ: Mapping[str, str]) -> OpenAIProvider | None:
+        key = environ.get("OPENAI_API_KEY")
+        if not config.enabled or not key:
+            return None
+        # base_url None lets the SDK apply OPENAI_BASE_URL itself. Our retries, not the SDK's.
+        return cls(openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0,
+                                      timeout=config.timeout_s))
+
+    async def complete(self, model: str, params: GenerationParams) -> Completion:
+        try:
+            response = await self._client.chat.completions.create(**to_openai(model, params))
+        except openai.APIError as error:
+            raise _translate(model, error) from None
+        choice, usage = response.choices[0], response.usage
+        return Completion(choice.message.content or "", choice.finish_reason or "stop",
+                          Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage())
+
+    async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
+        finish_reason, usage = None, Usage()
+        try:
+            stream = await self._client.chat.completions.create(
+                **to_openai(model, params), stream=True, stream_options={"include_usage": True})
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield Delta(choice.delta.content)
+                        finish_reason = choice.finish_reason or finish_reason
+        except openai.APIError as error:
+            raise _translate(model, error) from None
+        if finish_reason is None:
+            raise ProviderError("the stream ended without a finish_reason", provider="openai",
+                                model=model)
+        yield Delta("", finish_reason=finish_reason, usage=usage)
+
+
+def _translate(model: str, error: openai.APIError) -> ServiceError:
+    if isinstance(error, openai.APITimeoutError):
+        return upstream_error("openai", model, timeout=True)
+    if isinstance(error, openai.APIStatusError):
+        return upstream_error("openai", model, status=error.status_code,
+                              retry_after=retry_after_seconds(error.response.headers))
+    if isinstance(error, openai.APIConnectionError):
+        return upstream_error("openai", model)
+    return ProviderError(f"malformed response ({type(error).__name__})", provider="openai",
+                         model=model)

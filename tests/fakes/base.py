@@ -1,0 +1,147 @@
+"""What the fakes share: a script of behaviours consumed one per request, the record of requests,
+and a uvicorn server on a free loopback port in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A normal answer. Token counts default to word counts of the prompt and of `text`."""
+
+    text: str = "Hello from the fake provider, happy to help you learn today."
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str = "stop"
+    chunk_delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failure, applied per request."""
+
+    status: int | None = None  # answer with this HTTP status and the provider's error body
+    retry_after: float | None = None  # Retry-After header with `status`
+    delay_s: float = 0.0  # wait before the response head (then behave normally)
+    cut_after: int | None = None  # stream: close after N text chunks, without the proper end
+    idle_after: int | None = None  # stream: go silent after N text chunks
+    malformed: bool = False  # a body / SSE data line that is not JSON
+
+
+Behaviour = Reply | Fault
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeProvider:
+    """Subclasses add the provider's routes; tests enqueue behaviours and read `requests`."""
+
+    script: deque[Behaviour] = field(default_factory=deque)
+    requests: list[Recorded] = field(default_factory=list)
+    url: str = ""
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    def enqueue(self, *behaviours: Behaviour) -> None:
+        self.script.extend(behaviours)
+
+    def reset(self) -> None:
+        self.script.clear()
+        self.requests.clear()
+
+    def next_behaviour(self) -> Behaviour:
+        return self.script.popleft() if self.script else Reply()
+
+    def routes(self) -> list[Any]:
+        raise NotImplementedError
+
+    async def record(self, request: Request) -> dict[str, Any]:
+        body = await request.json()
+        self.requests.append(Recorded(request.url.path, dict(request.headers), body))
+        return body
+
+    def start(self) -> FakeProvider:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = uvicorn.Config(Starlette(routes=self.routes()), host="127.0.0.1", port=port,
+                                log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake server did not start")
+            time.sleep(0.01)
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def pieces(text: str) -> list[str]:
+    """Split text into stream chunks at word boundaries, keeping the spaces."""
+    parts = text.split(" ")
+    return [p if i == 0 else " " + p for i, p in enumerate(parts)]
+
+
+async def respond(fault: Fault | None, error_body: Callable[[int], dict[str, Any]],
+                  make: Callable[[], Response]) -> Response:
+    """Apply the head-of-response faults (delay, status, malformed), else `make()`."""
+    if fault is not None and fault.delay_s:
+        await asyncio.sleep(fault.delay_s)
+    if fault is not None and fault.status is not None:
+        headers = {"retry-after": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+        return JSONResponse(error_body(fault.status), status_code=fault.status, headers=headers)
+    if fault is not None and fault.malformed and fault.cut_after is None:
+        return Response(b'{"this is": not json', media_type="application/json")
+    return make()
+
+
+async def sse(events: list[bytes], fault: Fault | None, text_events: int,
+              delay_s: float) -> AsyncIterator[bytes]:
+    """Send SSE frames; `text_events` is how many leading frames precede the text chunks."""
+    for index, frame in enumerate(events):
+        chunk_number = index - text_events
+        if fault is not None and chunk_number >= 0:
+            if fault.cut_after is not None and chunk_number >= fault.cut_after:
+                if fault.malformed:
+                    yield b"data: {not json\n\n"
+                return
+            if fault.idle_after is not None and chunk_number >= fault.idle_after:
+                await asyncio.sleep(3600)
+        if delay_s and chunk_number >= 0:
+            await asyncio.sleep(delay_s)
+        yield frame
+
+
+def streaming(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(frames, media_type="text/event-stream")

@@ -1,0 +1,94 @@
+"""Fake OpenAI: /v1/chat/completions (JSON and SSE) and /v1/embeddings (float and base64)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+import time
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.fakes.base import FakeProvider, Fault, Reply, pieces, respond, sse, streaming, words
+
+
+def _error(status: int) -> dict[str, Any]:
+    kinds = {401: "invalid_request_error", 429: "rate_limit_error"}
+    return {"error": {"message": f"fake failure {status}", "type": kinds.get(status, "server_error"),
+                      "param": None, "code": None}}
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    return sum(words(str(m.get("content", ""))) for m in body.get("messages", []))
+
+
+def fake_vector(text: str, dims: int) -> list[float]:
+    """Deterministic unit vector per text."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [((seed[i % 32] + i * 7) % 251) / 125.0 - 1.0 for i in range(dims)]
+    norm = sum(v * v for v in raw) ** 0.5 or 1.0
+    return [v / norm for v in raw]
+
+
+class FakeOpenAI(FakeProvider):
+    def routes(self) -> list[Route]:
+        return [Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/embeddings", self.embeddings, methods=["POST"])]
+
+    async def chat(self, request: Request) -> Response:
+        body = await self.record(request)
+        behaviour = self.next_behaviour()
+        fault = behaviour if isinstance(behaviour, Fault) else None
+        reply = behaviour if isinstance(behaviour, Reply) else Reply()
+        usage = {"prompt_tokens": reply.prompt_tokens or _prompt_tokens(body),
+                 "completion_tokens": reply.completion_tokens or words(reply.text)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if body.get("stream"):
+            return await respond(fault, _error, lambda: streaming(
+                sse(self._events(body, reply, usage), fault, 1, reply.chunk_delay_s)))
+        return await respond(fault, _error, lambda: JSONResponse({
+            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
+            "created": int(time.time()), "model": body["model"], "system_fingerprint": None,
+            "choices": [{"index": 0, "logprobs": None, "finish_reason": reply.finish_reason,
+                         "message": {"role": "assistant", "content": reply.text, "refusal": None}}],
+            "usage": usage}))
+
+    def _events(self, body: dict[str, Any], reply: Reply, usage: dict[str, int]) -> list[bytes]:
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body["model"]}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
+
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": piece}) for piece in pieces(reply.text)]
+        events.append(chunk({}, reply.finish_reason))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            events.append(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
+        events.append(b"data: [DONE]\n\n")
+        return events
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await self.record(request)
+        behaviour = self.next_behaviour()
+        fault = behaviour if isinstance(behaviour, Fault) else None
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        dims = int(body.get("dimensions") or 1536)
+
+        def encode(vector: list[float]) -> Any:
+            if body.get("encoding_format") == "base64":
+                return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            return vector
+
+        tokens = sum(words(str(text)) for text in inputs)
+        return await respond(fault, _error, lambda: JSONResponse({
+            "object": "list", "model": body["model"],
+            "data": [{"object": "embedding", "index": i, "embedding": encode(fake_vector(str(t), dims))}
+                     for i, t in enumerate(inputs)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))

@@ -1,0 +1,129 @@
+"""The hosted adapters in process against the fake servers: transforms, env config, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from deployments.config import AppConfig, HostedProviderConfig
+from deployments.llm.protocol import GenerationParams, Usage, collect
+from router.errors import InvalidRequest, ProviderError, ProviderTimeout
+from router.providers import build_providers
+from router.providers.anthropic import AnthropicProvider, to_anthropic
+from router.providers.openai import OpenAIProvider, to_openai
+from tests.fakes import FakeAnthropic, FakeOpenAI, Fault, Reply
+
+PARAMS = GenerationParams(
+    messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+              {"role": "user", "content": "there"}, {"role": "assistant", "content": "Hello"},
+              {"role": "system", "content": "Use British spelling."}],
+    max_tokens=20, temperature=0.2, stop=["\n\n"])
+
+
+@pytest.fixture(scope="module")
+def openai_fake() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def anthropic_fake() -> Iterator[FakeAnthropic]:
+    fake = FakeAnthropic().start()
+    yield fake
+    fake.stop()
+
+
+def openai_provider(fake: FakeOpenAI, **env: str) -> OpenAIProvider:
+    provider = OpenAIProvider.from_env(HostedProviderConfig(base_url=f"{fake.url}/v1"),
+                                       {"OPENAI_API_KEY": "k", **env})
+    assert provider is not None
+    return provider
+
+
+def test_anthropic_transform_moves_system_and_merges_turns() -> None:
+    request = to_anthropic("claude-3-5-haiku-latest", PARAMS)
+    assert request["system"] == "Be brief.\n\nUse British spelling."
+    assert request["messages"] == [{"role": "user", "content": "Hi\n\nthere"},
+                                   {"role": "assistant", "content": "Hello"}]
+    assert request["stop_sequences"] == ["\n\n"]
+    assert request["max_tokens"] == 20
+    assert "temperature" not in request  # the Messages API of SDK 2.x takes no sampling params
+
+
+def test_openai_transform_maps_json_modes() -> None:
+    assert to_openai("m", GenerationParams([], 5, json_schema={}))["response_format"] == {
+        "type": "json_object"}
+    schema = {"type": "object"}
+    assert to_openai("m", GenerationParams([], 5, json_schema=schema))["response_format"][
+        "json_schema"]["schema"] == schema
+    assert "response_format" not in to_openai("m", GenerationParams([], 5))
+
+
+def test_provider_without_key_is_not_built() -> None:
+    providers = build_providers(AppConfig(), {}, environ={"ANTHROPIC_API_KEY": "a"})
+    assert set(providers) == {"anthropic"}
+    assert build_providers(AppConfig(), {}, environ={}) == {}
+
+
+async def test_openai_base_url_comes_from_the_sdks_own_env_var(openai_fake, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{openai_fake.url}/v1")
+    provider = OpenAIProvider.from_env(HostedProviderConfig(), {"OPENAI_API_KEY": "k"})
+    openai_fake.reset()
+    await provider.complete("gpt-4o-mini", PARAMS)
+    assert len(openai_fake.requests) == 1
+
+
+async def test_anthropic_base_url_comes_from_the_sdks_own_env_var(anthropic_fake,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_fake.url)
+    provider = AnthropicProvider.from_env(HostedProviderConfig(), {"ANTHROPIC_API_KEY": "k"})
+    anthropic_fake.reset()
+    completion = await provider.complete("claude-3-5-haiku-latest", PARAMS)
+    assert completion.finish_reason == "stop"
+    assert len(anthropic_fake.requests) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_anthropic_usage_and_stop_reason(anthropic_fake, stream: bool) -> None:
+    provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=anthropic_fake.url),
+                                          {"ANTHROPIC_API_KEY": "k"})
+    anthropic_fake.enqueue(Reply(text="one two three", prompt_tokens=40, completion_tokens=3,
+                                 finish_reason="length"))
+    run = collect(provider.stream("c", PARAMS)) if stream else provider.complete("c", PARAMS)
+    completion = await run
+    assert (completion.text, completion.finish_reason, completion.usage) == (
+        "one two three", "length", Usage(40, 3))
+
+
+@pytest.mark.parametrize(("fault", "error"), [
+    (Fault(status=400), InvalidRequest),
+    (Fault(status=401), ProviderError),
+    (Fault(status=503), ProviderError),
+    (Fault(status=429, retry_after=3), ProviderError),
+])
+async def test_upstream_status_becomes_a_typed_error(openai_fake, fault, error) -> None:
+    openai_fake.enqueue(fault)
+    with pytest.raises(error) as raised:
+        await openai_provider(openai_fake).complete("gpt-4o-mini", PARAMS)
+    if isinstance(raised.value, ProviderError):
+        assert raised.value.upstream_status == fault.status
+        assert raised.value.retry_after == fault.retry_after
+        assert raised.value.retryable == (fault.status != 401)
+
+
+async def test_timeout_is_a_provider_timeout(openai_fake) -> None:
+    provider = OpenAIProvider.from_env(
+        HostedProviderConfig(base_url=f"{openai_fake.url}/v1", timeout_s=0.3), {"OPENAI_API_KEY": "k"})
+    openai_fake.enqueue(Fault(delay_s=2))
+    with pytest.raises(ProviderTimeout):
+        await provider.complete("gpt-4o-mini", PARAMS)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_openai_usage(openai_fake, stream: bool) -> None:
+    openai_fake.enqueue(Reply(text="a b", prompt_tokens=11, completion_tokens=2))
+    provider = openai_provider(openai_fake)
+    run = collect(provider.stream("g", PARAMS)) if stream else provider.complete("g", PARAMS)
+    assert (await run).usage == Usage(11, 2)
