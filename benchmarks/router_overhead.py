@@ -83,7 +83,7 @@ def main() -> None:
     try:
         time.sleep(1.5)
         with served(args) as url:
-            ingress = os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and "haproxy" or "python proxy"
+            ingress = (os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and "haproxy") or "python proxy"
             print(f"ingress: {ingress}; requests per cell: {opts.requests}")
             print("mode    conc  direct p50/p99 ms   served p50/p99 ms   added p50/p99 ms  thr ratio")
             for stream in (False, True):

@@ -108,14 +108,30 @@ class ProvidersConfig(Strict):
     anthropic: HostedProviderConfig = Field(default_factory=HostedProviderConfig)
 
 
+class BreakerConfig(Strict):
+    failure_threshold: PositiveInt = 5
+    failure_rate: float | None = Field(None, gt=0, le=1)
+    window_s: float = Field(60.0, gt=0)
+    min_requests: PositiveInt = 10
+    cooldown_s: float = Field(5.0, gt=0)
+    cooldown_multiplier: float = Field(2.0, ge=1)
+    max_cooldown_s: float = Field(300.0, gt=0)
+    half_open_probes: PositiveInt = 1
+
+
 class RouterConfig(DeploymentOptions):
     max_ongoing_requests: PositiveInt = 256
     ray_actor_options: ActorOptions = Field(default_factory=lambda: ActorOptions(num_cpus=0.25))
     max_body_bytes: PositiveInt = 1_000_000
     max_tokens_limit: PositiveInt = 4096
     default_max_tokens: PositiveInt = 512
-    request_timeout_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(60.0, gt=0)  # whole request, all attempts (AI_REQUEST_TIMEOUT)
+    first_token_timeout_s: float = Field(30.0, gt=0)  # per attempt, until its first delta
+    idle_timeout_s: float = Field(15.0, gt=0)  # per attempt, between deltas
     max_retries: int = Field(3, ge=0)
+    retry_backoff_s: float = Field(0.25, ge=0)
+    retry_backoff_max_s: float = Field(8.0, ge=0)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
     default_provider: Literal["local", "openai", "anthropic"] | None = None
     enable_fallback: bool = True

@@ -16,9 +16,10 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.config import AppConfig
-from router import sse
+from router import metrics, sse
 from router.chat import ChatService, build_catalog
 from router.errors import InvalidRequest, ServiceError, error_response
+from router.health import BreakerSettings, Health
 from router.limits import BodyLimit
 from router.protocol import ChatCompletionRequest, ModelCard, ModelList
 from router.providers import build_providers
@@ -72,19 +73,20 @@ class Router:
         app.add_middleware(BodyLimit, max_bytes=config.router.max_body_bytes)
         self._llm_handles = llm_handles
         providers = build_providers(config, llm_handles, os.environ)
-        self.chat = ChatService(config.router, providers, build_catalog(config))
+        self.health = Health(BreakerSettings(**config.router.breaker.model_dump()),
+                             on_change=metrics.breaker_changed)
+        self.chat = ChatService(config.router, providers, build_catalog(config), self.health)
         log.info("router ready; providers: %s", ", ".join(providers) or "none")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest) -> Response:
-        route = self.chat.plan(body)[0]
-        headers = {"x-learnx-route": route.header()}
         if body.stream:
-            chunks = await self.chat.stream(body, route)
+            chunks, route = await self.chat.stream(body)
             return StreamingResponse(sse.encode_stream(chunks), media_type=sse.MEDIA_TYPE,
-                                     headers={**sse.HEADERS, **headers})
-        completion = await self.chat.complete(body, route)
-        return JSONResponse(completion.model_dump(exclude_none=True), headers=headers)
+                                     headers={**sse.HEADERS, "x-learnx-route": route})
+        completion, route = await self.chat.complete(body)
+        return JSONResponse(completion.model_dump(exclude_none=True),
+                            headers={"x-learnx-route": route})
 
     @app.get("/v1/models")
     async def models(self) -> ModelList:
@@ -108,6 +110,19 @@ class Router:
         ok = all(r is None for r in results)
         return JSONResponse({"status": "ready" if ok else "not_ready", "models": models},
                             status_code=200 if ok else 503)
+
+    @app.get("/health/providers")
+    @app.get("/api/v1/ai/health/providers")
+    async def provider_health(self) -> dict[str, Any]:
+        """Circuit breakers of this router replica, per provider/model that has been called."""
+        return {"providers": sorted(self.chat.providers()), "breakers": self.health.snapshot()}
+
+    @app.post("/health/providers/reset")
+    @app.post("/api/v1/ai/health/providers/reset")
+    async def reset_provider_health(self) -> dict[str, str]:
+        """Close every breaker of this replica (operators, after fixing a provider's key)."""
+        self.health.reset()
+        return {"status": "reset"}
 
     async def _check(self, name: str) -> None:
         await asyncio.wait_for(self._llm_handles[name].check_health.remote(), timeout=5)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from deployments.config import AppConfig, RouterConfig
 from deployments.llm.protocol import Delta, GenerationParams
 from deployments.llm.protocol import Usage as TokenUsage
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
-from router.errors import InvalidRequest, ProviderError
+from router.errors import InvalidRequest
+from router.fallback import Run, Switch
+from router.health import Health
 from router.policy import Candidate, PolicySettings, RouteRequest, rank
 from router.pricing import cost, estimate_tokens
 from router.protocol import (
@@ -28,6 +30,8 @@ from router.protocol import (
 )
 from router.providers import Provider
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Route:
@@ -41,9 +45,18 @@ class Route:
     def header(self) -> str:
         return f"{self.provider.name}/{self.model}"
 
-    def describe(self, usage: TokenUsage) -> dict[str, Any]:
-        return {"provider": self.provider.name, "model": self.model,
-                "reason": self.candidate.reason, "cost_usd": cost(self.candidate.card, usage)}
+
+def summary(run: Run) -> tuple[dict[str, Any], TokenUsage]:
+    """The route taken (for the response) and the usage of every attempt together."""
+    final = run.attempts[-1].route
+    usage = TokenUsage(sum(a.usage.prompt_tokens for a in run.attempts),
+                       sum(a.usage.completion_tokens for a in run.attempts))
+    route = {"provider": final.provider.name, "model": final.model,
+             "reason": final.candidate.reason,
+             "cost_usd": round(sum(cost(a.route.candidate.card, a.usage) for a in run.attempts), 10)}
+    if len(run.attempts) > 1:
+        route["path"] = [a.describe() for a in run.attempts]
+    return route, usage
 
 
 def build_catalog(config: AppConfig) -> list[ModelCard]:
@@ -56,17 +69,20 @@ def build_catalog(config: AppConfig) -> list[ModelCard]:
 
 class ChatService:
     def __init__(self, config: RouterConfig, providers: dict[str, Provider],
-                 catalog: list[ModelCard]):
+                 catalog: list[ModelCard], health: Health):
         self._config = config
         self._providers = providers
         self._catalog = catalog
+        self._health = health
         self._policy = PolicySettings(config.default_provider, config.enable_cost_optimization)
+
+    def providers(self) -> list[str]:
+        return list(self._providers)
 
     def available_models(self) -> list[ModelCard]:
         return [c for c in self._catalog if c.provider in self._providers]
 
-    def plan(self, request: ChatCompletionRequest) -> list[Route]:
-        params = self.params(request)
+    def plan(self, request: ChatCompletionRequest, params: GenerationParams) -> list[Route]:
         chars = sum(len(m["content"]) + 16 for m in params.messages)
         ranked = rank(RouteRequest(request.model, estimate_tokens(chars), params.max_tokens,
                                    tuple(request.preferred_providers)),
@@ -87,52 +103,52 @@ class ChatService:
             max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
             stop=request.stop_list(), seed=request.seed, json_schema=json_schema)
 
-    async def complete(self, request: ChatCompletionRequest, route: Route) -> ChatCompletion:
-        completion = await route.provider.complete(route.model, self.params(request))
+    def _run(self, request: ChatCompletionRequest) -> tuple[Run, GenerationParams]:
+        params = self.params(request)
+        return Run(self.plan(request, params), self._config, self._health), params
+
+    async def complete(self, request: ChatCompletionRequest) -> tuple[ChatCompletion, str]:
+        run, params = self._run(request)
+        completion, route = await run.complete(params)
+        described, usage = summary(run)
         return ChatCompletion(
             model=route.model,
             choices=[Choice(message=AssistantMessage(content=completion.text),
                             finish_reason=completion.finish_reason)],
-            usage=_wire_usage(completion.usage),
-            route=route.describe(completion.usage))
+            usage=_wire_usage(usage), route=described), route.header()
 
-    async def stream(self, request: ChatCompletionRequest,
-                     route: Route) -> AsyncIterator[ChatCompletionChunk]:
+    async def stream(self, request: ChatCompletionRequest
+                     ) -> tuple[AsyncIterator[ChatCompletionChunk], str]:
         """Start the stream and wait for its first delta, so that anything failing before the first
-        token (bad input, a provider down) is an HTTP error rather than an event in a 200 stream."""
-        deltas = route.provider.stream(route.model, self.params(request))
-        try:
-            first = await anext(deltas)
-        except StopAsyncIteration:
-            first = None
-        return self._chunks(request, route, first, deltas)
+        token (bad input, every provider down) is an HTTP error rather than an event in a 200."""
+        run, params = self._run(request)
+        events = run.stream(params)
+        first = await anext(events)
+        route = run.attempts[-1].route
+        return self._chunks(request, run, route, _prepend(first, events)), route.header()
 
-    async def _chunks(self, request: ChatCompletionRequest, route: Route, first: Delta | None,
-                      rest: AsyncIterator[Delta]) -> AsyncIterator[ChatCompletionChunk]:
+    async def _chunks(self, request: ChatCompletionRequest, run: Run, route: Route,
+                      events: AsyncIterator[Delta | Switch]) -> AsyncIterator[ChatCompletionChunk]:
         base = {"id": _chat_id(), "created": int(time.time()), "model": route.model}
         yield ChatCompletionChunk(
             **base, choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
-        finished = None
-        async for delta in _prepend(first, rest):
-            if delta.text:
+        async for event in events:
+            if isinstance(event, Switch):
+                yield ChatCompletionChunk(**base, choices=[], route={"fallback": {
+                    "from": event.from_route, "to": event.to_route, "error": event.error}})
+                continue
+            if event.text:
                 yield ChatCompletionChunk(
-                    **base, choices=[ChunkChoice(delta=DeltaMessage(content=delta.text))])
-            if delta.finish_reason is not None:
-                finished = delta
-        if finished is None:  # an upstream that stops without saying so has failed
-            raise ProviderError("the stream ended before the model finished",
-                                provider=route.provider.name, model=route.model)
-        usage = finished.usage or TokenUsage()
-        yield ChatCompletionChunk(
-            **base, choices=[ChunkChoice(delta=DeltaMessage(), finish_reason=finished.finish_reason)],
-            route=route.describe(usage))
-        if request.include_usage():
-            yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(usage))
+                    **base, choices=[ChunkChoice(delta=DeltaMessage(content=event.text))])
+            if event.finish_reason is not None:
+                described, usage = summary(run)
+                yield ChatCompletionChunk(**base, route=described, choices=[
+                    ChunkChoice(delta=DeltaMessage(), finish_reason=event.finish_reason)])
+                if request.include_usage():
+                    yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(usage))
 
 
-async def _prepend(first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
-    if first is None:
-        return
+async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     yield first
     async for delta in rest:
         yield delta

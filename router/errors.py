@@ -88,14 +88,16 @@ class ProviderTimeout(ProviderError):
 class AllProvidersFailed(ServiceError):
     error_type = "service_unavailable"
 
-    def __init__(self, failures: list[ProviderError]):
-        tried = "; ".join(f.message for f in failures) or "no provider could serve this request"
-        super().__init__(f"all providers failed: {tried}", code="all_providers_failed")
-        self.failures = failures
+    def __init__(self, tried: list[tuple[str, str]]):
+        """`tried`: (provider/model, what happened) per attempt, in order."""
+        detail = "; ".join(f"{route} ({what})" for route, what in tried)
+        super().__init__(f"all providers failed: {detail or 'no provider could be tried'}",
+                         code="all_providers_failed")
+        self.tried = tried
 
     def body(self) -> dict[str, Any]:
         body = super().body()
-        body["error"]["tried"] = [f"{f.provider}/{f.model}" for f in self.failures]
+        body["error"]["tried"] = [route for route, _ in self.tried]
         return body
 
 

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes import FakeAnthropic, FakeOpenAI
@@ -32,7 +33,12 @@ TEST_ARGS: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": 1},
         "llama_cpp": {"n_ctx": 2048, "n_threads": 1},
     }],
-    "router": {"ray_actor_options": {"num_cpus": 0.25}, "max_body_bytes": 200_000},
+    "router": {
+        "ray_actor_options": {"num_cpus": 0.25}, "max_body_bytes": 200_000,
+        # Short limits so that faults resolve quickly; breakers are reset before each test.
+        "request_timeout_s": 20, "first_token_timeout_s": 4, "idle_timeout_s": 2,
+        "max_retries": 1, "retry_backoff_s": 0.05,
+    },
 }
 
 
@@ -58,10 +64,13 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture(autouse=True)
 def _fresh_fakes(request: pytest.FixtureRequest) -> None:
-    """Each test starts with empty scripts and request logs (only where the fakes are in use)."""
+    """Each test starts with empty scripts and request logs and closed breakers (where in use)."""
     for name in ("fake_openai", "fake_anthropic"):
         if name in request.fixturenames:
             request.getfixturevalue(name).reset()
+    if "serve_url" in request.fixturenames:
+        url = request.getfixturevalue("serve_url")
+        httpx.post(f"{url}/health/providers/reset", timeout=10).raise_for_status()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from deployments.config import LocalModelConfig
-from deployments.llm.protocol import Completion, Delta, Engine, GenerationParams, collect
+from deployments.llm.protocol import Delta, Engine, GenerationParams
 
 log = logging.getLogger("ray.serve")
 
@@ -50,9 +50,6 @@ class LLMServer:
             raise
         finally:
             self._counts[outcome] += 1
-
-    async def complete(self, params: GenerationParams) -> Completion:
-        return await collect(self.stream(params))
 
     def stats(self) -> dict[str, Any]:
         return {"model": self.model, **self._counts}

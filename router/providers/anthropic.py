@@ -9,7 +9,7 @@ from typing import Any
 import anthropic
 
 from deployments.config import HostedProviderConfig
-from deployments.llm.protocol import Completion, Delta, GenerationParams, Usage
+from deployments.llm.protocol import Delta, GenerationParams, Usage
 from router.errors import ProviderError, ServiceError
 from router.providers.base import retry_after_seconds, upstream_error
 
@@ -57,15 +57,6 @@ class AnthropicProvider:
         return cls(anthropic.AsyncAnthropic(api_key=key, base_url=config.base_url, max_retries=0,
                                             timeout=config.timeout_s))
 
-    async def complete(self, model: str, params: GenerationParams) -> Completion:
-        try:
-            message = await self._client.messages.create(**to_anthropic(model, params))
-        except anthropic.APIError as error:
-            raise _translate(model, error) from None
-        text = "".join(block.text for block in message.content if block.type == "text")
-        return Completion(text, STOP_REASONS.get(message.stop_reason or "", "stop"),
-                          Usage(message.usage.input_tokens, message.usage.output_tokens))
-
     async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
         prompt_tokens, completion_tokens, stop_reason, stopped = 0, 0, None, False
         try:
@@ -81,7 +72,7 @@ class AnthropicProvider:
                         completion_tokens = event.usage.output_tokens
                     elif event.type == "message_stop":
                         stopped = True
-        except anthropic.APIError as error:
+        except (anthropic.APIError, ValueError) as error:  # ValueError: JSON that does not parse
             raise _translate(model, error) from None
         if not stopped:
             raise ProviderError("the stream ended without message_stop", provider="anthropic",
@@ -90,7 +81,7 @@ class AnthropicProvider:
                     usage=Usage(prompt_tokens, completion_tokens))
 
 
-def _translate(model: str, error: anthropic.APIError) -> ServiceError:
+def _translate(model: str, error: Exception) -> ServiceError:
     if isinstance(error, anthropic.APITimeoutError):
         return upstream_error("anthropic", model, timeout=True)
     if isinstance(error, anthropic.APIStatusError):

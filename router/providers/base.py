@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from deployments.llm.protocol import Completion, Delta, GenerationParams
+from deployments.llm.protocol import Delta, GenerationParams
 from router.errors import InvalidRequest, ProviderError, ProviderTimeout, ServiceError
 
 # Upstream statuses caused by the request itself: retrying or another provider will not help.
@@ -19,8 +19,6 @@ _RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
 
 class Provider(Protocol):
     name: str
-
-    async def complete(self, model: str, params: GenerationParams) -> Completion: ...
 
     def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
         """Deltas as produced; the last one carries finish_reason and usage. A stream that ends

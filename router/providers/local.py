@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from ray.serve.handle import DeploymentHandle
 
-from deployments.llm.protocol import Completion, Delta, GenerationParams, PromptTooLong
+from deployments.llm.protocol import Delta, GenerationParams, PromptTooLong
 from router.errors import InvalidRequest, ProviderError
 
 
@@ -18,13 +18,6 @@ class LocalProvider:
 
     def models(self) -> list[str]:
         return sorted(self._handles)
-
-    async def complete(self, model: str, params: GenerationParams) -> Completion:
-        try:
-            completion: Completion = await self._handles[model].complete.remote(params)
-        except Exception as error:
-            raise self._translate(model, error) from None
-        return completion
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
         handle = self._handles[model].options(stream=True)

@@ -8,7 +8,7 @@ from typing import Any
 import openai
 
 from deployments.config import HostedProviderConfig
-from deployments.llm.protocol import Completion, Delta, GenerationParams, Usage
+from deployments.llm.protocol import Delta, GenerationParams, Usage
 from router.errors import ProviderError, ServiceError
 from router.providers.base import retry_after_seconds, upstream_error
 
@@ -45,15 +45,6 @@ class OpenAIProvider:
         return cls(openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0,
                                       timeout=config.timeout_s))
 
-    async def complete(self, model: str, params: GenerationParams) -> Completion:
-        try:
-            response = await self._client.chat.completions.create(**to_openai(model, params))
-        except openai.APIError as error:
-            raise _translate(model, error) from None
-        choice, usage = response.choices[0], response.usage
-        return Completion(choice.message.content or "", choice.finish_reason or "stop",
-                          Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage())
-
     async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
         finish_reason, usage = None, Usage()
         try:
@@ -67,7 +58,7 @@ class OpenAIProvider:
                         if choice.delta.content:
                             yield Delta(choice.delta.content)
                         finish_reason = choice.finish_reason or finish_reason
-        except openai.APIError as error:
+        except (openai.APIError, ValueError) as error:  # ValueError: JSON that does not parse
             raise _translate(model, error) from None
         if finish_reason is None:
             raise ProviderError("the stream ended without a finish_reason", provider="openai",
@@ -75,7 +66,7 @@ class OpenAIProvider:
         yield Delta("", finish_reason=finish_reason, usage=usage)
 
 
-def _translate(model: str, error: openai.APIError) -> ServiceError:
+def _translate(model: str, error: Exception) -> ServiceError:
     if isinstance(error, openai.APITimeoutError):
         return upstream_error("openai", model, timeout=True)
     if isinstance(error, openai.APIStatusError):

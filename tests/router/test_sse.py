@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from router.errors import AllProvidersFailed, ProviderError
+from router.errors import AllProvidersFailed
 from router.sse import DONE, encode, encode_stream
 
 
@@ -28,7 +28,7 @@ async def test_a_finished_stream_ends_with_done() -> None:
 async def test_an_error_mid_stream_becomes_an_error_event_then_done() -> None:
     async def events():
         yield {"n": 1}
-        raise AllProvidersFailed([ProviderError("boom", provider="openai", model="gpt-4o-mini")])
+        raise AllProvidersFailed([("openai/gpt-4o-mini", "HTTP 503")])
 
     out = await frames(events())
     error = json.loads(out[1].decode()[len("data: "):])["error"]

@@ -71,7 +71,7 @@ async def test_openai_base_url_comes_from_the_sdks_own_env_var(openai_fake, monk
     monkeypatch.setenv("OPENAI_BASE_URL", f"{openai_fake.url}/v1")
     provider = OpenAIProvider.from_env(HostedProviderConfig(), {"OPENAI_API_KEY": "k"})
     openai_fake.reset()
-    await provider.complete("gpt-4o-mini", PARAMS)
+    await collect(provider.stream("gpt-4o-mini", PARAMS))
     assert len(openai_fake.requests) == 1
 
 
@@ -80,19 +80,17 @@ async def test_anthropic_base_url_comes_from_the_sdks_own_env_var(anthropic_fake
     monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_fake.url)
     provider = AnthropicProvider.from_env(HostedProviderConfig(), {"ANTHROPIC_API_KEY": "k"})
     anthropic_fake.reset()
-    completion = await provider.complete("claude-3-5-haiku-latest", PARAMS)
+    completion = await collect(provider.stream("claude-3-5-haiku-latest", PARAMS))
     assert completion.finish_reason == "stop"
     assert len(anthropic_fake.requests) == 1
 
 
-@pytest.mark.parametrize("stream", [False, True])
-async def test_anthropic_usage_and_stop_reason(anthropic_fake, stream: bool) -> None:
+async def test_anthropic_usage_and_stop_reason(anthropic_fake) -> None:
     provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=anthropic_fake.url),
                                           {"ANTHROPIC_API_KEY": "k"})
     anthropic_fake.enqueue(Reply(text="one two three", prompt_tokens=40, completion_tokens=3,
                                  finish_reason="length"))
-    run = collect(provider.stream("c", PARAMS)) if stream else provider.complete("c", PARAMS)
-    completion = await run
+    completion = await collect(provider.stream("c", PARAMS))
     assert (completion.text, completion.finish_reason, completion.usage) == (
         "one two three", "length", Usage(40, 3))
 
@@ -106,7 +104,7 @@ async def test_anthropic_usage_and_stop_reason(anthropic_fake, stream: bool) -> 
 async def test_upstream_status_becomes_a_typed_error(openai_fake, fault, error) -> None:
     openai_fake.enqueue(fault)
     with pytest.raises(error) as raised:
-        await openai_provider(openai_fake).complete("gpt-4o-mini", PARAMS)
+        await collect(openai_provider(openai_fake).stream("gpt-4o-mini", PARAMS))
     if isinstance(raised.value, ProviderError):
         assert raised.value.upstream_status == fault.status
         assert raised.value.retry_after == fault.retry_after
@@ -118,12 +116,10 @@ async def test_timeout_is_a_provider_timeout(openai_fake) -> None:
         HostedProviderConfig(base_url=f"{openai_fake.url}/v1", timeout_s=0.3), {"OPENAI_API_KEY": "k"})
     openai_fake.enqueue(Fault(delay_s=2))
     with pytest.raises(ProviderTimeout):
-        await provider.complete("gpt-4o-mini", PARAMS)
+        await collect(provider.stream("gpt-4o-mini", PARAMS))
 
 
-@pytest.mark.parametrize("stream", [False, True])
-async def test_openai_usage(openai_fake, stream: bool) -> None:
+async def test_openai_usage(openai_fake) -> None:
     openai_fake.enqueue(Reply(text="a b", prompt_tokens=11, completion_tokens=2))
     provider = openai_provider(openai_fake)
-    run = collect(provider.stream("g", PARAMS)) if stream else provider.complete("g", PARAMS)
-    assert (await run).usage == Usage(11, 2)
+    assert (await collect(provider.stream("g", PARAMS))).usage == Usage(11, 2)

@@ -1,0 +1,186 @@
+"""Running a request over the policy's ranking: breakers, retries, timeouts and fallback.
+
+- Each attempt is bounded: the request's total deadline, a time-to-first-token limit, and an idle
+  limit between deltas (streams that go silent are abandoned).
+- A failure moves on to the next candidate at once (when fallback is on); retries with exponential
+  backoff and jitter, honouring Retry-After, are spent on the last candidate only, so one failing
+  provider costs a fast failover rather than a backoff.
+- A stream that fails after its first delta continues on the next candidate, with the text produced
+  so far as context, so the client sees one stream; a `Switch` marks the seam.
+- When every candidate failed: AllProvidersFailed, naming each provider/model tried."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from deployments.config import RouterConfig
+from deployments.llm.protocol import Completion, Delta, GenerationParams, Usage
+from router.errors import AllProvidersFailed, ProviderError, ProviderTimeout, ServiceError
+from router.health import Health, counts
+from router.pricing import estimate_tokens
+
+if TYPE_CHECKING:
+    from router.chat import Route
+
+T = TypeVar("T")
+CONTINUE = ("Continue your previous answer exactly where it stopped. Do not repeat anything and "
+            "do not mention the interruption.")
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Emitted in a stream where a failed candidate hands over to the next one."""
+
+    from_route: str
+    to_route: str
+    error: str
+
+
+@dataclass
+class Attempt:
+    route: Route
+    error: ServiceError | None = None
+    skipped: bool = False
+    usage: Usage = field(default_factory=Usage)
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"{self.route.header()} (skipped: circuit open)"
+        if self.error is not None:
+            return f"{self.route.header()} (failed: {self.error.message})"
+        return self.route.header()
+
+
+class Run:
+    """One request's journey over its candidates. `attempts` is the path taken, for the response."""
+
+    def __init__(self, routes: list[Route], config: RouterConfig, health: Health,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: Callable[[], float] = random.random):
+        self._routes = routes if config.enable_fallback else routes[:1]
+        self._config = config
+        self._health = health
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self.deadline = clock() + config.request_timeout_s
+        self.attempts: list[Attempt] = []
+
+    async def complete(self, params: GenerationParams) -> tuple[Completion, Route]:
+        """Non-streamed requests run as streams too, so the same first-token and idle limits catch
+        a hung provider long before the total deadline."""
+        parts: list[str] = []
+        async for event in self.stream(params):
+            if isinstance(event, Delta):
+                parts.append(event.text)
+                if event.finish_reason is not None:
+                    return Completion("".join(parts), event.finish_reason,
+                                      event.usage or Usage()), self.attempts[-1].route
+        raise self._exhausted()  # unreachable: stream() ends with a finish or raises
+
+    async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Switch]:
+        produced, handover = "", None
+        async for attempt in self._tries():
+            route = attempt.route
+            if handover is not None and handover.error is not None:
+                yield Switch(handover.route.header(), route.header(), handover.error.message)
+            deltas = route.provider.stream(route.model, continuation(params, produced))
+            started = False
+            try:
+                while True:
+                    limit = self._config.idle_timeout_s if started else self._config.first_token_timeout_s
+                    delta = await self._bounded(anext(deltas), min(limit, self._remaining()), route)
+                    started = True
+                    produced += delta.text
+                    if delta.finish_reason is not None:
+                        self._succeeded(attempt, delta.usage or Usage())
+                        yield delta
+                        return
+                    yield delta
+            except StopAsyncIteration:
+                self._failed(attempt, ProviderError("the stream ended before the model finished",
+                                                    provider=route.provider.name, model=route.model),
+                             partial=produced)
+                handover = attempt if started else handover
+            except ServiceError as error:
+                self._failed(attempt, error, partial=produced)
+                handover = attempt if started else handover
+            finally:
+                await deltas.aclose()
+        raise self._exhausted()
+
+    async def _tries(self) -> AsyncIterator[Attempt]:
+        last_index = len(self._routes) - 1
+        for index, route in enumerate(self._routes):
+            retries = self._config.max_retries if index == last_index else 0
+            for retry in range(retries + 1):
+                if self._remaining() <= 0:
+                    return
+                if not self._health.breaker(route.provider.name, route.model).allow():
+                    self.attempts.append(Attempt(route, skipped=True))
+                    break
+                attempt = Attempt(route)
+                self.attempts.append(attempt)
+                yield attempt
+                error = attempt.error
+                if error is None:
+                    return
+                if not isinstance(error, ProviderError) or not error.retryable or retry == retries:
+                    break
+                delay = self._backoff(retry, error.retry_after)
+                if self._clock() + delay >= self.deadline:
+                    break
+                await self._sleep(delay)
+
+    def _backoff(self, retry: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        cap = min(self._config.retry_backoff_max_s, self._config.retry_backoff_s * 2 ** retry)
+        return cap * (0.5 + self._rng() / 2)  # "equal jitter": never zero, never above the cap
+
+    async def _bounded(self, call: Awaitable[T], limit: float, route: Route) -> T:
+        try:
+            return await asyncio.wait_for(call, timeout=max(limit, 0.0))
+        except TimeoutError:
+            raise ProviderTimeout(f"no answer within {limit:.1f}s", provider=route.provider.name,
+                                  model=route.model) from None
+
+    def _remaining(self) -> float:
+        return self.deadline - self._clock()
+
+    def _succeeded(self, attempt: Attempt, usage: Usage) -> None:
+        attempt.usage = usage
+        self._health.breaker(attempt.route.provider.name, attempt.route.model).record_success()
+
+    def _failed(self, attempt: Attempt, error: ServiceError, partial: str = "") -> None:
+        verdict = counts(error)
+        self._health.breaker(attempt.route.provider.name, attempt.route.model).record_failure(verdict)
+        if verdict == "ignore":
+            raise error  # the caller's mistake: another provider would refuse it too
+        attempt.error = error
+        attempt.usage = Usage(0, estimate_tokens(len(partial)))  # what was produced before the cut
+
+    def _exhausted(self) -> AllProvidersFailed:
+        tried = [(a.route.header(), "circuit open" if a.skipped else
+                  a.error.message if a.error else "unfinished") for a in self.attempts]
+        if self._remaining() <= 0:
+            tried.append(("router", f"request deadline of {self._config.request_timeout_s:g}s passed"))
+        return AllProvidersFailed(tried)
+
+
+def continuation(params: GenerationParams, produced: str) -> GenerationParams:
+    """The same request, continued after `produced` (used when a stream fails over mid-answer)."""
+    if not produced:
+        return params
+    remaining = max(1, params.max_tokens - estimate_tokens(len(produced)))
+    messages = [*params.messages, {"role": "assistant", "content": produced},
+                {"role": "user", "content": CONTINUE}]
+    return GenerationParams(messages=messages, max_tokens=remaining, temperature=params.temperature,
+                            top_p=params.top_p, stop=params.stop, seed=params.seed,
+                            json_schema=params.json_schema)
