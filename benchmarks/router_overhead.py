@@ -25,24 +25,34 @@ from benchmarks._serve import served  # noqa: E402
 MESSAGES = [{"role": "user", "content": "Give me a one-line study tip."}]
 
 
+def start_fake(kind: str, fail_rate: float = 0.0) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.fakes", kind, str(port), str(fail_rate)],
+                               cwd=ROOT)
+    time.sleep(1.5)
+    return process, f"http://127.0.0.1:{port}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-async def one(client, stream: bool) -> float:
+async def one(client, stream: bool, model: str = "gpt-4o-mini") -> float:
     start = time.perf_counter()
     if stream:
         async for _ in await client.chat.completions.create(
-                model="gpt-4o-mini", messages=MESSAGES, max_tokens=32, stream=True):
+                model=model, messages=MESSAGES, max_tokens=32, stream=True):
             pass
     else:
-        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=32)
+        await client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=32)
     return time.perf_counter() - start
 
 
-async def load(base_url: str, concurrency: int, total: int, stream: bool) -> tuple[list[float], float]:
+async def load(base_url: str, concurrency: int, total: int, stream: bool,
+               model: str = "gpt-4o-mini") -> tuple[list[float], float, int]:
+    """(latencies of successful requests, requests/s, failures)."""
     import httpx
     from openai import AsyncOpenAI
 
@@ -50,19 +60,27 @@ async def load(base_url: str, concurrency: int, total: int, stream: bool) -> tup
     client = AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0, timeout=60,
                          http_client=httpx.AsyncClient(limits=limits))
     latencies: list[float] = []
+    failures = 0
     queue = iter(range(total))
 
     async def worker() -> None:
+        nonlocal failures
         for _ in queue:
-            latencies.append(await one(client, stream))
+            try:
+                latencies.append(await one(client, stream, model))
+            except Exception:
+                failures += 1
 
     for _ in range(min(20, total)):  # warm connections
-        await one(client, stream)
+        try:
+            await one(client, stream, model)
+        except Exception:
+            pass
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     await client.close()
-    return latencies, total / elapsed
+    return latencies, total / elapsed, failures
 
 
 def pct(values: list[float], q: float) -> float:
@@ -74,14 +92,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     opts = parser.parse_args()
-    port = free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "tests.fakes", "openai", str(port)], cwd=ROOT)
-    upstream = f"http://127.0.0.1:{port}/v1"
+    fake, fake_url = start_fake("openai")
+    upstream = f"{fake_url}/v1"
     args = {"enable_local_models": False,
             "router": {"ray_actor_options": {"num_cpus": 0.25}, "max_ongoing_requests": 512,
                        "providers": {"openai": {"base_url": upstream}}}}
     try:
-        time.sleep(1.5)
         with served(args) as url:
             ingress = (os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" and "haproxy") or "python proxy"
             print(f"ingress: {ingress}; requests per cell: {opts.requests}")
@@ -89,8 +105,8 @@ def main() -> None:
             for stream in (False, True):
                 for concurrency in opts.concurrency:
                     total = opts.requests if concurrency == 1 else opts.requests * 3
-                    d_lat, d_thr = asyncio.run(load(upstream, concurrency, total, stream))
-                    s_lat, s_thr = asyncio.run(load(f"{url}/v1", concurrency, total, stream))
+                    d_lat, d_thr, _ = asyncio.run(load(upstream, concurrency, total, stream))
+                    s_lat, s_thr, _ = asyncio.run(load(f"{url}/v1", concurrency, total, stream))
                     print(f"{'stream' if stream else 'json':7s} {concurrency:4d}  "
                           f"{pct(d_lat, 50):7.1f}/{pct(d_lat, 99):7.1f}   "
                           f"{pct(s_lat, 50):7.1f}/{pct(s_lat, 99):7.1f}   "

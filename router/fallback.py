@@ -7,6 +7,8 @@
   provider costs a fast failover rather than a backoff.
 - A stream that fails after its first delta continues on the next candidate, with the text produced
   so far as context, so the client sees one stream; a `Switch` marks the seam.
+- Open circuit breakers are skipped, except that the last candidate is called when nothing else
+  could be: a request is never refused without trying something.
 - When every candidate failed: AllProvidersFailed, naming each provider/model tried."""
 
 from __future__ import annotations
@@ -122,7 +124,10 @@ class Run:
             for retry in range(retries + 1):
                 if self._remaining() <= 0:
                     return
-                if not self._health.breaker(route.provider.name, route.model).allow():
+                allowed = self._health.breaker(route.provider.name, route.model).allow()
+                # An open breaker is skipped while another candidate remains; the last candidate,
+                # when nothing else was tried, is called anyway: never cool the only option.
+                if not allowed and (index < last_index or self._tried_other_than(route)):
                     self.attempts.append(Attempt(route, skipped=True))
                     break
                 attempt = Attempt(route)
@@ -137,6 +142,9 @@ class Run:
                 if self._clock() + delay >= self.deadline:
                     break
                 await self._sleep(delay)
+
+    def _tried_other_than(self, route: Route) -> bool:
+        return any(not a.skipped and a.route != route for a in self.attempts)
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None:

@@ -4,6 +4,7 @@ and a uvicorn server on a free loopback port in a background thread."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
@@ -58,6 +59,8 @@ class FakeProvider:
     script: deque[Behaviour] = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
     url: str = ""
+    fail_rate: float = 0.0  # share of unscripted requests answered with HTTP 503 (benchmarks)
+    _rng: random.Random = field(default_factory=lambda: random.Random(7))
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
@@ -69,7 +72,9 @@ class FakeProvider:
         self.requests.clear()
 
     def next_behaviour(self) -> Behaviour:
-        return self.script.popleft() if self.script else Reply()
+        if self.script:
+            return self.script.popleft()
+        return Fault(status=503) if self._rng.random() < self.fail_rate else Reply()
 
     def routes(self) -> list[Any]:
         raise NotImplementedError

@@ -130,3 +130,16 @@ def test_continuation_budgets_the_remaining_tokens() -> None:
     params = continuation(PARAMS, "x" * 80)  # ~20 tokens already produced
     assert params.max_tokens == 30
     assert continuation(PARAMS, "") is PARAMS
+
+
+async def test_open_breakers_are_skipped_but_the_only_candidate_is_still_tried() -> None:
+    a, b = Scripted("a", []), Scripted("b", [])
+    health = Health(BreakerSettings(failure_threshold=1))
+    health.breaker("a", "gpt-4o-mini").record_failure()
+    r = Run([route(a, 0), route(b, 2)], RouterConfig(), health)
+    await r.complete(PARAMS)
+    assert (a.calls, len(b.calls)) == ([], 1)
+    assert r.attempts[0].describe() == "a/gpt-4o-mini (skipped: circuit open)"
+    alone = Run([route(a, 0)], RouterConfig(), health)
+    completion, _ = await alone.complete(PARAMS)
+    assert completion.text == "answer"
