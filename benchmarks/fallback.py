@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 os.environ.setdefault("ANTHROPIC_API_KEY", "sk-bench")
-from benchmarks._serve import served  # noqa: E402
-from benchmarks.router_overhead import load, pct, start_fake  # noqa: E402
+from benchmarks._serve import served
+from benchmarks.router_overhead import load, pct, start_fake
 
 
 def scenario(label: str, fail_rate: float, fallback: bool, opts: argparse.Namespace) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import statistics
@@ -72,10 +73,8 @@ async def load(base_url: str, concurrency: int, total: int, stream: bool,
                 failures += 1
 
     for _ in range(min(20, total)):  # warm connections
-        try:
+        with contextlib.suppress(Exception):
             await one(client, stream, model)
-        except Exception:
-            pass
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start

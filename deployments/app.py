@@ -9,6 +9,7 @@ from ray import serve
 from ray.serve import Application
 
 from deployments.config import AppConfig, load_config
+from deployments.embed.server import Embedder
 from deployments.llm.server import LLMServer
 from router.api import Router
 
@@ -38,10 +39,18 @@ def build_graph(config: AppConfig) -> Application:
         .bind(model, config.local_models_path)
         for model in config.served_local_models()
     }
+    embedder = None
+    if config.embedder.enabled:
+        embedder = (
+            serve.deployment(Embedder)
+            .options(name="Embedder", user_config=config.embedder.batching.model_dump(),
+                     **config.embedder.serve_options())
+            .bind(config.embedder, config.local_models_path, config.router.providers.openai)
+        )
     return (
         serve.deployment(Router)
         .options(name="Router", **config.router.serve_options())
-        .bind(config, llms)
+        .bind(config, llms, embedder)
     )
 
 

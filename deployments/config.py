@@ -138,11 +138,50 @@ class RouterConfig(DeploymentOptions):
     enable_cost_optimization: bool = True
 
 
+class CacheConfig(Strict):
+    enabled: bool = True  # ENABLE_VECTOR_CACHE
+    type: Literal["memory", "redis"] = "memory"  # VECTOR_CACHE_TYPE
+    redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL
+    ttl_s: PositiveInt = 7 * 24 * 3600
+    max_items: PositiveInt = 100_000  # memory cache bound (LRU)
+    key_prefix: str = "learnx:emb:"
+    redis_timeout_s: float = Field(0.05, gt=0)  # past this, a lookup is a miss
+
+
+class BatchingConfig(Strict):
+    """Changeable at run time: it is the Embedder's Serve user_config."""
+
+    max_batch_size: PositiveInt = 64
+    batch_wait_timeout_s: float = Field(0.005, ge=0)
+
+
+class EmbedderConfig(DeploymentOptions):
+    enabled: bool = True
+    model: str = "all-minilm-l6-v2"
+    n_threads: PositiveInt | None = None
+    chunk_size: PositiveInt = 16  # texts per llama.cpp call (measured best on 2 cores)
+    # Serve only fills a batch when a replica accepts that many requests at once.
+    max_ongoing_requests: PositiveInt = 512
+    ray_actor_options: ActorOptions = Field(default_factory=lambda: ActorOptions(num_cpus=0.5))
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    max_texts: PositiveInt = 2048
+    max_text_chars: PositiveInt = 32_000
+
+    @model_validator(mode="after")
+    def _batches_can_fill(self) -> EmbedderConfig:
+        if self.max_ongoing_requests < self.batching.max_batch_size:
+            raise ValueError("max_ongoing_requests must be >= batching.max_batch_size, "
+                             "or batches never fill")
+        return self
+
+
 class AppConfig(Strict):
     enable_local_models: bool = True
     local_models_path: str | None = None
     local_models: list[LocalModelConfig] = Field(default_factory=list)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     # Fail at start-up when the cluster lacks the GPUs a config asks for (a pending replica waits
     # forever otherwise). Turn off on autoscaling clusters that add GPU nodes on demand.
     require_gpus_at_start: bool = True
@@ -195,6 +234,15 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         router["enable_cost_optimization"] = _bool(environ["AI_ENABLE_COST_OPTIMIZATION"])
     if router:
         out["router"] = router
+    cache: dict[str, Any] = {}
+    if "ENABLE_VECTOR_CACHE" in environ:
+        cache["enabled"] = _bool(environ["ENABLE_VECTOR_CACHE"])
+    if "VECTOR_CACHE_TYPE" in environ:
+        cache["type"] = environ["VECTOR_CACHE_TYPE"].strip().lower()
+    if "REDIS_URL" in environ:
+        cache["redis_url"] = environ["REDIS_URL"]
+    if cache:
+        out["embedder"] = {"cache": cache}
     return out
 
 

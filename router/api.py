@@ -6,6 +6,7 @@
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,10 +19,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deployments.config import AppConfig
 from router import metrics, sse
 from router.chat import ChatService, build_catalog
+from router.embeddings import EmbeddingService, openai_response, seed_response
 from router.errors import InvalidRequest, ServiceError, error_response
 from router.health import BreakerSettings, Health
 from router.limits import BodyLimit
-from router.protocol import ChatCompletionRequest, ModelCard, ModelList
+from router.protocol import (
+    ChatCompletionRequest,
+    EmbeddingsRequest,
+    ModelCard,
+    ModelList,
+    SeedEmbeddingsRequest,
+)
 from router.providers import build_providers
 
 log = logging.getLogger("ray.serve")
@@ -67,15 +75,22 @@ def _first_field(errors: Any) -> str | None:
     return None
 
 
+async def _check(handle: DeploymentHandle) -> None:
+    await asyncio.wait_for(handle.check_health.remote(), timeout=5)
+
+
 @serve.ingress(app)
 class Router:
-    def __init__(self, config: AppConfig, llm_handles: dict[str, DeploymentHandle]):
+    def __init__(self, config: AppConfig, llm_handles: dict[str, DeploymentHandle],
+                 embedder: DeploymentHandle | None = None):
         app.add_middleware(BodyLimit, max_bytes=config.router.max_body_bytes)
         self._llm_handles = llm_handles
         providers = build_providers(config, llm_handles, os.environ)
         self.health = Health(BreakerSettings(**config.router.breaker.model_dump()),
                              on_change=metrics.breaker_changed)
         self.chat = ChatService(config.router, providers, build_catalog(config), self.health)
+        self.embeddings = EmbeddingService(config.embedder, embedder, "openai" in providers)
+        self._embedder = embedder
         log.info("router ready; providers: %s", ", ".join(providers) or "none")
 
     @app.post("/v1/chat/completions")
@@ -88,10 +103,24 @@ class Router:
         return JSONResponse(completion.model_dump(exclude_none=True),
                             headers={"x-learnx-route": route})
 
+    @app.post("/v1/embeddings")
+    async def openai_embeddings(self, body: EmbeddingsRequest) -> JSONResponse:
+        result = await self.embeddings.embed(body.texts(), body.model, dimensions=body.dimensions)
+        return JSONResponse(openai_response(result, body.encoding_format))
+
+    @app.post("/api/v1/ai/embeddings")
+    async def seed_embeddings(self, body: SeedEmbeddingsRequest) -> JSONResponse:
+        started = time.perf_counter()
+        result = await self.embeddings.embed(body.texts, body.model, body.use_cache,
+                                             body.deduplicate)
+        return JSONResponse(seed_response(result, started))
+
     @app.get("/v1/models")
     async def models(self) -> ModelList:
-        return ModelList(data=[ModelCard(id=c.name, owned_by=c.provider)
-                               for c in self.chat.available_models()])
+        chat = [ModelCard(id=c.name, owned_by=c.provider) for c in self.chat.available_models()
+                if c.kind == "chat"]
+        embedding = [ModelCard(id=m, owned_by=p) for m, p in self.embeddings.models()]
+        return ModelList(data=chat + embedding)
 
     @app.get("/health")
     @app.get("/api/v1/ai/health")
@@ -103,8 +132,12 @@ class Router:
     @app.get("/api/v1/ai/ready")
     async def ready(self) -> JSONResponse:
         """Readiness: every local model replica answers its health check."""
-        names = sorted(self._llm_handles)
-        results = await asyncio.gather(*(self._check(n) for n in names), return_exceptions=True)
+        handles = dict(self._llm_handles)
+        if self._embedder is not None:
+            handles["embedder"] = self._embedder
+        names = sorted(handles)
+        results = await asyncio.gather(*(_check(handles[n]) for n in names),
+                                       return_exceptions=True)
         models = {n: "ok" if r is None else f"unavailable ({type(r).__name__})"
                   for n, r in zip(names, results, strict=True)}
         ok = all(r is None for r in results)
@@ -123,7 +156,3 @@ class Router:
         """Close every breaker of this replica (operators, after fixing a provider's key)."""
         self.health.reset()
         return {"status": "reset"}
-
-    async def _check(self, name: str) -> None:
-        await asyncio.wait_for(self._llm_handles[name].check_health.remote(), timeout=5)
-

@@ -154,3 +154,25 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class EmbeddingsRequest(Wire):
+    """OpenAI's /v1/embeddings (text input only)."""
+
+    model: str = Field(min_length=1)
+    input: str | Annotated[list[str], Field(min_length=1)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1, le=3072)
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else self.input
+
+
+class SeedEmbeddingsRequest(Wire):
+    """The seed's /api/v1/ai/embeddings."""
+
+    texts: Annotated[list[str], Field(min_length=1)]
+    model: str | None = None
+    use_cache: bool = True
+    deduplicate: bool = True
+    user_id: str | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import os
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,6 +41,9 @@ TEST_ARGS: dict[str, Any] = {
         "request_timeout_s": 20, "first_token_timeout_s": 4, "idle_timeout_s": 2,
         "max_retries": 1, "retry_backoff_s": 0.05,
     },
+    "embedder": {"ray_actor_options": {"num_cpus": 0.25}, "n_threads": 1, "max_texts": 256,
+                 "batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.01},
+                 "cache": {"key_prefix": f"learnx-test-{os.getpid()}:"}},
 }
 
 
@@ -46,6 +51,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """A Redis of the tests' own on a free port, so a test may stop and restart it."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+@pytest.fixture(scope="session")
+def own_redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -74,13 +114,15 @@ def _fresh_fakes(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
-def serve_url(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> Iterator[str]:
+def serve_url(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic,
+              own_redis: RedisServer) -> Iterator[str]:
     import ray
     from ray import serve
 
     from deployments.app import build_app
 
     args = copy.deepcopy(TEST_ARGS)
+    args["embedder"]["cache"].update(type="redis", redis_url=own_redis.url)
     args["router"]["providers"] = {"openai": {"base_url": f"{fake_openai.url}/v1"},
                                    "anthropic": {"base_url": fake_anthropic.url}}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",

@@ -97,7 +97,7 @@ def test_health_and_readiness(serve_url: str) -> None:
     assert httpx.get(f"{serve_url}/health").json() == {"status": "ok"}
     ready = httpx.get(f"{serve_url}/ready", timeout=30)
     assert ready.status_code == 200
-    assert ready.json()["models"] == {MODEL: "ok"}
+    assert ready.json()["models"] == {MODEL: "ok", "embedder": "ok"}
 
 
 BAD_REQUESTS = [

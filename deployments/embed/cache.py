@@ -1,0 +1,107 @@
+"""Vector caches, keyed per item by model, dimensions and a hash of the normalized text.
+
+MemoryCache is a bounded LRU. RedisCache stores float32 bytes (MGET / pipelined SET with a TTL);
+when Redis is down or slow it answers "miss" within a short timeout, a breaker stops asking for a
+while, and embeddings keep coming from the model."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from router.health import BreakerSettings, CircuitBreaker
+
+log = logging.getLogger("ray.serve")
+
+
+def normalize(text: str) -> str:
+    """What the cache and dedup consider the same text: NFC, whitespace runs collapsed, trimmed
+    (the embedding models split on whitespace, so these never change a vector meaningfully)."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def cache_key(model: str, dims: int, text: str) -> str:
+    digest = hashlib.sha256(normalize(text).encode()).hexdigest()
+    return f"{model}:{dims}:{digest}"
+
+
+class VectorCache(Protocol):
+    async def get_many(self, keys: list[str]) -> list[np.ndarray | None]: ...
+
+    async def set_many(self, items: dict[str, np.ndarray]) -> None: ...
+
+
+class MemoryCache:
+    def __init__(self, max_items: int):
+        self._max = max_items
+        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    async def get_many(self, keys: list[str]) -> list[np.ndarray | None]:
+        found: list[np.ndarray | None] = []
+        for key in keys:
+            vector = self._items.get(key)
+            if vector is not None:
+                self._items.move_to_end(key)
+            found.append(vector)
+        return found
+
+    async def set_many(self, items: dict[str, np.ndarray]) -> None:
+        for key, vector in items.items():
+            self._items[key] = vector
+            self._items.move_to_end(key)
+        while len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class RedisCache:
+    def __init__(self, url: str, prefix: str, ttl_s: int, timeout_s: float,
+                 clock: Callable[[], float] = time.monotonic):
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=timeout_s,
+                                           socket_connect_timeout=timeout_s)
+        self._prefix = prefix
+        self._ttl = ttl_s
+        self.breaker = CircuitBreaker(BreakerSettings(failure_threshold=3, cooldown_s=2,
+                                                      max_cooldown_s=30), clock)
+        self.errors = 0
+
+    async def get_many(self, keys: list[str]) -> list[np.ndarray | None]:
+        if not keys or not self.breaker.allow():
+            return [None] * len(keys)
+        try:
+            raw = await self._redis.mget([self._prefix + k for k in keys])
+        except Exception as error:  # redis down, slow or refusing: the model still answers
+            self._failed(error)
+            return [None] * len(keys)
+        self.breaker.record_success()
+        return [None if r is None else np.frombuffer(r, dtype=np.float32) for r in raw]
+
+    async def set_many(self, items: dict[str, np.ndarray]) -> None:
+        if not items or not self.breaker.allow():
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key, vector in items.items():
+                    pipe.set(self._prefix + key, np.asarray(vector, np.float32).tobytes(),
+                             ex=self._ttl)
+                await pipe.execute()
+        except Exception as error:
+            self._failed(error)
+            return
+        self.breaker.record_success()
+
+    def _failed(self, error: Exception) -> None:
+        self.errors += 1
+        self.breaker.record_failure()
+        log.warning("vector cache unavailable (%s); serving from the model", type(error).__name__)

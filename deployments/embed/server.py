@@ -1,0 +1,164 @@
+"""Embedder: one deployment for every embedding model. Per item: cache lookup, deduplication within
+a request and across concurrent requests (single flight), then the model: the local encoder through
+@serve.batch (many callers, one llama.cpp call), or OpenAI's embeddings API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from deployments.config import EmbedderConfig, HostedProviderConfig
+from deployments.embed.cache import MemoryCache, RedisCache, VectorCache, cache_key
+from deployments.embed.encoder import Encoder, LlamaCppEncoder, embed_batch
+from router.pricing import estimate_tokens
+
+OPENAI_CHUNK = 2048  # inputs per OpenAI embeddings call
+
+
+@dataclass(frozen=True)
+class EmbedRequest:
+    texts: list[str]
+    model: str  # concrete: the local model's name or an OpenAI embedding model
+    use_cache: bool = True
+    deduplicate: bool = True
+    dimensions: int | None = None
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    vectors: list[np.ndarray]  # in input order
+    model: str
+    dims: int
+    cache_hits: int  # input items answered from the cache
+    deduplicated: int  # input items answered by an identical item of the same request
+    prompt_tokens: int
+
+
+def make_cache(config: EmbedderConfig) -> VectorCache | None:
+    cache = config.cache
+    if not cache.enabled:
+        return None
+    if cache.type == "redis":
+        return RedisCache(cache.redis_url, cache.key_prefix, cache.ttl_s, cache.redis_timeout_s)
+    return MemoryCache(cache.max_items)
+
+
+def default_encoder(config: EmbedderConfig, models_path: str | None) -> Encoder:
+    from models import LOCAL_EMBEDDING_MODELS, resolve_embedding_gguf
+
+    spec = next(s for s in LOCAL_EMBEDDING_MODELS if s.name == config.model)
+    return LlamaCppEncoder(spec, resolve_embedding_gguf(spec, models_path), config.n_threads)
+
+
+class Embedder:
+    def __init__(self, config: EmbedderConfig, models_path: str | None = None,
+                 openai_config: HostedProviderConfig | None = None, encoder_factory=default_encoder):
+        self._config = config
+        self._encoder = encoder_factory(config, models_path)
+        self._cache = make_cache(config)
+        self._openai = _openai_client(openai_config or HostedProviderConfig())
+        self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
+        self._batch_sizes: Counter[int] = Counter()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._embed_local.set_max_batch_size(int(user_config["max_batch_size"]))
+        self._embed_local.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
+    async def _embed_local(self, texts: list[str]) -> list[np.ndarray]:
+        self._batch_sizes[len(texts)] += 1
+        return await asyncio.to_thread(embed_batch, self._encoder, texts, self._config.chunk_size)
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        """Every input item is exactly one of: a cache hit, a duplicate of an earlier item of the
+        request, or computed; `cache_hits + deduplicated + computed == len(texts)`."""
+        local = request.model == self._encoder.model
+        dims = self._encoder.dims if local else (request.dimensions or 0)
+        keys = [cache_key(request.model, dims, text) for text in request.texts]
+        slot_of, slots, slot_texts = _slots(keys, request.texts, request.deduplicate)
+        vectors = await self._lookup(slots, request.use_cache)
+        missing = [i for i, v in enumerate(vectors) if v is None]
+        texts = [slot_texts[i] for i in missing]
+        if local:
+            fresh, tokens = await self._local([slots[i] for i in missing], texts)
+        else:
+            fresh, tokens = await self._openai_embed(request.model, texts, request.dimensions)
+        for i, vector in zip(missing, fresh, strict=True):
+            vectors[i] = vector
+        if self._cache is not None and request.use_cache and missing:
+            await self._cache.set_many({slots[i]: vectors[i] for i in missing})
+        ordered = [vectors[s] for s in slot_of]
+        return EmbedResult(ordered, request.model, len(ordered[0]) if ordered else dims,
+                           cache_hits=len(slots) - len(missing),
+                           deduplicated=len(keys) - len(slots), prompt_tokens=tokens)
+
+    async def _lookup(self, keys: list[str], use_cache: bool) -> list[np.ndarray | None]:
+        if self._cache is None or not use_cache:
+            return [None] * len(keys)
+        return await self._cache.get_many(keys)
+
+    async def _local(self, keys: list[str], texts: list[str]) -> tuple[list[np.ndarray], int]:
+        tasks = []
+        for key, text in zip(keys, texts, strict=True):
+            if key not in self._inflight:  # single flight across concurrent requests
+                task = asyncio.ensure_future(self._embed_local(text))
+                self._inflight[key] = task
+                task.add_done_callback(lambda _, k=key: self._inflight.pop(k, None))
+            tasks.append(asyncio.shield(self._inflight[key]))  # a cancelled caller can't cancel it
+        return list(await asyncio.gather(*tasks)), estimate_tokens(sum(len(t) for t in texts))
+
+    async def _openai_embed(self, model: str, texts: list[str],
+                            dimensions: int | None) -> tuple[list[np.ndarray], int]:
+        if self._openai is None:
+            raise RuntimeError("OpenAI embeddings requested without OPENAI_API_KEY")
+        vectors: list[np.ndarray] = []
+        tokens = 0
+        for start in range(0, len(texts), OPENAI_CHUNK):
+            kwargs: dict[str, Any] = {"model": model, "input": texts[start:start + OPENAI_CHUNK]}
+            if dimensions:
+                kwargs["dimensions"] = dimensions
+            response = await self._openai.embeddings.create(**kwargs)
+            vectors += [np.asarray(d.embedding, dtype=np.float32) for d in response.data]
+            tokens += response.usage.prompt_tokens
+        return vectors, tokens
+
+    def stats(self) -> dict[str, Any]:
+        return {"batch_sizes": dict(self._batch_sizes), "inflight": len(self._inflight),
+                "cache_items": len(self._cache) if isinstance(self._cache, MemoryCache) else None,
+                "cache_errors": getattr(self._cache, "errors", 0)}
+
+    def check_health(self) -> None:
+        if self._encoder is None:
+            raise RuntimeError("no encoder")
+
+
+def _slots(keys: list[str], texts: list[str],
+           deduplicate: bool) -> tuple[list[int], list[str], list[str]]:
+    """(slot of each input item, cache key of each slot, text of each slot)."""
+    if not deduplicate:
+        return list(range(len(keys))), list(keys), list(texts)
+    index: dict[str, int] = {}
+    slot_of: list[int] = []
+    slot_texts: list[str] = []
+    for key, text in zip(keys, texts, strict=True):
+        if key not in index:
+            index[key] = len(index)
+            slot_texts.append(text)
+        slot_of.append(index[key])
+    return slot_of, list(index), slot_texts
+
+
+def _openai_client(config: HostedProviderConfig) -> Any:
+    key = os.environ.get("OPENAI_API_KEY")
+    if not config.enabled or not key:
+        return None
+    import openai
+
+    return openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=2,
+                              timeout=config.timeout_s)

@@ -1,0 +1,88 @@
+"""Embeddings: which model, input limits, and the wire formats; the work is the Embedder's."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+import numpy as np
+from ray.serve.handle import DeploymentHandle
+
+from deployments.config import EmbedderConfig
+from deployments.embed.server import EmbedRequest, EmbedResult
+from models import LOCAL_EMBEDDING_MODELS
+from models.catalog import HOSTED_MODELS
+from router.errors import InvalidRequest, ModelNotFound, ModelUnavailable, ProviderError
+
+OPENAI_MODELS = {c.name for c in HOSTED_MODELS if c.kind == "embedding"}
+
+
+class EmbeddingService:
+    def __init__(self, config: EmbedderConfig, handle: DeploymentHandle | None, openai: bool):
+        self._config = config
+        self._handle = handle
+        self._openai = openai
+        spec = next(s for s in LOCAL_EMBEDDING_MODELS if s.name == config.model)
+        self._local = {n: spec.name for n in (spec.name, *spec.aliases)} if handle else {}
+
+    def models(self) -> list[tuple[str, str]]:
+        local = [(m, "local") for m in sorted(set(self._local.values()))]
+        return local + [(m, "openai") for m in sorted(OPENAI_MODELS) if self._openai]
+
+    def resolve(self, model: str | None) -> str:
+        if model is None:
+            return next(iter(self._local.values()), "text-embedding-3-small")
+        if model in self._local:
+            return self._local[model]
+        if model in OPENAI_MODELS:
+            if self._openai:
+                return model
+            raise ModelUnavailable(f"{model} needs OPENAI_API_KEY")
+        raise ModelNotFound(model, [*sorted(self._local), *sorted(OPENAI_MODELS)])
+
+    async def embed(self, texts: list[str], model: str | None, use_cache: bool = True,
+                    deduplicate: bool = True, dimensions: int | None = None) -> EmbedResult:
+        concrete = self.resolve(model)
+        self._check(texts)
+        if self._handle is None:
+            raise ModelUnavailable("the embedding service is disabled in this deployment")
+        if concrete in self._local.values() and dimensions not in (None, 384):
+            raise InvalidRequest(f"{concrete} has 384 dimensions; omit dimensions",
+                                 param="dimensions")
+        try:
+            result: EmbedResult = await self._handle.embed.remote(
+                EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions))
+        except Exception as error:
+            raise ProviderError(f"embedding failed ({type(error).__name__})",
+                                provider="local" if concrete in self._local.values() else "openai",
+                                model=concrete) from None
+        return result
+
+    def _check(self, texts: list[str]) -> None:
+        if len(texts) > self._config.max_texts:
+            raise InvalidRequest(f"{len(texts)} texts in one request; the limit is "
+                                 f"{self._config.max_texts}: split the request", param="input")
+        too_long = [i for i, t in enumerate(texts) if len(t) > self._config.max_text_chars]
+        if too_long:
+            raise InvalidRequest(f"text {too_long[0]} is longer than {self._config.max_text_chars} "
+                                 "characters: split it into chunks", param="input")
+
+
+def openai_response(result: EmbedResult, encoding: str) -> dict[str, Any]:
+    def encode(vector: np.ndarray) -> Any:
+        if encoding == "base64":
+            return base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
+        return [float(x) for x in vector]
+
+    return {"object": "list", "model": result.model,
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)}
+                     for i, v in enumerate(result.vectors)],
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens}}
+
+
+def seed_response(result: EmbedResult, started: float) -> dict[str, Any]:
+    return {"embeddings": [[float(x) for x in v] for v in result.vectors], "model": result.model,
+            "dims": result.dims, "count": len(result.vectors), "cache_hits": result.cache_hits,
+            "deduplicated": result.deduplicated,
+            "processing_time": round(time.perf_counter() - started, 6)}

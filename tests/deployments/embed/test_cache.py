@@ -1,0 +1,71 @@
+"""Vector caches: keys, the bounded LRU, and Redis (real, on loopback) including its outage."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from deployments.embed.cache import MemoryCache, RedisCache, cache_key
+from deployments.embed.server import _slots
+
+V = np.arange(4, dtype=np.float32)
+
+
+def test_key_depends_on_model_dims_and_normalized_text() -> None:
+    assert cache_key("m", 384, "a  b ") == cache_key("m", 384, "a b")
+    assert cache_key("m", 384, "a b") != cache_key("m", 256, "a b")
+    assert cache_key("m", 384, "a b") != cache_key("n", 384, "a b")
+    assert cache_key("m", 384, "a b") != cache_key("m", 384, "a c")
+
+
+def test_slots_deduplicate_and_keep_positions() -> None:
+    slot_of, keys, texts = _slots(["k1", "k2", "k1"], ["x", "y", "x"], deduplicate=True)
+    assert (slot_of, keys, texts) == ([0, 1, 0], ["k1", "k2"], ["x", "y"])
+    assert _slots(["k1", "k1"], ["x", "x"], deduplicate=False)[0] == [0, 1]
+
+
+async def test_memory_cache_is_a_bounded_lru() -> None:
+    cache = MemoryCache(max_items=2)
+    await cache.set_many({"a": V, "b": V})
+    await cache.get_many(["a"])  # a is now the most recent
+    await cache.set_many({"c": V})
+    assert [v is not None for v in await cache.get_many(["a", "b", "c"])] == [True, False, True]
+    assert len(cache) == 2
+
+
+@pytest.fixture
+def shared_redis():
+    """The machine's Redis on 6379; only keys under this test's own prefix are touched."""
+    prefix = f"learnx-test-{uuid.uuid4().hex}:"
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    yield prefix, client
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+
+
+async def test_redis_round_trip_stores_compact_float32_with_ttl(shared_redis) -> None:
+    prefix, client = shared_redis
+    cache = RedisCache("redis://127.0.0.1:6379/0", prefix, ttl_s=60, timeout_s=1)
+    await cache.set_many({"k": V})
+    (got,) = await cache.get_many(["k"])
+    assert np.array_equal(got, V)
+    assert client.get(f"{prefix}k") == V.tobytes()  # 16 bytes, not JSON
+    assert 0 < client.ttl(f"{prefix}k") <= 60
+
+
+async def test_redis_down_is_a_miss_and_opens_a_breaker(own_redis) -> None:
+    own_redis.stop()
+    try:
+        cache = RedisCache(own_redis.url, "x:", ttl_s=60, timeout_s=0.05)
+        for _ in range(3):
+            assert await cache.get_many(["k"]) == [None]
+        assert cache.errors == 3
+        assert cache.breaker.state == "open"
+        assert await cache.get_many(["k"]) == [None]  # no attempt while open
+        assert cache.errors == 3
+    finally:
+        own_redis.start()
