@@ -159,7 +159,7 @@ class EmbedderConfig(DeploymentOptions):
     enabled: bool = True
     model: str = "all-minilm-l6-v2"
     n_threads: PositiveInt | None = None
-    chunk_size: PositiveInt = 16  # texts per llama.cpp call (measured best on 2 cores)
+    chunk_size: PositiveInt = 8  # texts per llama.cpp call (measured best here: docs/benchmarks.md)
     # Serve only fills a batch when a replica accepts that many requests at once.
     max_ongoing_requests: PositiveInt = 512
     ray_actor_options: ActorOptions = Field(default_factory=lambda: ActorOptions(num_cpus=0.5))

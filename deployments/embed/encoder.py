@@ -37,8 +37,8 @@ class LlamaCppEncoder:
         self.model = spec.name
         self.dims = spec.dims
         self._max_tokens = spec.max_seq_tokens
-        self._llm = Llama(model_path=str(path), embedding=True, n_ctx=4096, n_batch=4096,
-                          n_ubatch=4096, n_threads=n_threads, n_threads_batch=n_threads,
+        self._llm = Llama(model_path=str(path), embedding=True, n_ctx=512, n_batch=512,
+                          n_ubatch=512, n_threads=n_threads, n_threads_batch=n_threads,
                           verbose=False)
 
     def encode(self, texts: list[str]) -> np.ndarray:
