@@ -18,11 +18,12 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._serve import served  # noqa: E402
-from deployments.embed.encoder import LlamaCppEncoder, embed_batch  # noqa: E402
-from models import LOCAL_EMBEDDING_MODELS, resolve_embedding_gguf  # noqa: E402
+from benchmarks._serve import served
+from deployments.embed.encoder import LlamaCppEncoder, embed_batch
+from models import LOCAL_EMBEDDING_MODELS, resolve_embedding_gguf
 
-WORDS = "cell energy plant light water carbon sugar leaf root oxygen atom force mass speed".split()
+WORDS = ("cell energy plant light water carbon sugar leaf root oxygen atom force mass "
+         "speed").split()
 
 
 def short_texts(n: int, seed: int) -> list[str]:

@@ -13,7 +13,13 @@ from deployments.config import EmbedderConfig
 from deployments.embed.server import EmbedRequest, EmbedResult
 from models import LOCAL_EMBEDDING_MODELS
 from models.catalog import HOSTED_MODELS
-from router.errors import InvalidRequest, ModelNotFound, ModelUnavailable, ProviderError
+from router.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ModelUnavailable,
+    ProviderError,
+    ServiceError,
+)
 
 OPENAI_MODELS = {c.name for c in HOSTED_MODELS if c.kind == "embedding"}
 
@@ -53,6 +59,8 @@ class EmbeddingService:
         try:
             result: EmbedResult = await self._handle.embed.remote(
                 EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions))
+        except ServiceError:
+            raise  # typed in the Embedder (a rejected request, an OpenAI outage)
         except Exception as error:
             raise ProviderError(f"embedding failed ({type(error).__name__})",
                                 provider="local" if concrete in self._local.values() else "openai",

@@ -34,6 +34,18 @@ class ServiceError(Exception):
         return {"error": {"type": self.error_type, "message": self.message,
                           "code": self.code, "param": self.param}}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from attributes, not __init__ arguments: errors raised in one deployment arrive
+        # typed and whole in another (Ray pickles exceptions across processes).
+        return (_rebuild, (type(self), self.message, self.__dict__))
+
+
+def _rebuild(cls: type[ServiceError], message: str, state: dict[str, Any]) -> ServiceError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequest(ServiceError):
     error_type = "invalid_request_error"

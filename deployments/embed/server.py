@@ -16,7 +16,10 @@ from ray import serve
 from deployments.config import EmbedderConfig, HostedProviderConfig
 from deployments.embed.cache import MemoryCache, RedisCache, VectorCache, cache_key
 from deployments.embed.encoder import Encoder, LlamaCppEncoder, embed_batch
+from router.errors import ModelUnavailable, ProviderError
+from router.health import BreakerSettings, Health, counts
 from router.pricing import estimate_tokens
+from router.providers.openai import translate_openai_error
 
 OPENAI_CHUNK = 2048  # inputs per OpenAI embeddings call
 
@@ -63,6 +66,7 @@ class Embedder:
         self._encoder = encoder_factory(config, models_path)
         self._cache = make_cache(config)
         self._openai = _openai_client(openai_config or HostedProviderConfig())
+        self._health = Health(BreakerSettings())
         self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
         self._batch_sizes: Counter[int] = Counter()
 
@@ -115,17 +119,29 @@ class Embedder:
 
     async def _openai_embed(self, model: str, texts: list[str],
                             dimensions: int | None) -> tuple[list[np.ndarray], int]:
+        """OpenAI's embeddings API behind a circuit breaker; errors translated as for chat."""
+        import openai
+
         if self._openai is None:
-            raise RuntimeError("OpenAI embeddings requested without OPENAI_API_KEY")
+            raise ModelUnavailable(f"{model} needs OPENAI_API_KEY")
+        breaker = self._health.breaker("openai", model)
+        if not breaker.allow():
+            raise ProviderError("circuit open", provider="openai", model=model)
         vectors: list[np.ndarray] = []
         tokens = 0
         for start in range(0, len(texts), OPENAI_CHUNK):
             kwargs: dict[str, Any] = {"model": model, "input": texts[start:start + OPENAI_CHUNK]}
             if dimensions:
                 kwargs["dimensions"] = dimensions
-            response = await self._openai.embeddings.create(**kwargs)
+            try:
+                response = await self._openai.embeddings.create(**kwargs)
+            except (openai.APIError, ValueError) as error:
+                translated = translate_openai_error(model, error)
+                breaker.record_failure(counts(translated))
+                raise translated from None
             vectors += [np.asarray(d.embedding, dtype=np.float32) for d in response.data]
             tokens += response.usage.prompt_tokens
+        breaker.record_success()
         return vectors, tokens
 
     def stats(self) -> dict[str, Any]:
@@ -160,5 +176,7 @@ def _openai_client(config: HostedProviderConfig) -> Any:
         return None
     import openai
 
+    # No fallback between embedding models (vectors of different models must never mix), so the
+    # SDK's own retries (backoff, Retry-After) are the only ones here.
     return openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=2,
                               timeout=config.timeout_s)

@@ -59,14 +59,14 @@ class OpenAIProvider:
                             yield Delta(choice.delta.content)
                         finish_reason = choice.finish_reason or finish_reason
         except (openai.APIError, ValueError) as error:  # ValueError: JSON that does not parse
-            raise _translate(model, error) from None
+            raise translate_openai_error(model, error) from None
         if finish_reason is None:
             raise ProviderError("the stream ended without a finish_reason", provider="openai",
                                 model=model)
         yield Delta("", finish_reason=finish_reason, usage=usage)
 
 
-def _translate(model: str, error: Exception) -> ServiceError:
+def translate_openai_error(model: str, error: Exception) -> ServiceError:
     if isinstance(error, openai.APITimeoutError):
         return upstream_error("openai", model, timeout=True)
     if isinstance(error, openai.APIStatusError):

@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 from ray import serve
 
+from router.errors import ProviderError
 from tests.conftest import APP_NAME
+from tests.fakes import Fault
 
 LOCAL = "all-minilm-l6-v2"
-REFERENCE = json.loads((Path(__file__).resolve().parents[2].parent / "shared" / "data" /
+REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "data" /
                         "minilm_reference.json").read_text())["items"]
 
 
@@ -150,3 +152,23 @@ def test_bad_embedding_requests_get_a_clear_4xx(serve_url, body, status, says) -
     response = httpx.post(f"{serve_url}/v1/embeddings", json=body, timeout=60)
     assert response.status_code == status
     assert says in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("fault", "status"), [(Fault(status=400), 400), (Fault(status=401), 502)])
+def test_openai_embedding_failures_are_typed(serve_url, fake_openai, fault, status) -> None:
+    fake_openai.enqueue(*[fault] * 3)  # the SDK's own retries included
+    response = httpx.post(f"{serve_url}/v1/embeddings", timeout=60,
+                          json={"model": "text-embedding-3-small", "input": ["x"]})
+    assert response.status_code == status
+    assert response.json()["error"]["message"]
+
+
+def test_router_errors_cross_processes_typed() -> None:
+    import pickle
+
+    error = ProviderError("HTTP 503", provider="openai", model="m", upstream_status=503,
+                          retry_after=2.0)
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is ProviderError
+    assert (again.message, again.upstream_status, again.retry_after) == (
+        error.message, 503, 2.0)

@@ -11,7 +11,7 @@ import pytest
 from deployments.embed.encoder import LlamaCppEncoder, embed_batch
 from models import LOCAL_EMBEDDING_MODELS, resolve_embedding_gguf
 
-REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "minilm_reference.json"
+REFERENCE = Path(__file__).resolve().parents[2] / "data" / "minilm_reference.json"
 
 
 def reference() -> list[dict]:
