@@ -22,8 +22,8 @@ from benchmarks._serve import served
 from deployments.embed.encoder import LlamaCppEncoder, embed_batch
 from models import LOCAL_EMBEDDING_MODELS, resolve_embedding_gguf
 
-WORDS = ("cell energy plant light water carbon sugar leaf root oxygen atom force mass "
-         "speed").split()
+WORDS = ["cell", "energy", "plant", "light", "water", "carbon", "sugar", "leaf", "root",
+         "oxygen", "atom", "force", "mass", "speed"]
 
 
 def short_texts(n: int, seed: int) -> list[str]:

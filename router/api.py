@@ -131,7 +131,7 @@ class Router:
     @app.get("/ready")
     @app.get("/api/v1/ai/ready")
     async def ready(self) -> JSONResponse:
-        """Readiness: every local model replica answers its health check."""
+        """Readiness: every local model replica and the embedder answer their health checks."""
         handles = dict(self._llm_handles)
         if self._embedder is not None:
             handles["embedder"] = self._embedder
