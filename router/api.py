@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deployments.config import AppConfig
 from router import metrics, sse
 from router.chat import ChatService, build_catalog
+from router.content import ContentService
+from router.content import collect as collect_content
 from router.embeddings import EmbeddingService, openai_response, seed_response
 from router.errors import InvalidRequest, ServiceError, error_response
 from router.health import BreakerSettings, Health
@@ -26,6 +29,7 @@ from router.limits import BodyLimit
 from router.protocol import (
     ChatCompletionRequest,
     EmbeddingsRequest,
+    GenerateContentRequest,
     ModelCard,
     ModelList,
     SeedEmbeddingsRequest,
@@ -75,6 +79,12 @@ def _first_field(errors: Any) -> str | None:
     return None
 
 
+async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    yield first
+    async for item in rest:
+        yield item
+
+
 async def _check(handle: DeploymentHandle) -> None:
     await asyncio.wait_for(handle.check_health.remote(), timeout=5)
 
@@ -90,6 +100,7 @@ class Router:
                              on_change=metrics.breaker_changed)
         self.chat = ChatService(config.router, providers, build_catalog(config), self.health)
         self.embeddings = EmbeddingService(config.embedder, embedder, "openai" in providers)
+        self.content = ContentService(self.chat)
         self._embedder = embedder
         log.info("router ready; providers: %s", ", ".join(providers) or "none")
 
@@ -102,6 +113,19 @@ class Router:
         completion, route = await self.chat.complete(body)
         return JSONResponse(completion.model_dump(exclude_none=True),
                             headers={"x-learnx-route": route})
+
+    @app.post("/api/v1/ai/generate-content")
+    async def generate_content(self, body: GenerateContentRequest) -> Response:
+        events = self.content.events(self.content.prepare(body))
+        if not body.stream:
+            collected = collect_content([e async for e in events])
+            status = collected["metadata"].get("status", 200) if collected["type"] == "error" else 200
+            return JSONResponse(collected, status_code=status)
+        first = await anext(events)  # a failure before any content is an HTTP error
+        if first["type"] == "error":
+            return JSONResponse(first, status_code=first["metadata"]["status"])
+        return StreamingResponse(sse.encode_stream(_prepend(first, events)),
+                                 media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
     @app.post("/v1/embeddings")
     async def openai_embeddings(self, body: EmbeddingsRequest) -> JSONResponse:

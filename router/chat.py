@@ -76,18 +76,24 @@ class ChatService:
         self._health = health
         self._policy = PolicySettings(config.default_provider, config.enable_cost_optimization)
 
+    def catalog(self) -> list[ModelCard]:
+        return self._catalog
+
     def providers(self) -> list[str]:
         return list(self._providers)
 
     def available_models(self) -> list[ModelCard]:
         return [c for c in self._catalog if c.provider in self._providers]
 
-    def plan(self, request: ChatCompletionRequest, params: GenerationParams) -> list[Route]:
+    def plan(self, model: str, preferred: list[str], params: GenerationParams) -> list[Route]:
         chars = sum(len(m["content"]) + 16 for m in params.messages)
-        ranked = rank(RouteRequest(request.model, estimate_tokens(chars), params.max_tokens,
-                                   tuple(request.preferred_providers)),
+        ranked = rank(RouteRequest(model, estimate_tokens(chars), params.max_tokens, tuple(preferred)),
                       self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
+
+    def run(self, model: str, preferred: list[str], params: GenerationParams) -> Run:
+        """A request's journey over the policy's ranking (breakers, retries, fallback)."""
+        return Run(self.plan(model, preferred, params), self._config, self._health)
 
     def params(self, request: ChatCompletionRequest) -> GenerationParams:
         max_tokens = request.requested_max_tokens() or self._config.default_max_tokens
@@ -105,7 +111,7 @@ class ChatService:
 
     def _run(self, request: ChatCompletionRequest) -> tuple[Run, GenerationParams]:
         params = self.params(request)
-        return Run(self.plan(request, params), self._config, self._health), params
+        return self.run(request.model, list(request.preferred_providers), params), params
 
     async def complete(self, request: ChatCompletionRequest) -> tuple[ChatCompletion, str]:
         run, params = self._run(request)

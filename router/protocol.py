@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from content.profile import LearnerProfile
+
 
 class Wire(BaseModel):
     # Unknown fields from OpenAI clients (logit_bias, user, ...) are accepted and ignored, like OpenAI's
@@ -176,3 +178,27 @@ class SeedEmbeddingsRequest(Wire):
     use_cache: bool = True
     deduplicate: bool = True
     user_id: str | None = None
+
+
+class GenerateContentRequest(Wire):
+    """The seed's /api/v1/ai/generate-content."""
+
+    content: str = Field(min_length=1, max_length=50_000)
+    content_type: Literal["explanation", "summary", "example", "analogy", "quiz", "flashcards",
+                          "practice_problems", "key_concepts"]
+    persona: LearnerProfile | Literal["visual", "verbal", "example_first", "step_by_step"] | None = None
+    user_profile: LearnerProfile | None = None
+    difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
+    recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
+    user_id: str | None = None
+    model: str = "small"
+    preferred_providers: list[Literal["local", "openai", "anthropic"]] = Field(default_factory=list)
+    max_tokens: int | None = Field(None, ge=16, le=4096)
+    stream: bool = True
+
+    def profile(self) -> LearnerProfile:
+        if self.user_profile is not None:
+            return self.user_profile
+        if isinstance(self.persona, LearnerProfile):
+            return self.persona
+        return LearnerProfile(learning_style=self.persona) if self.persona else LearnerProfile()

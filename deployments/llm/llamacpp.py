@@ -133,8 +133,20 @@ def _grammar(params: GenerationParams) -> Any:
     from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
     if params.json_schema:
-        return LlamaGrammar.from_json_schema(json.dumps(params.json_schema), verbose=False)
+        return LlamaGrammar.from_json_schema(json.dumps(grammar_schema(params.json_schema)),
+                                             verbose=False)
     return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+
+def grammar_schema(schema: Any) -> Any:
+    """The schema without string length bounds: llama.cpp expands `{1,2000}` into a grammar it
+    refuses (and aborts on). Lengths are still checked when the output is validated."""
+    if isinstance(schema, dict):
+        return {k: grammar_schema(v) for k, v in schema.items()
+                if k not in ("maxLength", "minLength")}
+    if isinstance(schema, list):
+        return [grammar_schema(v) for v in schema]
+    return schema
 
 
 def _chat_formatter(llm: Any) -> Any:

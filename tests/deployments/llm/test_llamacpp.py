@@ -78,3 +78,23 @@ async def test_concurrent_generations_are_serialized(engine: LlamaCppEngine) -> 
                                      for n in range(3)))
     # One llama.cpp context serves them one after the other; each gets its own complete answer.
     assert all(0 < r.usage.completion_tokens <= 6 and r.text for r in results)
+
+
+def test_grammar_schema_drops_string_length_bounds_only() -> None:
+    from deployments.llm.llamacpp import grammar_schema
+
+    schema = {"type": "object", "properties": {"q": {"type": "string", "maxLength": 2000,
+                                                     "minLength": 1},
+                                               "o": {"type": "array", "maxItems": 4}}}
+    assert grammar_schema(schema) == {"type": "object", "properties": {
+        "q": {"type": "string"}, "o": {"type": "array", "maxItems": 4}}}
+
+
+async def test_a_real_content_schema_constrains_the_output(engine: LlamaCppEngine) -> None:
+    from content.schemas import json_schema, validate
+
+    completion = await collect(engine.generate(ask(
+        "Write one flashcard about the sun as JSON.", max_tokens=120,
+        json_schema=json_schema("flashcards"))))
+    if completion.finish_reason == "stop":
+        assert validate("flashcards", completion.text)[0] is not None

@@ -1,0 +1,175 @@
+"""The seed's generate-content API: personalized prompts from content/, run over the router's
+ranking (so every provider, breaker and fallback applies), structured types validated, repaired once
+and escalated to the large tier, streamed as {"content", "type", "metadata"} events that always end
+with a terminal "done" or "error" event. Identical in-flight requests share one run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from content.profile import adapt, difficulty_level
+from content.schemas import json_schema, validate
+from content.structure import StructureDetector
+from content.templates import TEMPLATE_VERSION, compile_messages, is_structured, repair_messages
+from deployments.llm.protocol import GenerationParams
+from router.chat import ChatService, summary
+from router.errors import InvalidRequest, ProviderError, ServiceError, status_of
+from router.fallback import Run, Switch
+from router.policy import resolve
+from router.protocol import GenerateContentRequest
+from router.singleflight import Event, SingleFlight
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request: GenerateContentRequest
+    messages: list[dict[str, str]]
+    difficulty: int
+    adaptation: str
+    key: str
+
+
+class ContentService:
+    def __init__(self, chat: ChatService):
+        self._chat = chat
+        self.flights = SingleFlight()
+
+    def prepare(self, request: GenerateContentRequest) -> Prepared:
+        profile = request.profile()
+        try:
+            level = difficulty_level(request.difficulty)
+        except ValueError as error:
+            raise InvalidRequest(str(error), param="difficulty") from None
+        level, adaptation = adapt(level, request.recent_score)
+        messages = compile_messages(request.content_type, request.content, profile, level)
+        canonical = json.dumps([request.content, request.content_type, profile.canonical(), level,
+                                TEMPLATE_VERSION, request.model, request.preferred_providers,
+                                request.max_tokens], separators=(",", ":"))
+        return Prepared(request, messages, level, adaptation,
+                        hashlib.sha256(canonical.encode()).hexdigest())
+
+    async def events(self, prepared: Prepared) -> AsyncIterator[Event]:
+        """This request's events, shared with identical requests in flight."""
+        flight = self.flights.join(prepared.key, lambda: self._generate(prepared))
+        async for event, subscriber in flight.subscribe():
+            if event["type"] == "done":
+                event = _attributed(event, subscriber)
+            yield event
+
+    async def _generate(self, prepared: Prepared) -> AsyncIterator[Event]:
+        seq = 0
+        base = {"difficulty": prepared.difficulty, "difficulty_reason": prepared.adaptation,
+                "template_version": TEMPLATE_VERSION}
+        try:
+            if is_structured(prepared.request.content_type):
+                stream = self._structured(prepared)
+            else:
+                stream = self._text(prepared)
+            async for event in stream:
+                seq += 1
+                event["metadata"] = {"seq": seq, **base, **event["metadata"]}
+                yield event
+        except ServiceError as error:
+            yield {"content": "", "type": "error",
+                   "metadata": {"seq": seq + 1, **base, **error.body(), "status": status_of(error)}}
+
+    async def _text(self, prepared: Prepared) -> AsyncIterator[Event]:
+        request = prepared.request
+        params = GenerationParams(prepared.messages, request.max_tokens or 700, temperature=0.4)
+        run = self._chat.run(request.model, list(request.preferred_providers), params)
+        detector = StructureDetector()
+        async for event in run.stream(params):
+            if isinstance(event, Switch):
+                yield {"content": "", "type": "fallback", "metadata": {
+                    "from": event.from_route, "to": event.to_route, "error": event.error}}
+                continue
+            route = run.attempts[-1].route
+            if event.text:
+                yield {"content": event.text, "type": request.content_type, "metadata": {
+                    "structure": detector.feed(event.text), "provider": route.provider.name,
+                    "model": route.model}}
+            if event.finish_reason is not None:
+                yield _done([run], {"structure": detector.finish(),
+                                    "finish_reason": event.finish_reason})
+
+    async def _structured(self, prepared: Prepared) -> AsyncIterator[Event]:
+        """Validate; repair once; then the same on the large tier; else a typed error."""
+        request = prepared.request
+        runs: list[Run] = []
+        problems = "no output"
+        for model in _escalation(request.model, self._chat):
+            messages = prepared.messages
+            for _ in range(2):  # the first answer, then one repair
+                params = GenerationParams(messages, request.max_tokens or 900, temperature=0.2,
+                                          json_schema=json_schema(request.content_type))
+                run = self._chat.run(model, list(request.preferred_providers), params)
+                runs.append(run)
+                completion, route = await run.complete(params)
+                data, problems = validate(request.content_type, completion.text)
+                if data is not None:
+                    for item in _items(request.content_type, data):
+                        yield {"content": json.dumps(item["value"]), "type": request.content_type,
+                               "metadata": {"structure": item["structure"],
+                                            "provider": route.provider.name, "model": route.model}}
+                    yield _done(runs, {"data": data, "repaired": len(runs) > 1})
+                    return
+                messages = repair_messages(prepared.messages, completion.text, problems)
+        raise ProviderError(f"no model produced valid {request.content_type} JSON ({problems})",
+                            provider="router", model=request.model, retryable=False)
+
+
+def _escalation(model: str, chat: ChatService) -> list[str]:
+    """The requested model, then the large tier when it is stronger and something serves it."""
+    _, tier = resolve(model, chat.catalog())
+    large = any(c.tier == "large" and c.kind == "chat" for c in chat.available_models())
+    return [model, "large"] if tier != "large" and large else [model]
+
+
+def _items(content_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    key = {"quiz": "questions", "flashcards": "cards", "practice_problems": "problems"}[content_type]
+    label = {"quiz": "question", "flashcards": "card", "practice_problems": "problem"}[content_type]
+    return [{"value": value, "structure": {"kind": label, label: number}}
+            for number, value in enumerate(data[key], 1)]
+
+
+def _done(runs: list[Run], extra: dict[str, Any]) -> Event:
+    routes, prompt, completion, cost = [], 0, 0, 0.0
+    for run in runs:
+        described, usage = summary(run)
+        routes.append(described)
+        prompt += usage.prompt_tokens
+        completion += usage.completion_tokens
+        cost += described["cost_usd"]
+    final = routes[-1]
+    return {"content": "", "type": "done", "metadata": {
+        "provider": final["provider"], "model": final["model"],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+        "cost_usd": round(cost, 10), "provider_path": routes, **extra}}
+
+
+def _attributed(event: Event, subscriber: int) -> Event:
+    """The run's cost is billed to the request that started it; identical requests that joined
+    the flight are told they shared it and are billed nothing."""
+    metadata = dict(event["metadata"])
+    metadata["single_flight"] = {"shared": subscriber > 0, "leader": subscriber == 0}
+    metadata["billed_usd"] = metadata["cost_usd"] if subscriber == 0 else 0.0
+    return {**event, "metadata": metadata}
+
+
+def collect(events: list[Event]) -> dict[str, Any]:
+    """The non-streamed response: the whole content and the terminal event's metadata."""
+    terminal = events[-1]
+    if terminal["type"] == "error":
+        return terminal
+    body = {"content": "".join(e["content"] for e in events if e["type"] not in ("done", "fallback")),
+            "type": events[0]["type"] if events else terminal["type"],
+            "metadata": terminal["metadata"]}
+    if "data" in terminal["metadata"]:
+        body["data"] = terminal["metadata"]["data"]
+    return body
+
