@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -13,6 +12,7 @@ from deployments.llm.protocol import Delta, GenerationParams, Usage
 from router.errors import ProviderError, ServiceError
 from router.providers.base import retry_after_seconds, upstream_error
 
+TOOL = "emit_answer"
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
                 "tool_use": "tool_calls", "refusal": "content_filter", "pause_turn": "stop"}
 
@@ -20,9 +20,8 @@ STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "leng
 def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
     """System messages become `system`; consecutive same-role turns merge (Anthropic alternates)."""
     system = [m["content"] for m in params.messages if m["role"] == "system"]
-    if params.json_schema is not None:
-        schema = json.dumps(params.json_schema) if params.json_schema else "any JSON object"
-        system.append(f"Respond with JSON only, no prose, matching: {schema}")
+    if params.json_schema == {}:  # any JSON object: Anthropic has no JSON mode without a schema
+        system.append("Respond with one JSON object only, no prose.")
     turns: list[dict[str, str]] = []
     for message in params.messages:
         if message["role"] == "system":
@@ -38,6 +37,10 @@ def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
         request["system"] = "\n\n".join(system)
     if params.stop:
         request["stop_sequences"] = params.stop
+    if params.json_schema:  # a schema: Anthropic's structured output is a forced tool call
+        request["tools"] = [{"name": TOOL, "description": "Return the answer as this JSON object.",
+                             "input_schema": params.json_schema}]
+        request["tool_choice"] = {"type": "tool", "name": TOOL}
     return request
 
 
@@ -67,6 +70,8 @@ class AnthropicProvider:
                         prompt_tokens = event.message.usage.input_tokens
                     elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                         yield Delta(event.delta.text)
+                    elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                        yield Delta(event.delta.partial_json)  # the forced tool's JSON arguments
                     elif event.type == "message_delta":
                         stop_reason = event.delta.stop_reason
                         completion_tokens = event.usage.output_tokens
@@ -77,6 +82,8 @@ class AnthropicProvider:
         if not stopped:
             raise ProviderError("the stream ended without message_stop", provider="anthropic",
                                 model=model)
+        if stop_reason == "tool_use" and params.json_schema:
+            stop_reason = "end_turn"  # the tool call we forced is the answer, not a tool request
         yield Delta("", finish_reason=STOP_REASONS.get(stop_reason or "", "stop"),
                     usage=Usage(prompt_tokens, completion_tokens))
 

@@ -43,16 +43,21 @@ class FakeAnthropic(FakeProvider):
         output_tokens = reply.completion_tokens or words(reply.text)
         message = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
                    "model": body["model"], "stop_sequence": None}
+        tool = (body.get("tool_choice") or {}).get("name")  # a forced tool: answer with its input
+        block = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex}", "name": tool, "input": {}} \
+            if tool else {"type": "text", "text": ""}
+        delta_type, delta_key = ("input_json_delta", "partial_json") if tool else ("text_delta", "text")
+        stop = "tool_use" if tool else STOP[reply.finish_reason]
         if body.get("stream"):
             events = [
                 _event("message_start", {"message": {
                     **message, "content": [], "stop_reason": None,
                     "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
-                _event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}}),
-                *[_event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": p}})
+                _event("content_block_start", {"index": 0, "content_block": block}),
+                *[_event("content_block_delta", {"index": 0, "delta": {"type": delta_type, delta_key: p}})
                   for p in pieces(reply.text)],
                 _event("content_block_stop", {"index": 0}),
-                _event("message_delta", {"delta": {"stop_reason": STOP[reply.finish_reason],
+                _event("message_delta", {"delta": {"stop_reason": stop,
                                                    "stop_sequence": None},
                                          "usage": {"output_tokens": output_tokens}}),
                 _event("message_stop", {}),
@@ -60,6 +65,7 @@ class FakeAnthropic(FakeProvider):
             return await respond(fault, _error, lambda: streaming(
                 sse(events, fault, 2, reply.chunk_delay_s)))
         return await respond(fault, _error, lambda: JSONResponse({
-            **message, "content": [{"type": "text", "text": reply.text}],
-            "stop_reason": STOP[reply.finish_reason],
+            **message, "content": [{**block, "input": json.loads(reply.text)} if tool
+                                   else {"type": "text", "text": reply.text}],
+            "stop_reason": stop,
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}))

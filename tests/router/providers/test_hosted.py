@@ -123,3 +123,18 @@ async def test_openai_usage(openai_fake) -> None:
     openai_fake.enqueue(Reply(text="a b", prompt_tokens=11, completion_tokens=2))
     provider = openai_provider(openai_fake)
     assert (await collect(provider.stream("g", PARAMS))).usage == Usage(11, 2)
+
+
+async def test_anthropic_structured_output_is_a_forced_tool_call(anthropic_fake) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=anthropic_fake.url),
+                                          {"ANTHROPIC_API_KEY": "k"})
+    anthropic_fake.reset()
+    anthropic_fake.enqueue(Reply(text='{"answer": "four"}'))
+    completion = await collect(provider.stream("c", GenerationParams(
+        [{"role": "user", "content": "2+2?"}], 50, json_schema=schema)))
+    assert completion.text == '{"answer": "four"}'
+    assert completion.finish_reason == "stop"
+    (sent,) = anthropic_fake.requests
+    assert sent.body["tools"][0]["input_schema"] == schema
+    assert sent.body["tool_choice"] == {"type": "tool", "name": sent.body["tools"][0]["name"]}
