@@ -104,7 +104,8 @@ class ContentService:
         for model in _escalation(request.model, self._chat):
             messages = prepared.messages
             for _ in range(2):  # the first answer, then one repair
-                params = GenerationParams(messages, request.max_tokens or 900, temperature=0.2,
+                # Greedy: a structured answer gains nothing from sampling, and stays reproducible.
+                params = GenerationParams(messages, request.max_tokens or 900, temperature=0.0,
                                           json_schema=json_schema(request.content_type))
                 run = self._chat.run(model, list(request.preferred_providers), params)
                 runs.append(run)

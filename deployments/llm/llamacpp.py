@@ -138,15 +138,22 @@ def _grammar(params: GenerationParams) -> Any:
     return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
 
 
+MAX_GRAMMAR_LENGTH = 300  # longer `maxLength` bounds make llama.cpp refuse the grammar
+
+
 def grammar_schema(schema: Any) -> Any:
-    """The schema without string length bounds: llama.cpp expands `{1,2000}` into a grammar it
-    refuses (and aborts on). Lengths are still checked when the output is validated."""
-    if isinstance(schema, dict):
-        return {k: grammar_schema(v) for k, v in schema.items()
-                if k not in ("maxLength", "minLength")}
+    """The schema in the terms llama.cpp's grammar enforces: long string maximum lengths dropped (it
+    expands `{1,2000}` into a grammar it refuses, and aborts), small integer ranges as enums (it
+    ignores minimum/maximum). The full schema is still checked when the output is validated."""
     if isinstance(schema, list):
         return [grammar_schema(v) for v in schema]
-    return schema
+    if not isinstance(schema, dict):
+        return schema
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if schema.get("type") == "integer" and low is not None and high is not None and high - low <= 32:
+        return {"enum": list(range(low, high + 1))}
+    return {k: grammar_schema(v) for k, v in schema.items()
+            if k != "maxLength" or v <= MAX_GRAMMAR_LENGTH}
 
 
 def _chat_formatter(llm: Any) -> Any:

@@ -80,14 +80,19 @@ async def test_concurrent_generations_are_serialized(engine: LlamaCppEngine) -> 
     assert all(0 < r.usage.completion_tokens <= 6 and r.text for r in results)
 
 
-def test_grammar_schema_drops_string_length_bounds_only() -> None:
+def test_grammar_schema_is_what_llama_cpp_can_enforce() -> None:
     from deployments.llm.llamacpp import grammar_schema
 
-    schema = {"type": "object", "properties": {"q": {"type": "string", "maxLength": 2000,
-                                                     "minLength": 1},
-                                               "o": {"type": "array", "maxItems": 4}}}
+    schema = {"type": "object", "properties": {
+        "q": {"type": "string", "maxLength": 2000, "minLength": 1},
+        "s": {"type": "string", "maxLength": 300},
+        "o": {"type": "array", "maxItems": 4},
+        "i": {"type": "integer", "minimum": 0, "maximum": 3},
+        "n": {"type": "integer", "minimum": 0}}}
     assert grammar_schema(schema) == {"type": "object", "properties": {
-        "q": {"type": "string"}, "o": {"type": "array", "maxItems": 4}}}
+        "q": {"type": "string", "minLength": 1}, "s": {"type": "string", "maxLength": 300},
+        "o": {"type": "array", "maxItems": 4},
+        "i": {"enum": [0, 1, 2, 3]}, "n": {"type": "integer", "minimum": 0}}}
 
 
 async def test_a_real_content_schema_constrains_the_output(engine: LlamaCppEngine) -> None:
