@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments.config import AppConfig
 from router import metrics, sse
-from router.chat import ChatService, build_catalog
+from router.chat import ChatService, build_catalog, prepend
 from router.content import ContentService
 from router.content import collect as collect_content
 from router.embeddings import EmbeddingService, openai_response, seed_response
@@ -79,12 +78,6 @@ def _first_field(errors: Any) -> str | None:
     return None
 
 
-async def _prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    yield first
-    async for item in rest:
-        yield item
-
-
 async def _check(handle: DeploymentHandle) -> None:
     await asyncio.wait_for(handle.check_health.remote(), timeout=5)
 
@@ -124,7 +117,7 @@ class Router:
         first = await anext(events)  # a failure before any content is an HTTP error
         if first["type"] == "error":
             return JSONResponse(first, status_code=first["metadata"]["status"])
-        return StreamingResponse(sse.encode_stream(_prepend(first, events)),
+        return StreamingResponse(sse.encode_stream(prepend(first, events)),
                                  media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
     @app.post("/v1/embeddings")

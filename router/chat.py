@@ -131,7 +131,7 @@ class ChatService:
         events = run.stream(params)
         first = await anext(events)
         route = run.attempts[-1].route
-        return self._chunks(request, run, route, _prepend(first, events)), route.header()
+        return self._chunks(request, run, route, prepend(first, events)), route.header()
 
     async def _chunks(self, request: ChatCompletionRequest, run: Run, route: Route,
                       events: AsyncIterator[Delta | Switch]) -> AsyncIterator[ChatCompletionChunk]:
@@ -154,7 +154,8 @@ class ChatService:
                     yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(usage))
 
 
-async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    """`first`, then the rest of the stream it was taken from."""
     yield first
     async for delta in rest:
         yield delta

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from router.fallback import Run, Switch
 from router.policy import resolve
 from router.protocol import GenerateContentRequest
 from router.singleflight import Event, SingleFlight
+
+log = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,10 @@ class ContentService:
                 seq += 1
                 event["metadata"] = {"seq": seq, **base, **event["metadata"]}
                 yield event
-        except ServiceError as error:
+        except Exception as error:  # every subscriber must see a terminal event, even after a bug
+            if not isinstance(error, ServiceError):
+                log.exception("content generation failed")
+                error = ServiceError("internal error while generating content")
             yield {"content": "", "type": "error",
                    "metadata": {"seq": seq + 1, **base, **error.body(), "status": status_of(error)}}
 
