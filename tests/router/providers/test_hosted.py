@@ -1,8 +1,7 @@
-"""The hosted adapters in process against the fake servers: transforms, env config, errors."""
+"""The hosted adapters in process against the fake servers (the session fakes of conftest, reset
+before each test): transforms, env config, errors."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,27 +11,13 @@ from router.errors import InvalidRequest, ProviderError, ProviderTimeout
 from router.providers import build_providers
 from router.providers.anthropic import AnthropicProvider, to_anthropic
 from router.providers.openai import OpenAIProvider, to_openai
-from tests.fakes import FakeAnthropic, FakeOpenAI, Fault, Reply
+from tests.fakes import FakeOpenAI, Fault, Reply
 
 PARAMS = GenerationParams(
     messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
               {"role": "user", "content": "there"}, {"role": "assistant", "content": "Hello"},
               {"role": "system", "content": "Use British spelling."}],
     max_tokens=20, temperature=0.2, stop=["\n\n"])
-
-
-@pytest.fixture(scope="module")
-def openai_fake() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def anthropic_fake() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic().start()
-    yield fake
-    fake.stop()
 
 
 def openai_provider(fake: FakeOpenAI, **env: str) -> OpenAIProvider:
@@ -67,28 +52,26 @@ def test_provider_without_key_is_not_built() -> None:
     assert build_providers(AppConfig(), {}, environ={}) == {}
 
 
-async def test_openai_base_url_comes_from_the_sdks_own_env_var(openai_fake, monkeypatch) -> None:
-    monkeypatch.setenv("OPENAI_BASE_URL", f"{openai_fake.url}/v1")
+async def test_openai_base_url_comes_from_the_sdks_own_env_var(fake_openai, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{fake_openai.url}/v1")
     provider = OpenAIProvider.from_env(HostedProviderConfig(), {"OPENAI_API_KEY": "k"})
-    openai_fake.reset()
     await collect(provider.stream("gpt-4o-mini", PARAMS))
-    assert len(openai_fake.requests) == 1
+    assert len(fake_openai.requests) == 1
 
 
-async def test_anthropic_base_url_comes_from_the_sdks_own_env_var(anthropic_fake,
+async def test_anthropic_base_url_comes_from_the_sdks_own_env_var(fake_anthropic,
                                                                   monkeypatch) -> None:
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", anthropic_fake.url)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.url)
     provider = AnthropicProvider.from_env(HostedProviderConfig(), {"ANTHROPIC_API_KEY": "k"})
-    anthropic_fake.reset()
     completion = await collect(provider.stream("claude-3-5-haiku-latest", PARAMS))
     assert completion.finish_reason == "stop"
-    assert len(anthropic_fake.requests) == 1
+    assert len(fake_anthropic.requests) == 1
 
 
-async def test_anthropic_usage_and_stop_reason(anthropic_fake) -> None:
-    provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=anthropic_fake.url),
+async def test_anthropic_usage_and_stop_reason(fake_anthropic) -> None:
+    provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=fake_anthropic.url),
                                           {"ANTHROPIC_API_KEY": "k"})
-    anthropic_fake.enqueue(Reply(text="one two three", prompt_tokens=40, completion_tokens=3,
+    fake_anthropic.enqueue(Reply(text="one two three", prompt_tokens=40, completion_tokens=3,
                                  finish_reason="length"))
     completion = await collect(provider.stream("c", PARAMS))
     assert (completion.text, completion.finish_reason, completion.usage) == (
@@ -101,40 +84,39 @@ async def test_anthropic_usage_and_stop_reason(anthropic_fake) -> None:
     (Fault(status=503), ProviderError),
     (Fault(status=429, retry_after=3), ProviderError),
 ])
-async def test_upstream_status_becomes_a_typed_error(openai_fake, fault, error) -> None:
-    openai_fake.enqueue(fault)
+async def test_upstream_status_becomes_a_typed_error(fake_openai, fault, error) -> None:
+    fake_openai.enqueue(fault)
     with pytest.raises(error) as raised:
-        await collect(openai_provider(openai_fake).stream("gpt-4o-mini", PARAMS))
+        await collect(openai_provider(fake_openai).stream("gpt-4o-mini", PARAMS))
     if isinstance(raised.value, ProviderError):
         assert raised.value.upstream_status == fault.status
         assert raised.value.retry_after == fault.retry_after
         assert raised.value.retryable == (fault.status != 401)
 
 
-async def test_timeout_is_a_provider_timeout(openai_fake) -> None:
+async def test_timeout_is_a_provider_timeout(fake_openai) -> None:
     provider = OpenAIProvider.from_env(
-        HostedProviderConfig(base_url=f"{openai_fake.url}/v1", timeout_s=0.3), {"OPENAI_API_KEY": "k"})
-    openai_fake.enqueue(Fault(delay_s=2))
+        HostedProviderConfig(base_url=f"{fake_openai.url}/v1", timeout_s=0.3), {"OPENAI_API_KEY": "k"})
+    fake_openai.enqueue(Fault(delay_s=2))
     with pytest.raises(ProviderTimeout):
         await collect(provider.stream("gpt-4o-mini", PARAMS))
 
 
-async def test_openai_usage(openai_fake) -> None:
-    openai_fake.enqueue(Reply(text="a b", prompt_tokens=11, completion_tokens=2))
-    provider = openai_provider(openai_fake)
+async def test_openai_usage(fake_openai) -> None:
+    fake_openai.enqueue(Reply(text="a b", prompt_tokens=11, completion_tokens=2))
+    provider = openai_provider(fake_openai)
     assert (await collect(provider.stream("g", PARAMS))).usage == Usage(11, 2)
 
 
-async def test_anthropic_structured_output_is_a_forced_tool_call(anthropic_fake) -> None:
+async def test_anthropic_structured_output_is_a_forced_tool_call(fake_anthropic) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=anthropic_fake.url),
+    provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=fake_anthropic.url),
                                           {"ANTHROPIC_API_KEY": "k"})
-    anthropic_fake.reset()
-    anthropic_fake.enqueue(Reply(text='{"answer": "four"}'))
+    fake_anthropic.enqueue(Reply(text='{"answer": "four"}'))
     completion = await collect(provider.stream("c", GenerationParams(
         [{"role": "user", "content": "2+2?"}], 50, json_schema=schema)))
     assert completion.text == '{"answer": "four"}'
     assert completion.finish_reason == "stop"
-    (sent,) = anthropic_fake.requests
+    (sent,) = fake_anthropic.requests
     assert sent.body["tools"][0]["input_schema"] == schema
     assert sent.body["tool_choice"] == {"type": "tool", "name": sent.body["tools"][0]["name"]}
