@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import openai
 from ray import serve
 
 from deployments.config import EmbedderConfig, HostedProviderConfig
@@ -19,7 +20,7 @@ from deployments.embed.encoder import Encoder, LlamaCppEncoder, embed_batch
 from router.errors import ModelUnavailable, ProviderError
 from router.health import BreakerSettings, Health, counts
 from router.pricing import estimate_tokens
-from router.providers.openai import translate_openai_error
+from router.providers.openai import openai_client, translate_openai_error
 
 OPENAI_CHUNK = 2048  # inputs per OpenAI embeddings call
 
@@ -65,7 +66,10 @@ class Embedder:
         self._config = config
         self._encoder = encoder_factory(config, models_path)
         self._cache = make_cache(config)
-        self._openai = _openai_client(openai_config or HostedProviderConfig())
+        # No fallback between embedding models (vectors of different models must never mix), so
+        # the SDK's own retries (backoff, Retry-After) are the only ones here.
+        self._openai = openai_client(openai_config or HostedProviderConfig(), os.environ,
+                                     max_retries=2)
         self._health = Health(BreakerSettings())
         self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
         self._batch_sizes: Counter[int] = Counter()
@@ -120,8 +124,6 @@ class Embedder:
     async def _openai_embed(self, model: str, texts: list[str],
                             dimensions: int | None) -> tuple[list[np.ndarray], int]:
         """OpenAI's embeddings API behind a circuit breaker; errors translated as for chat."""
-        import openai
-
         if self._openai is None:
             raise ModelUnavailable(f"{model} needs OPENAI_API_KEY")
         breaker = self._health.breaker("openai", model)
@@ -168,15 +170,3 @@ def _slots(keys: list[str], texts: list[str],
             slot_texts.append(text)
         slot_of.append(index[key])
     return slot_of, list(index), slot_texts
-
-
-def _openai_client(config: HostedProviderConfig) -> Any:
-    key = os.environ.get("OPENAI_API_KEY")
-    if not config.enabled or not key:
-        return None
-    import openai
-
-    # No fallback between embedding models (vectors of different models must never mix), so the
-    # SDK's own retries (backoff, Retry-After) are the only ones here.
-    return openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=2,
-                              timeout=config.timeout_s)

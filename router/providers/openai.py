@@ -30,6 +30,17 @@ def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
     return request
 
 
+def openai_client(config: HostedProviderConfig, environ: Mapping[str, str],
+                  max_retries: int) -> openai.AsyncOpenAI | None:
+    """The SDK client, or None without OPENAI_API_KEY. base_url None lets the SDK apply
+    OPENAI_BASE_URL itself."""
+    key = environ.get("OPENAI_API_KEY")
+    if not config.enabled or not key:
+        return None
+    return openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=max_retries,
+                              timeout=config.timeout_s)
+
+
 class OpenAIProvider:
     name = "openai"
 
@@ -38,12 +49,8 @@ class OpenAIProvider:
 
     @classmethod
     def from_env(cls, config: HostedProviderConfig, environ: Mapping[str, str]) -> OpenAIProvider | None:
-        key = environ.get("OPENAI_API_KEY")
-        if not config.enabled or not key:
-            return None
-        # base_url None lets the SDK apply OPENAI_BASE_URL itself. Our retries, not the SDK's.
-        return cls(openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=0,
-                                      timeout=config.timeout_s))
+        client = openai_client(config, environ, max_retries=0)  # our retries, not the SDK's
+        return cls(client) if client is not None else None
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
         finish_reason, usage = None, Usage()
