@@ -64,20 +64,22 @@ def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str
             f"the prompt (~{request.prompt_tokens} tokens) does not fit any {tier} model "
             f"(largest context {largest} tokens): shorten the messages", param="messages")
 
+    costs = {card.name: estimate(card, request.prompt_tokens, request.max_tokens)
+             for card in fitting}
+
     def key(card: ModelCard) -> tuple[int, int, float, int, int]:
         preferred = request.preferred_providers
         return (
             0 if card == wanted else 1,
             preferred.index(card.provider) if card.provider in preferred else len(preferred),
-            estimate(card, request.prompt_tokens, request.max_tokens)
-            if settings.cost_optimization else 0.0,
+            costs[card.name] if settings.cost_optimization else 0.0,
             0 if card.provider == settings.default_provider else 1,
             catalog.index(card),
         )
 
     ranked = sorted(fitting, key=key)
-    return [Candidate(card, estimate(card, request.prompt_tokens, request.max_tokens),
-                      _reason(card, request, wanted, tier, settings)) for card in ranked]
+    return [Candidate(card, costs[card.name], _reason(card, request, wanted, tier, settings))
+            for card in ranked]
 
 
 def _reason(card: ModelCard, request: RouteRequest, wanted: ModelCard | None, tier: str,
