@@ -123,6 +123,7 @@ class RouterConfig(DeploymentOptions):
     max_ongoing_requests: PositiveInt = 256
     ray_actor_options: ActorOptions = Field(default_factory=lambda: ActorOptions(num_cpus=0.25))
     max_body_bytes: PositiveInt = 1_000_000
+    max_messages: PositiveInt = 256
     max_tokens_limit: PositiveInt = 4096
     default_max_tokens: PositiveInt = 512
     request_timeout_s: float = Field(60.0, gt=0)  # whole request, all attempts (AI_REQUEST_TIMEOUT)
@@ -176,12 +177,82 @@ class EmbedderConfig(DeploymentOptions):
         return self
 
 
+class ApiKeyConfig(Strict):
+    """A calling service's key, stored only as the SHA-256 of the key (python -m router.auth new-key)."""
+
+    id: str = Field(min_length=1, max_length=64)  # names the caller in the ledger and rate limits
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    requests_per_minute: PositiveInt | None = None  # None: rate_limits.key_requests_per_minute
+    tokens_per_minute: PositiveInt | None = None
+
+
+class AuthConfig(Strict):
+    enabled: bool = True  # false only for local development: every caller is then let in
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> AuthConfig:
+        if self.enabled and not self.api_keys:
+            raise ValueError("auth is enabled but no api_keys are configured: add one "
+                             "(python -m router.auth new-key NAME) or set auth.enabled: false "
+                             "for local development")
+        ids = [k.id for k in self.api_keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("api_keys ids must be unique")
+        return self
+
+
+class RateLimitConfig(Strict):
+    """Token buckets refilled every minute; None turns a limit off."""
+
+    user_requests_per_minute: PositiveInt | None = 120
+    user_tokens_per_minute: PositiveInt | None = 200_000
+    key_requests_per_minute: PositiveInt | None = 6_000
+    key_tokens_per_minute: PositiveInt | None = 5_000_000
+
+
+class BudgetConfig(Strict):
+    daily_usd: float | None = Field(None, ge=0)
+    monthly_usd: float | None = Field(None, ge=0)
+    # When the budget cannot cover a request: downgrade to a free (local) model if the plan has
+    # one, else refuse with 402; "refuse" always refuses.
+    on_exhausted: Literal["downgrade", "refuse"] = "downgrade"
+
+    def limited(self) -> bool:
+        return self.daily_usd is not None or self.monthly_usd is not None
+
+
+class BudgetsConfig(Strict):
+    default: BudgetConfig = Field(default_factory=BudgetConfig)
+    users: dict[str, BudgetConfig] = Field(default_factory=dict)
+
+    def for_user(self, user_id: str) -> BudgetConfig:
+        return self.users.get(user_id, self.default)
+
+
+class LedgerConfig(Strict):
+    enabled: bool = True
+    # SQLite file by default (relative paths are resolved where the app is built); PostgreSQL with
+    # postgresql://... (DATABASE_URL).
+    database_url: str = "sqlite:///var/usage.db"
+    max_buffered: PositiveInt = 10_000  # records held while the database is unavailable
+    batch_size: PositiveInt = 500
+    flush_interval_s: float = Field(0.2, gt=0)
+    retry_max_s: float = Field(5.0, gt=0)
+
+
 class AppConfig(Strict):
     enable_local_models: bool = True
     local_models_path: str | None = None
     local_models: list[LocalModelConfig] = Field(default_factory=list)
     router: RouterConfig = Field(default_factory=RouterConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    # Budgets and rate limits shared by every router replica (REDIS_URL); None: per replica.
+    redis_url: str | None = None
     # Fail at start-up when the cluster lacks the GPUs a config asks for (a pending replica waits
     # forever otherwise). Turn off on autoscaling clusters that add GPU nodes on demand.
     require_gpus_at_start: bool = True
@@ -243,6 +314,18 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         cache["redis_url"] = environ["REDIS_URL"]
     if cache:
         out["embedder"] = {"cache": cache}
+    if "REDIS_URL" in environ:
+        out["redis_url"] = environ["REDIS_URL"]
+    if "DATABASE_URL" in environ:
+        out["ledger"] = {"database_url": environ["DATABASE_URL"]}
+    auth: dict[str, Any] = {}
+    if "LEARNX_AUTH_ENABLED" in environ:
+        auth["enabled"] = _bool(environ["LEARNX_AUTH_ENABLED"])
+    if "LEARNX_API_KEYS" in environ:  # "id:sha256,id:sha256"
+        auth["api_keys"] = [dict(zip(("id", "sha256"), item.strip().split(":", 1), strict=True))
+                            for item in environ["LEARNX_API_KEYS"].split(",") if item.strip()]
+    if auth:
+        out["auth"] = auth
     return out
 
 
@@ -263,4 +346,10 @@ def load_config(args: Mapping[str, Any] | None, environ: Mapping[str, str] | Non
     if "LOCAL_MODEL_GPU_LAYERS" in environ:
         layers = {"llama_cpp": {"n_gpu_layers": int(environ["LOCAL_MODEL_GPU_LAYERS"])}}
         merged["local_models"] = [_merge(m, layers) for m in merged.get("local_models", [])]
-    return AppConfig.model_validate(merged)
+    config = AppConfig.model_validate(merged)
+    # Replicas do not share the driver's working directory: pin a relative SQLite path to it.
+    url = config.ledger.database_url
+    if url.startswith("sqlite:///") and not os.path.isabs(url.removeprefix("sqlite:///")):
+        path = os.path.abspath(url.removeprefix("sqlite:///"))
+        config.ledger.database_url = f"sqlite:///{path}"
+    return config

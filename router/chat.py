@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from deployments.config import AppConfig, RouterConfig
 from deployments.llm.protocol import Delta, GenerationParams
 from deployments.llm.protocol import Usage as TokenUsage
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
-from router.errors import InvalidRequest
+from router.errors import InvalidRequest, LimitExceeded
 from router.fallback import Run, Switch
 from router.health import Health
 from router.policy import Candidate, PolicySettings, RouteRequest, rank
@@ -29,6 +29,9 @@ from router.protocol import (
     _chat_id,
 )
 from router.providers import Provider
+
+if TYPE_CHECKING:
+    from router.usage.meter import Meter
 
 T = TypeVar("T")
 
@@ -49,11 +52,11 @@ class Route:
 def summary(run: Run) -> tuple[dict[str, Any], TokenUsage]:
     """The route taken (for the response) and the usage of every attempt together."""
     final = run.attempts[-1].route
-    usage = TokenUsage(sum(a.usage.prompt_tokens for a in run.attempts),
-                       sum(a.usage.completion_tokens for a in run.attempts))
+    usage = TokenUsage(sum(a.billed().prompt_tokens for a in run.attempts),
+                       sum(a.billed().completion_tokens for a in run.attempts))
     route = {"provider": final.provider.name, "model": final.model,
              "reason": final.candidate.reason,
-             "cost_usd": round(sum(cost(a.route.candidate.card, a.usage) for a in run.attempts), 10)}
+             "cost_usd": round(sum(cost(a.route.candidate.card, a.billed()) for a in run.attempts), 10)}
     if len(run.attempts) > 1:
         route["path"] = [a.describe() for a in run.attempts]
     return route, usage
@@ -91,11 +94,23 @@ class ChatService:
                       self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
 
-    def run(self, model: str, preferred: list[str], params: GenerationParams) -> Run:
-        """A request's journey over the policy's ranking (breakers, retries, fallback)."""
-        return Run(self.plan(model, preferred, params), self._config, self._health)
+    async def run(self, model: str, preferred: list[str], params: GenerationParams,
+                  meter: Meter | None = None) -> Run:
+        """A request's journey over the policy's ranking (breakers, retries, fallback), within the
+        caller's budget: the meter reserves its cost, or narrows the ranking to free models."""
+        routes, hold = self.plan(model, preferred, params), None
+        if meter is not None:
+            routes, hold = await meter.reserve(routes)
+        run = Run(routes, self._config, self._health)
+        if meter is not None:
+            meter.track(run, hold)
+        return run
 
     def params(self, request: ChatCompletionRequest) -> GenerationParams:
+        if len(request.messages) > self._config.max_messages:
+            raise LimitExceeded(f"{len(request.messages)} messages in one request; the limit is "
+                                f"{self._config.max_messages}: summarize or drop older turns",
+                                param="messages")
         max_tokens = request.requested_max_tokens() or self._config.default_max_tokens
         if max_tokens > self._config.max_tokens_limit:
             raise InvalidRequest(
@@ -109,12 +124,14 @@ class ChatService:
             max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
             stop=request.stop_list(), seed=request.seed, json_schema=json_schema)
 
-    def _run(self, request: ChatCompletionRequest) -> tuple[Run, GenerationParams]:
+    async def _run(self, request: ChatCompletionRequest,
+                   meter: Meter | None) -> tuple[Run, GenerationParams]:
         params = self.params(request)
-        return self.run(request.model, list(request.preferred_providers), params), params
+        return await self.run(request.model, list(request.preferred_providers), params, meter), params
 
-    async def complete(self, request: ChatCompletionRequest) -> tuple[ChatCompletion, str]:
-        run, params = self._run(request)
+    async def complete(self, request: ChatCompletionRequest,
+                       meter: Meter | None = None) -> tuple[ChatCompletion, str]:
+        run, params = await self._run(request, meter)
         completion, route = await run.complete(params)
         described, usage = summary(run)
         return ChatCompletion(
@@ -123,11 +140,11 @@ class ChatService:
                             finish_reason=completion.finish_reason)],
             usage=_wire_usage(usage), route=described), route.header()
 
-    async def stream(self, request: ChatCompletionRequest
+    async def stream(self, request: ChatCompletionRequest, meter: Meter | None = None
                      ) -> tuple[AsyncIterator[ChatCompletionChunk], str]:
         """Start the stream and wait for its first delta, so that anything failing before the first
         token (bad input, every provider down) is an HTTP error rather than an event in a 200."""
-        run, params = self._run(request)
+        run, params = await self._run(request, meter)
         events = run.stream(params)
         first = await anext(events)
         route = run.attempts[-1].route

@@ -22,7 +22,8 @@ from router.errors import InvalidRequest, ProviderError, ServiceError, status_of
 from router.fallback import Run, Switch
 from router.policy import resolve
 from router.protocol import GenerateContentRequest
-from router.singleflight import Event, SingleFlight
+from router.singleflight import Event, Flight, SingleFlight
+from router.usage.meter import Meter
 
 log = logging.getLogger("ray.serve")
 
@@ -55,23 +56,33 @@ class ContentService:
         return Prepared(request, messages, level, adaptation,
                         hashlib.sha256(canonical.encode()).hexdigest())
 
-    async def events(self, prepared: Prepared) -> AsyncIterator[Event]:
-        """This request's events, shared with identical requests in flight."""
-        flight = self.flights.join(prepared.key, lambda: self._generate(prepared))
+    def events(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
+        """This request's events, shared with identical requests in flight. The run is billed to
+        the request that started it, whose meter closes when the run ends (even if that client
+        left); a request that joined is metered as shared and closes with its own response."""
+        leader = not self.flights.running(prepared.key)
+        flight = self.flights.join(prepared.key, lambda: self._generate(prepared, meter))
+        if leader:
+            return self._subscribe(flight)
+        meter.shared = True
+        return meter.watch(self._subscribe(flight))
+
+    @staticmethod
+    async def _subscribe(flight: Flight) -> AsyncIterator[Event]:
         async for event, subscriber in flight.subscribe():
             if event["type"] == "done":
                 event = _attributed(event, subscriber)
             yield event
 
-    async def _generate(self, prepared: Prepared) -> AsyncIterator[Event]:
-        seq = 0
+    async def _generate(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
+        seq, failure = 0, None
         base = {"difficulty": prepared.difficulty, "difficulty_reason": prepared.adaptation,
                 "template_version": TEMPLATE_VERSION}
         try:
             if is_structured(prepared.request.content_type):
-                stream = self._structured(prepared)
+                stream = self._structured(prepared, meter)
             else:
-                stream = self._text(prepared)
+                stream = self._text(prepared, meter)
             async for event in stream:
                 seq += 1
                 event["metadata"] = {"seq": seq, **base, **event["metadata"]}
@@ -80,13 +91,19 @@ class ContentService:
             if not isinstance(error, ServiceError):
                 log.exception("content generation failed")
                 error = ServiceError("internal error while generating content")
+            failure = error
             yield {"content": "", "type": "error",
                    "metadata": {"seq": seq + 1, **base, **error.body(), "status": status_of(error)}}
+        except BaseException as error:  # cancelled
+            failure = error
+            raise
+        finally:
+            meter.close(failure)
 
-    async def _text(self, prepared: Prepared) -> AsyncIterator[Event]:
+    async def _text(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
         request = prepared.request
         params = GenerationParams(prepared.messages, request.max_tokens or 700, temperature=0.4)
-        run = self._chat.run(request.model, list(request.preferred_providers), params)
+        run = await self._chat.run(request.model, list(request.preferred_providers), params, meter)
         detector = StructureDetector()
         async for event in run.stream(params):
             if isinstance(event, Switch):
@@ -102,7 +119,7 @@ class ContentService:
                 yield _done([run], {"structure": detector.finish(),
                                     "finish_reason": event.finish_reason})
 
-    async def _structured(self, prepared: Prepared) -> AsyncIterator[Event]:
+    async def _structured(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
         """Validate; repair once; then the same on the large tier; else a typed error."""
         request = prepared.request
         runs: list[Run] = []
@@ -113,7 +130,8 @@ class ContentService:
                 # Greedy: a structured answer gains nothing from sampling, and stays reproducible.
                 params = GenerationParams(messages, request.max_tokens or 900, temperature=0.0,
                                           json_schema=json_schema(request.content_type))
-                run = self._chat.run(model, list(request.preferred_providers), params)
+                run = await self._chat.run(model, list(request.preferred_providers), params,
+                                           meter)
                 runs.append(run)
                 completion, route = await run.complete(params)
                 data, problems = validate(request.content_type, completion.text)

@@ -12,16 +12,22 @@ from ray.serve.handle import DeploymentHandle
 from deployments.config import EmbedderConfig
 from deployments.embed.server import EmbedRequest, EmbedResult
 from models import LOCAL_EMBEDDING_MODELS
-from models.catalog import HOSTED_MODELS
+from models.catalog import HOSTED_MODELS, ModelCard
 from router.errors import (
+    BudgetExceeded,
     InvalidRequest,
+    LimitExceeded,
     ModelNotFound,
     ModelUnavailable,
     ProviderError,
     ServiceError,
 )
+from router.pricing import estimate, estimate_tokens
+from router.usage.budgets import Hold
+from router.usage.meter import Meter
 
-OPENAI_MODELS = {c.name for c in HOSTED_MODELS if c.kind == "embedding"}
+OPENAI_CARDS = {c.name: c for c in HOSTED_MODELS if c.kind == "embedding"}
+OPENAI_MODELS = set(OPENAI_CARDS)
 
 
 class EmbeddingService:
@@ -31,6 +37,9 @@ class EmbeddingService:
         self._openai = openai
         spec = next(s for s in LOCAL_EMBEDDING_MODELS if s.name == config.model)
         self._local = {n: spec.name for n in (spec.name, *spec.aliases)} if handle else {}
+        self._local_card = ModelCard(name=spec.name, provider="local", tier="small", kind="embedding",
+                                     context_window=spec.max_seq_tokens, input_per_million=0.0,
+                                     output_per_million=0.0)
 
     def models(self) -> list[tuple[str, str]]:
         local = [(m, "local") for m in sorted(set(self._local.values()))]
@@ -47,7 +56,7 @@ class EmbeddingService:
             raise ModelUnavailable(f"{model} needs OPENAI_API_KEY")
         raise ModelNotFound(model, [*sorted(self._local), *sorted(OPENAI_MODELS)])
 
-    async def embed(self, texts: list[str], model: str | None, use_cache: bool = True,
+    async def embed(self, texts: list[str], model: str | None, meter: Meter, use_cache: bool = True,
                     deduplicate: bool = True, dimensions: int | None = None) -> EmbedResult:
         concrete = self.resolve(model)
         self._check(texts)
@@ -56,6 +65,29 @@ class EmbeddingService:
         if concrete in self._local.values() and dimensions not in (None, 384):
             raise InvalidRequest(f"{concrete} has 384 dimensions; omit dimensions",
                                  param="dimensions")
+        card = OPENAI_CARDS.get(concrete, self._local_card)
+        hold = await self._reserve(card, texts, meter)
+        try:
+            result = await self._call(texts, concrete, use_cache, deduplicate, dimensions)
+        except BaseException:
+            meter.embedded(card, 0, 0, hold)  # settles the reservation to nothing
+            raise
+        meter.embedded(card, result.prompt_tokens, result.cache_hits, hold)
+        return result
+
+    async def _reserve(self, card: ModelCard, texts: list[str], meter: Meter) -> Hold | None:
+        """Embeddings are never downgraded (vectors of different models do not mix)."""
+        usd = estimate(card, estimate_tokens(sum(len(t) for t in texts)), 0)
+        if usd <= 0 or meter.accounting.budgets.policy(meter.user) is None:
+            return None
+        hold = await meter.hold(usd)
+        if hold is None:
+            raise BudgetExceeded(f"the spending budget of user {meter.user!r} cannot cover this "
+                                 f"request (estimated ${usd:.6f}); use the local embedding model")
+        return hold
+
+    async def _call(self, texts: list[str], concrete: str, use_cache: bool, deduplicate: bool,
+                    dimensions: int | None) -> EmbedResult:
         try:
             result: EmbedResult = await self._handle.embed.remote(
                 EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions))
@@ -69,11 +101,11 @@ class EmbeddingService:
 
     def _check(self, texts: list[str]) -> None:
         if len(texts) > self._config.max_texts:
-            raise InvalidRequest(f"{len(texts)} texts in one request; the limit is "
+            raise LimitExceeded(f"{len(texts)} texts in one request; the limit is "
                                  f"{self._config.max_texts}: split the request", param="input")
         too_long = [i for i, t in enumerate(texts) if len(t) > self._config.max_text_chars]
         if too_long:
-            raise InvalidRequest(f"text {too_long[0]} is longer than {self._config.max_text_chars} "
+            raise LimitExceeded(f"text {too_long[0]} is longer than {self._config.max_text_chars} "
                                  "characters: split it into chunks", param="input")
 
 

@@ -3,9 +3,11 @@
     ServiceError                      500 server_error
     ├── InvalidRequest                400 invalid_request_error
     │   ├── ModelNotFound             404
-    │   └── PayloadTooLarge           413
+    │   ├── PayloadTooLarge           413
+    │   └── LimitExceeded             422  (too many messages / texts, a text too long)
     ├── AuthenticationFailed          401 authentication_error
-    ├── RateLimited                   429 rate_limit_error
+    ├── BudgetExceeded                402 budget_exceeded      (the user's spend limit is reached)
+    ├── RateLimited                   429 rate_limit_error     (with Retry-After)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
     └── ProviderError                 502 upstream_error       (one provider/model failed)
         ├── ProviderTimeout           504 timeout_error
@@ -16,6 +18,7 @@ Raise these, never HTTPException; `error_response` renders any of them in OpenAI
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from fastapi.responses import JSONResponse
@@ -33,6 +36,9 @@ class ServiceError(Exception):
     def body(self) -> dict[str, Any]:
         return {"error": {"type": self.error_type, "message": self.message,
                           "code": self.code, "param": self.param}}
+
+    def headers(self) -> dict[str, str]:
+        return {}
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuild from attributes, not __init__ arguments: errors raised in one deployment arrive
@@ -62,12 +68,31 @@ class PayloadTooLarge(InvalidRequest):
     pass
 
 
+class LimitExceeded(InvalidRequest):
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message, code="limit_exceeded", param=param)
+
+
 class AuthenticationFailed(ServiceError):
     error_type = "authentication_error"
 
 
+class BudgetExceeded(ServiceError):
+    error_type = "budget_exceeded"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="budget_exceeded")
+
+
 class RateLimited(ServiceError):
     error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message, code="rate_limited")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class ModelUnavailable(ServiceError):
@@ -118,7 +143,9 @@ STATUS: dict[type[ServiceError], int] = {
     InvalidRequest: 400,
     ModelNotFound: 404,
     PayloadTooLarge: 413,
+    LimitExceeded: 422,
     AuthenticationFailed: 401,
+    BudgetExceeded: 402,
     RateLimited: 429,
     ModelUnavailable: 503,
     ProviderError: 502,
@@ -135,4 +162,5 @@ def status_of(error: ServiceError) -> int:
 
 
 def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=status_of(error), headers=headers)
+    return JSONResponse(error.body(), status_code=status_of(error),
+                        headers={**error.headers(), **(headers or {})})

@@ -17,7 +17,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from deployments.config import RouterConfig
@@ -46,9 +46,27 @@ class Switch:
 @dataclass
 class Attempt:
     route: Route
+    prompt_estimate: int = 0
     error: ServiceError | None = None
     skipped: bool = False
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage | None = None  # the provider's own count, when the attempt finished
+    tokens: int = 0  # generated so far, as counted by the provider per delta
+    chars: int = 0  # generated text that came without a token count
+
+    def count(self, delta: Delta) -> None:
+        if delta.tokens is not None:
+            self.tokens += delta.tokens
+        else:
+            self.chars += len(delta.text)
+
+    def billed(self) -> Usage:
+        """The provider's usage, or for an attempt cut short (failed, client gone) what it
+        generated: the prompt (estimated) and the tokens counted so far."""
+        if self.usage is not None:
+            return self.usage
+        if not self.tokens and not self.chars:
+            return Usage()  # nothing was generated: providers bill no failed call
+        return Usage(self.prompt_estimate, self.tokens + estimate_tokens(self.chars))
 
     def describe(self) -> str:
         if self.skipped:
@@ -73,6 +91,7 @@ class Run:
         self._rng = rng
         self.deadline = clock() + config.request_timeout_s
         self.attempts: list[Attempt] = []
+        self._prompt_tokens = 0
 
     async def complete(self, params: GenerationParams) -> tuple[Completion, Route]:
         """Non-streamed requests run as streams too, so the same first-token and idle limits catch
@@ -88,6 +107,7 @@ class Run:
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Switch]:
         produced, handover = "", None
+        self._prompt_tokens = prompt_estimate(params)
         async for attempt in self._tries():
             route = attempt.route
             if handover is not None and handover.error is not None:
@@ -100,6 +120,7 @@ class Run:
                     delta = await self._bounded(anext(deltas), min(limit, self._remaining()), route)
                     started = True
                     produced += delta.text
+                    attempt.count(delta)
                     if delta.finish_reason is not None:
                         self._succeeded(attempt, delta.usage or Usage())
                         yield delta
@@ -107,11 +128,10 @@ class Run:
                     yield delta
             except StopAsyncIteration:
                 self._failed(attempt, ProviderError("the stream ended before the model finished",
-                                                    provider=route.provider.name, model=route.model),
-                             partial=produced)
+                                                    provider=route.provider.name, model=route.model))
                 handover = attempt if started else handover
             except ServiceError as error:
-                self._failed(attempt, error, partial=produced)
+                self._failed(attempt, error)
                 handover = attempt if started else handover
             finally:
                 await deltas.aclose()
@@ -130,7 +150,7 @@ class Run:
                 if not allowed and (index < last_index or self._tried_other_than(route)):
                     self.attempts.append(Attempt(route, skipped=True))
                     break
-                attempt = Attempt(route)
+                attempt = Attempt(route, self._prompt_tokens)
                 self.attempts.append(attempt)
                 yield attempt
                 error = attempt.error
@@ -166,13 +186,12 @@ class Run:
         attempt.usage = usage
         self._health.breaker(attempt.route.provider.name, attempt.route.model).record_success()
 
-    def _failed(self, attempt: Attempt, error: ServiceError, partial: str = "") -> None:
+    def _failed(self, attempt: Attempt, error: ServiceError) -> None:
         verdict = counts(error)
         self._health.breaker(attempt.route.provider.name, attempt.route.model).record_failure(verdict)
         if verdict == "ignore":
             raise error  # the caller's mistake: another provider would refuse it too
         attempt.error = error
-        attempt.usage = Usage(0, estimate_tokens(len(partial)))  # what was produced before the cut
 
     def _exhausted(self) -> AllProvidersFailed:
         tried = [(a.route.header(), "circuit open" if a.skipped else
@@ -180,6 +199,10 @@ class Run:
         if self._remaining() <= 0:
             tried.append(("router", f"request deadline of {self._config.request_timeout_s:g}s passed"))
         return AllProvidersFailed(tried)
+
+
+def prompt_estimate(params: GenerationParams) -> int:
+    return estimate_tokens(sum(len(m["content"]) + 16 for m in params.messages))
 
 
 def continuation(params: GenerationParams, produced: str) -> GenerationParams:

@@ -58,6 +58,7 @@ class ChatCompletionRequest(Wire):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Literal[1] = 1
+    user: str | None = Field(None, min_length=1, max_length=256)  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[Literal["local", "openai", "anthropic"]] = Field(default_factory=list)
 
@@ -165,6 +166,7 @@ class EmbeddingsRequest(Wire):
     input: str | Annotated[list[str], Field(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, le=3072)
+    user: str | None = Field(None, min_length=1, max_length=256)
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else self.input
@@ -177,7 +179,7 @@ class SeedEmbeddingsRequest(Wire):
     model: str | None = None
     use_cache: bool = True
     deduplicate: bool = True
-    user_id: str | None = None
+    user_id: str | None = Field(None, min_length=1, max_length=256)
 
 
 class GenerateContentRequest(Wire):
@@ -190,7 +192,7 @@ class GenerateContentRequest(Wire):
     user_profile: LearnerProfile | None = None
     difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
-    user_id: str | None = None
+    user_id: str | None = Field(None, min_length=1, max_length=256)
     model: str = "small"
     preferred_providers: list[Literal["local", "openai", "anthropic"]] = Field(default_factory=list)
     max_tokens: int | None = Field(None, ge=16, le=4096)

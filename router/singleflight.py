@@ -55,6 +55,9 @@ class SingleFlight:
         self._flights: dict[str, Flight] = {}
         self.started = 0  # upstream runs actually made
 
+    def running(self, key: str) -> bool:
+        return key in self._flights
+
     def join(self, key: str, start: Callable[[], AsyncIterator[Event]]) -> Flight:
         if key not in self._flights:
             self.started += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import socket
@@ -13,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from router.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -25,6 +27,15 @@ ANTHROPIC_KEY = "sk-ant-test-0123456789"
 # Router replicas inherit the environment of the process that starts Ray: keys come from env only.
 os.environ["OPENAI_API_KEY"] = OPENAI_KEY
 os.environ["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
+
+# The calling service's key (tests send it everywhere), and one with a small request rate.
+API_KEY = "lx_test-service-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+LIMITED_KEY = "lx_test-limited-key-0123456789abcdef"
+LIMITED_RPM = 5
+# Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
+BUDGETS = {"budget-refuse": {"daily_usd": 0.0005, "on_exhausted": "refuse"},
+           "budget-downgrade": {"daily_usd": 0.0001}}
 
 # The embedded default, sized for a 2-core CI box: llama.cpp on 1 thread (2 threads collapse when
 # the other core is busy), small context.
@@ -44,6 +55,14 @@ TEST_ARGS: dict[str, Any] = {
     "embedder": {"ray_actor_options": {"num_cpus": 0.25}, "n_threads": 1, "max_texts": 256,
                  "batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.01},
                  "cache": {"key_prefix": f"learnx-test-{os.getpid()}:"}},
+    "auth": {"api_keys": [{"id": "tests", "sha256": hash_key(API_KEY)},
+                          {"id": "limited", "sha256": hash_key(LIMITED_KEY),
+                           "requests_per_minute": LIMITED_RPM}]},
+    # High enough that only the tests about limits meet them.
+    "rate_limits": {"user_requests_per_minute": 100_000, "user_tokens_per_minute": 100_000_000,
+                    "key_requests_per_minute": 100_000, "key_tokens_per_minute": 100_000_000},
+    "budgets": {"users": BUDGETS},
+    "ledger": {"flush_interval_s": 0.05},
 }
 
 
@@ -80,6 +99,32 @@ class RedisServer:
             self._process = None
 
 
+def _postgres(sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(POSTGRES_ADMIN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+POSTGRES_ADMIN = os.environ.get("TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of this test session's own on the machine's PostgreSQL."""
+    name = f"learnx_test_{os.getpid()}"
+    _postgres(f"DROP DATABASE IF EXISTS {name}")
+    _postgres(f"CREATE DATABASE {name}")
+    yield POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    _postgres(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 @pytest.fixture(scope="session")
 def own_redis() -> Iterator[RedisServer]:
     server = RedisServer()
@@ -108,14 +153,22 @@ def _fresh_fakes(request: pytest.FixtureRequest) -> None:
     for name in ("fake_openai", "fake_anthropic"):
         if name in request.fixturenames:
             request.getfixturevalue(name).reset()
-    if "serve_url" in request.fixturenames:
-        url = request.getfixturevalue("serve_url")
-        httpx.post(f"{url}/health/providers/reset", timeout=10).raise_for_status()
+    for app in ("serve_url", "lite_url"):
+        if app in request.fixturenames:
+            url = request.getfixturevalue(app)
+            httpx.post(f"{url}/health/providers/reset", headers=AUTH, timeout=10).raise_for_status()
+
+
+def _hosted(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> dict[str, Any]:
+    return {"openai": {"base_url": f"{fake_openai.url}/v1"},
+            "anthropic": {"base_url": fake_anthropic.url}}
 
 
 @pytest.fixture(scope="session")
-def serve_url(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic,
-              own_redis: RedisServer) -> Iterator[str]:
+def serve_root(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, own_redis: RedisServer,
+               postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Two applications on one real Serve: the full app at / (PostgreSQL ledger, Redis budgets and
+    limits, auth on) and an API-only one at /lite (SQLite ledger, per-replica state, auth off)."""
     import ray
     from ray import serve
 
@@ -123,20 +176,38 @@ def serve_url(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic,
 
     args = copy.deepcopy(TEST_ARGS)
     args["embedder"]["cache"].update(type="redis", redis_url=own_redis.url)
-    args["router"]["providers"] = {"openai": {"base_url": f"{fake_openai.url}/v1"},
-                                   "anthropic": {"base_url": fake_anthropic.url}}
+    args["router"]["providers"] = _hosted(fake_openai, fake_anthropic)
+    args["redis_url"] = own_redis.url
+    args["ledger"]["database_url"] = postgres_url
+    lite = {"enable_local_models": False, "embedder": {"enabled": False},
+            "router": {**copy.deepcopy(TEST_ARGS["router"]),
+                       "providers": _hosted(fake_openai, fake_anthropic)},
+            "auth": {"enabled": False},
+            "ledger": {"database_url": f"sqlite:///{tmp_path_factory.mktemp('ledger')}/usage.db",
+                       "flush_interval_s": 0.05}}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+    serve.run(build_app(lite), name="learnx-lite", route_prefix="/lite")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
 
 
 @pytest.fixture(scope="session")
+def serve_url(serve_root: str) -> str:
+    return serve_root
+
+
+@pytest.fixture(scope="session")
+def lite_url(serve_root: str) -> str:
+    return f"{serve_root}/lite"
+
+
+@pytest.fixture(scope="session")
 def openai_client(serve_url: str) -> Any:
     from openai import OpenAI
 
-    return OpenAI(base_url=f"{serve_url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return OpenAI(base_url=f"{serve_url}/v1", api_key=API_KEY, max_retries=0, timeout=120)

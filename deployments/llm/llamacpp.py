@@ -98,7 +98,7 @@ class LlamaCppEngine:
         stops = StopMatcher(params.stop)
         if params.seed is not None:
             self._llm.set_seed(params.seed)
-        generated, finish_reason, hit_stop = 0, "length", False
+        generated, counted, finish_reason, hit_stop = 0, 0, "length", False
         for token in self._llm.generate(
             tokens, temp=params.temperature, top_p=params.top_p,
             repeat_penalty=self._settings.repeat_penalty, grammar=_grammar(params),
@@ -111,8 +111,9 @@ class LlamaCppEngine:
                 break
             generated += 1
             text, hit_stop = stops.feed(utf8.decode(self._llm.detokenize([token])))
-            if text:
-                yield Delta(text)
+            if text:  # tokens whose text is held back (a possible stop) count with the next text
+                yield Delta(text, tokens=generated - counted)
+                counted = generated
             if hit_stop:
                 finish_reason = "stop"
                 break
@@ -124,7 +125,8 @@ class LlamaCppEngine:
 
 def _merge(deltas: list[Delta]) -> Delta:
     last = deltas[-1]
-    return Delta("".join(d.text for d in deltas), last.finish_reason, last.usage)
+    return Delta("".join(d.text for d in deltas), last.finish_reason, last.usage,
+                 sum(d.tokens or 0 for d in deltas))
 
 
 def _grammar(params: GenerationParams) -> Any:

@@ -38,6 +38,7 @@ class Delta:
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    tokens: int | None = None  # tokens in `text`, when the engine or provider says
 
 
 @dataclass(frozen=True)

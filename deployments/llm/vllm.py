@@ -45,14 +45,16 @@ class OutputTracker:
 
     def __init__(self) -> None:
         self._sent = 0
+        self._tokens = 0
 
     def delta(self, text: str, prompt_tokens: int, completion_tokens: int,
               finish_reason: str | None) -> Delta:
         piece, self._sent = text[self._sent:], len(text)
+        tokens, self._tokens = completion_tokens - self._tokens, completion_tokens
         if finish_reason is None:
-            return Delta(piece)
+            return Delta(piece, tokens=tokens)
         return Delta(piece, finish_reason=finish_reason,
-                     usage=Usage(prompt_tokens, completion_tokens))
+                     usage=Usage(prompt_tokens, completion_tokens), tokens=tokens)
 
 
 class VLLMEngine:

@@ -63,7 +63,7 @@ class OpenAIProvider:
                         usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                     for choice in chunk.choices:
                         if choice.delta.content:
-                            yield Delta(choice.delta.content)
+                            yield Delta(choice.delta.content, tokens=1)  # a token per chunk
                         finish_reason = choice.finish_reason or finish_reason
         except (openai.APIError, ValueError) as error:  # ValueError: JSON that does not parse
             raise translate_openai_error(model, error) from None

@@ -7,7 +7,8 @@ import pytest
 from deployments.app import MissingGPUs, check_gpus
 from deployments.config import AppConfig
 
-GPU_CONFIG = {"local_models": [{"name": "smollm2-135m", "ray_actor_options": {"num_gpus": 1}}]}
+GPU_CONFIG = {"auth": {"enabled": False},
+              "local_models": [{"name": "smollm2-135m", "ray_actor_options": {"num_gpus": 1}}]}
 
 
 def test_missing_gpus_fail_at_start_with_a_clear_message(serve_url: str) -> None:

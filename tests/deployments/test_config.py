@@ -11,31 +11,32 @@ from pydantic import ValidationError
 from deployments.config import AppConfig, load_config
 
 SMOL = {"name": "smollm2-135m"}
+DEV = {"auth": {"enabled": False}}  # configs must say how callers authenticate
 
 
 def test_unknown_key_is_an_error_that_names_it() -> None:
     with pytest.raises(ValidationError, match="max_ongoin_requests"):
-        load_config({"local_models": [{**SMOL, "max_ongoin_requests": 3}]}, environ={})
+        load_config({**DEV, "local_models": [{**SMOL, "max_ongoin_requests": 3}]}, environ={})
 
 
 def test_unknown_nested_key_is_an_error() -> None:
     with pytest.raises(ValidationError, match="n_thread"):
-        load_config({"local_models": [{**SMOL, "llama_cpp": {"n_thread": 1}}]}, environ={})
+        load_config({**DEV, "local_models": [{**SMOL, "llama_cpp": {"n_thread": 1}}]}, environ={})
 
 
 def test_unregistered_model_names_the_registered_ones() -> None:
     with pytest.raises(ValidationError, match="registered models: smollm2-135m"):
-        load_config({"local_models": [{"name": "gpt-2"}]}, environ={})
+        load_config({**DEV, "local_models": [{"name": "gpt-2"}]}, environ={})
 
 
 def test_duplicate_models_are_rejected() -> None:
     with pytest.raises(ValidationError, match="more than once"):
-        load_config({"local_models": [SMOL, SMOL]}, environ={})
+        load_config({**DEV, "local_models": [SMOL, SMOL]}, environ={})
 
 
 def test_env_overrides_yaml() -> None:
     config = load_config(
-        {"local_models": [SMOL], "router": {"request_timeout_s": 5}},
+        {**DEV, "local_models": [SMOL], "router": {"request_timeout_s": 5}},
         environ={"AI_REQUEST_TIMEOUT": "30", "AI_MAX_RETRIES": "1", "LOCAL_MODEL_GPU_LAYERS": "-1",
                  "LOCAL_MODELS_PATH": "/models", "ENABLE_LOCAL_MODELS": "false"})
     assert config.router.request_timeout_s == 30
@@ -47,13 +48,13 @@ def test_env_overrides_yaml() -> None:
 
 def test_bad_env_value_is_an_error() -> None:
     with pytest.raises(ValueError, match="expected true/false"):
-        load_config({}, environ={"ENABLE_LOCAL_MODELS": "maybe"})
+        load_config(DEV, environ={"ENABLE_LOCAL_MODELS": "maybe"})
     with pytest.raises(ValidationError, match="n_gpu_layers"):
-        load_config({"local_models": [SMOL]}, environ={"LOCAL_MODEL_GPU_LAYERS": "-2"})
+        load_config({**DEV, "local_models": [SMOL]}, environ={"LOCAL_MODEL_GPU_LAYERS": "-2"})
 
 
 def test_serve_options_use_autoscaling_when_configured() -> None:
-    model = AppConfig.model_validate({"local_models": [{
+    model = AppConfig.model_validate({**DEV, "local_models": [{
         **SMOL, "autoscaling_config": {"min_replicas": 1, "max_replicas": 4},
         "ray_actor_options": {"num_cpus": 2, "num_gpus": 1}}]}).local_models[0]
     options = model.serve_options()
@@ -64,14 +65,40 @@ def test_serve_options_use_autoscaling_when_configured() -> None:
 
 def test_autoscaling_bounds_are_checked() -> None:
     with pytest.raises(ValidationError, match="min_replicas must be <= max_replicas"):
-        AppConfig.model_validate({"local_models": [{
+        AppConfig.model_validate({**DEV, "local_models": [{
             **SMOL, "autoscaling_config": {"min_replicas": 3, "max_replicas": 2}}]})
 
 
 def test_gpus_needed_counts_minimum_replicas() -> None:
-    config = AppConfig.model_validate({"local_models": [{
+    config = AppConfig.model_validate({**DEV, "local_models": [{
         **SMOL, "num_replicas": 2, "ray_actor_options": {"num_gpus": 0.5}}]})
     assert config.gpus_needed() == 1.0
+
+
+def test_auth_must_be_configured_or_disabled_explicitly() -> None:
+    with pytest.raises(ValidationError, match="no api_keys are configured"):
+        load_config({}, environ={})
+    with pytest.raises(ValidationError, match="sha256"):
+        load_config({"auth": {"api_keys": [{"id": "node", "sha256": "not-a-hash"}]}}, environ={})
+    assert not load_config(DEV, environ={}).auth.enabled
+
+
+def test_accounting_env_overrides() -> None:
+    config = load_config({}, environ={
+        "LEARNX_API_KEYS": f"node:{'a' * 64}, cron:{'b' * 64}", "REDIS_URL": "redis://r:6379/1",
+        "DATABASE_URL": "postgresql://db/learnx"})
+    assert [(k.id, k.sha256[0]) for k in config.auth.api_keys] == [("node", "a"), ("cron", "b")]
+    assert config.redis_url == "redis://r:6379/1" == config.embedder.cache.redis_url
+    assert config.ledger.database_url == "postgresql://db/learnx"
+    assert not load_config({}, environ={"LEARNX_AUTH_ENABLED": "false"}).auth.enabled
+
+
+def test_a_relative_sqlite_ledger_is_pinned_where_the_app_is_built() -> None:
+    url = load_config(DEV, environ={}).ledger.database_url
+    assert url == f"sqlite:///{Path.cwd() / 'var' / 'usage.db'}"
+
+
+PRODUCTION_ENV = {"LEARNX_API_KEYS": f"node-backend:{'a' * 64}"}
 
 
 @pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -79,4 +106,4 @@ def test_shipped_configs_validate(path: Path) -> None:
     serve_config = yaml.safe_load(path.read_text())
     for application in serve_config["applications"]:
         assert application["import_path"] == "deployments.app:build_app"
-        load_config(application["args"], environ={})
+        load_config(application["args"], environ=PRODUCTION_ENV)

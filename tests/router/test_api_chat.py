@@ -9,7 +9,7 @@ import httpx
 import pytest
 from ray import serve
 
-from tests.conftest import APP_NAME
+from tests.conftest import APP_NAME, AUTH
 
 MODEL = "smollm2-135m"
 HELLO = [{"role": "user", "content": "Say hello to a new student."}]
@@ -68,7 +68,7 @@ def test_stream_and_non_stream_agree_at_temperature_zero(openai_client) -> None:
 
 def test_stream_ends_with_done(serve_url: str) -> None:
     body = {"model": MODEL, "messages": HELLO, "max_tokens": 8, "stream": True}
-    with httpx.stream("POST", f"{serve_url}/v1/chat/completions", json=body, timeout=60) as r:
+    with httpx.stream("POST", f"{serve_url}/v1/chat/completions", json=body, timeout=60, headers=AUTH) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
@@ -94,7 +94,7 @@ def test_models_lists_local_and_keyed_hosted_models(openai_client) -> None:
 
 
 def test_health_and_readiness(serve_url: str) -> None:
-    assert httpx.get(f"{serve_url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{serve_url}/health").json() == {"status": "ok"}  # open: no key needed
     ready = httpx.get(f"{serve_url}/ready", timeout=30)
     assert ready.status_code == 200
     assert ready.json()["models"] == {MODEL: "ok", "embedder": "ok"}
@@ -127,7 +127,7 @@ def test_bad_input_gets_a_clear_4xx(serve_url: str, body, status: int, says: str
     if isinstance(body, dict):
         body = json.dumps({**body, "stream": stream}).encode()
     response = httpx.post(f"{serve_url}/v1/chat/completions", content=body,
-                          headers={"content-type": "application/json"}, timeout=60)
+                          headers={**AUTH, "content-type": "application/json"}, timeout=60)
     assert response.status_code == status
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
@@ -139,7 +139,7 @@ def test_client_disconnect_stops_the_generation(serve_url: str, openai_client) -
     before = llm.stats.remote().result()
     body = {"model": MODEL, "max_tokens": 1500, "temperature": 0, "stream": True,
             "messages": [{"role": "user", "content": "Count from 1 to 2000, one number per line."}]}
-    with httpx.stream("POST", f"{serve_url}/v1/chat/completions", json=body, timeout=60) as r:
+    with httpx.stream("POST", f"{serve_url}/v1/chat/completions", json=body, timeout=60, headers=AUTH) as r:
         lines = r.iter_lines()
         for _ in range(6):
             next(lines)

@@ -12,6 +12,7 @@ import pytest
 
 from content.schemas import validate
 from content.templates import ContentType
+from tests.conftest import AUTH
 from tests.fakes import Reply
 
 MATERIAL = "Photosynthesis: plants use light, water and carbon dioxide to make sugar and oxygen."
@@ -21,7 +22,7 @@ QUIZ = {"questions": [{"question": "What do plants make?", "options": ["sugar", 
 
 def events(url: str, **body) -> tuple[int, list[dict]]:
     body = {"content": MATERIAL, "stream": True, "max_tokens": 200, **body}
-    with httpx.stream("POST", f"{url}/api/v1/ai/generate-content", json=body, timeout=120) as r:
+    with httpx.stream("POST", f"{url}/api/v1/ai/generate-content", json=body, timeout=120, headers=AUTH) as r:
         if not r.headers["content-type"].startswith("text/event-stream"):
             return r.status_code, [json.loads(r.read())]
         lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
@@ -53,7 +54,7 @@ def test_every_content_type_streams_well_formed_events_to_a_terminal(serve_url,
 def test_non_streamed_returns_the_whole_content_and_metadata(serve_url) -> None:
     response = httpx.post(f"{serve_url}/api/v1/ai/generate-content", timeout=120, json={
         "content": MATERIAL, "content_type": "summary", "stream": False, "model": "smollm2-135m",
-        "difficulty": 3, "recent_score": 0.95, "max_tokens": 60})
+        "difficulty": 3, "recent_score": 0.95, "max_tokens": 60}, headers=AUTH)
     body = response.json()
     assert response.status_code == 200, body
     assert body["content"].strip() and body["type"] == "summary"
@@ -66,7 +67,7 @@ def test_invalid_output_is_repaired_then_escalated_to_the_large_tier(serve_url,
     fake_openai.enqueue(Reply(text="Here is a quiz!"), Reply(text='{"questions": []}'),
                         Reply(text=json.dumps(QUIZ)))
     response = httpx.post(f"{serve_url}/api/v1/ai/generate-content", timeout=60, json={
-        "content": MATERIAL, "content_type": "quiz", "stream": False, "model": "gpt-4o-mini"})
+        "content": MATERIAL, "content_type": "quiz", "stream": False, "model": "gpt-4o-mini"}, headers=AUTH)
     body = response.json()
     assert response.status_code == 200, body
     assert body["data"] == QUIZ
@@ -83,7 +84,7 @@ def test_when_nothing_validates_the_error_is_typed(serve_url, fake_openai, fake_
     for stream in (False, True):  # before any content, a failure is an HTTP error, not a 200
         response = httpx.post(f"{serve_url}/api/v1/ai/generate-content", timeout=60, json={
             "content": MATERIAL, "content_type": "flashcards", "model": "gpt-4o-mini",
-            "stream": stream})
+            "stream": stream}, headers=AUTH)
         assert response.status_code == 502
         error = response.json()["metadata"]["error"]
         assert error["type"] == "upstream_error"
@@ -104,7 +105,7 @@ async def test_identical_concurrent_requests_share_one_upstream_call(serve_url,
             return [json.loads(line[6:]) async for line in r.aiter_lines()
                     if line.startswith("data: {")]
 
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(headers=AUTH, timeout=60) as client:
         streams = await asyncio.gather(*(one(client) for _ in range(20)))
     assert len(fake_anthropic.requests) == 1
     texts = {"".join(e["content"] for e in s if e["type"] == "explanation") for s in streams}
@@ -124,6 +125,6 @@ async def test_identical_concurrent_requests_share_one_upstream_call(serve_url,
 ])
 def test_bad_content_requests_get_a_clear_400(serve_url, body, says) -> None:
     response = httpx.post(f"{serve_url}/api/v1/ai/generate-content", timeout=30,
-                          json={"content": MATERIAL, **body})
+                          json={"content": MATERIAL, **body}, headers=AUTH)
     assert response.status_code == 400
     assert says in response.json()["error"]["message"]

@@ -15,7 +15,7 @@ import pytest
 from ray import serve
 
 from router.errors import ProviderError
-from tests.conftest import APP_NAME
+from tests.conftest import APP_NAME, AUTH
 from tests.fakes import Fault
 
 LOCAL = "all-minilm-l6-v2"
@@ -24,7 +24,8 @@ REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "data" /
 
 
 def seed(url: str, texts: list[str], **extra) -> dict:
-    response = httpx.post(f"{url}/api/v1/ai/embeddings", json={"texts": texts, **extra}, timeout=60)
+    response = httpx.post(f"{url}/api/v1/ai/embeddings", json={"texts": texts, **extra},
+                          timeout=60, headers=AUTH)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -80,7 +81,7 @@ def test_use_cache_false_neither_reads_nor_counts_hits(serve_url) -> None:
 async def test_concurrent_callers_share_model_calls(serve_url) -> None:
     embedder = serve.get_deployment_handle("Embedder", app_name=APP_NAME)
     before = (await embedder.stats.remote())["batch_sizes"]
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(headers=AUTH, timeout=60) as client:
         await asyncio.gather(*(client.post(f"{serve_url}/api/v1/ai/embeddings",
                                            json={"texts": [t], "use_cache": False})
                                for t in unique("batch", 32)))
@@ -90,7 +91,7 @@ async def test_concurrent_callers_share_model_calls(serve_url) -> None:
 
 
 async def test_a_cancelled_caller_does_not_stall_the_others(serve_url) -> None:
-    async with httpx.AsyncClient(timeout=60) as client:
+    async with httpx.AsyncClient(headers=AUTH, timeout=60) as client:
         doomed = asyncio.create_task(client.post(
             f"{serve_url}/api/v1/ai/embeddings",
             json={"texts": unique("doomed", 200), "use_cache": False}))
@@ -129,7 +130,7 @@ def test_redis_outage_degrades_to_the_model_and_recovers(serve_url, own_redis) -
 
 def test_openai_embeddings_go_to_openai_and_name_their_model(serve_url, fake_openai) -> None:
     response = httpx.post(f"{serve_url}/v1/embeddings", timeout=60, json={
-        "model": "text-embedding-3-small", "input": ["a b c", "d e"], "dimensions": 8})
+        "model": "text-embedding-3-small", "input": ["a b c", "d e"], "dimensions": 8}, headers=AUTH)
     body = response.json()
     assert response.status_code == 200, body
     assert body["model"] == "text-embedding-3-small"
@@ -142,14 +143,14 @@ def test_openai_embeddings_go_to_openai_and_name_their_model(serve_url, fake_ope
 @pytest.mark.parametrize(("body", "status", "says"), [
     ({"model": LOCAL, "input": []}, 400, "input"),
     ({"model": LOCAL, "input": [[1, 2, 3]]}, 400, "input"),
-    ({"model": LOCAL, "input": ["x"] * 300}, 400, "the limit is 256"),
-    ({"model": LOCAL, "input": ["x" * 40_000]}, 400, "longer than"),
+    ({"model": LOCAL, "input": ["x"] * 300}, 422, "the limit is 256"),
+    ({"model": LOCAL, "input": ["x" * 40_000]}, 422, "longer than"),
     ({"model": "nope", "input": ["x"]}, 404, "does not exist"),
     ({"model": LOCAL, "input": ["x"], "dimensions": 128}, 400, "384 dimensions"),
     ({"model": LOCAL, "input": ["x"], "encoding_format": "hex"}, 400, "encoding_format"),
 ])
 def test_bad_embedding_requests_get_a_clear_4xx(serve_url, body, status, says) -> None:
-    response = httpx.post(f"{serve_url}/v1/embeddings", json=body, timeout=60)
+    response = httpx.post(f"{serve_url}/v1/embeddings", json=body, timeout=60, headers=AUTH)
     assert response.status_code == status
     assert says in response.json()["error"]["message"]
 
@@ -158,7 +159,7 @@ def test_bad_embedding_requests_get_a_clear_4xx(serve_url, body, status, says) -
 def test_openai_embedding_failures_are_typed(serve_url, fake_openai, fault, status) -> None:
     fake_openai.enqueue(*[fault] * 3)  # the SDK's own retries included
     response = httpx.post(f"{serve_url}/v1/embeddings", timeout=60,
-                          json={"model": "text-embedding-3-small", "input": ["x"]})
+                          json={"model": "text-embedding-3-small", "input": ["x"]}, headers=AUTH)
     assert response.status_code == status
     assert response.json()["error"]["message"]
 

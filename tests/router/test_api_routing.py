@@ -11,7 +11,7 @@ import pytest
 from deployments.llm.protocol import Usage
 from models.catalog import HOSTED_MODELS
 from router.pricing import cost
-from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY
+from tests.conftest import ANTHROPIC_KEY, AUTH, OPENAI_KEY
 from tests.fakes import Reply
 
 CARDS = {c.name: c for c in HOSTED_MODELS}
@@ -21,13 +21,13 @@ ASK = [{"role": "system", "content": "You are a patient tutor."},
 
 def chat(url: str, **body) -> httpx.Response:
     return httpx.post(f"{url}/v1/chat/completions", json={"messages": ASK, "max_tokens": 32, **body},
-                      timeout=60)
+                      timeout=60, headers=AUTH)
 
 
 def stream_events(url: str, **body) -> list[dict]:
     body = {"messages": ASK, "max_tokens": 32, "stream": True,
             "stream_options": {"include_usage": True}, **body}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60, headers=AUTH) as response:
         assert response.status_code == 200
         lines = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert lines[-1] == "[DONE]"
@@ -119,6 +119,6 @@ def test_keys_never_appear_in_responses(serve_url, fake_openai) -> None:
     from tests.fakes import Fault
 
     fake_openai.enqueue(Fault(status=401))
-    for response in (httpx.get(f"{serve_url}/v1/models"), chat(serve_url, model="gpt-4o-mini")):
+    for response in (httpx.get(f"{serve_url}/v1/models", headers=AUTH), chat(serve_url, model="gpt-4o-mini")):
         assert OPENAI_KEY not in response.text
         assert ANTHROPIC_KEY not in response.text

@@ -7,13 +7,16 @@ import pytest
 from router.errors import (
     AllProvidersFailed,
     AuthenticationFailed,
+    BudgetExceeded,
     InvalidRequest,
+    LimitExceeded,
     ModelNotFound,
     PayloadTooLarge,
     ProviderError,
     ProviderTimeout,
     RateLimited,
     ServiceError,
+    error_response,
     status_of,
 )
 
@@ -24,7 +27,9 @@ from router.errors import (
     (ModelNotFound("m", ["a"]), 404),
     (PayloadTooLarge("x"), 413),
     (AuthenticationFailed("x"), 401),
-    (RateLimited("x"), 429),
+    (RateLimited("x", retry_after=1.5), 429),
+    (BudgetExceeded("x"), 402),
+    (LimitExceeded("x"), 422),
     (ProviderError("x", provider="p", model="m"), 502),
     (ProviderTimeout("x", provider="p", model="m"), 504),
     (AllProvidersFailed([]), 503),
@@ -38,3 +43,9 @@ def test_body_has_openai_shape() -> None:
     assert body == {"error": {
         "type": "invalid_request_error", "code": "model_not_found", "param": "model",
         "message": "The model 'gpt-9' does not exist here; available models: smollm2-135m"}}
+
+
+def test_rate_limited_says_when_to_retry() -> None:
+    response = error_response(RateLimited("slow down", retry_after=1.2))
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "2"  # whole seconds, rounded up

@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import AUTH
 from tests.fakes import Fault
 
 ASK = [{"role": "user", "content": "Name one prime number."}]
@@ -35,7 +36,7 @@ def call(url: str, model: str, stream: bool, **extra) -> tuple[int, dict, list[d
             **extra}
     start = time.monotonic()
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body,
-                      timeout=DEADLINE_S + 10) as response:
+                      timeout=DEADLINE_S + 10, headers=AUTH) as response:
         raw = response.read().decode()
     elapsed = time.monotonic() - start
     if not stream or not response.headers["content-type"].startswith("text/event-stream"):
@@ -121,7 +122,7 @@ def test_when_everything_fails_mid_stream_the_stream_ends_with_an_error_event(
 def test_breaker_state_is_visible(serve_url, fake_openai) -> None:
     fake_openai.enqueue(Fault(status=401))
     call(serve_url, "gpt-4o-mini", stream=False)
-    health = httpx.get(f"{serve_url}/health/providers").json()
+    health = httpx.get(f"{serve_url}/health/providers", headers=AUTH).json()
     assert health["breakers"]["openai/gpt-4o-mini"]["state"] == "open"  # a bad key opens at once
     assert health["breakers"]["local/smollm2-135m"]["state"] == "closed"
     # While open, requests for it skip it without calling it.

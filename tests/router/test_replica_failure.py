@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import ray
 
+from tests.conftest import AUTH
 from tests.router.test_faults import call
 
 MODEL = "smollm2-135m"
@@ -40,11 +41,11 @@ def test_killed_replica_falls_back_and_comes_back(serve_url, fake_openai) -> Non
 
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        ready = httpx.get(f"{serve_url}/ready", timeout=10)
+        ready = httpx.get(f"{serve_url}/ready", timeout=10, headers=AUTH)
         if ready.status_code == 200:
             break
         time.sleep(1)
     assert ready.status_code == 200, "Serve did not bring the replica back"
-    httpx.post(f"{serve_url}/health/providers/reset", timeout=10)
+    httpx.post(f"{serve_url}/health/providers/reset", timeout=10, headers=AUTH)
     status, body, _, _ = request(stream=False)
     assert (status, body["route"]["provider"]) == (200, "local")

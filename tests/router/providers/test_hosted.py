@@ -47,9 +47,9 @@ def test_openai_transform_maps_json_modes() -> None:
 
 
 def test_provider_without_key_is_not_built() -> None:
-    providers = build_providers(AppConfig(), {}, environ={"ANTHROPIC_API_KEY": "a"})
+    providers = build_providers(AppConfig(auth={"enabled": False}), {}, environ={"ANTHROPIC_API_KEY": "a"})
     assert set(providers) == {"anthropic"}
-    assert build_providers(AppConfig(), {}, environ={}) == {}
+    assert build_providers(AppConfig(auth={"enabled": False}), {}, environ={}) == {}
 
 
 async def test_openai_base_url_comes_from_the_sdks_own_env_var(fake_openai, monkeypatch) -> None:

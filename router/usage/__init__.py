@@ -1,0 +1,1 @@
+"""Usage accounting: the ledger (one record per request), budgets, and the usage report."""

@@ -1,0 +1,164 @@
+"""The usage ledger: one record per request, written in the background.
+
+`Ledger.record()` never waits: it appends to a bounded buffer that a background task writes in
+batches. When the database is unavailable the batch stays buffered and is retried with backoff; only
+when the buffer is full is the oldest record dropped, and counted (learnx_ledger_dropped_total)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import astuple, dataclass
+from functools import cache
+from typing import Literal
+
+from ray.util import metrics
+
+from deployments.config import LedgerConfig
+from router.usage.stores import COLUMNS, LedgerStore
+
+log = logging.getLogger("ray.serve")
+Outcome = Literal["success", "error", "client_disconnected", "shared"]
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    request_id: str
+    ts: float
+    day: str
+    user_id: str
+    api_key_id: str
+    operation: str  # chat.completions | embeddings | generate-content
+    content_type: str | None
+    provider: str | None  # the final provider/model (the whole path is in fallback_path)
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    hosted_equivalent_usd: float  # local tokens priced at the cheapest hosted model of their tier
+    savings_usd: float
+    cache_hits: int
+    latency_ms: float
+    outcome: Outcome
+    status: int
+    error_type: str | None
+    fallback_path: str | None  # JSON list of the attempts, when there was more than one
+    usage_source: Literal["provider", "estimated"]
+    streamed: bool
+
+    def row(self) -> tuple[object, ...]:
+        return astuple(self)
+
+    @staticmethod
+    def path(attempts: list[str]) -> str | None:
+        return json.dumps(attempts) if len(attempts) > 1 else None
+
+
+assert tuple(UsageRecord.__dataclass_fields__) == COLUMNS, "UsageRecord and the table must agree"
+
+
+@cache
+def _metrics() -> tuple[metrics.Counter, metrics.Counter, metrics.Gauge]:
+    return (metrics.Counter("learnx_ledger_dropped_total",
+                            description="Usage records dropped because the buffer was full"),
+            metrics.Counter("learnx_ledger_write_failures_total",
+                            description="Failed batch writes to the usage ledger (retried)"),
+            metrics.Gauge("learnx_ledger_buffered_records",
+                          description="Usage records waiting to be written"))
+
+
+@dataclass
+class LedgerStats:
+    written: int = 0
+    dropped: int = 0
+    failures: int = 0
+    last_error: str | None = None
+
+
+class Ledger:
+    def __init__(self, store: LedgerStore, config: LedgerConfig):
+        self.store = store
+        self._config = config
+        self._buffer: deque[UsageRecord] = deque()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._migrated = False
+        self._task: asyncio.Task[None] | None = None
+        self.stats = LedgerStats()
+
+    def record(self, record: UsageRecord) -> None:
+        """Buffer a record for writing; never blocks."""
+        if len(self._buffer) >= self._config.max_buffered:
+            self._buffer.popleft()
+            self.stats.dropped += 1
+            _metrics()[0].inc()
+        self._buffer.append(record)
+        if len(self._buffer) >= self._config.batch_size:
+            self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def flush(self, timeout_s: float = 5.0) -> bool:
+        """Write everything buffered now; False if the database did not take it in time."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._buffer:
+                    await self._write_batch()
+            return True
+        except (TimeoutError, Exception) as error:  # reported as False; the writer keeps retrying
+            log.warning("ledger flush incomplete: %s", type(error).__name__)
+            return False
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def ready(self) -> None:
+        async with self._lock:
+            if not self._migrated:
+                await self.store.migrate()
+                self._migrated = True
+
+    async def _run(self) -> None:
+        delay = self._config.flush_interval_s
+        while self._buffer:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+            try:
+                await self._write_batch()
+                delay = self._config.flush_interval_s
+            except Exception as error:  # the database is down or refused: keep, back off, retry
+                self.stats.failures += 1
+                self.stats.last_error = f"{type(error).__name__}: {error}"[:300]
+                _metrics()[1].inc()
+                log.warning("usage ledger write failed (%s); %d records buffered, retrying",
+                            type(error).__name__, len(self._buffer))
+                delay = min(max(delay * 2, 0.1), self._config.retry_max_s)
+
+    async def _write_batch(self) -> None:
+        await self.ready()
+        async with self._lock:
+            batch = [self._buffer[i] for i in range(min(len(self._buffer), self._config.batch_size))]
+            if not batch:
+                return
+            await self.store.insert([r.row() for r in batch])
+            written = {id(r) for r in batch}  # records buffered meanwhile sit behind the batch
+            while self._buffer and id(self._buffer[0]) in written:
+                self._buffer.popleft()
+            self.stats.written += len(batch)
+            _metrics()[2].set(len(self._buffer))
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+        await self.store.close()
+
+
+def utc_day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))

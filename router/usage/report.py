@@ -1,0 +1,73 @@
+"""GET /api/v1/ai/usage: spend per user (or in total) by day, provider, model and operation, and
+what local models saved against the same tokens on the cheapest hosted model of their tier."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from typing import Any
+
+from router.usage.stores import COLUMNS, LedgerStore
+
+DIMENSIONS = ("day", "provider", "model", "operation")
+_SUMS = ("COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
+         "COALESCE(SUM(cost_usd), 0)")
+
+
+def _where(user_id: str | None, since: date, until: date) -> tuple[str, list[Any]]:
+    sql, params = "WHERE day >= ? AND day <= ?", [since.isoformat(), until.isoformat()]
+    if user_id is not None:
+        sql += " AND user_id = ?"
+        params.append(user_id)
+    return sql, params
+
+
+def _totals(row: tuple[Any, ...]) -> dict[str, Any]:
+    requests, tokens_in, tokens_out, cost = row[:4]
+    return {"requests": int(requests), "input_tokens": int(tokens_in),
+            "output_tokens": int(tokens_out), "total_tokens": int(tokens_in) + int(tokens_out),
+            "cost_usd": round(float(cost), 8)}
+
+
+async def usage_report(store: LedgerStore, user_id: str | None, since: date,
+                       until: date) -> dict[str, Any]:
+    where, params = _where(user_id, since, until)
+    (total,) = await store.fetch(
+        f"SELECT {_SUMS}, COALESCE(SUM(cache_hits), 0), "
+        "COALESCE(SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END), 0) "
+        f"FROM usage_records {where}", params)
+    report: dict[str, Any] = {
+        "user_id": user_id, "from": since.isoformat(), "to": until.isoformat(),
+        "totals": {**_totals(total), "cache_hits": int(total[4]), "errors": int(total[5])}}
+    for dimension in DIMENSIONS:
+        rows = await store.fetch(
+            f"SELECT COALESCE({dimension}, 'none') AS k, {_SUMS} FROM usage_records {where} "
+            "GROUP BY k ORDER BY k", params)
+        report[f"by_{dimension}"] = [{dimension: row[0], **_totals(row[1:])} for row in rows]
+    report["savings"] = await _savings(store, where, params)
+    return report
+
+
+async def _savings(store: LedgerStore, where: str, params: list[Any]) -> dict[str, Any]:
+    local = "CASE WHEN provider = 'local' THEN {} ELSE 0 END"
+    (row,) = await store.fetch(
+        f"SELECT COALESCE(SUM({local.format(1)}), 0), "
+        f"COALESCE(SUM({local.format('input_tokens + output_tokens')}), 0), "
+        "COALESCE(SUM(hosted_equivalent_usd), 0), COALESCE(SUM(savings_usd), 0) "
+        f"FROM usage_records {where}", params)
+    equivalent, savings = float(row[2]), float(row[3])
+    return {"local_requests": int(row[0]), "local_tokens": int(row[1]),
+            "local_cost_usd": round(equivalent - savings, 8),
+            "hosted_equivalent_usd": round(equivalent, 8), "savings_usd": round(savings, 8),
+            "baseline": "the same tokens on the cheapest hosted model of the same tier"}
+
+
+async def recent_records(store: LedgerStore, user_id: str, limit: int) -> list[dict[str, Any]]:
+    """The user's latest ledger records, newest first."""
+    rows = await store.fetch(f"SELECT {', '.join(COLUMNS)} FROM usage_records WHERE user_id = ? "
+                             "ORDER BY ts DESC LIMIT ?", [user_id, limit])
+    records = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+    for record in records:
+        record["streamed"] = bool(record["streamed"])
+        record["fallback_path"] = json.loads(record["fallback_path"] or "null")
+    return records

@@ -1,0 +1,190 @@
+"""Where ledger records live: a SQLite file (the embedded default) or PostgreSQL (DATABASE_URL),
+behind one small interface. SQL is written once with `?` placeholders and portable types; the
+PostgreSQL store numbers the placeholders. Schema changes are numbered migrations, applied once
+each, under a lock, by whichever replica starts first."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+Row = tuple[Any, ...]
+
+COLUMNS = ("request_id", "ts", "day", "user_id", "api_key_id", "operation", "content_type",
+           "provider", "model", "input_tokens", "output_tokens", "cost_usd",
+           "hosted_equivalent_usd", "savings_usd", "cache_hits", "latency_ms", "outcome", "status",
+           "error_type", "fallback_path", "usage_source", "streamed")
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, ["""CREATE TABLE usage_records (
+            request_id TEXT PRIMARY KEY,
+            ts DOUBLE PRECISION NOT NULL,
+            day TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            api_key_id TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            content_type TEXT,
+            provider TEXT,
+            model TEXT,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            cost_usd DOUBLE PRECISION NOT NULL,
+            hosted_equivalent_usd DOUBLE PRECISION NOT NULL,
+            savings_usd DOUBLE PRECISION NOT NULL,
+            cache_hits BIGINT NOT NULL,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            outcome TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            error_type TEXT,
+            fallback_path TEXT,
+            usage_source TEXT NOT NULL,
+            streamed BOOLEAN NOT NULL)""",
+         "CREATE INDEX usage_records_user_day ON usage_records (user_id, day)",
+         "CREATE INDEX usage_records_day ON usage_records (day)"]),
+]
+
+INSERT = (f"INSERT INTO usage_records ({', '.join(COLUMNS)}) VALUES "
+          f"({', '.join('?' for _ in COLUMNS)}) ON CONFLICT (request_id) DO NOTHING")
+_MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations "
+                     "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
+
+
+class LedgerStore(Protocol):
+    async def migrate(self) -> None: ...
+
+    async def insert(self, rows: Sequence[Row]) -> None:
+        """Insert rows (in COLUMNS order); a request id already stored is skipped (safe retries)."""
+        ...
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
+
+    async def close(self) -> None: ...
+
+
+class SQLiteStore:
+    """stdlib sqlite3 on one thread of its own, so the event loop never waits on the disk. WAL lets
+    several router replicas on one machine share the file."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
+            db = sqlite3.connect(self._path, timeout=2.0, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            self._db = db
+        return self._db
+
+    async def migrate(self) -> None:
+        await self._call(self._migrate)
+
+    def _migrate(self) -> None:
+        db = self._conn()
+        db.execute(_MIGRATIONS_TABLE)
+        db.execute("BEGIN IMMEDIATE")  # one replica migrates; the others wait, then see it done
+        try:
+            done = {v for (v,) in db.execute("SELECT version FROM schema_migrations")}
+            for version, statements in MIGRATIONS:
+                if version not in done:
+                    for statement in statements:
+                        db.execute(statement)
+                    db.execute("INSERT INTO schema_migrations VALUES (?, ?)", (version, time.time()))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def insert(self, rows: Sequence[Row]) -> None:
+        await self._call(self._insert, list(rows))
+
+    def _insert(self, rows: list[Row]) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(INSERT, rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        return await self._call(lambda: self._conn().execute(sql, list(params)).fetchall())
+
+    async def close(self) -> None:
+        def close() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        await self._call(close)
+        self._thread.shutdown(wait=False)
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, min_size: int = 1, max_size: int = 4):
+        self._dsn = dsn
+        self._sizes = (min_size, max_size)
+        self._pool: Any = None
+
+    async def _get_pool(self) -> Any:
+        import asyncpg  # imported here: SQLite-only deployments never load it
+
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(self._dsn, min_size=self._sizes[0],
+                                                   max_size=self._sizes[1], timeout=5,
+                                                   command_timeout=10)
+        return self._pool
+
+    async def migrate(self) -> None:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(7207001)")  # one migrator at a time
+            await conn.execute(_MIGRATIONS_TABLE)
+            done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+            for version, statements in MIGRATIONS:
+                if version not in done:
+                    for statement in statements:
+                        await conn.execute(statement)
+                    await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)",
+                                       version, time.time())
+
+    async def insert(self, rows: Sequence[Row]) -> None:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            await conn.executemany(numbered(INSERT), rows)
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            return [tuple(r) for r in await conn.fetch(numbered(sql), *params)]
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2, ...`."""
+    counter = iter(range(1, 10_000))
+    return re.sub(r"\?", lambda _: f"${next(counter)}", sql)
+
+
+def open_store(url: str) -> LedgerStore:
+    if url.startswith("sqlite:///"):
+        return SQLiteStore(url.removeprefix("sqlite:///"))
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    raise ValueError(f"unsupported database URL {url.split(':', 1)[0]}:...; "
+                     "use sqlite:///path or postgresql://...")
