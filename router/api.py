@@ -111,6 +111,8 @@ def warn_if_open(config: AppConfig) -> None:
 
 
 def request_id(request: Request) -> str | None:
+    """The ledger's key: the caller's X-Request-Id, or the one the Serve ingress gave it (HAProxy
+    adds it to requests and Serve returns it on the response)."""
     value = request.headers.get("x-request-id", "")
     return value[:128] if value.strip() else None
 
@@ -147,15 +149,14 @@ class Router:
                 chunks, route = await self.chat.stream(body, meter)
                 return StreamingResponse(sse.encode_stream(meter.watch(chunks)),
                                          media_type=sse.MEDIA_TYPE,
-                                         headers={**sse.HEADERS, "x-learnx-route": route,
-                                                  "x-request-id": meter.caller.request_id})
+                                         headers={**sse.HEADERS, "x-learnx-route": route})
             completion, route = await self.chat.complete(body, meter)
         except BaseException as error:
             meter.close(error)
             raise
         meter.close()
         return JSONResponse(completion.model_dump(exclude_none=True),
-                            headers={"x-learnx-route": route, "x-request-id": meter.caller.request_id})
+                            headers={"x-learnx-route": route})
 
     @app.post("/api/v1/ai/generate-content")
     async def generate_content(self, request: Request, body: GenerateContentRequest) -> Response:
@@ -166,16 +167,15 @@ class Router:
         except BaseException as error:
             meter.close(error)
             raise
-        headers = {"x-request-id": meter.caller.request_id}
         if not body.stream:
             collected = collect_content([e async for e in events])
             status = collected["metadata"].get("status", 200) if collected["type"] == "error" else 200
-            return JSONResponse(collected, status_code=status, headers=headers)
+            return JSONResponse(collected, status_code=status)
         first = await anext(events)  # a failure before any content is an HTTP error
         if first["type"] == "error":
-            return JSONResponse(first, status_code=first["metadata"]["status"], headers=headers)
+            return JSONResponse(first, status_code=first["metadata"]["status"])
         return StreamingResponse(sse.encode_stream(prepend(first, events)),
-                                 media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, **headers})
+                                 media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
 
     async def _embed(self, request: Request, user: str | None, texts: list[str],
                      model: str | None, **options: Any) -> EmbedResult:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -134,7 +135,10 @@ class Run:
                 self._failed(attempt, error)
                 handover = attempt if started else handover
             finally:
-                await deltas.aclose()
+                # On cancellation (the client left) the provider's generator may still be running
+                # in the abandoned wait_for task, which closes it as it unwinds.
+                with contextlib.suppress(RuntimeError):
+                    await deltas.aclose()
         raise self._exhausted()
 
     async def _tries(self) -> AsyncIterator[Attempt]:

@@ -134,7 +134,7 @@ class Budgets:
         spent = await self._store.spent(counters)
         out: dict[str, float] = {}
         for counter, value in zip(counters, spent, strict=True):
-            period = "daily" if ":d:" in counter.key else "monthly"
+            period = "daily" if counter.ttl_s == DAY_TTL else "monthly"  # not the key: it holds the user id
             out[f"{period}_limit_usd"] = counter.limit / NANO
             out[f"{period}_spent_usd"] = value / NANO
         return out

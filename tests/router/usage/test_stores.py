@@ -1,0 +1,98 @@
+"""Ledger stores on SQLite and PostgreSQL: migrations applied once, even by replicas starting
+together; a request id stored once, however often its record is written."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router.usage.stores import COLUMNS, PostgresStore, SQLiteStore, numbered, open_store
+from tests.router.usage.conftest import Database, usage_record
+
+
+async def versions(db: Database) -> list[tuple[int, ...]]:
+    return [tuple(r) for r in await db.open().fetch("SELECT version FROM schema_migrations", [])]
+
+
+async def test_migrate_is_idempotent(database: Database) -> None:
+    store = database.open()
+    await store.migrate()
+    await store.insert([usage_record(request_id="kept").row()])
+    await store.migrate()
+    assert await versions(database) == [(1,)]
+    assert await store.fetch("SELECT request_id FROM usage_records", []) == [("kept",)]
+
+
+async def test_replicas_migrating_together_apply_each_migration_once(database: Database) -> None:
+    stores = [database.open() for _ in range(3)]
+    await asyncio.gather(*(s.migrate() for s in stores))
+    assert await versions(database) == [(1,)]
+    await asyncio.gather(*(s.insert([usage_record().row()]) for s in stores))
+    assert await stores[0].fetch("SELECT COUNT(*) FROM usage_records", []) == [(3,)]
+
+
+async def test_a_request_id_is_stored_once(database: Database) -> None:
+    store = await database.migrated()
+    first = usage_record(request_id="req-1", cost_usd=0.01)
+    retry = usage_record(request_id="req-1", cost_usd=0.99)
+    await store.insert([first.row()])
+    await store.insert([retry.row(), usage_record(request_id="req-2").row()])
+    await store.insert([first.row(), first.row()])
+    rows = await store.fetch("SELECT request_id, cost_usd FROM usage_records ORDER BY request_id", [])
+    assert rows == [("req-1", 0.01), ("req-2", 0.01)]  # the first write of req-1 stands
+
+
+async def test_a_record_comes_back_as_written(database: Database) -> None:
+    store = await database.migrated()
+    written = usage_record(content_type="quiz", provider="local", model="smollm2-135m",
+                           hosted_equivalent_usd=0.004, savings_usd=0.004, cache_hits=2,
+                           outcome="error", status=503, error_type="service_unavailable",
+                           fallback_path='["local/smollm2-135m", "openai/gpt-4o-mini"]',
+                           usage_source="estimated", streamed=True)
+    await store.insert([written.row(), usage_record(user_id="u2").row()])
+    (row,) = await store.fetch(f"SELECT {', '.join(COLUMNS)} FROM usage_records WHERE user_id = ?",
+                               ["u1"])
+    stored = dict(zip(COLUMNS, row, strict=True))
+    assert {**stored, "streamed": bool(stored["streamed"])} == dict(zip(COLUMNS, written.row(),
+                                                                       strict=True))
+
+
+async def test_fetch_numbers_its_placeholders_on_each_database(database: Database) -> None:
+    store = await database.migrated()
+    await store.insert([usage_record(user_id=u, day=d).row()
+                        for u, d in [("u1", "2026-03-01"), ("u1", "2026-03-02"), ("u2", "2026-03-02")]])
+    rows = await store.fetch("SELECT user_id, day FROM usage_records WHERE user_id = ? AND day >= ?",
+                             ["u1", "2026-03-02"])
+    assert rows == [("u1", "2026-03-02")]
+
+
+def test_numbered_turns_question_marks_into_postgres_placeholders() -> None:
+    assert numbered("a ? b ?") == "a $1 b $2"
+    assert numbered("SELECT 1") == "SELECT 1"
+    assert numbered("VALUES (" + ", ".join("?" for _ in COLUMNS) + ")").endswith(f"${len(COLUMNS)})")
+
+
+def test_open_store_picks_the_store_from_the_url(tmp_path) -> None:
+    sqlite = open_store(f"sqlite:///{tmp_path}/usage.db")
+    assert isinstance(sqlite, SQLiteStore)
+    assert isinstance(open_store("postgresql://db.internal/usage"), PostgresStore)
+    assert isinstance(open_store("postgres://db.internal/usage"), PostgresStore)
+
+
+async def test_a_sqlite_store_creates_the_directory_of_its_file(tmp_path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/var/ledger/usage.db")
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+    assert (tmp_path / "var" / "ledger" / "usage.db").exists()
+
+
+@pytest.mark.parametrize("url", ["mysql://ledger:s3cret@db.internal/usage", "sqlite:/relative.db",
+                                 "usage.db"])
+def test_open_store_rejects_an_unsupported_url_without_echoing_it(url: str) -> None:
+    expected = r"unsupported database URL .*; use sqlite:///path or postgresql://"
+    with pytest.raises(ValueError, match=expected) as e:
+        open_store(url)
+    assert "s3cret" not in str(e.value)
