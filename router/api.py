@@ -213,8 +213,7 @@ class Router:
         since = since or until - timedelta(days=29)
         if since > until:
             raise InvalidRequest("'from' must not be after 'to'", param="from")
-        await ledger.flush()  # this replica's records, read back at once
-        report = await usage_report(ledger.store, user_id, since, until)
+        report = await ledger.read(lambda store: usage_report(store, user_id, since, until))
         if user_id is not None:
             report["budget"] = await self.accounting.budgets.status(user_id)
         report["ledger"] = {"buffered": ledger.buffered, "dropped": ledger.stats.dropped,
@@ -232,9 +231,8 @@ class Router:
     async def usage_records(self, user_id: Annotated[str, Query(min_length=1)],
                             limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
         """A user's latest ledger records (one per request), newest first."""
-        ledger = self._ledger()
-        await ledger.flush()
-        return {"user_id": user_id, "records": await recent_records(ledger.store, user_id, limit)}
+        records = await self._ledger().read(lambda store: recent_records(store, user_id, limit))
+        return {"user_id": user_id, "records": records}
 
     def _ledger(self) -> Ledger:
         if self.accounting.ledger is None:

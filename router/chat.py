@@ -98,12 +98,13 @@ class ChatService:
                   meter: Meter | None = None) -> Run:
         """A request's journey over the policy's ranking (breakers, retries, fallback), within the
         caller's budget: the meter reserves its cost, or narrows the ranking to free models."""
-        routes, hold = self.plan(model, preferred, params), None
+        routes, allowance = self.plan(model, preferred, params), None
         if meter is not None:
-            routes, hold = await meter.reserve(routes)
-        run = Run(routes, self._config, self._health)
+            routes, allowance = await meter.reserve(routes)
+        run = Run(routes, self._config, self._health,
+                  budget=allowance.route if allowance is not None else None)
         if meter is not None:
-            meter.track(run, hold)
+            meter.track(run, allowance)
         return run
 
     def params(self, request: ChatCompletionRequest) -> GenerationParams:

@@ -9,6 +9,7 @@
     ├── BudgetExceeded                402 budget_exceeded      (the user's spend limit is reached)
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
+    ├── StorageUnavailable            503 service_unavailable  (the usage ledger's database)
     └── ProviderError                 502 upstream_error       (one provider/model failed)
         ├── ProviderTimeout           504 timeout_error
         └── AllProvidersFailed        503 service_unavailable  (every candidate failed; lists them)
@@ -102,6 +103,13 @@ class ModelUnavailable(ServiceError):
         super().__init__(message, code="model_unavailable", param="model")
 
 
+class StorageUnavailable(ServiceError):
+    error_type = "service_unavailable"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="storage_unavailable")
+
+
 class ProviderError(ServiceError):
     """One provider call failed. `retryable` and `upstream_status` drive retries and breakers."""
 
@@ -148,6 +156,7 @@ STATUS: dict[type[ServiceError], int] = {
     BudgetExceeded: 402,
     RateLimited: 429,
     ModelUnavailable: 503,
+    StorageUnavailable: 503,
     ProviderError: 502,
     ProviderTimeout: 504,
     AllProvidersFailed: 503,

@@ -7,6 +7,7 @@
   provider costs a fast failover rather than a backoff.
 - A stream that fails after its first delta continues on the next candidate, with the text produced
   so far as context, so the client sees one stream; a `Switch` marks the seam.
+- Candidates the caller's budget cannot cover are skipped.
 - Open circuit breakers are skipped, except that the last candidate is called when nothing else
   could be: a request is never refused without trying something.
 - When every candidate failed: AllProvidersFailed, naming each provider/model tried."""
@@ -49,7 +50,7 @@ class Attempt:
     route: Route
     prompt_estimate: int = 0
     error: ServiceError | None = None
-    skipped: bool = False
+    skipped: str | None = None  # why the candidate was not called
     usage: Usage | None = None  # the provider's own count, when the attempt finished
     tokens: int = 0  # generated so far, as counted by the provider per delta
     chars: int = 0  # generated text that came without a token count
@@ -71,7 +72,7 @@ class Attempt:
 
     def describe(self) -> str:
         if self.skipped:
-            return f"{self.route.header()} (skipped: circuit open)"
+            return f"{self.route.header()} (skipped: {self.skipped})"
         if self.error is not None:
             return f"{self.route.header()} (failed: {self.error.message})"
         return self.route.header()
@@ -83,8 +84,11 @@ class Run:
     def __init__(self, routes: list[Route], config: RouterConfig, health: Health,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 rng: Callable[[], float] = random.random):
+                 rng: Callable[[], float] = random.random,
+                 budget: Callable[[Route], Awaitable[bool]] | None = None):
+        """`budget(route)`: whether the caller's budget covers calling `route` (it may reserve)."""
         self._routes = routes if config.enable_fallback else routes[:1]
+        self._budget = budget
         self._config = config
         self._health = health
         self._clock = clock
@@ -152,7 +156,10 @@ class Run:
                 # An open breaker is skipped while another candidate remains; the last candidate,
                 # when nothing else was tried, is called anyway: never cool the only option.
                 if not allowed and (index < last_index or self._tried_other_than(route)):
-                    self.attempts.append(Attempt(route, skipped=True))
+                    self.attempts.append(Attempt(route, skipped="circuit open"))
+                    break
+                if retry == 0 and self._budget is not None and not await self._budget(route):
+                    self.attempts.append(Attempt(route, skipped="over budget"))
                     break
                 attempt = Attempt(route, self._prompt_tokens)
                 self.attempts.append(attempt)
@@ -198,8 +205,8 @@ class Run:
         attempt.error = error
 
     def _exhausted(self) -> AllProvidersFailed:
-        tried = [(a.route.header(), "circuit open" if a.skipped else
-                  a.error.message if a.error else "unfinished") for a in self.attempts]
+        tried = [(a.route.header(), a.skipped or (a.error.message if a.error else "unfinished"))
+                 for a in self.attempts]
         if self._remaining() <= 0:
             tried.append(("router", f"request deadline of {self._config.request_timeout_s:g}s passed"))
         return AllProvidersFailed(tried)

@@ -20,6 +20,8 @@ from tests.fakes import FakeAnthropic, FakeOpenAI
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
+# Replicas stay reachable this long at shutdown for load balancers (30 s by default): none here.
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 APP_NAME = "learnx"
 OPENAI_KEY = "sk-test-openai-0123456789"
@@ -34,8 +36,8 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 LIMITED_KEY = "lx_test-limited-key-0123456789abcdef"
 LIMITED_RPM = 5
 # Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
-BUDGETS = {"budget-refuse": {"daily_usd": 0.0005, "on_exhausted": "refuse"},
-           "budget-downgrade": {"daily_usd": 0.0001}}
+BUDGETS = {"budget-refuse": {"daily_usd": 0.00033, "on_exhausted": "refuse"},
+           "budget-downgrade": {"daily_usd": 0.00002}}
 
 # The embedded default, sized for a 2-core CI box: llama.cpp on 1 thread (2 threads collapse when
 # the other core is busy), small context.

@@ -12,16 +12,19 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import astuple, dataclass
 from functools import cache
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ray.util import metrics
 
 from deployments.config import LedgerConfig
+from router.errors import StorageUnavailable
 from router.usage.stores import COLUMNS, LedgerStore
 
 log = logging.getLogger("ray.serve")
+T = TypeVar("T")
 Outcome = Literal["success", "error", "client_disconnected", "shared"]
 
 
@@ -116,6 +119,17 @@ class Ledger:
     @property
     def buffered(self) -> int:
         return len(self._buffer)
+
+    async def read(self, query: Callable[[LedgerStore], Awaitable[T]]) -> T:
+        """Run a query over everything recorded so far by this replica."""
+        await self.flush()
+        try:
+            await self.ready()
+            return await query(self.store)
+        except Exception as error:
+            log.warning("usage ledger query failed: %s", type(error).__name__)
+            raise StorageUnavailable("the usage ledger's database is unavailable; "
+                                     "retry shortly") from None
 
     async def ready(self) -> None:
         async with self._lock:

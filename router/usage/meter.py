@@ -23,7 +23,7 @@ from models.catalog import ModelCard
 from router.errors import BudgetExceeded, ServiceError, status_of
 from router.pricing import cost
 from router.ratelimit import RateLimiter
-from router.usage.budgets import Budgets, Hold
+from router.usage.budgets import NANO, Budgets, Hold
 from router.usage.ledger import Ledger, Outcome, UsageRecord, utc_day
 
 if TYPE_CHECKING:
@@ -53,6 +53,27 @@ def cheapest_hosted(catalog: Sequence[ModelCard]) -> dict[tuple[str, str], Model
         if slot not in best or price < best[slot].input_per_million + best[slot].output_per_million:
             best[slot] = card
     return best
+
+
+@dataclass
+class Allowance:
+    """What one run has reserved of its user's budget."""
+
+    meter: Meter
+    hold: Hold | None = None
+
+    async def covers(self, usd: float) -> bool:
+        held = self.hold.amount / NANO if self.hold else 0.0
+        if usd <= held:
+            return True
+        extra = await self.meter.hold(usd - held)
+        if extra is None:
+            return False
+        self.hold = Hold(extra.counters, extra.amount + (self.hold.amount if self.hold else 0))
+        return True
+
+    async def route(self, route: Route) -> bool:
+        return await self.covers(route.candidate.estimated_cost)
 
 
 class Accounting:
@@ -113,7 +134,7 @@ class Meter:
     content_type: str | None
     streamed: bool
     started: float = field(default_factory=time.perf_counter)
-    runs: list[tuple[Run, Hold | None]] = field(default_factory=list)
+    runs: list[tuple[Run, Allowance | None]] = field(default_factory=list)
     embedding: tuple[ModelCard, Usage, int, Hold | None] | None = None
     shared: bool = False  # served by another request's run (single flight): billed nothing
     closed: bool = False
@@ -122,24 +143,25 @@ class Meter:
     def user(self) -> str:
         return self.caller.user
 
-    async def reserve(self, routes: list[Route]) -> tuple[list[Route], Hold | None]:
-        """Reserve the costliest candidate's estimate (fallback may reach any of them). When the
-        budget cannot cover it: only the free candidates (a downgrade), or BudgetExceeded."""
+    async def reserve(self, routes: list[Route]) -> tuple[list[Route], Allowance | None]:
+        """What a run may spend. The first candidate's estimate is reserved now; a fallback to a
+        costlier candidate tops the reservation up first (or skips it). When the budget cannot
+        cover the first candidate: only the free candidates (a downgrade), or BudgetExceeded."""
         budget = self.accounting.budgets.policy(self.user)
-        paid = max((r.candidate.estimated_cost for r in routes), default=0.0)
-        if budget is None or paid <= 0:
+        if budget is None or not routes:
             return routes, None
-        hold = await self.hold(paid)
-        if hold is not None:
-            return routes, hold
+        allowance = Allowance(self)
+        first = routes[0].candidate.estimated_cost
+        if await allowance.covers(first):
+            return routes, allowance
         free = [replace(r, candidate=replace(
                     r.candidate, reason=f"budget exhausted, downgraded to a free model; "
                                         f"{r.candidate.reason}"))
                 for r in routes if r.candidate.estimated_cost <= 0]
         if free and budget.on_exhausted == "downgrade":
-            return free, None
+            return free, allowance
         raise BudgetExceeded(f"the spending budget of user {self.user!r} cannot cover this request "
-                             f"(estimated ${paid:.6f}); it resets at the start of the next period "
+                             f"(estimated ${first:.6f}); it resets at the start of the next period "
                              "(UTC)" + ("" if free else "; no free local model can serve it"))
 
     async def hold(self, usd: float) -> Hold | None:
@@ -149,8 +171,8 @@ class Meter:
             log.warning("budget store unavailable (%s); treating as exhausted", type(error).__name__)
             return None
 
-    def track(self, run: Run, hold: Hold | None) -> None:
-        self.runs.append((run, hold))
+    def track(self, run: Run, allowance: Allowance | None) -> None:
+        self.runs.append((run, allowance))
 
     def embedded(self, card: ModelCard, tokens: int, cache_hits: int, hold: Hold | None) -> None:
         self.embedding = (card, Usage(tokens, 0), cache_hits, hold)
@@ -197,15 +219,15 @@ class Meter:
     def _spend(self) -> tuple[Spend, list[tuple[Hold, float]], list[str]]:
         spend, settlements, path = Spend(), [], []
         baseline = self.accounting.baseline
-        for run, hold in self.runs:
+        for run, allowance in self.runs:
             run_cost = 0.0
             for attempt in run.attempts:
                 card = attempt.route.candidate.card
                 run_cost += spend.add(card, attempt.billed(), baseline.get((card.tier, card.kind)),
                                       attempt.usage is None and not attempt.skipped)
                 path.append(attempt.describe())
-            if hold is not None:
-                settlements.append((hold, run_cost))
+            if allowance is not None and allowance.hold is not None:
+                settlements.append((allowance.hold, run_cost))
         if self.embedding is not None:
             card, usage, _, hold = self.embedding
             spent = spend.add(card, usage, baseline.get((card.tier, card.kind)))

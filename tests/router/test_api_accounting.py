@@ -45,8 +45,8 @@ def chat(url: str, who: str, stream: bool = False, **body: Any) -> tuple[str, ht
 def records(url: str, who: str, expect: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        response = httpx.get(f"{url}/api/v1/ai/usage/records", params={"user_id": who},
-                             headers=AUTH, timeout=30)
+        response = httpx.get(f"{url}/api/v1/ai/usage/records",
+                             params={"user_id": who, "limit": max(expect, 50)}, headers=AUTH, timeout=30)
         assert response.status_code == 200, response.text
         found = response.json()["records"]
         if len(found) >= expect or time.monotonic() > deadline:
