@@ -210,7 +210,7 @@ class Router:
         and operation, with the savings of local models; the last 30 days (UTC) by default."""
         ledger = self._ledger()
         until = until or datetime.now(UTC).date()
-        since = since or until - timedelta(days=29)
+        since = since or until - timedelta(days=min(29, (until - date.min).days))
         if since > until:
             raise InvalidRequest("'from' must not be after 'to'", param="from")
         report = await ledger.read(lambda store: usage_report(store, user_id, since, until))

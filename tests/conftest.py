@@ -170,7 +170,8 @@ def _hosted(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> dict[str,
 def serve_root(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, own_redis: RedisServer,
                postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Two applications on one real Serve: the full app at / (PostgreSQL ledger, Redis budgets and
-    limits, auth on) and an API-only one at /lite (SQLite ledger, per-replica state, auth off)."""
+    limits, auth on) and an API-only one at /lite (SQLite ledger, per-replica budgets and limits,
+    auth off)."""
     import ray
     from ray import serve
 
@@ -181,7 +182,9 @@ def serve_root(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, own_redis
     args["router"]["providers"] = _hosted(fake_openai, fake_anthropic)
     args["redis_url"] = own_redis.url
     args["ledger"]["database_url"] = postgres_url
-    lite = {"enable_local_models": False, "embedder": {"enabled": False},
+    lite = {"enable_local_models": False,
+            "embedder": {**copy.deepcopy(TEST_ARGS["embedder"]),
+                         "ray_actor_options": {"num_cpus": 0}},
             "router": {**copy.deepcopy(TEST_ARGS["router"]),
                        "providers": _hosted(fake_openai, fake_anthropic)},
             "auth": {"enabled": False},
