@@ -11,10 +11,12 @@ from typing import Any
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 
 @contextlib.contextmanager
-def served(args: dict[str, Any]) -> Iterator[str]:
+def served(args: dict[str, Any], more: dict[str, dict[str, Any]] | None = None) -> Iterator[str]:
+    """Serve `args` at / (and each of `more` at its route prefix). Auth is off unless args say."""
     import ray
     from ray import serve
 
@@ -26,7 +28,10 @@ def served(args: dict[str, Any]) -> Iterator[str]:
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(args), name="learnx", route_prefix="/")
+        apps = {"/": args, **(more or {})}
+        for n, (prefix, app_args) in enumerate(apps.items()):
+            serve.run(build_app({"auth": {"enabled": False}, **app_args}), name=f"learnx-{n}",
+                      route_prefix=prefix)
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()

@@ -51,7 +51,7 @@ TEST_ARGS: dict[str, Any] = {
     "router": {
         "ray_actor_options": {"num_cpus": 0.25}, "max_body_bytes": 200_000,
         # Short limits so that faults resolve quickly; breakers are reset before each test.
-        "request_timeout_s": 20, "first_token_timeout_s": 4, "idle_timeout_s": 2,
+        "request_timeout_s": 40, "first_token_timeout_s": 10, "idle_timeout_s": 2,
         "max_retries": 1, "retry_backoff_s": 0.05,
     },
     "embedder": {"ray_actor_options": {"num_cpus": 0.25}, "n_threads": 1, "max_texts": 256,

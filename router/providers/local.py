@@ -20,12 +20,16 @@ class LocalProvider:
         return sorted(self._handles)
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
-        handle = self._handles[model].options(stream=True)
+        responses = self._handles[model].options(stream=True).stream.remote(params)
         try:
-            async for delta in handle.stream.remote(params):
+            async for delta in responses:
                 yield delta
         except Exception as error:
             raise self._translate(model, error) from None
+        finally:
+            # Closing this generator early (a timeout, a fallback, a client gone) must stop the
+            # replica's generation too, or it keeps the model busy for the next request.
+            responses.cancel()
 
     def _translate(self, model: str, error: Exception) -> Exception:
         if isinstance(error, PromptTooLong):  # RayTaskError subclasses the replica's exception type

@@ -14,13 +14,13 @@ from tests.conftest import AUTH
 from tests.fakes import Fault
 
 ASK = [{"role": "user", "content": "Name one prime number."}]
-DEADLINE_S = 20  # the test app's request_timeout_s
+DEADLINE_S = 40  # the test app's request_timeout_s
 FAULTS = {
     "http-500": Fault(status=500),
     "http-503": Fault(status=503),
     "http-429-retry-after": Fault(status=429, retry_after=1),
     "http-401": Fault(status=401),
-    "delay-past-timeouts": Fault(delay_s=6),
+    "delay-past-timeouts": Fault(delay_s=12),
     "hang-before-first-byte": Fault(delay_s=3600),
     "stream-cut-after-2": Fault(cut_after=2),
     "stream-goes-idle": Fault(idle_after=2),
