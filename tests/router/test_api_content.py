@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import typing
+import uuid
 
 import httpx
 import pytest
@@ -14,6 +15,7 @@ from content.schemas import validate
 from content.templates import ContentType
 from tests.conftest import AUTH
 from tests.fakes import Reply
+from tests.router.test_api_accounting import records
 
 MATERIAL = "Photosynthesis: plants use light, water and carbon dioxide to make sugar and oxygen."
 QUIZ = {"questions": [{"question": "What do plants make?", "options": ["sugar", "salt", "iron",
@@ -97,7 +99,7 @@ async def test_identical_concurrent_requests_share_one_upstream_call(serve_url,
     fake_anthropic.enqueue(Reply(text="# Light\nPlants catch light.\n- leaves\n- roots",
                                  chunk_delay_s=0.05))
     body = {"content": MATERIAL, "content_type": "explanation", "model": "claude-3-5-haiku-latest",
-            "stream": True, "user_id": "class-7b"}
+            "stream": True, "user_id": f"class-7b-{uuid.uuid4().hex[:8]}"}
 
     async def one(client: httpx.AsyncClient) -> list[dict]:
         async with client.stream("POST", f"{serve_url}/api/v1/ai/generate-content",
@@ -114,6 +116,13 @@ async def test_identical_concurrent_requests_share_one_upstream_call(serve_url,
     assert sum(t["single_flight"]["leader"] for t in terminals) == 1
     assert sum(t["billed_usd"] for t in terminals) == terminals[0]["cost_usd"] or \
         max(t["billed_usd"] for t in terminals) == terminals[0]["cost_usd"]
+    # The ledger bills the run once: the leader's record carries it, the 19 others are "shared".
+    ledger = records(serve_url, body["user_id"], expect=20)
+    assert sorted(r["outcome"] for r in ledger) == ["shared"] * 19 + ["success"]
+    (leader,) = [r for r in ledger if r["outcome"] == "success"]
+    assert leader["cost_usd"] == pytest.approx(terminals[0]["cost_usd"])
+    assert leader["cost_usd"] > 0
+    assert sum(r["cost_usd"] for r in ledger if r["outcome"] == "shared") == 0
 
 
 @pytest.mark.parametrize(("body", "says"), [
