@@ -8,11 +8,13 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
 
 from router.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
@@ -133,6 +135,14 @@ def own_redis() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="function")  # on the test's own event loop, like its users
+async def redis_client(own_redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client of the tests' own Redis (give keys a per-test prefix)."""
+    client = aioredis.from_url(own_redis.url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture(scope="session")

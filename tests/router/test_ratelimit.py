@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 
 from deployments.config import ApiKeyConfig, RateLimitConfig
 from router.errors import RateLimited
 from router.ratelimit import ALWAYS, Bucket, Buckets, MemoryBuckets, RateLimiter, RedisBuckets
-from tests.conftest import RedisServer, free_port
+from tests.conftest import free_port
 
 KEY = ApiKeyConfig(id="svc", sha256="0" * 64)
 NO_LIMITS = {"user_requests_per_minute": None, "user_tokens_per_minute": None,
@@ -39,13 +37,6 @@ def limits(**only: int) -> RateLimitConfig:
 
 def admission(per_minute: int, key: str = "k") -> Bucket:
     return Bucket(key, per_minute, cost=1, need=1)
-
-
-@pytest_asyncio.fixture(loop_scope="function")  # on the test's own event loop, like its client
-async def redis_client(own_redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(own_redis.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])

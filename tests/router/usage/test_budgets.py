@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from calendar import timegm
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 
 from deployments.config import BudgetConfig, BudgetsConfig
@@ -21,7 +19,6 @@ from router.usage.budgets import (
     MemoryBudgetStore,
     RedisBudgetStore,
 )
-from tests.conftest import RedisServer
 
 
 class Clock:
@@ -43,13 +40,6 @@ def utc_time(text: str) -> float:
 
 def config(**users: BudgetConfig) -> BudgetsConfig:
     return BudgetsConfig(users=users)
-
-
-@pytest_asyncio.fixture(loop_scope="function")  # on the test's own event loop, like its client
-async def redis_client(own_redis: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.from_url(own_redis.url)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture(params=["memory", "redis"])
