@@ -10,7 +10,7 @@ import anthropic
 from deployments.config import HostedProviderConfig
 from deployments.llm.protocol import Delta, GenerationParams, Usage
 from router.errors import ProviderError, ServiceError
-from router.providers.base import retry_after_seconds, upstream_error
+from router.providers.base import translate_sdk_error
 
 TOOL = "emit_answer"
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -89,12 +89,4 @@ class AnthropicProvider:
 
 
 def _translate(model: str, error: Exception) -> ServiceError:
-    if isinstance(error, anthropic.APITimeoutError):
-        return upstream_error("anthropic", model, timeout=True)
-    if isinstance(error, anthropic.APIStatusError):
-        return upstream_error("anthropic", model, status=error.status_code,
-                              retry_after=retry_after_seconds(error.response.headers))
-    if isinstance(error, anthropic.APIConnectionError):
-        return upstream_error("anthropic", model)
-    return ProviderError(f"malformed response ({type(error).__name__})", provider="anthropic",
-                         model=model)
+    return translate_sdk_error(anthropic, "anthropic", model, error)

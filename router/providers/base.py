@@ -6,6 +6,7 @@ message text): InvalidRequest for what the caller must fix, ProviderError for ev
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from types import ModuleType
 from typing import Protocol
 
 from deployments.llm.protocol import Delta, GenerationParams
@@ -38,6 +39,21 @@ def upstream_error(provider: str, model: str, *, status: int | None = None, time
         return InvalidRequest(f"{provider} rejected the request as invalid (HTTP {status})")
     return ProviderError(f"HTTP {status}", provider=provider, model=model, upstream_status=status,
                          retryable=status in _RETRYABLE or status >= 500, retry_after=retry_after)
+
+
+def translate_sdk_error(sdk: ModuleType, provider: str, model: str,
+                        error: Exception) -> ServiceError:
+    """An `openai` or `anthropic` SDK exception (the two SDKs share their exception tree) as the
+    router's error: a timeout, an HTTP status, a failed connection, else a malformed response."""
+    if isinstance(error, sdk.APITimeoutError):
+        return upstream_error(provider, model, timeout=True)
+    if isinstance(error, sdk.APIStatusError):
+        return upstream_error(provider, model, status=error.status_code,
+                              retry_after=retry_after_seconds(error.response.headers))
+    if isinstance(error, sdk.APIConnectionError):
+        return upstream_error(provider, model)
+    return ProviderError(f"malformed response ({type(error).__name__})", provider=provider,
+                         model=model)
 
 
 def retry_after_seconds(headers: object) -> float | None:

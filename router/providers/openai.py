@@ -10,7 +10,7 @@ import openai
 from deployments.config import HostedProviderConfig
 from deployments.llm.protocol import Delta, GenerationParams, Usage
 from router.errors import ProviderError, ServiceError
-from router.providers.base import retry_after_seconds, upstream_error
+from router.providers.base import translate_sdk_error
 
 
 def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
@@ -74,12 +74,4 @@ class OpenAIProvider:
 
 
 def translate_openai_error(model: str, error: Exception) -> ServiceError:
-    if isinstance(error, openai.APITimeoutError):
-        return upstream_error("openai", model, timeout=True)
-    if isinstance(error, openai.APIStatusError):
-        return upstream_error("openai", model, status=error.status_code,
-                              retry_after=retry_after_seconds(error.response.headers))
-    if isinstance(error, openai.APIConnectionError):
-        return upstream_error("openai", model)
-    return ProviderError(f"malformed response ({type(error).__name__})", provider="openai",
-                         model=model)
+    return translate_sdk_error(openai, "openai", model, error)
