@@ -13,10 +13,10 @@ from deployments.llm.protocol import Delta, GenerationParams
 from deployments.llm.protocol import Usage as TokenUsage
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
 from router.errors import InvalidRequest, LimitExceeded
-from router.fallback import Run, Switch
+from router.fallback import Run, Switch, prompt_estimate
 from router.health import Health
 from router.policy import Candidate, PolicySettings, RouteRequest, rank
-from router.pricing import cost, estimate_tokens
+from router.pricing import cost
 from router.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -89,8 +89,7 @@ class ChatService:
         return [c for c in self._catalog if c.provider in self._providers]
 
     def plan(self, model: str, preferred: list[str], params: GenerationParams) -> list[Route]:
-        chars = sum(len(m["content"]) + 16 for m in params.messages)
-        ranked = rank(RouteRequest(model, estimate_tokens(chars), params.max_tokens, tuple(preferred)),
+        ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred)),
                       self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
 

@@ -77,8 +77,10 @@ class EmbeddingService:
 
     async def _reserve(self, card: ModelCard, texts: list[str], meter: Meter) -> Hold | None:
         """Embeddings are never downgraded (vectors of different models do not mix)."""
+        if meter.accounting.budgets.policy(meter.user) is None:
+            return None
         usd = estimate(card, estimate_tokens(sum(len(t) for t in texts)), 0)
-        if usd <= 0 or meter.accounting.budgets.policy(meter.user) is None:
+        if usd <= 0:
             return None
         hold = await meter.hold(usd)
         if hold is None:

@@ -15,13 +15,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import astuple, dataclass
 from functools import cache
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ray.util import metrics
 
 from deployments.config import LedgerConfig
 from router.errors import StorageUnavailable
-from router.usage.stores import COLUMNS, LedgerStore
+
+if TYPE_CHECKING:
+    from router.usage.stores import LedgerStore
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -59,9 +61,6 @@ class UsageRecord:
     @staticmethod
     def path(attempts: list[str]) -> str | None:
         return json.dumps(attempts) if len(attempts) > 1 else None
-
-
-assert tuple(UsageRecord.__dataclass_fields__) == COLUMNS, "UsageRecord and the table must agree"
 
 
 @cache
@@ -112,7 +111,7 @@ class Ledger:
                 while self._buffer:
                     await self._write_batch()
             return True
-        except (TimeoutError, Exception) as error:  # reported as False; the writer keeps retrying
+        except Exception as error:  # a timeout or the database: False; the writer keeps retrying
             log.warning("ledger flush incomplete: %s", type(error).__name__)
             return False
 

@@ -12,14 +12,14 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from typing import Any, Protocol
+
+from router.usage.ledger import UsageRecord
 
 Row = tuple[Any, ...]
 
-COLUMNS = ("request_id", "ts", "day", "user_id", "api_key_id", "operation", "content_type",
-           "provider", "model", "input_tokens", "output_tokens", "cost_usd",
-           "hosted_equivalent_usd", "savings_usd", "cache_hits", "latency_ms", "outcome", "status",
-           "error_type", "fallback_path", "usage_source", "streamed")
+COLUMNS = tuple(f.name for f in fields(UsageRecord))  # the record is the row, in this order
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, ["""CREATE TABLE usage_records (
