@@ -83,7 +83,7 @@ class SQLiteStore:
         if self._db is None:
             os.makedirs(os.path.dirname(self._path) or ".", exist_ok=True)
             db = sqlite3.connect(self._path, timeout=2.0, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(db)
             self._db = db
         return self._db
 
@@ -129,6 +129,20 @@ class SQLiteStore:
                 self._db = None
         await self._call(close)
         self._thread.shutdown(wait=False)
+
+
+def _switch_to_wal(db: sqlite3.Connection, wait_s: float = 2.0) -> None:
+    """Changing the journal mode does not wait on the busy timeout: when several replicas open the
+    file at once it can fail with "database is locked", so it is retried for a while."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 class PostgresStore:
