@@ -144,16 +144,13 @@ class Router:
     @app.post("/v1/chat/completions")
     async def chat_completions(self, request: Request, body: ChatCompletionRequest) -> Response:
         meter = await self._meter(request, body.user, "chat.completions", streamed=body.stream)
-        try:
+        with meter.closed_on_error():
             if body.stream:
                 chunks, route = await self.chat.stream(body, meter)
                 return StreamingResponse(sse.encode_stream(meter.watch(chunks)),
                                          media_type=sse.MEDIA_TYPE,
                                          headers={**sse.HEADERS, "x-learnx-route": route})
             completion, route = await self.chat.complete(body, meter)
-        except BaseException as error:
-            meter.close(error)
-            raise
         meter.close()
         return JSONResponse(completion.model_dump(exclude_none=True),
                             headers={"x-learnx-route": route})
@@ -162,11 +159,8 @@ class Router:
     async def generate_content(self, request: Request, body: GenerateContentRequest) -> Response:
         meter = await self._meter(request, body.user_id, "generate-content",
                                   content_type=body.content_type, streamed=body.stream)
-        try:
+        with meter.closed_on_error():  # once events run, the content service closes the meter
             events = self.content.events(self.content.prepare(body), meter)
-        except BaseException as error:
-            meter.close(error)
-            raise
         if not body.stream:
             collected = collect_content([e async for e in events])
             status = collected["metadata"].get("status", 200) if collected["type"] == "error" else 200
@@ -180,11 +174,8 @@ class Router:
     async def _embed(self, request: Request, user: str | None, texts: list[str],
                      model: str | None, **options: Any) -> EmbedResult:
         meter = await self._meter(request, user, "embeddings")
-        try:
+        with meter.closed_on_error():
             result = await self.embeddings.embed(texts, model, meter, **options)
-        except BaseException as error:
-            meter.close(error)
-            raise
         meter.close()
         return result
 

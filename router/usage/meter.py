@@ -8,10 +8,11 @@ the reservations and charges the tokens to the rate limits in the background."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -90,11 +91,8 @@ class Accounting:
                     streamed: bool = False) -> Meter:
         caller = Caller(key, user or ANONYMOUS, request_id or uuid.uuid4().hex)
         meter = Meter(self, caller, operation, content_type, streamed)
-        try:
+        with meter.closed_on_error():
             await self.limiter.admit(key, caller.user)
-        except ServiceError as error:
-            meter.close(error)
-            raise
         return meter
 
     def spawn(self, work: Any) -> None:
@@ -177,6 +175,15 @@ class Meter:
     def embedded(self, card: ModelCard, tokens: int, cache_hits: int, hold: Hold | None) -> None:
         self.embedding = (card, Usage(tokens, 0), cache_hits, hold)
 
+    @contextlib.contextmanager
+    def closed_on_error(self) -> Iterator[None]:
+        """Close the meter with the error if the block raises (the success path closes it)."""
+        try:
+            yield
+        except BaseException as error:
+            self.close(error)
+            raise
+
     async def watch(self, events: AsyncIterator[T]) -> AsyncIterator[T]:
         """Pass a response stream through; close the meter however it ends."""
         error: BaseException | None = None
@@ -189,12 +196,13 @@ class Meter:
         finally:
             self.close(error)
 
-    def close(self, error: BaseException | None = None, status: int = 200) -> None:
+    def close(self, error: BaseException | None = None) -> None:
         """Record the request (once) and settle its budget and rate limits in the background."""
         if self.closed:
             return
         self.closed = True
         outcome, error_type = self._outcome(error)
+        status = 200
         if isinstance(error, ServiceError):
             status = status_of(error)
         elif outcome == "client_disconnected":
