@@ -9,18 +9,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Text = Annotated[str, Field(min_length=1, max_length=300)]
 
 
-class Strict(BaseModel):
+class OutputModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class QuizQuestion(Strict):
+class QuizQuestion(OutputModel):
     question: Text
     options: Annotated[list[Text], Field(min_length=4, max_length=4)]
     answer_index: int = Field(ge=0, le=3)
     rationale: Text
 
 
-class Quiz(Strict):
+class Quiz(OutputModel):
     questions: Annotated[list[QuizQuestion], Field(min_length=1, max_length=5)]
 
     @model_validator(mode="after")
@@ -31,26 +31,26 @@ class Quiz(Strict):
         return self
 
 
-class Flashcard(Strict):
+class Flashcard(OutputModel):
     front: Text
     back: Text
 
 
-class Flashcards(Strict):
+class Flashcards(OutputModel):
     cards: Annotated[list[Flashcard], Field(min_length=1, max_length=10)]
 
 
-class PracticeProblem(Strict):
+class PracticeProblem(OutputModel):
     problem: Text
     solution_steps: Annotated[list[Text], Field(min_length=1, max_length=6)]
     answer: Text
 
 
-class PracticeProblems(Strict):
+class PracticeProblems(OutputModel):
     problems: Annotated[list[PracticeProblem], Field(min_length=1, max_length=3)]
 
 
-SCHEMAS: dict[str, type[Strict]] = {
+SCHEMAS: dict[str, type[OutputModel]] = {
     "quiz": Quiz, "flashcards": Flashcards, "practice_problems": PracticeProblems}
 
 

@@ -8,10 +8,10 @@ import ray
 from ray import serve
 from ray.serve import Application
 
-from deployments.config import AppConfig, load_config
+from core.config import AppConfig, load_config
 from deployments.embed.server import Embedder
 from deployments.llm.server import LLMServer
-from router.api import Router
+from router.ingress import Router
 
 
 class MissingGPUs(RuntimeError):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 Tier = Literal["small", "large"]
 
 
-class ModelNotFound(LookupError):
+class UnknownModel(LookupError):
     """No model of that name is registered."""
 
 
@@ -111,7 +111,7 @@ def find_local_model(name: str) -> LocalModelSpec:
         if name == spec.name or name in spec.aliases:
             return spec
     known = ", ".join(spec.name for spec in LOCAL_MODELS)
-    raise ModelNotFound(f"unknown local model {name!r}; registered models: {known}")
+    raise UnknownModel(f"unknown local model {name!r}; registered models: {known}")
 
 
 def _package_dir(package: str) -> Path | None:

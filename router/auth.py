@@ -13,8 +13,8 @@ import sys
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deployments.config import ApiKeyConfig, AuthConfig
-from router.errors import AuthenticationFailed, error_response
+from core.config import ApiKeyConfig, AuthConfig
+from core.errors import AuthenticationFailed, error_response
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/api/v1/ai/health", "/api/v1/ai/ready"})
 DEV_KEY = ApiKeyConfig(id="dev", sha256="0" * 64)  # who calls when auth is disabled

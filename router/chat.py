@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TypeVar
 
-from deployments.config import AppConfig, RouterConfig
-from deployments.llm.protocol import Delta, GenerationParams
-from deployments.llm.protocol import Usage as TokenUsage
+from core.breakers import Breakers
+from core.config import AppConfig, RouterConfig
+from core.errors import InvalidRequest, LimitExceeded
+from core.generation import Delta, GenerationParams, TokenUsage
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
-from router.errors import InvalidRequest, LimitExceeded
-from router.fallback import Run, Switch, prompt_estimate
-from router.health import Health
-from router.policy import Candidate, PolicySettings, RouteRequest, rank
-from router.pricing import cost
+from router.fallback import Run, prompt_estimate
+from router.policy import PolicySettings, RouteRequest, rank
 from router.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -24,42 +21,15 @@ from router.protocol import (
     ChatCompletionRequest,
     Choice,
     ChunkChoice,
+    CompletionUsage,
     DeltaMessage,
-    Usage,
     _chat_id,
 )
 from router.providers import Provider
-
-if TYPE_CHECKING:
-    from router.usage.meter import Meter
+from router.route import Route, Switch
+from router.usage.meter import Meter
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Route:
-    provider: Provider
-    candidate: Candidate
-
-    @property
-    def model(self) -> str:
-        return self.candidate.card.name
-
-    def header(self) -> str:
-        return f"{self.provider.name}/{self.model}"
-
-
-def summary(run: Run) -> tuple[dict[str, Any], TokenUsage]:
-    """The route taken (for the response) and the usage of every attempt together."""
-    final = run.attempts[-1].route
-    usage = TokenUsage(sum(a.billed().prompt_tokens for a in run.attempts),
-                       sum(a.billed().completion_tokens for a in run.attempts))
-    route = {"provider": final.provider.name, "model": final.model,
-             "reason": final.candidate.reason,
-             "cost_usd": round(sum(cost(a.route.candidate.card, a.billed()) for a in run.attempts), 10)}
-    if len(run.attempts) > 1:
-        route["path"] = [a.describe() for a in run.attempts]
-    return route, usage
 
 
 def build_catalog(config: AppConfig) -> list[ModelCard]:
@@ -72,7 +42,7 @@ def build_catalog(config: AppConfig) -> list[ModelCard]:
 
 class ChatService:
     def __init__(self, config: RouterConfig, providers: dict[str, Provider],
-                 catalog: list[ModelCard], health: Health):
+                 catalog: list[ModelCard], health: Breakers):
         self._config = config
         self._providers = providers
         self._catalog = catalog
@@ -100,8 +70,7 @@ class ChatService:
         routes, allowance = self.plan(model, preferred, params), None
         if meter is not None:
             routes, allowance = await meter.reserve(routes)
-        run = Run(routes, self._config, self._health,
-                  budget=allowance.route if allowance is not None else None)
+        run = Run(routes, self._config, self._health, budget=allowance)
         if meter is not None:
             meter.track(run, allowance)
         return run
@@ -133,12 +102,12 @@ class ChatService:
                        meter: Meter | None = None) -> tuple[ChatCompletion, str]:
         run, params = await self._run(request, meter)
         completion, route = await run.complete(params)
-        described, usage = summary(run)
+        report = run.report()
         return ChatCompletion(
             model=route.model,
             choices=[Choice(message=AssistantMessage(content=completion.text),
                             finish_reason=completion.finish_reason)],
-            usage=_wire_usage(usage), route=described), route.header()
+            usage=_wire_usage(report.usage), route=report.route_info()), route.header()
 
     async def stream(self, request: ChatCompletionRequest, meter: Meter | None = None
                      ) -> tuple[AsyncIterator[ChatCompletionChunk], str]:
@@ -164,11 +133,11 @@ class ChatService:
                 yield ChatCompletionChunk(
                     **base, choices=[ChunkChoice(delta=DeltaMessage(content=event.text))])
             if event.finish_reason is not None:
-                described, usage = summary(run)
-                yield ChatCompletionChunk(**base, route=described, choices=[
+                report = run.report()
+                yield ChatCompletionChunk(**base, route=report.route_info(), choices=[
                     ChunkChoice(delta=DeltaMessage(), finish_reason=event.finish_reason)])
                 if request.include_usage():
-                    yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(usage))
+                    yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(report.usage))
 
 
 async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -178,8 +147,8 @@ async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
         yield delta
 
 
-def _wire_usage(usage: TokenUsage) -> Usage:
-    return Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+def _wire_usage(usage: TokenUsage) -> CompletionUsage:
+    return CompletionUsage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                  total_tokens=usage.total_tokens)
 
 

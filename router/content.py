@@ -16,12 +16,13 @@ from content.profile import adapt, difficulty_level
 from content.schemas import json_schema, validate
 from content.structure import StructureDetector
 from content.templates import TEMPLATE_VERSION, compile_messages, is_structured, repair_messages
-from deployments.llm.protocol import GenerationParams
-from router.chat import ChatService, summary
-from router.errors import InvalidRequest, ProviderError, ServiceError, status_of
-from router.fallback import Run, Switch
+from core.errors import InvalidRequest, ProviderError, ServiceError, status_of
+from core.generation import GenerationParams
+from router.chat import ChatService
+from router.fallback import Run
 from router.policy import resolve
 from router.protocol import GenerateContentRequest
+from router.route import Switch
 from router.singleflight import Event, Flight, SingleFlight
 from router.usage.meter import Meter
 
@@ -162,13 +163,11 @@ def _items(content_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _done(runs: list[Run], extra: dict[str, Any]) -> Event:
-    routes, prompt, completion, cost = [], 0, 0, 0.0
-    for run in runs:
-        described, usage = summary(run)
-        routes.append(described)
-        prompt += usage.prompt_tokens
-        completion += usage.completion_tokens
-        cost += described["cost_usd"]
+    reports = [run.report() for run in runs]
+    routes = [r.route_info() for r in reports]
+    prompt = sum(r.usage.prompt_tokens for r in reports)
+    completion = sum(r.usage.completion_tokens for r in reports)
+    cost = sum(r.cost_usd for r in reports)
     final = routes[-1]
     return {"content": "", "type": "done", "metadata": {
         "provider": final["provider"], "model": final["model"],

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import base64
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import EmbedderConfig
-from deployments.embed.server import EmbedRequest, EmbedResult
-from models import LOCAL_EMBEDDING_MODELS
-from models.catalog import HOSTED_MODELS, ModelCard
-from router.errors import (
+from core.config import EmbedderConfig
+from core.errors import (
     BudgetExceeded,
     InvalidRequest,
     LimitExceeded,
@@ -22,21 +19,42 @@ from router.errors import (
     ProviderError,
     ServiceError,
 )
-from router.pricing import estimate, estimate_tokens
+from core.pricing import estimate, estimate_tokens
+from deployments.embed.server import EmbedRequest, EmbedResult
+from models import LOCAL_EMBEDDING_MODELS
+from models.catalog import HOSTED_MODELS, ModelCard
 from router.usage.budgets import Hold
 from router.usage.meter import Meter
+
+
+class EmbedderClient(Protocol):
+    """The Embedder as the router calls it: through a Serve handle, or in process in tests."""
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult: ...
+
+
+class HandleEmbedder:
+    """The Embedder deployment behind a Serve handle."""
+
+    def __init__(self, handle: DeploymentHandle):
+        self._handle = handle
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        result: EmbedResult = await self._handle.embed.remote(request)
+        return result
+
 
 OPENAI_CARDS = {c.name: c for c in HOSTED_MODELS if c.kind == "embedding"}
 OPENAI_MODELS = set(OPENAI_CARDS)
 
 
 class EmbeddingService:
-    def __init__(self, config: EmbedderConfig, handle: DeploymentHandle | None, openai: bool):
+    def __init__(self, config: EmbedderConfig, embedder: EmbedderClient | None, openai: bool):
         self._config = config
-        self._handle = handle
+        self._embedder = embedder
         self._openai = openai
         spec = next(s for s in LOCAL_EMBEDDING_MODELS if s.name == config.model)
-        self._local = {n: spec.name for n in (spec.name, *spec.aliases)} if handle else {}
+        self._local = {n: spec.name for n in (spec.name, *spec.aliases)} if embedder else {}
         self._local_card = ModelCard(name=spec.name, provider="local", tier="small", kind="embedding",
                                      context_window=spec.max_seq_tokens, input_per_million=0.0,
                                      output_per_million=0.0)
@@ -60,7 +78,7 @@ class EmbeddingService:
                     deduplicate: bool = True, dimensions: int | None = None) -> EmbedResult:
         concrete = self.resolve(model)
         self._check(texts)
-        if self._handle is None:
+        if self._embedder is None:
             raise ModelUnavailable("the embedding service is disabled in this deployment")
         if concrete in self._local.values() and dimensions not in (None, 384):
             raise InvalidRequest(f"{concrete} has 384 dimensions; omit dimensions",
@@ -77,7 +95,7 @@ class EmbeddingService:
 
     async def _reserve(self, card: ModelCard, texts: list[str], meter: Meter) -> Hold | None:
         """Embeddings are never downgraded (vectors of different models do not mix)."""
-        if meter.accounting.budgets.policy(meter.user) is None:
+        if not meter.budget_limited():
             return None
         usd = estimate(card, estimate_tokens(sum(len(t) for t in texts)), 0)
         if usd <= 0:
@@ -91,7 +109,7 @@ class EmbeddingService:
     async def _call(self, texts: list[str], concrete: str, use_cache: bool, deduplicate: bool,
                     dimensions: int | None) -> EmbedResult:
         try:
-            result: EmbedResult = await self._handle.embed.remote(
+            return await self._embedder.embed(
                 EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions))
         except ServiceError:
             raise  # typed in the Embedder (a rejected request, an OpenAI outage)
@@ -99,7 +117,6 @@ class EmbeddingService:
             raise ProviderError(f"embedding failed ({type(error).__name__})",
                                 provider="local" if concrete in self._local.values() else "openai",
                                 model=concrete) from None
-        return result
 
     def _check(self, texts: list[str]) -> None:
         if len(texts) > self._config.max_texts:

@@ -19,74 +19,36 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
-from deployments.config import RouterConfig
-from deployments.llm.protocol import Completion, Delta, GenerationParams, Usage
-from router.errors import AllProvidersFailed, ProviderError, ProviderTimeout, ServiceError
-from router.health import Health, counts
-from router.pricing import estimate_tokens
-
-if TYPE_CHECKING:
-    from router.chat import Route
+from core.breakers import Breakers, counts
+from core.config import RouterConfig
+from core.errors import AllProvidersFailed, ProviderError, ProviderTimeout, ServiceError
+from core.generation import Completion, Delta, GenerationParams, TokenUsage
+from core.pricing import estimate_tokens
+from router.route import Attempt, Route, RunReport, Switch, report
 
 T = TypeVar("T")
 CONTINUE = ("Continue your previous answer exactly where it stopped. Do not repeat anything and "
             "do not mention the interruption.")
 
 
-@dataclass(frozen=True)
-class Switch:
-    """Emitted in a stream where a failed candidate hands over to the next one."""
+class BudgetGate(Protocol):
+    """The caller's budget as a run sees it."""
 
-    from_route: str
-    to_route: str
-    error: str
-
-
-@dataclass
-class Attempt:
-    route: Route
-    prompt_estimate: int = 0
-    error: ServiceError | None = None
-    skipped: str | None = None  # why the candidate was not called
-    usage: Usage | None = None  # the provider's own count, when the attempt finished
-    tokens: int = 0  # generated so far, as counted by the provider per delta
-    chars: int = 0  # generated text that came without a token count
-
-    def count(self, delta: Delta) -> None:
-        if delta.tokens is not None:
-            self.tokens += delta.tokens
-        else:
-            self.chars += len(delta.text)
-
-    def billed(self) -> Usage:
-        """The provider's usage, or for an attempt cut short (failed, client gone) what it
-        generated: the prompt (estimated) and the tokens counted so far."""
-        if self.usage is not None:
-            return self.usage
-        if not self.tokens and not self.chars:
-            return Usage()  # nothing was generated: providers bill no failed call
-        return Usage(self.prompt_estimate, self.tokens + estimate_tokens(self.chars))
-
-    def describe(self) -> str:
-        if self.skipped:
-            return f"{self.route.header()} (skipped: {self.skipped})"
-        if self.error is not None:
-            return f"{self.route.header()} (failed: {self.error.message})"
-        return self.route.header()
+    async def covers(self, route: Route) -> bool:
+        """Whether the budget covers calling `route` (it may reserve more to do so)."""
+        ...
 
 
 class Run:
     """One request's journey over its candidates. `attempts` is the path taken, for the response."""
 
-    def __init__(self, routes: list[Route], config: RouterConfig, health: Health,
+    def __init__(self, routes: list[Route], config: RouterConfig, health: Breakers,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: Callable[[], float] = random.random,
-                 budget: Callable[[Route], Awaitable[bool]] | None = None):
-        """`budget(route)`: whether the caller's budget covers calling `route` (it may reserve)."""
+                 budget: BudgetGate | None = None):
         self._routes = routes if config.enable_fallback else routes[:1]
         self._budget = budget
         self._config = config
@@ -98,6 +60,9 @@ class Run:
         self.attempts: list[Attempt] = []
         self._prompt_tokens = 0
 
+    def report(self) -> RunReport:
+        return report(self.attempts)
+
     async def complete(self, params: GenerationParams) -> tuple[Completion, Route]:
         """Non-streamed requests run as streams too, so the same first-token and idle limits catch
         a hung provider long before the total deadline."""
@@ -107,7 +72,7 @@ class Run:
                 parts.append(event.text)
                 if event.finish_reason is not None:
                     return Completion("".join(parts), event.finish_reason,
-                                      event.usage or Usage()), self.attempts[-1].route
+                                      event.usage or TokenUsage()), self.attempts[-1].route
         raise self._exhausted()  # unreachable: stream() ends with a finish or raises
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Switch]:
@@ -127,7 +92,7 @@ class Run:
                     produced += delta.text
                     attempt.count(delta)
                     if delta.finish_reason is not None:
-                        self._succeeded(attempt, delta.usage or Usage())
+                        self._succeeded(attempt, delta.usage or TokenUsage())
                         yield delta
                         return
                     yield delta
@@ -158,7 +123,7 @@ class Run:
                 if not allowed and (index < last_index or self._tried_other_than(route)):
                     self.attempts.append(Attempt(route, skipped="circuit open"))
                     break
-                if retry == 0 and self._budget is not None and not await self._budget(route):
+                if retry == 0 and self._budget is not None and not await self._budget.covers(route):
                     self.attempts.append(Attempt(route, skipped="over budget"))
                     break
                 attempt = Attempt(route, self._prompt_tokens)
@@ -193,7 +158,7 @@ class Run:
     def _remaining(self) -> float:
         return self.deadline - self._clock()
 
-    def _succeeded(self, attempt: Attempt, usage: Usage) -> None:
+    def _succeeded(self, attempt: Attempt, usage: TokenUsage) -> None:
         attempt.usage = usage
         self._health.breaker(attempt.route.provider.name, attempt.route.model).record_success()
 

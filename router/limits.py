@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router.errors import PayloadTooLarge, error_response
+from core.errors import PayloadTooLarge, error_response
 
 
 class BodyLimit:

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.errors import InvalidRequest, ModelNotFound, ModelUnavailable
+from core.pricing import estimate
 from models.catalog import TIERS, ModelCard
-from router.errors import InvalidRequest, ModelNotFound, ModelUnavailable
-from router.pricing import estimate
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from content.profile import LearnerProfile
+from content.profile import LearnerProfile, LearningStyle
+from content.templates import ContentType
+from models.catalog import ProviderName
 
 
 class Wire(BaseModel):
@@ -60,7 +62,7 @@ class ChatCompletionRequest(Wire):
     n: Literal[1] = 1
     user: str | None = Field(None, min_length=1, max_length=256)  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
-    preferred_providers: list[Literal["local", "openai", "anthropic"]] = Field(default_factory=list)
+    preferred_providers: list[ProviderName] = Field(default_factory=list)
 
     @field_validator("messages")
     @classmethod
@@ -88,7 +90,7 @@ class ChatCompletionRequest(Wire):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class Usage(BaseModel):
+class CompletionUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
@@ -120,7 +122,7 @@ class ChatCompletion(BaseModel):
     created: int = Field(default_factory=_now)
     model: str
     choices: list[Choice]
-    usage: Usage
+    usage: CompletionUsage
     # Our extension: which provider/model served the request and why (ignored by OpenAI clients).
     route: dict[str, Any] | None = None
 
@@ -143,11 +145,11 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = None
+    usage: CompletionUsage | None = None
     route: dict[str, Any] | None = None
 
 
-class ModelCard(BaseModel):
+class ModelObject(BaseModel):
     id: str
     object: Literal["model"] = "model"
     created: int = 0
@@ -156,7 +158,7 @@ class ModelCard(BaseModel):
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[ModelCard]
+    data: list[ModelObject]
 
 
 class EmbeddingsRequest(Wire):
@@ -186,15 +188,14 @@ class GenerateContentRequest(Wire):
     """The seed's /api/v1/ai/generate-content."""
 
     content: str = Field(min_length=1, max_length=50_000)
-    content_type: Literal["explanation", "summary", "example", "analogy", "quiz", "flashcards",
-                          "practice_problems", "key_concepts"]
-    persona: LearnerProfile | Literal["visual", "verbal", "example_first", "step_by_step"] | None = None
+    content_type: ContentType
+    persona: LearnerProfile | LearningStyle | None = None
     user_profile: LearnerProfile | None = None
     difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
     user_id: str | None = Field(None, min_length=1, max_length=256)
     model: str = "small"
-    preferred_providers: list[Literal["local", "openai", "anthropic"]] = Field(default_factory=list)
+    preferred_providers: list[ProviderName] = Field(default_factory=list)
     max_tokens: int | None = Field(None, ge=16, le=4096)
     stream: bool = True
 

@@ -17,8 +17,8 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from deployments.config import ApiKeyConfig, RateLimitConfig
-from router.errors import RateLimited
+from core.config import ApiKeyConfig, RateLimitConfig
+from core.errors import RateLimited
 
 log = logging.getLogger("ray.serve")
 ALWAYS = -1e18  # `need` of a charge: passes whatever the level

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from router.errors import ServiceError
+from core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,20 @@ import redis.asyncio as aioredis
 from router.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
 
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
+# HAProxy's stats and metrics listeners default to fixed ports: free ones, so test sessions can run
+# side by side on one machine.
+for _variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+    os.environ.setdefault(_variable, str(free_port()))
 # Replicas stay reachable this long at shutdown for load balancers (30 s by default): none here.
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
@@ -68,12 +79,6 @@ TEST_ARGS: dict[str, Any] = {
     "budgets": {"users": BUDGETS},
     "ledger": {"flush_interval_s": 0.05},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from router.health import BreakerSettings, CircuitBreaker
+from core.breakers import BreakerSettings, CircuitBreaker
 
 log = logging.getLogger("ray.serve")
 

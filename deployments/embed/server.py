@@ -14,13 +14,13 @@ import numpy as np
 import openai
 from ray import serve
 
-from deployments.config import EmbedderConfig, HostedProviderConfig
+from core.breakers import Breakers, BreakerSettings, counts
+from core.config import EmbedderConfig, HostedProviderConfig
+from core.errors import ModelUnavailable, ProviderError
+from core.pricing import estimate_tokens
+from core.sdk import openai_client, translate_openai_error
 from deployments.embed.cache import MemoryCache, RedisCache, VectorCache, cache_key
 from deployments.embed.encoder import Encoder, LlamaCppEncoder, embed_batch
-from router.errors import ModelUnavailable, ProviderError
-from router.health import BreakerSettings, Health, counts
-from router.pricing import estimate_tokens
-from router.providers.openai import openai_client, translate_openai_error
 
 OPENAI_CHUNK = 2048  # inputs per OpenAI embeddings call
 
@@ -70,7 +70,7 @@ class Embedder:
         # the SDK's own retries (backoff, Retry-After) are the only ones here.
         self._openai = openai_client(openai_config or HostedProviderConfig(), os.environ,
                                      max_retries=2)
-        self._health = Health(BreakerSettings())
+        self._health = Breakers(BreakerSettings())
         self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
         self._batch_sizes: Counter[int] = Counter()
 

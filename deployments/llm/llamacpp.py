@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from deployments.config import LlamaCppSettings
-from deployments.llm.protocol import Delta, GenerationParams, PromptTooLong, Usage
+from core.config import LlamaCppSettings
+from core.generation import Delta, GenerationParams, PromptTooLong, TokenUsage
 from deployments.llm.stops import StopMatcher
 
 _FINISHED = object()
@@ -120,7 +120,7 @@ class LlamaCppEngine:
             if generated >= budget:
                 break
         tail = "" if hit_stop else stops.feed(utf8.decode(b"", final=True))[0] + stops.flush()
-        yield Delta(tail, finish_reason=finish_reason, usage=Usage(len(tokens), generated))
+        yield Delta(tail, finish_reason=finish_reason, usage=TokenUsage(len(tokens), generated))
 
 
 def _merge(deltas: list[Delta]) -> Delta:

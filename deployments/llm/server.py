@@ -7,8 +7,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from deployments.config import LocalModelConfig
-from deployments.llm.protocol import Delta, Engine, GenerationParams
+from core.config import LocalModelConfig
+from core.generation import Delta, GenerationParams
+from deployments.llm.engine import Engine
 
 log = logging.getLogger("ray.serve")
 

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from deployments.config import VLLMSettings
-from deployments.llm.protocol import Delta, GenerationParams, PromptTooLong, Usage
+from core.config import VLLMSettings
+from core.generation import Delta, GenerationParams, PromptTooLong, TokenUsage
 from models import LocalModelSpec
 
 
@@ -54,7 +54,7 @@ class OutputTracker:
         if finish_reason is None:
             return Delta(piece, tokens=tokens)
         return Delta(piece, finish_reason=finish_reason,
-                     usage=Usage(prompt_tokens, completion_tokens), tokens=tokens)
+                     usage=TokenUsage(prompt_tokens, completion_tokens), tokens=tokens)
 
 
 class VLLMEngine:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from ray.serve.handle import DeploymentHandle
 
-from deployments.config import AppConfig
+from core.config import AppConfig
 from router.providers.base import Provider
 
 __all__ = ["Provider", "build_providers"]

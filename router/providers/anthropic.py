@@ -7,10 +7,10 @@ from typing import Any
 
 import anthropic
 
-from deployments.config import HostedProviderConfig
-from deployments.llm.protocol import Delta, GenerationParams, Usage
-from router.errors import ProviderError, ServiceError
-from router.providers.base import translate_sdk_error
+from core.config import HostedProviderConfig
+from core.errors import ProviderError, ServiceError
+from core.generation import Delta, GenerationParams, TokenUsage
+from core.sdk import translate_sdk_error
 
 TOOL = "emit_answer"
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -85,7 +85,7 @@ class AnthropicProvider:
         if stop_reason == "tool_use" and params.json_schema:
             stop_reason = "end_turn"  # the tool call we forced is the answer, not a tool request
         yield Delta("", finish_reason=STOP_REASONS.get(stop_reason or "", "stop"),
-                    usage=Usage(prompt_tokens, completion_tokens))
+                    usage=TokenUsage(prompt_tokens, completion_tokens))
 
 
 def _translate(model: str, error: Exception) -> ServiceError:

@@ -1,21 +1,12 @@
-"""The one provider interface, and the one translation of upstream HTTP failures into router.errors.
-
-Adapters translate their SDK's exceptions once, at this boundary, by type and status code (never by
-message text): InvalidRequest for what the caller must fix, ProviderError for everything else."""
+"""The one provider interface. Adapters translate their SDK's exceptions once, at this boundary
+(core.sdk), so the router only ever sees core.errors."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from types import ModuleType
 from typing import Protocol
 
-from deployments.llm.protocol import Delta, GenerationParams
-from router.errors import InvalidRequest, ProviderError, ProviderTimeout, ServiceError
-
-# Upstream statuses caused by the request itself: retrying or another provider will not help.
-_CALLER_FAULTS = {400, 413, 422}
-# Statuses worth retrying on the same provider (after backoff / Retry-After).
-_RETRYABLE = {408, 409, 429, 500, 502, 503, 504, 529}
+from core.generation import Delta, GenerationParams
 
 
 class Provider(Protocol):
@@ -25,40 +16,3 @@ class Provider(Protocol):
         """Deltas as produced; the last one carries finish_reason and usage. A stream that ends
         without its provider's proper end raises ProviderError."""
         ...
-
-
-def upstream_error(provider: str, model: str, *, status: int | None = None, timeout: bool = False,
-                   retry_after: float | None = None) -> ServiceError:
-    """The router error for a failed upstream call. Upstream messages are not passed on: they can
-    quote credentials and other internals."""
-    if timeout:
-        return ProviderTimeout("timed out", provider=provider, model=model)
-    if status is None:
-        return ProviderError("connection failed", provider=provider, model=model)
-    if status in _CALLER_FAULTS:
-        return InvalidRequest(f"{provider} rejected the request as invalid (HTTP {status})")
-    return ProviderError(f"HTTP {status}", provider=provider, model=model, upstream_status=status,
-                         retryable=status in _RETRYABLE or status >= 500, retry_after=retry_after)
-
-
-def translate_sdk_error(sdk: ModuleType, provider: str, model: str,
-                        error: Exception) -> ServiceError:
-    """An `openai` or `anthropic` SDK exception (the two SDKs share their exception tree) as the
-    router's error: a timeout, an HTTP status, a failed connection, else a malformed response."""
-    if isinstance(error, sdk.APITimeoutError):
-        return upstream_error(provider, model, timeout=True)
-    if isinstance(error, sdk.APIStatusError):
-        return upstream_error(provider, model, status=error.status_code,
-                              retry_after=retry_after_seconds(error.response.headers))
-    if isinstance(error, sdk.APIConnectionError):
-        return upstream_error(provider, model)
-    return ProviderError(f"malformed response ({type(error).__name__})", provider=provider,
-                         model=model)
-
-
-def retry_after_seconds(headers: object) -> float | None:
-    value = getattr(headers, "get", lambda _: None)("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None

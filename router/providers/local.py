@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 from ray.serve.handle import DeploymentHandle
 
-from deployments.llm.protocol import Delta, GenerationParams, PromptTooLong
-from router.errors import InvalidRequest, ProviderError
+from core.errors import InvalidRequest, ProviderError
+from core.generation import Delta, GenerationParams, PromptTooLong
 
 
 class LocalProvider:

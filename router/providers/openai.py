@@ -7,10 +7,10 @@ from typing import Any
 
 import openai
 
-from deployments.config import HostedProviderConfig
-from deployments.llm.protocol import Delta, GenerationParams, Usage
-from router.errors import ProviderError, ServiceError
-from router.providers.base import translate_sdk_error
+from core.config import HostedProviderConfig
+from core.errors import ProviderError
+from core.generation import Delta, GenerationParams, TokenUsage
+from core.sdk import openai_client, translate_openai_error
 
 
 def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
@@ -30,17 +30,6 @@ def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
     return request
 
 
-def openai_client(config: HostedProviderConfig, environ: Mapping[str, str],
-                  max_retries: int) -> openai.AsyncOpenAI | None:
-    """The SDK client, or None without OPENAI_API_KEY. base_url None lets the SDK apply
-    OPENAI_BASE_URL itself."""
-    key = environ.get("OPENAI_API_KEY")
-    if not config.enabled or not key:
-        return None
-    return openai.AsyncOpenAI(api_key=key, base_url=config.base_url, max_retries=max_retries,
-                              timeout=config.timeout_s)
-
-
 class OpenAIProvider:
     name = "openai"
 
@@ -53,14 +42,14 @@ class OpenAIProvider:
         return cls(client) if client is not None else None
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
-        finish_reason, usage = None, Usage()
+        finish_reason, usage = None, TokenUsage()
         try:
             stream = await self._client.chat.completions.create(
                 **to_openai(model, params), stream=True, stream_options={"include_usage": True})
             async with stream:
                 async for chunk in stream:
                     if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                        usage = TokenUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                     for choice in chunk.choices:
                         if choice.delta.content:
                             yield Delta(choice.delta.content, tokens=1)  # a token per chunk
@@ -72,6 +61,3 @@ class OpenAIProvider:
                                 model=model)
         yield Delta("", finish_reason=finish_reason, usage=usage)
 
-
-def translate_openai_error(model: str, error: Exception) -> ServiceError:
-    return translate_sdk_error(openai, "openai", model, error)

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
-from deployments.config import BudgetConfig, BudgetsConfig
+from core.config import BudgetConfig, BudgetsConfig
 
 NANO = 1_000_000_000
 DAY_TTL, MONTH_TTL = 2 * 86_400, 32 * 86_400

@@ -8,59 +8,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TypeVar
 
 from ray.util import metrics
 
-from deployments.config import LedgerConfig
-from router.errors import StorageUnavailable
-
-if TYPE_CHECKING:
-    from router.usage.stores import LedgerStore
+from core.config import LedgerConfig
+from core.errors import StorageUnavailable
+from router.usage.record import UsageRecord
+from router.usage.stores import LedgerStore
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")
-Outcome = Literal["success", "error", "client_disconnected", "shared"]
-
-
-@dataclass(frozen=True)
-class UsageRecord:
-    request_id: str
-    ts: float
-    day: str
-    user_id: str
-    api_key_id: str
-    operation: str  # chat.completions | embeddings | generate-content
-    content_type: str | None
-    provider: str | None  # the final provider/model (the whole path is in fallback_path)
-    model: str | None
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    hosted_equivalent_usd: float  # local tokens priced at the cheapest hosted model of their tier
-    savings_usd: float
-    cache_hits: int
-    latency_ms: float
-    outcome: Outcome
-    status: int
-    error_type: str | None
-    fallback_path: str | None  # JSON list of the attempts, when there was more than one
-    usage_source: Literal["provider", "estimated"]
-    streamed: bool
-
-    def row(self) -> tuple[object, ...]:
-        return astuple(self)
-
-    @staticmethod
-    def path(attempts: list[str]) -> str | None:
-        return json.dumps(attempts) if len(attempts) > 1 else None
 
 
 @cache
@@ -172,6 +135,3 @@ class Ledger:
             self._task.cancel()
         await self.store.close()
 
-
-def utc_day(ts: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))

@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
-from deployments.config import ApiKeyConfig
-from deployments.llm.protocol import Usage
+from core.config import ApiKeyConfig
+from core.errors import BudgetExceeded, ServiceError, status_of
+from core.generation import TokenUsage
+from core.pricing import cost
 from models.catalog import ModelCard
-from router.errors import BudgetExceeded, ServiceError, status_of
-from router.pricing import cost
 from router.ratelimit import RateLimiter
+from router.route import Reporting, Route
 from router.usage.budgets import NANO, Budgets, Hold
-from router.usage.ledger import Ledger, Outcome, UsageRecord, utc_day
-
-if TYPE_CHECKING:
-    from router.chat import Route
-    from router.fallback import Run
+from router.usage.ledger import Ledger
+from router.usage.record import Outcome, UsageRecord, utc_day
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -58,12 +57,15 @@ def cheapest_hosted(catalog: Sequence[ModelCard]) -> dict[tuple[str, str], Model
 
 @dataclass
 class Allowance:
-    """What one run has reserved of its user's budget."""
+    """What one run has reserved of its user's budget: the run's BudgetGate."""
 
     meter: Meter
     hold: Hold | None = None
 
-    async def covers(self, usd: float) -> bool:
+    async def covers(self, route: Route) -> bool:
+        return await self.cover(route.candidate.estimated_cost)
+
+    async def cover(self, usd: float) -> bool:
         held = self.hold.amount / NANO if self.hold else 0.0
         if usd <= held:
             return True
@@ -72,9 +74,6 @@ class Allowance:
             return False
         self.hold = Hold(extra.counters, extra.amount + (self.hold.amount if self.hold else 0))
         return True
-
-    async def route(self, route: Route) -> bool:
-        return await self.covers(route.candidate.estimated_cost)
 
 
 class Accounting:
@@ -95,6 +94,9 @@ class Accounting:
             await self.limiter.admit(key, caller.user)
         return meter
 
+    async def budget_status(self, user: str) -> dict[str, float] | None:
+        return await self.budgets.status(user)
+
     def spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)  # referenced until done, so it is never collected mid-way
@@ -110,7 +112,7 @@ class Spend:
     savings_usd: float = 0.0
     estimated: bool = False
 
-    def add(self, card: ModelCard, usage: Usage, baseline: ModelCard | None,
+    def add(self, card: ModelCard, usage: TokenUsage, baseline: ModelCard | None,
             estimated: bool = False) -> float:
         spent = cost(card, usage)
         self.input_tokens += usage.prompt_tokens
@@ -124,6 +126,16 @@ class Spend:
         return spent
 
 
+@dataclass(frozen=True)
+class EmbeddingUse:
+    """What an embedding request used: the model, its tokens, cache hits and the budget held."""
+
+    card: ModelCard
+    usage: TokenUsage
+    cache_hits: int
+    hold: Hold | None
+
+
 @dataclass
 class Meter:
     accounting: Accounting
@@ -132,8 +144,8 @@ class Meter:
     content_type: str | None
     streamed: bool
     started: float = field(default_factory=time.perf_counter)
-    runs: list[tuple[Run, Allowance | None]] = field(default_factory=list)
-    embedding: tuple[ModelCard, Usage, int, Hold | None] | None = None
+    runs: list[tuple[Reporting, Allowance | None]] = field(default_factory=list)
+    embedding: EmbeddingUse | None = None
     shared: bool = False  # served by another request's run (single flight): billed nothing
     closed: bool = False
 
@@ -150,7 +162,7 @@ class Meter:
             return routes, None
         allowance = Allowance(self)
         first = routes[0].candidate.estimated_cost
-        if await allowance.covers(first):
+        if await allowance.cover(first):
             return routes, allowance
         free = [replace(r, candidate=replace(
                     r.candidate, reason=f"budget exhausted, downgraded to a free model; "
@@ -169,11 +181,14 @@ class Meter:
             log.warning("budget store unavailable (%s); treating as exhausted", type(error).__name__)
             return None
 
-    def track(self, run: Run, allowance: Allowance | None) -> None:
+    def track(self, run: Reporting, allowance: Allowance | None) -> None:
         self.runs.append((run, allowance))
 
     def embedded(self, card: ModelCard, tokens: int, cache_hits: int, hold: Hold | None) -> None:
-        self.embedding = (card, Usage(tokens, 0), cache_hits, hold)
+        self.embedding = EmbeddingUse(card, TokenUsage(tokens, 0), cache_hits, hold)
+
+    def budget_limited(self) -> bool:
+        return self.accounting.budgets.policy(self.user) is not None
 
     @contextlib.contextmanager
     def closed_on_error(self) -> Iterator[None]:
@@ -228,19 +243,18 @@ class Meter:
         spend, settlements, path = Spend(), [], []
         baseline = self.accounting.baseline
         for run, allowance in self.runs:
-            run_cost = 0.0
-            for attempt in run.attempts:
-                card = attempt.route.candidate.card
-                run_cost += spend.add(card, attempt.billed(), baseline.get((card.tier, card.kind)),
-                                      attempt.usage is None and not attempt.skipped)
-                path.append(attempt.describe())
+            report = run.report()
+            for charge in report.charges:
+                card = charge.card
+                spend.add(card, charge.usage, baseline.get((card.tier, card.kind)), charge.estimated)
+            path += report.path
             if allowance is not None and allowance.hold is not None:
-                settlements.append((allowance.hold, run_cost))
+                settlements.append((allowance.hold, report.cost_usd))
         if self.embedding is not None:
-            card, usage, _, hold = self.embedding
-            spent = spend.add(card, usage, baseline.get((card.tier, card.kind)))
-            if hold is not None:
-                settlements.append((hold, spent))
+            use = self.embedding
+            spent = spend.add(use.card, use.usage, baseline.get((use.card.tier, use.card.kind)))
+            if use.hold is not None:
+                settlements.append((use.hold, spent))
         return spend, settlements, path
 
     def _record(self, spend: Spend, path: list[str], outcome: Outcome, status: int,
@@ -255,16 +269,16 @@ class Meter:
             cost_usd=round(spend.cost_usd, 10),
             hosted_equivalent_usd=round(spend.hosted_equivalent_usd, 10),
             savings_usd=round(spend.savings_usd, 10),
-            cache_hits=self.embedding[2] if self.embedding else 0,
+            cache_hits=self.embedding.cache_hits if self.embedding else 0,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3), outcome=outcome,
-            status=status, error_type=error_type, fallback_path=UsageRecord.path(path),
+            status=status, error_type=error_type, fallback_path=json.dumps(path) if len(path) > 1 else None,
             usage_source="estimated" if spend.estimated else "provider", streamed=self.streamed)
 
     def _final(self) -> ModelCard | None:
         if self.embedding is not None:
-            return self.embedding[0]
-        tried = [a for run, _ in self.runs for a in run.attempts if not a.skipped]
-        return tried[-1].route.candidate.card if tried else None
+            return self.embedding.card
+        served = [r.served_by for r in (run.report() for run, _ in self.runs) if r.served_by]
+        return served[-1] if served else None
 
     async def _settle(self, settlements: list[tuple[Hold, float]], tokens: int) -> None:
         acc = self.accounting

@@ -7,7 +7,8 @@ import json
 from datetime import date
 from typing import Any
 
-from router.usage.stores import COLUMNS, LedgerStore
+from router.usage.record import COLUMNS
+from router.usage.stores import LedgerStore
 
 DIMENSIONS = ("day", "provider", "model", "operation")
 _SUMS = ("COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "

@@ -12,14 +12,11 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from typing import Any, Protocol
 
-from router.usage.ledger import UsageRecord
+from router.usage.record import COLUMNS
 
 Row = tuple[Any, ...]
-
-COLUMNS = tuple(f.name for f in fields(UsageRecord))  # the record is the row, in this order
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, ["""CREATE TABLE usage_records (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.config import AppConfig
 from deployments.app import MissingGPUs, check_gpus
-from deployments.config import AppConfig
 
 GPU_CONFIG = {"auth": {"enabled": False},
               "local_models": [{"name": "smollm2-135m", "ray_actor_options": {"num_gpus": 1}}]}

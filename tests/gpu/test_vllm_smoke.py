@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from deployments.config import VLLMSettings
-from deployments.llm.protocol import GenerationParams, collect
+from core.config import VLLMSettings
+from core.generation import GenerationParams, collect
 from models import find_local_model
 
 pytestmark = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from models import ModelNotFound, WeightsNotFound, find_local_model, resolve_gguf
+from models import UnknownModel, WeightsNotFound, find_local_model, resolve_gguf
 
 
 def test_aliases_resolve_to_the_model() -> None:
@@ -15,7 +15,7 @@ def test_aliases_resolve_to_the_model() -> None:
 
 
 def test_unknown_model_lists_the_known_ones() -> None:
-    with pytest.raises(ModelNotFound, match="mistral-7b"):
+    with pytest.raises(UnknownModel, match="mistral-7b"):
         find_local_model("gpt-2")
 
 

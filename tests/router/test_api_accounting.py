@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments.llm.protocol import GenerationParams
+from core.generation import GenerationParams
 from models.catalog import HOSTED_MODELS
 from router.fallback import prompt_estimate
 from tests.conftest import AUTH

@@ -5,12 +5,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from router.api import app as fastapi_app
 from router.auth import OPEN_PATHS
+from router.routes import routes
 from tests.conftest import AUTH, LIMITED_KEY, LIMITED_RPM
 
-ROUTES = sorted({(method.upper(), path) for path, operations in fastapi_app.openapi()["paths"].items()
-                 for method in operations} | {("GET", "/openapi.json"), ("GET", "/docs")})
+ROUTES = sorted({(method, route.path) for route in routes.routes for method in route.methods}
+                | {("GET", "/openapi.json"), ("GET", "/docs")})
 
 
 def call(url: str, method: str, path: str, headers: dict[str, str]) -> httpx.Response:

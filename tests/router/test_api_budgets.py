@@ -7,10 +7,10 @@ import asyncio
 
 import httpx
 
-from deployments.llm.protocol import GenerationParams
+from core.generation import GenerationParams
+from core.pricing import estimate
 from models.catalog import HOSTED_MODELS
 from router.fallback import prompt_estimate
-from router.pricing import estimate
 from tests.conftest import AUTH, BUDGETS
 from tests.fakes import Reply
 from tests.router.test_api_accounting import ASK, records

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from ray import serve
 
-from router.errors import ProviderError
+from core.errors import ProviderError
 from tests.conftest import APP_NAME, AUTH
 from tests.fakes import Fault
 

@@ -11,15 +11,14 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from router.api import app
+from router.routes import routes
 
 # A provider failing is the one 5xx that input cannot cause but the fakes can: they cannot write
 # quiz JSON, so structured content fails validation, repair and escalation: a typed 502.
 UPSTREAM = {"upstream_error", "timeout_error", "service_unavailable"}
 
 
-OPERATIONS = sorted((method.upper(), path) for path, methods in app.openapi()["paths"].items()
-                    for method in methods)
+OPERATIONS = sorted((method, route.path) for route in routes.routes for method in route.methods)
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 
-from deployments.llm.protocol import Usage
+from core.generation import TokenUsage
+from core.pricing import cost
 from models.catalog import HOSTED_MODELS
-from router.pricing import cost
 from tests.conftest import ANTHROPIC_KEY, AUTH, OPENAI_KEY
 from tests.fakes import Reply
 
@@ -70,7 +70,7 @@ def test_usage_and_cost_match_the_provider_exactly(serve_url, fake_openai, fake_
                        completion_tokens=56))
     body = chat(serve_url, model=model).json()
     assert body["usage"] == {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
-    assert body["route"]["cost_usd"] == cost(CARDS[model], Usage(1234, 56))
+    assert body["route"]["cost_usd"] == cost(CARDS[model], TokenUsage(1234, 56))
     assert body["choices"][0]["message"]["content"] == "A fraction is a part of a whole."
 
 
@@ -85,7 +85,7 @@ def test_streamed_usage_and_cost_match_the_provider_exactly(serve_url, fake_open
     assert text == "Halves and quarters are fractions."
     finish = next(e for e in events if e["choices"] and e["choices"][0].get("finish_reason"))
     assert finish["choices"][0]["finish_reason"] == "stop"
-    assert finish["route"]["cost_usd"] == cost(CARDS[model], Usage(777, 9))
+    assert finish["route"]["cost_usd"] == cost(CARDS[model], TokenUsage(777, 9))
     assert events[-1]["usage"] == {"prompt_tokens": 777, "completion_tokens": 9, "total_tokens": 786}
 
 

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from deployments.config import ApiKeyConfig, AuthConfig
+from core.config import ApiKeyConfig, AuthConfig
 from router.auth import ApiKeyAuth, KeyRing, hash_key, new_key, presented_key
 
 BACKEND_KEY = "lx_backend-key-0123456789"

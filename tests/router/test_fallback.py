@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from deployments.config import RouterConfig
-from deployments.llm.protocol import Delta, GenerationParams, Usage
+from core.breakers import Breakers, BreakerSettings
+from core.config import RouterConfig
+from core.errors import AllProvidersFailed, InvalidRequest, ProviderError
+from core.generation import Delta, GenerationParams, TokenUsage
 from models.catalog import HOSTED_MODELS
-from router.chat import Route
-from router.errors import AllProvidersFailed, InvalidRequest, ProviderError
 from router.fallback import CONTINUE, Run, Switch, continuation
-from router.health import BreakerSettings, Health
 from router.policy import Candidate
+from router.route import Route
 
 PARAMS = GenerationParams(messages=[{"role": "user", "content": "hi"}], max_tokens=50)
 
@@ -35,7 +35,7 @@ class Scripted:
             yield Delta("partial ")
             raise ProviderError("cut", provider=self.name, model=model)
         yield Delta("answer")
-        yield Delta("", finish_reason="stop", usage=Usage(3, 1))
+        yield Delta("", finish_reason="stop", usage=TokenUsage(3, 1))
 
 
 def route(provider: Scripted, card_index: int) -> Route:
@@ -56,7 +56,7 @@ class Sleeps:
 
 
 def run(routes: list[Route], sleeps: Sleeps | None = None, **config) -> Run:
-    return Run(routes, RouterConfig(**{"max_retries": 2, **config}), Health(BreakerSettings()),
+    return Run(routes, RouterConfig(**{"max_retries": 2, **config}), Breakers(BreakerSettings()),
                sleep=sleeps or Sleeps(), rng=lambda: 1.0)
 
 
@@ -134,7 +134,7 @@ def test_continuation_budgets_the_remaining_tokens() -> None:
 
 async def test_open_breakers_are_skipped_but_the_only_candidate_is_still_tried() -> None:
     a, b = Scripted("a", []), Scripted("b", [])
-    health = Health(BreakerSettings(failure_threshold=1))
+    health = Breakers(BreakerSettings(failure_threshold=1))
     health.breaker("a", "gpt-4o-mini").record_failure()
     r = Run([route(a, 0), route(b, 2)], RouterConfig(), health)
     await r.complete(PARAMS)

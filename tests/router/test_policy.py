@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from models.catalog import HOSTED_MODELS, local_card
-from router.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from router.policy import PolicySettings, RouteRequest, rank
 
 CATALOG = [local_card("smollm2-135m", 4096), *HOSTED_MODELS]

@@ -9,8 +9,8 @@ import uuid
 import pytest
 import redis.asyncio as aioredis
 
-from deployments.config import ApiKeyConfig, RateLimitConfig
-from router.errors import RateLimited
+from core.config import ApiKeyConfig, RateLimitConfig
+from core.errors import RateLimited
 from router.ratelimit import ALWAYS, Bucket, Buckets, MemoryBuckets, RateLimiter, RedisBuckets
 from tests.conftest import free_port
 

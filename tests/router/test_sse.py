@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from router.errors import AllProvidersFailed
+from core.errors import AllProvidersFailed
 from router.sse import DONE, encode, encode_stream
 
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from deployments.config import LlamaCppSettings
+from core.config import LlamaCppSettings
+from core.generation import GenerationParams, PromptTooLong, collect
 from deployments.llm.llamacpp import LlamaCppEngine
-from deployments.llm.protocol import GenerationParams, PromptTooLong, collect
 from models import find_local_model, resolve_gguf
 
 

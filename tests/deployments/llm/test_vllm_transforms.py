@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.config import VLLMSettings
-from deployments.llm.protocol import GenerationParams, Usage
+from core.config import VLLMSettings
+from core.generation import GenerationParams, TokenUsage
 from deployments.llm.vllm import OutputTracker, engine_args, sampling_kwargs
 from models import LocalModelSpec, find_local_model
 
@@ -37,4 +37,4 @@ def test_cumulative_outputs_become_deltas_with_final_usage() -> None:
     assert tracker.delta("Hel", 5, 1, None).text == "Hel"
     assert tracker.delta("Hello", 5, 2, None).text == "lo"
     last = tracker.delta("Hello!", 5, 3, "stop")
-    assert (last.text, last.finish_reason, last.usage) == ("!", "stop", Usage(5, 3))
+    assert (last.text, last.finish_reason, last.usage) == ("!", "stop", TokenUsage(5, 3))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from deployments.config import AppConfig, HostedProviderConfig
-from deployments.llm.protocol import GenerationParams, Usage, collect
-from router.errors import InvalidRequest, ProviderError, ProviderTimeout
+from core.config import AppConfig, HostedProviderConfig
+from core.errors import InvalidRequest, ProviderError, ProviderTimeout
+from core.generation import GenerationParams, TokenUsage, collect
 from router.providers import build_providers
 from router.providers.anthropic import AnthropicProvider, to_anthropic
 from router.providers.openai import OpenAIProvider, to_openai
@@ -75,7 +75,7 @@ async def test_anthropic_usage_and_stop_reason(fake_anthropic) -> None:
                                  finish_reason="length"))
     completion = await collect(provider.stream("c", PARAMS))
     assert (completion.text, completion.finish_reason, completion.usage) == (
-        "one two three", "length", Usage(40, 3))
+        "one two three", "length", TokenUsage(40, 3))
 
 
 @pytest.mark.parametrize(("fault", "error"), [
@@ -105,7 +105,7 @@ async def test_timeout_is_a_provider_timeout(fake_openai) -> None:
 async def test_openai_usage(fake_openai) -> None:
     fake_openai.enqueue(Reply(text="a b", prompt_tokens=11, completion_tokens=2))
     provider = openai_provider(fake_openai)
-    assert (await collect(provider.stream("g", PARAMS))).usage == Usage(11, 2)
+    assert (await collect(provider.stream("g", PARAMS))).usage == TokenUsage(11, 2)
 
 
 async def test_anthropic_structured_output_is_a_forced_tool_call(fake_anthropic) -> None:

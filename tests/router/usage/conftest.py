@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from router.usage.ledger import UsageRecord
+from router.usage.record import UsageRecord
 from router.usage.stores import LedgerStore, open_store
 
 BASE = UsageRecord(

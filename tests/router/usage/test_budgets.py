@@ -10,7 +10,7 @@ from calendar import timegm
 import pytest
 import redis.asyncio as aioredis
 
-from deployments.config import BudgetConfig, BudgetsConfig
+from core.config import BudgetConfig, BudgetsConfig
 from router.usage.budgets import (
     DAY_TTL,
     MONTH_TTL,

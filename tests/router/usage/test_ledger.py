@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest_asyncio
 
-from deployments.config import LedgerConfig
-from router.usage.ledger import Ledger, utc_day
+from core.config import LedgerConfig
+from router.usage.ledger import Ledger
+from router.usage.record import utc_day
 from router.usage.stores import LedgerStore
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.router.usage.conftest import Database, usage_record, with_host

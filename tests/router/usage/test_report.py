@@ -8,7 +8,7 @@ from datetime import date
 
 import pytest_asyncio
 
-from router.usage.ledger import UsageRecord
+from router.usage.record import UsageRecord
 from router.usage.report import recent_records, usage_report
 from router.usage.stores import LedgerStore
 from tests.router.usage.conftest import Database, usage_record

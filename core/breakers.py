@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from router.errors import ProviderError, ServiceError
+from core.errors import ProviderError, ServiceError
 
 State = Literal["closed", "open", "half_open"]
 Verdict = Literal["ignore", "failure", "fatal"]
@@ -123,7 +123,7 @@ class CircuitBreaker:
             self._window.popleft()
 
 
-class Health:
+class Breakers:
     """All breakers of one router replica, created on first use."""
 
     def __init__(self, settings: BreakerSettings, clock: Callable[[], float] = time.monotonic,

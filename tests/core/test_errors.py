@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import (
+from core.errors import (
     AllProvidersFailed,
     AuthenticationFailed,
     BudgetExceeded,

@@ -1,4 +1,4 @@
-"""The one config model. Strict (unknown keys are errors that name the key), built from the Serve
+"""The one config model. ConfigModel (unknown keys are errors that name the key), built from the Serve
 config's `args`, with the seed's environment variables applied on top as overrides."""
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from models import ModelNotFound, find_local_model
+from models import UnknownModel, find_local_model
+from models.catalog import ProviderName
 
 
-class Strict(BaseModel):
+class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ActorOptions(Strict):
+class ActorOptions(ConfigModel):
     """Subset of Ray's ray_actor_options we support; num_gpus pins a replica to GPUs."""
 
     num_cpus: float = Field(1.0, ge=0)
@@ -26,7 +27,7 @@ class ActorOptions(Strict):
     accelerator_type: str | None = None
 
 
-class AutoscalingConfig(Strict):
+class AutoscalingConfig(ConfigModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: PositiveInt = 1
     target_ongoing_requests: float = Field(2.0, gt=0)
@@ -40,7 +41,7 @@ class AutoscalingConfig(Strict):
         return self
 
 
-class DeploymentOptions(Strict):
+class DeploymentOptions(ConfigModel):
     num_replicas: PositiveInt = 1
     autoscaling_config: AutoscalingConfig | None = None
     max_ongoing_requests: PositiveInt = 16
@@ -59,7 +60,7 @@ class DeploymentOptions(Strict):
         return opts
 
 
-class LlamaCppSettings(Strict):
+class LlamaCppSettings(ConfigModel):
     n_ctx: PositiveInt = 2048
     n_threads: PositiveInt | None = None  # None: llama.cpp's default (all cores)
     n_batch: PositiveInt = 512
@@ -67,7 +68,7 @@ class LlamaCppSettings(Strict):
     repeat_penalty: float = Field(1.1, ge=0)  # greedy decoding of small models loops without it
 
 
-class VLLMSettings(Strict):
+class VLLMSettings(ConfigModel):
     tensor_parallel_size: PositiveInt = 1
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_model_len: PositiveInt | None = None
@@ -89,12 +90,12 @@ class LocalModelConfig(DeploymentOptions):
     def _registered(self) -> LocalModelConfig:
         try:
             find_local_model(self.name)
-        except ModelNotFound as error:  # a LookupError; pydantic reports ValueErrors
+        except UnknownModel as error:  # a LookupError; pydantic reports ValueErrors
             raise ValueError(str(error)) from None
         return self
 
 
-class HostedProviderConfig(Strict):
+class HostedProviderConfig(ConfigModel):
     """A hosted API. Its key comes only from the environment (OPENAI_API_KEY / ANTHROPIC_API_KEY):
     secrets never live in config files. Without a key the provider is not a candidate."""
 
@@ -103,12 +104,12 @@ class HostedProviderConfig(Strict):
     timeout_s: float = Field(60.0, gt=0)
 
 
-class ProvidersConfig(Strict):
+class ProvidersConfig(ConfigModel):
     openai: HostedProviderConfig = Field(default_factory=HostedProviderConfig)
     anthropic: HostedProviderConfig = Field(default_factory=HostedProviderConfig)
 
 
-class BreakerConfig(Strict):
+class BreakerConfig(ConfigModel):
     failure_threshold: PositiveInt = 5
     failure_rate: float | None = Field(None, gt=0, le=1)
     window_s: float = Field(60.0, gt=0)
@@ -134,12 +135,12 @@ class RouterConfig(DeploymentOptions):
     retry_backoff_max_s: float = Field(8.0, ge=0)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     providers: ProvidersConfig = Field(default_factory=ProvidersConfig)
-    default_provider: Literal["local", "openai", "anthropic"] | None = None
+    default_provider: ProviderName | None = None
     enable_fallback: bool = True
     enable_cost_optimization: bool = True
 
 
-class CacheConfig(Strict):
+class CacheConfig(ConfigModel):
     enabled: bool = True  # ENABLE_VECTOR_CACHE
     type: Literal["memory", "redis"] = "memory"  # VECTOR_CACHE_TYPE
     redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL
@@ -149,7 +150,7 @@ class CacheConfig(Strict):
     redis_timeout_s: float = Field(0.05, gt=0)  # past this, a lookup is a miss
 
 
-class BatchingConfig(Strict):
+class BatchingConfig(ConfigModel):
     """Changeable at run time: it is the Embedder's Serve user_config."""
 
     max_batch_size: PositiveInt = 64
@@ -177,7 +178,7 @@ class EmbedderConfig(DeploymentOptions):
         return self
 
 
-class ApiKeyConfig(Strict):
+class ApiKeyConfig(ConfigModel):
     """A calling service's key, stored only as the SHA-256 of the key (python -m router.auth new-key)."""
 
     id: str = Field(min_length=1, max_length=64)  # names the caller in the ledger and rate limits
@@ -186,7 +187,7 @@ class ApiKeyConfig(Strict):
     tokens_per_minute: PositiveInt | None = None
 
 
-class AuthConfig(Strict):
+class AuthConfig(ConfigModel):
     enabled: bool = True  # false only for local development: every caller is then let in
     api_keys: list[ApiKeyConfig] = Field(default_factory=list)
 
@@ -202,7 +203,7 @@ class AuthConfig(Strict):
         return self
 
 
-class RateLimitConfig(Strict):
+class RateLimitConfig(ConfigModel):
     """Token buckets refilled every minute; None turns a limit off."""
 
     user_requests_per_minute: PositiveInt | None = 120
@@ -211,7 +212,7 @@ class RateLimitConfig(Strict):
     key_tokens_per_minute: PositiveInt | None = 5_000_000
 
 
-class BudgetConfig(Strict):
+class BudgetConfig(ConfigModel):
     daily_usd: float | None = Field(None, ge=0)
     monthly_usd: float | None = Field(None, ge=0)
     # When the budget cannot cover a request: downgrade to a free (local) model if the plan has
@@ -222,7 +223,7 @@ class BudgetConfig(Strict):
         return self.daily_usd is not None or self.monthly_usd is not None
 
 
-class BudgetsConfig(Strict):
+class BudgetsConfig(ConfigModel):
     default: BudgetConfig = Field(default_factory=BudgetConfig)
     users: dict[str, BudgetConfig] = Field(default_factory=dict)
 
@@ -230,7 +231,7 @@ class BudgetsConfig(Strict):
         return self.users.get(user_id, self.default)
 
 
-class LedgerConfig(Strict):
+class LedgerConfig(ConfigModel):
     enabled: bool = True
     # SQLite file by default (relative paths are resolved where the app is built); PostgreSQL with
     # postgresql://... (DATABASE_URL).
@@ -241,7 +242,7 @@ class LedgerConfig(Strict):
     retry_max_s: float = Field(5.0, gt=0)
 
 
-class AppConfig(Strict):
+class AppConfig(ConfigModel):
     enable_local_models: bool = True
     local_models_path: str | None = None
     local_models: list[LocalModelConfig] = Field(default_factory=list)

@@ -1,13 +1,13 @@
-"""What an LLM engine is: one async streaming call over normalized chat parameters.
+"""Generation in normalized terms: the parameters of a chat generation and the deltas it streams.
 
-Shared by the LLMServer deployment (which hosts an engine) and the router's providers (which speak
-the same GenerationParams/Delta to local and hosted models alike)."""
+Shared by the engines that host local models (deployments/llm/) and the router's providers, which
+speak the same GenerationParams/Delta to local and hosted models alike."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class GenerationParams:
 
 
 @dataclass(frozen=True)
-class Usage:
+class TokenUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -37,7 +37,7 @@ class Delta:
 
     text: str
     finish_reason: str | None = None
-    usage: Usage | None = None
+    usage: TokenUsage | None = None
     tokens: int | None = None  # tokens in `text`, when the engine or provider says
 
 
@@ -45,22 +45,12 @@ class Delta:
 class Completion:
     text: str
     finish_reason: str
-    usage: Usage
-
-
-class Engine(Protocol):
-    def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
-        """Stream deltas; closing the iterator early must stop the generation."""
-        ...
-
-    def check_health(self) -> None:
-        """Raise if the engine cannot serve."""
-        ...
+    usage: TokenUsage
 
 
 async def collect(deltas: AsyncIterator[Delta]) -> Completion:
     parts: list[str] = []
-    finish_reason, usage = "stop", Usage()
+    finish_reason, usage = "stop", TokenUsage()
     async for delta in deltas:
         parts.append(delta.text)
         if delta.finish_reason is not None:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from deployments.config import AppConfig, load_config
+from core.config import AppConfig, load_config
 
 SMOL = {"name": "smollm2-135m"}
 DEV = {"auth": {"enabled": False}}  # configs must say how callers authenticate

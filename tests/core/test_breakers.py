@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from router.errors import InvalidRequest, ProviderError, ProviderTimeout
-from router.health import BreakerSettings, CircuitBreaker, Health, counts
+from core.breakers import Breakers, BreakerSettings, CircuitBreaker, counts
+from core.errors import InvalidRequest, ProviderError, ProviderTimeout
 
 
 class Clock:
@@ -104,7 +104,7 @@ def test_what_counts() -> None:
 
 def test_health_reports_state_changes_and_snapshots() -> None:
     changes: list[tuple[str, str, str]] = []
-    health = Health(BreakerSettings(failure_threshold=1), Clock(),
+    health = Breakers(BreakerSettings(failure_threshold=1), Clock(),
                     on_change=lambda *c: changes.append(c))
     health.breaker("openai", "gpt-4o-mini").record_failure()
     assert changes == [("openai", "gpt-4o-mini", "open")]

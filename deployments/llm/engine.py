@@ -1,0 +1,19 @@
+"""What an LLM engine is: one async streaming call over normalized chat parameters. LLMServer hosts
+an injected engine (llama.cpp, vLLM, or a test's fake)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from core.generation import Delta, GenerationParams
+
+
+class Engine(Protocol):
+    def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
+        """Stream deltas; closing the iterator early must stop the generation."""
+        ...
+
+    def check_health(self) -> None:
+        """Raise if the engine cannot serve."""
+        ...

@@ -1,0 +1,46 @@
+"""The Router deployment: the ingress of the Serve graph. It turns the deployment handles it is bound
+to into the API's services and serves the API built from them (Serve calls
+`__serve_build_asgi_app__` after the constructor)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from core.config import AppConfig
+from router.api import build_api
+from router.embeddings import HandleEmbedder
+from router.providers import build_providers
+from router.services import HealthCheck, Services, build_services
+
+log = logging.getLogger("ray.serve")
+
+
+def health_check(handle: DeploymentHandle) -> HealthCheck:
+    async def check() -> None:
+        await handle.check_health.remote()
+    return check
+
+
+@serve.ingress()
+class Router:
+    def __init__(self, config: AppConfig, llm_handles: dict[str, DeploymentHandle],
+                 embedder: DeploymentHandle | None = None):
+        providers = build_providers(config, llm_handles, os.environ)
+        readiness = {name: health_check(h) for name, h in llm_handles.items()}
+        if embedder is not None:
+            readiness["embedder"] = health_check(embedder)
+        self.services: Services = build_services(
+            config, providers, HandleEmbedder(embedder) if embedder else None, readiness)
+        log.info("router ready; providers: %s", ", ".join(providers) or "none")
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return build_api(self.services)
+
+    async def __del__(self) -> None:
+        """Serve's graceful shutdown: write what the ledger still buffers."""
+        await self.services.close()

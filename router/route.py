@@ -1,0 +1,129 @@
+"""The vocabulary of a request's journey, shared by chat, content, fallback and the meter: a route (a
+provider and the policy's candidate), each attempt made on one, and the report of a whole run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from core.errors import ServiceError
+from core.generation import Delta, TokenUsage
+from core.pricing import cost, estimate_tokens
+from models.catalog import ModelCard
+from router.policy import Candidate
+from router.providers.base import Provider
+
+
+@dataclass(frozen=True)
+class Route:
+    provider: Provider
+    candidate: Candidate
+
+    @property
+    def model(self) -> str:
+        return self.candidate.card.name
+
+    @property
+    def card(self) -> ModelCard:
+        return self.candidate.card
+
+    def header(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Emitted in a stream where a failed candidate hands over to the next one."""
+
+    from_route: str
+    to_route: str
+    error: str
+
+
+@dataclass
+class Attempt:
+    route: Route
+    prompt_estimate: int = 0
+    error: ServiceError | None = None
+    skipped: str | None = None  # why the candidate was not called
+    usage: TokenUsage | None = None  # the provider's own count, when the attempt finished
+    tokens: int = 0  # generated so far, as counted by the provider per delta
+    chars: int = 0  # generated text that came without a token count
+
+    def count(self, delta: Delta) -> None:
+        if delta.tokens is not None:
+            self.tokens += delta.tokens
+        else:
+            self.chars += len(delta.text)
+
+    def billed(self) -> TokenUsage:
+        """The provider's usage, or for an attempt cut short (failed, client gone) what it
+        generated: the prompt (estimated) and the tokens counted so far."""
+        if self.usage is not None:
+            return self.usage
+        if not self.tokens and not self.chars:
+            return TokenUsage()  # nothing was generated: providers bill no failed call
+        return TokenUsage(self.prompt_estimate, self.tokens + estimate_tokens(self.chars))
+
+    def describe(self) -> str:
+        if self.skipped:
+            return f"{self.route.header()} (skipped: {self.skipped})"
+        if self.error is not None:
+            return f"{self.route.header()} (failed: {self.error.message})"
+        return self.route.header()
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one attempt costs: its model, its tokens, and whether they are estimated."""
+
+    card: ModelCard
+    usage: TokenUsage
+    estimated: bool
+
+    @property
+    def cost_usd(self) -> float:
+        return cost(self.card, self.usage)
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """A run as the response, the content events and the ledger see it."""
+
+    final: Route | None  # the route of the last attempt
+    charges: tuple[Charge, ...] = ()
+    path: tuple[str, ...] = ()  # every attempt, described
+    served_by: ModelCard | None = None  # the model of the last attempt actually called
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+    @property
+    def cost_usd(self) -> float:
+        return round(sum(c.cost_usd for c in self.charges), 10)
+
+    def route_info(self) -> dict[str, Any]:
+        """The `route` object of responses: provider, model, why, cost and, after a fallback, the
+        path taken."""
+        assert self.final is not None, "a run reports its route once an attempt was made"
+        info: dict[str, Any] = {"provider": self.final.provider.name, "model": self.final.model,
+                                "reason": self.final.candidate.reason, "cost_usd": self.cost_usd}
+        if len(self.path) > 1:
+            info["path"] = list(self.path)
+        return info
+
+
+def report(attempts: list[Attempt]) -> RunReport:
+    charges = tuple(Charge(a.route.card, a.billed(), a.usage is None and not a.skipped)
+                    for a in attempts)
+    called = [a for a in attempts if not a.skipped]
+    return RunReport(
+        final=attempts[-1].route if attempts else None, charges=charges,
+        path=tuple(a.describe() for a in attempts),
+        served_by=called[-1].route.card if called else None,
+        usage=TokenUsage(sum(c.usage.prompt_tokens for c in charges),
+                         sum(c.usage.completion_tokens for c in charges)))
+
+
+class Reporting(Protocol):
+    """Anything that can report a run (a fallback Run)."""
+
+    def report(self) -> RunReport: ...

@@ -1,0 +1,189 @@
+"""The routes. Each handler finds the app's services on `request.app.state` (router/api.py)."""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+
+import asyncio
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from core.errors import InvalidRequest, ModelUnavailable
+from deployments.embed.server import EmbedResult
+from router import sse
+from router.chat import prepend
+from router.content import collect as collect_content
+from router.embeddings import openai_response, seed_response
+from router.protocol import (
+    ChatCompletionRequest,
+    EmbeddingsRequest,
+    GenerateContentRequest,
+    ModelList,
+    ModelObject,
+    SeedEmbeddingsRequest,
+)
+from router.services import Services
+from router.usage.ledger import Ledger
+from router.usage.meter import Meter
+from router.usage.report import recent_records, usage_report
+
+routes = APIRouter()
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def request_id(request: Request) -> str | None:
+    """The caller's X-Request-Id, or the one the Serve ingress gave it (HAProxy adds it to requests
+    and Serve returns it on the response)."""
+    value = request.headers.get("x-request-id", "")
+    return value[:128] if value.strip() else None
+
+
+async def start_meter(request: Request, user: str | None, operation: str, **details: Any) -> Meter:
+    return await services(request).accounting.start(
+        request.state.api_key, user, operation, request_id(request), **details)
+
+
+@routes.post("/v1/chat/completions")
+async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+    chat = services(request).chat
+    meter = await start_meter(request, body.user, "chat.completions", streamed=body.stream)
+    with meter.closed_on_error():
+        if body.stream:
+            chunks, route = await chat.stream(body, meter)
+            return StreamingResponse(sse.encode_stream(meter.watch(chunks)),
+                                     media_type=sse.MEDIA_TYPE,
+                                     headers={**sse.HEADERS, "x-learnx-route": route})
+        completion, route = await chat.complete(body, meter)
+    meter.close()
+    return JSONResponse(completion.model_dump(exclude_none=True),
+                        headers={"x-learnx-route": route})
+
+
+@routes.post("/api/v1/ai/generate-content")
+async def generate_content(request: Request, body: GenerateContentRequest) -> Response:
+    content = services(request).content
+    meter = await start_meter(request, body.user_id, "generate-content",
+                              content_type=body.content_type, streamed=body.stream)
+    with meter.closed_on_error():  # once events run, the content service closes the meter
+        events = content.events(content.prepare(body), meter)
+    if not body.stream:
+        collected = collect_content([e async for e in events])
+        status = collected["metadata"].get("status", 200) if collected["type"] == "error" else 200
+        return JSONResponse(collected, status_code=status)
+    first = await anext(events)  # a failure before any content is an HTTP error
+    if first["type"] == "error":
+        return JSONResponse(first, status_code=first["metadata"]["status"])
+    return StreamingResponse(sse.encode_stream(prepend(first, events)),
+                             media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+async def embed(request: Request, user: str | None, texts: list[str], model: str | None,
+                **options: Any) -> EmbedResult:
+    meter = await start_meter(request, user, "embeddings")
+    with meter.closed_on_error():
+        result = await services(request).embeddings.embed(texts, model, meter, **options)
+    meter.close()
+    return result
+
+
+@routes.post("/v1/embeddings")
+async def openai_embeddings(request: Request, body: EmbeddingsRequest) -> JSONResponse:
+    result = await embed(request, body.user, body.texts(), body.model, dimensions=body.dimensions)
+    return JSONResponse(openai_response(result, body.encoding_format))
+
+
+@routes.post("/api/v1/ai/embeddings")
+async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSONResponse:
+    started = time.perf_counter()
+    result = await embed(request, body.user_id, body.texts, body.model,
+                         use_cache=body.use_cache, deduplicate=body.deduplicate)
+    return JSONResponse(seed_response(result, started))
+
+
+@routes.get("/api/v1/ai/usage")
+@routes.get("/v1/usage")
+async def usage(request: Request, user_id: Annotated[str | None, Query(min_length=1)] = None,
+                since: Annotated[date | None, Query(alias="from")] = None,
+                until: Annotated[date | None, Query(alias="to")] = None) -> dict[str, Any]:
+    """Usage and cost per user (or in total when user_id is omitted), by day, provider, model and
+    operation, with the savings of local models; the last 30 days (UTC) by default."""
+    accounting = services(request).accounting
+    ledger = _ledger(request)
+    until = until or datetime.now(UTC).date()
+    since = since or until - timedelta(days=min(29, (until - date.min).days))
+    if since > until:
+        raise InvalidRequest("'from' must not be after 'to'", param="from")
+    report = await ledger.read(lambda store: usage_report(store, user_id, since, until))
+    if user_id is not None:
+        report["budget"] = await accounting.budget_status(user_id)
+    report["ledger"] = {"buffered": ledger.buffered, "dropped": ledger.stats.dropped,
+                        "write_failures": ledger.stats.failures}
+    return report
+
+
+@routes.get("/api/v1/ai/usage/records")
+async def usage_records(request: Request, user_id: Annotated[str, Query(min_length=1)],
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
+    """A user's latest ledger records (one per request), newest first."""
+    records = await _ledger(request).read(lambda store: recent_records(store, user_id, limit))
+    return {"user_id": user_id, "records": records}
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger = services(request).accounting.ledger
+    if ledger is None:
+        raise ModelUnavailable("the usage ledger is disabled in this deployment")
+    return ledger
+
+
+@routes.get("/v1/models")
+async def models(request: Request) -> ModelList:
+    found = services(request)
+    chat = [ModelObject(id=c.name, owned_by=c.provider) for c in found.chat.available_models()
+            if c.kind == "chat"]
+    embedding = [ModelObject(id=m, owned_by=p) for m, p in found.embeddings.models()]
+    return ModelList(data=chat + embedding)
+
+
+@routes.get("/health")
+@routes.get("/api/v1/ai/health")
+async def health() -> dict[str, str]:
+    """Liveness: the router answers."""
+    return {"status": "ok"}
+
+
+@routes.get("/ready")
+@routes.get("/api/v1/ai/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: every local model replica and the embedder answer their health checks."""
+    checks = services(request).readiness
+    names = sorted(checks)
+    results = await asyncio.gather(*(asyncio.wait_for(checks[n](), timeout=5) for n in names),
+                                   return_exceptions=True)
+    models = {n: "ok" if r is None else f"unavailable ({type(r).__name__})"
+              for n, r in zip(names, results, strict=True)}
+    ok = all(r is None for r in results)
+    return JSONResponse({"status": "ready" if ok else "not_ready", "models": models},
+                        status_code=200 if ok else 503)
+
+
+@routes.get("/health/providers")
+@routes.get("/api/v1/ai/health/providers")
+async def provider_health(request: Request) -> dict[str, Any]:
+    """Circuit breakers of this router replica, per provider/model that has been called."""
+    found = services(request)
+    return {"providers": sorted(found.chat.providers()), "breakers": found.breakers.snapshot()}
+
+
+@routes.post("/health/providers/reset")
+@routes.post("/api/v1/ai/health/providers/reset")
+async def reset_provider_health(request: Request) -> dict[str, str]:
+    """Close every breaker of this replica (operators, after fixing a provider's key)."""
+    services(request).breakers.reset()
+    return {"status": "reset"}

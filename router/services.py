@@ -1,0 +1,77 @@
+"""What the HTTP API serves requests with, built from the config and the model backends. The Serve
+ingress builds it from deployment handles; tests build it from scripted providers, in process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from core.breakers import Breakers, BreakerSettings
+from core.config import AppConfig
+from models.catalog import ModelCard
+from router import metrics
+from router.chat import ChatService, build_catalog
+from router.content import ContentService
+from router.embeddings import EmbedderClient, EmbeddingService
+from router.providers import Provider
+from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from router.usage.budgets import Budgets, MemoryBudgetStore, RedisBudgetStore
+from router.usage.ledger import Ledger
+from router.usage.meter import Accounting
+from router.usage.stores import open_store
+
+log = logging.getLogger("ray.serve")
+
+HealthCheck = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Services:
+    config: AppConfig
+    chat: ChatService
+    content: ContentService
+    embeddings: EmbeddingService
+    accounting: Accounting
+    breakers: Breakers
+    readiness: dict[str, HealthCheck] = field(default_factory=dict)  # name -> raises if not ready
+
+    async def close(self) -> None:
+        """Write what the ledger still buffers (Serve's graceful shutdown)."""
+        if self.accounting.ledger is not None:
+            await self.accounting.ledger.close()
+
+
+def build_services(config: AppConfig, providers: dict[str, Provider],
+                   embedder: EmbedderClient | None = None,
+                   readiness: dict[str, HealthCheck] | None = None) -> Services:
+    breakers = Breakers(BreakerSettings(**config.router.breaker.model_dump()),
+                        on_change=metrics.breaker_changed)
+    catalog = build_catalog(config)
+    chat = ChatService(config.router, providers, catalog, breakers)
+    warn_if_open(config)
+    return Services(
+        config=config, chat=chat, content=ContentService(chat),
+        embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers),
+        accounting=build_accounting(config, catalog), breakers=breakers,
+        readiness=dict(readiness or {}))
+
+
+def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
+    redis = None
+    if config.redis_url:
+        redis = aioredis.from_url(config.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    budgets = Budgets(config.budgets, RedisBudgetStore(redis) if redis else MemoryBudgetStore())
+    limiter = RateLimiter(config.rate_limits, RedisBuckets(redis) if redis else MemoryBuckets())
+    ledger = None
+    if config.ledger.enabled:
+        ledger = Ledger(open_store(config.ledger.database_url), config.ledger)
+    return Accounting(ledger, budgets, limiter, catalog)
+
+
+def warn_if_open(config: AppConfig) -> None:
+    if not config.auth.enabled:
+        log.warning("\n%s\nAUTH IS DISABLED (auth.enabled: false): every caller is let in without "
+                    "an API key. For local development only.\n%s", "!" * 78, "!" * 78)

@@ -1,0 +1,46 @@
+"""The usage ledger's record: one per request. Shared by the meter that makes it, the ledger that
+buffers it and the stores that write it; its fields are the table's columns, in order."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import astuple, dataclass, fields
+from typing import Literal
+
+Outcome = Literal["success", "error", "client_disconnected", "shared"]
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    request_id: str
+    ts: float
+    day: str
+    user_id: str
+    api_key_id: str
+    operation: str  # chat.completions | embeddings | generate-content
+    content_type: str | None
+    provider: str | None  # the final provider/model (the whole path is in fallback_path)
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    hosted_equivalent_usd: float  # local tokens priced at the cheapest hosted model of their tier
+    savings_usd: float
+    cache_hits: int
+    latency_ms: float
+    outcome: Outcome
+    status: int
+    error_type: str | None
+    fallback_path: str | None  # JSON list of the attempts, when there was more than one
+    usage_source: Literal["provider", "estimated"]
+    streamed: bool
+
+    def row(self) -> tuple[object, ...]:
+        return astuple(self)
+
+
+COLUMNS = tuple(f.name for f in fields(UsageRecord))
+
+
+def utc_day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
