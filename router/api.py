@@ -3,6 +3,7 @@
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,15 +19,25 @@ from router.services import Services
 
 
 def build_api(services: Services) -> FastAPI:
-    app = FastAPI(title="LEARN-X AI service", version="0.1.0")
+    app = _routed()
     app.state.services = services
-    app.include_router(routes)
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit, max_bytes=services.config.router.max_body_bytes)
     app.add_middleware(ApiKeyAuth, config=services.config.auth)  # outermost: 401 before a body
     return app
+
+
+def _routed() -> FastAPI:
+    app = FastAPI(title="LEARN-X AI service", version="0.1.0")
+    app.include_router(routes)
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    """What /openapi.json serves; docs/openapi.json is its snapshot (`python -m router.api`)."""
+    return _routed().openapi()
 
 
 async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
@@ -62,3 +73,7 @@ def _first_field(errors: Any) -> str | None:
         if loc:
             return ".".join(loc)
     return None
+
+
+if __name__ == "__main__":
+    print(json.dumps(openapi_document(), indent=1, sort_keys=True))

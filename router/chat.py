@@ -52,6 +52,10 @@ class ChatService:
     def catalog(self) -> list[ModelCard]:
         return self._catalog
 
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+
     def providers(self) -> list[str]:
         return list(self._providers)
 

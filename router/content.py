@@ -76,7 +76,8 @@ class ContentService:
             yield event
 
     async def _generate(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
-        seq, failure = 0, None
+        seq = 0
+        failure: BaseException | None = None
         base = {"difficulty": prepared.difficulty, "difficulty_reason": prepared.adaptation,
                 "template_version": TEMPLATE_VERSION}
         try:
@@ -135,7 +136,8 @@ class ContentService:
                                            meter)
                 runs.append(run)
                 completion, route = await run.complete(params)
-                data, problems = validate(request.content_type, completion.text)
+                data, invalid = validate(request.content_type, completion.text)
+                problems = invalid or problems
                 if data is not None:
                     for item in _items(request.content_type, data):
                         yield {"content": json.dumps(item["value"]), "type": request.content_type,

@@ -21,7 +21,7 @@ from core.errors import (
 )
 from core.pricing import estimate, estimate_tokens
 from deployments.embed.server import EmbedRequest, EmbedResult
-from models import LOCAL_EMBEDDING_MODELS
+from models import find_embedding_model
 from models.catalog import HOSTED_MODELS, ModelCard
 from router.usage.budgets import Hold
 from router.usage.meter import Meter
@@ -36,7 +36,7 @@ class EmbedderClient(Protocol):
 class HandleEmbedder:
     """The Embedder deployment behind a Serve handle."""
 
-    def __init__(self, handle: DeploymentHandle):
+    def __init__(self, handle: DeploymentHandle[Any]):
         self._handle = handle
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
@@ -53,7 +53,7 @@ class EmbeddingService:
         self._config = config
         self._embedder = embedder
         self._openai = openai
-        spec = next(s for s in LOCAL_EMBEDDING_MODELS if s.name == config.model)
+        spec = find_embedding_model(config.model)
         self._local = {n: spec.name for n in (spec.name, *spec.aliases)} if embedder else {}
         self._local_card = ModelCard(name=spec.name, provider="local", tier="small", kind="embedding",
                                      context_window=spec.max_seq_tokens, input_per_million=0.0,
@@ -108,6 +108,8 @@ class EmbeddingService:
 
     async def _call(self, texts: list[str], concrete: str, use_cache: bool, deduplicate: bool,
                     dimensions: int | None) -> EmbedResult:
+        if self._embedder is None:
+            raise ModelUnavailable("the embedding service is disabled in this deployment")
         try:
             return await self._embedder.embed(
                 EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions))

@@ -146,7 +146,7 @@ class Run:
         if retry_after is not None:
             return retry_after
         cap = min(self._config.retry_backoff_max_s, self._config.retry_backoff_s * 2 ** retry)
-        return cap * (0.5 + self._rng() / 2)  # "equal jitter": never zero, never above the cap
+        return float(cap * (0.5 + self._rng() / 2))  # "equal jitter": never zero, never above the cap
 
     async def _bounded(self, call: Awaitable[T], limit: float, route: Route) -> T:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from fastapi import FastAPI
 from ray import serve
@@ -20,7 +21,7 @@ from router.services import HealthCheck, Services, build_services
 log = logging.getLogger("ray.serve")
 
 
-def health_check(handle: DeploymentHandle) -> HealthCheck:
+def health_check(handle: DeploymentHandle[Any]) -> HealthCheck:
     async def check() -> None:
         await handle.check_health.remote()
     return check
@@ -28,8 +29,8 @@ def health_check(handle: DeploymentHandle) -> HealthCheck:
 
 @serve.ingress()
 class Router:
-    def __init__(self, config: AppConfig, llm_handles: dict[str, DeploymentHandle],
-                 embedder: DeploymentHandle | None = None):
+    def __init__(self, config: AppConfig, llm_handles: dict[str, DeploymentHandle[Any]],
+                 embedder: DeploymentHandle[Any] | None = None):
         providers = build_providers(config, llm_handles, os.environ)
         readiness = {name: health_check(h) for name, h in llm_handles.items()}
         if embedder is not None:

@@ -6,9 +6,16 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
-from content.profile import LearnerProfile, LearningStyle
+from content.profile import LearnerProfile, LearningStyle, difficulty_level
 from content.templates import ContentType
 from models.catalog import ProviderName
 
@@ -198,6 +205,18 @@ class GenerateContentRequest(Wire):
     preferred_providers: list[ProviderName] = Field(default_factory=list)
     max_tokens: int | None = Field(None, ge=16, le=4096)
     stream: bool = True
+
+    @field_validator("difficulty", mode="wrap")
+    @classmethod
+    def _difficulty(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> int | str:
+        """One clear error for the field, not one per member of its union."""
+        try:
+            level: int | str = handler(value)
+        except ValidationError:
+            raise ValueError("difficulty must be 1-5 or one of beginner, intermediate, "
+                             "advanced") from None
+        difficulty_level(level)  # raises ValueError naming what is allowed
+        return level
 
     def profile(self) -> LearnerProfile:
         if self.user_profile is not None:

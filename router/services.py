@@ -39,9 +39,10 @@ class Services:
     readiness: dict[str, HealthCheck] = field(default_factory=dict)  # name -> raises if not ready
 
     async def close(self) -> None:
-        """Write what the ledger still buffers (Serve's graceful shutdown)."""
+        """Write what the ledger still buffers and release connections (graceful shutdown)."""
         if self.accounting.ledger is not None:
             await self.accounting.ledger.close()
+        await self.chat.aclose()
 
 
 def build_services(config: AppConfig, providers: dict[str, Provider],

@@ -4,6 +4,7 @@ complete event stream (what was produced before it joined, then the rest)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -37,13 +38,16 @@ class Flight:
         seen = 0
         while True:
             async with self._changed:
-                await self._changed.wait_for(lambda seen=seen: len(self._events) > seen or self._done)
+                await self._changed.wait_for(functools.partial(self._beyond, seen))
                 batch, done = self._events[seen:], self._done
             seen += len(batch)
             for event in batch:
                 yield event, number
             if done and seen == len(self._events):
                 return
+
+    def _beyond(self, seen: int) -> bool:
+        return len(self._events) > seen or self._done
 
     @property
     def subscribers(self) -> int:
@@ -61,5 +65,8 @@ class SingleFlight:
     def join(self, key: str, start: Callable[[], AsyncIterator[Event]]) -> Flight:
         if key not in self._flights:
             self.started += 1
-            self._flights[key] = Flight(start(), lambda: self._flights.pop(key, None))
+            self._flights[key] = Flight(start(), lambda: self._forget(key))
         return self._flights[key]
+
+    def _forget(self, key: str) -> None:
+        self._flights.pop(key, None)

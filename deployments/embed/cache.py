@@ -12,7 +12,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -36,6 +36,8 @@ class VectorCache(Protocol):
     async def get_many(self, keys: list[str]) -> list[np.ndarray | None]: ...
 
     async def set_many(self, items: dict[str, np.ndarray]) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 class MemoryCache:
@@ -62,6 +64,9 @@ class MemoryCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    async def aclose(self) -> None:
+        self._items.clear()
+
 
 class RedisCache:
     def __init__(self, url: str, prefix: str, ttl_s: int, timeout_s: float,
@@ -85,7 +90,7 @@ class RedisCache:
             self._failed(error)
             return [None] * len(keys)
         self.breaker.record_success()
-        return [None if r is None else np.frombuffer(r, dtype=np.float32) for r in raw]
+        return [None if r is None else np.frombuffer(cast(bytes, r), dtype=np.float32) for r in raw]
 
     async def set_many(self, items: dict[str, np.ndarray]) -> None:
         if not items or not self.breaker.allow():
@@ -100,6 +105,9 @@ class RedisCache:
             self._failed(error)
             return
         self.breaker.record_success()
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
 
     def _failed(self, error: Exception) -> None:
         self.errors += 1

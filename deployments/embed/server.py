@@ -5,8 +5,10 @@ a request and across concurrent requests (single flight), then the model: the lo
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,16 +55,22 @@ def make_cache(config: EmbedderConfig) -> VectorCache | None:
     return MemoryCache(cache.max_items)
 
 
-def default_encoder(config: EmbedderConfig, models_path: str | None) -> Encoder:
-    from models import LOCAL_EMBEDDING_MODELS, resolve_embedding_gguf
+EncoderFactory = Callable[[EmbedderConfig, str | None], Encoder]
 
-    spec = next(s for s in LOCAL_EMBEDDING_MODELS if s.name == config.model)
+
+def default_encoder(config: EmbedderConfig, models_path: str | None) -> Encoder:
+    from models import find_embedding_model, resolve_embedding_gguf
+
+    spec = find_embedding_model(config.model)
     return LlamaCppEncoder(spec, resolve_embedding_gguf(spec, models_path), config.n_threads)
 
 
 class Embedder:
     def __init__(self, config: EmbedderConfig, models_path: str | None = None,
-                 openai_config: HostedProviderConfig | None = None, encoder_factory=default_encoder):
+                 openai_config: HostedProviderConfig | None = None,
+                 encoder_factory: EncoderFactory = default_encoder, batched: bool = True):
+        """`batched`: batch local calls with @serve.batch (which needs a Serve replica); in-process
+        tests turn it off."""
         self._config = config
         self._encoder = encoder_factory(config, models_path)
         self._cache = make_cache(config)
@@ -73,15 +81,20 @@ class Embedder:
         self._health = Breakers(BreakerSettings())
         self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
         self._batch_sizes: Counter[int] = Counter()
+        self._compute = self._embed_local if batched else self._embed_one
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self._embed_local.set_max_batch_size(int(user_config["max_batch_size"]))
-        self._embed_local.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
+        batched: Any = self._embed_local  # @serve.batch adds the setters; its stubs do not say so
+        batched.set_max_batch_size(int(user_config["max_batch_size"]))
+        batched.set_batch_wait_timeout_s(float(user_config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _embed_local(self, texts: list[str]) -> list[np.ndarray]:
         self._batch_sizes[len(texts)] += 1
         return await asyncio.to_thread(embed_batch, self._encoder, texts, self._config.chunk_size)
+
+    async def _embed_one(self, text: str) -> np.ndarray:
+        return (await asyncio.to_thread(embed_batch, self._encoder, [text], 1))[0]
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         """Every input item is exactly one of: a cache hit, a duplicate of an earlier item of the
@@ -97,11 +110,11 @@ class Embedder:
             fresh, tokens = await self._local([slots[i] for i in missing], texts)
         else:
             fresh, tokens = await self._openai_embed(request.model, texts, request.dimensions)
-        for i, vector in zip(missing, fresh, strict=True):
-            vectors[i] = vector
+        found = {i: v for i, v in enumerate(vectors) if v is not None}
+        found |= dict(zip(missing, fresh, strict=True))
         if self._cache is not None and request.use_cache and missing:
-            await self._cache.set_many({slots[i]: vectors[i] for i in missing})
-        ordered = [vectors[s] for s in slot_of]
+            await self._cache.set_many({slots[i]: found[i] for i in missing})
+        ordered = [found[s] for s in slot_of]
         return EmbedResult(ordered, request.model, len(ordered[0]) if ordered else dims,
                            cache_hits=len(slots) - len(missing),
                            deduplicated=len(keys) - len(slots), prompt_tokens=tokens)
@@ -115,11 +128,14 @@ class Embedder:
         tasks = []
         for key, text in zip(keys, texts, strict=True):
             if key not in self._inflight:  # single flight across concurrent requests
-                task = asyncio.ensure_future(self._embed_local(text))
+                task = asyncio.ensure_future(self._compute(text))
                 self._inflight[key] = task
-                task.add_done_callback(lambda _, k=key: self._inflight.pop(k, None))
+                task.add_done_callback(functools.partial(self._landed, key))
             tasks.append(asyncio.shield(self._inflight[key]))  # a cancelled caller can't cancel it
         return list(await asyncio.gather(*tasks)), estimate_tokens(sum(len(t) for t in texts))
+
+    def _landed(self, key: str, _: object) -> None:
+        self._inflight.pop(key, None)
 
     async def _openai_embed(self, model: str, texts: list[str],
                             dimensions: int | None) -> tuple[list[np.ndarray], int]:

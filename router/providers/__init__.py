@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
@@ -12,7 +13,7 @@ from router.providers.base import Provider
 __all__ = ["Provider", "build_providers"]
 
 
-def build_providers(config: AppConfig, llm_handles: dict[str, DeploymentHandle],
+def build_providers(config: AppConfig, llm_handles: dict[str, DeploymentHandle[Any]],
                     environ: Mapping[str, str]) -> dict[str, Provider]:
     """The providers that can serve: local when models are deployed, hosted ones with a key."""
     from router.providers.anthropic import AnthropicProvider

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import anthropic
@@ -60,7 +60,10 @@ class AnthropicProvider:
         return cls(anthropic.AsyncAnthropic(api_key=key, base_url=config.base_url, max_retries=0,
                                             timeout=config.timeout_s))
 
-    async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
         prompt_tokens, completion_tokens, stop_reason, stopped = 0, 0, None, False
         try:
             stream = await self._client.messages.create(**to_anthropic(model, params), stream=True)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from core.generation import Delta, GenerationParams
@@ -12,7 +12,11 @@ from core.generation import Delta, GenerationParams
 class Provider(Protocol):
     name: str
 
-    def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
+    def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
         """Deltas as produced; the last one carries finish_reason and usage. A stream that ends
         without its provider's proper end raises ProviderError."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections (at shutdown)."""
         ...

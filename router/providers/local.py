@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from core.errors import InvalidRequest, ProviderError
 from core.generation import Delta, GenerationParams, PromptTooLong
@@ -13,14 +14,18 @@ from core.generation import Delta, GenerationParams, PromptTooLong
 class LocalProvider:
     name = "local"
 
-    def __init__(self, handles: dict[str, DeploymentHandle]):
+    def __init__(self, handles: dict[str, DeploymentHandle[Any]]):
         self._handles = handles
 
     def models(self) -> list[str]:
         return sorted(self._handles)
 
-    async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
-        responses = self._handles[model].options(stream=True).stream.remote(params)
+    async def aclose(self) -> None:
+        return None
+
+    async def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
+        responses = cast(DeploymentResponseGenerator[Delta],
+                         self._handles[model].options(stream=True).stream.remote(params))
         try:
             async for delta in responses:
                 yield delta
@@ -29,7 +34,7 @@ class LocalProvider:
         finally:
             # Closing this generator early (a timeout, a fallback, a client gone) must stop the
             # replica's generation too, or it keeps the model busy for the next request.
-            responses.cancel()
+            responses.cancel()  # type: ignore[no-untyped-call]
 
     def _translate(self, model: str, error: Exception) -> Exception:
         if isinstance(error, PromptTooLong):  # RayTaskError subclasses the replica's exception type

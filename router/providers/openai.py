@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import openai
@@ -41,7 +41,10 @@ class OpenAIProvider:
         client = openai_client(config, environ, max_retries=0)  # our retries, not the SDK's
         return cls(client) if client is not None else None
 
-    async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
         finish_reason, usage = None, TokenUsage()
         try:
             stream = await self._client.chat.completions.create(

@@ -240,7 +240,7 @@ class Meter:
         return "error", type(error).__name__
 
     def _spend(self) -> tuple[Spend, list[tuple[Hold, float]], list[str]]:
-        spend, settlements, path = Spend(), [], []
+        spend, settlements, path = Spend(), [], list[str]()
         baseline = self.accounting.baseline
         for run, allowance in self.runs:
             report = run.report()

@@ -117,7 +117,9 @@ class SQLiteStore:
             raise
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
-        return await self._call(lambda: self._conn().execute(sql, list(params)).fetchall())
+        rows: list[Row] = await self._call(
+            lambda: self._conn().execute(sql, list(params)).fetchall())
+        return rows
 
     async def close(self) -> None:
         def close() -> None:

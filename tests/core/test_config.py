@@ -9,28 +9,29 @@ import yaml
 from pydantic import ValidationError
 
 from core.config import AppConfig, load_config
+from core.env import ConfigError
 
 SMOL = {"name": "smollm2-135m"}
 DEV = {"auth": {"enabled": False}}  # configs must say how callers authenticate
 
 
 def test_unknown_key_is_an_error_that_names_it() -> None:
-    with pytest.raises(ValidationError, match="max_ongoin_requests"):
+    with pytest.raises(ConfigError, match="max_ongoin_requests"):
         load_config({**DEV, "local_models": [{**SMOL, "max_ongoin_requests": 3}]}, environ={})
 
 
 def test_unknown_nested_key_is_an_error() -> None:
-    with pytest.raises(ValidationError, match="n_thread"):
+    with pytest.raises(ConfigError, match="n_thread"):
         load_config({**DEV, "local_models": [{**SMOL, "llama_cpp": {"n_thread": 1}}]}, environ={})
 
 
 def test_unregistered_model_names_the_registered_ones() -> None:
-    with pytest.raises(ValidationError, match="registered models: smollm2-135m"):
+    with pytest.raises(ConfigError, match="registered models: smollm2-135m"):
         load_config({**DEV, "local_models": [{"name": "gpt-2"}]}, environ={})
 
 
 def test_duplicate_models_are_rejected() -> None:
-    with pytest.raises(ValidationError, match="more than once"):
+    with pytest.raises(ConfigError, match="more than once"):
         load_config({**DEV, "local_models": [SMOL, SMOL]}, environ={})
 
 
@@ -46,11 +47,33 @@ def test_env_overrides_yaml() -> None:
     assert config.served_local_models() == []
 
 
-def test_bad_env_value_is_an_error() -> None:
-    with pytest.raises(ValueError, match="expected true/false"):
-        load_config(DEV, environ={"ENABLE_LOCAL_MODELS": "maybe"})
-    with pytest.raises(ValidationError, match="n_gpu_layers"):
-        load_config({**DEV, "local_models": [SMOL]}, environ={"LOCAL_MODEL_GPU_LAYERS": "-2"})
+@pytest.mark.parametrize(("environ", "says"), [
+    ({"ENABLE_LOCAL_MODELS": "maybe"}, "ENABLE_LOCAL_MODELS='maybe' (write true or false)"),
+    ({"AI_REQUEST_TIMEOUT": "abc"}, "AI_REQUEST_TIMEOUT='abc' (write seconds, e.g. 30)"),
+    ({"AI_MAX_RETRIES": "-1"}, "AI_MAX_RETRIES='-1' (write a whole number"),
+    ({"AI_DEFAULT_PROVIDER": "azure"}, "AI_DEFAULT_PROVIDER='azure' (write local, openai or"),
+    ({"LOCAL_MODEL_GPU_LAYERS": "-2"}, "LOCAL_MODEL_GPU_LAYERS='-2' (write a whole number"),
+    ({"LEARNX_AUTH_ENABLED": "true", "LEARNX_API_KEYS": "nocolon"},
+     "LEARNX_API_KEYS='nocolon' (write id:sha256,... as printed by python -m router.auth"),
+])
+def test_a_bad_environment_variable_is_named_with_what_to_write(environ: dict[str, str],
+                                                                says: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config({**DEV, "local_models": [SMOL]}, environ=environ)
+    assert says in str(raised.value)
+
+
+def test_a_model_listed_under_an_alias_too_is_a_duplicate() -> None:
+    with pytest.raises(ConfigError, match=r"smollm2-135m more than once \(an alias"):
+        load_config({**DEV, "local_models": [SMOL, {"name": "smollm2"}]}, environ={})
+    config = load_config({**DEV, "local_models": [{"name": "smollm2"}]}, environ={})
+    assert config.local_models[0].name == "smollm2-135m"
+
+
+def test_an_unknown_embedding_model_fails_at_start_naming_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"embedder\.model: unknown local embedding model 'bert'; "
+                                          r"registered models: all-minilm-l6-v2"):
+        load_config({**DEV, "embedder": {"model": "bert"}}, environ={})
 
 
 def test_serve_options_use_autoscaling_when_configured() -> None:
@@ -76,9 +99,9 @@ def test_gpus_needed_counts_minimum_replicas() -> None:
 
 
 def test_auth_must_be_configured_or_disabled_explicitly() -> None:
-    with pytest.raises(ValidationError, match="no api_keys are configured"):
+    with pytest.raises(ConfigError, match="no api_keys are configured"):
         load_config({}, environ={})
-    with pytest.raises(ValidationError, match="sha256"):
+    with pytest.raises(ConfigError, match="sha256"):
         load_config({"auth": {"api_keys": [{"id": "node", "sha256": "not-a-hash"}]}}, environ={})
     assert not load_config(DEV, environ={}).auth.enabled
 

@@ -26,6 +26,9 @@ class Scripted:
         self.script = list(script)
         self.calls: list[GenerationParams] = []
 
+    async def aclose(self) -> None:
+        return None
+
     async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
         self.calls.append(params)
         step = self.script.pop(0) if self.script else "ok"

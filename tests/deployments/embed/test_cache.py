@@ -45,6 +45,7 @@ def shared_redis():
     keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
         client.delete(*keys)
+    client.close()
 
 
 async def test_redis_round_trip_stores_compact_float32_with_ttl(shared_redis) -> None:
@@ -55,6 +56,7 @@ async def test_redis_round_trip_stores_compact_float32_with_ttl(shared_redis) ->
     assert np.array_equal(got, V)
     assert client.get(f"{prefix}k") == V.tobytes()  # 16 bytes, not JSON
     assert 0 < client.ttl(f"{prefix}k") <= 60
+    await cache.aclose()
 
 
 async def test_redis_down_is_a_miss_and_opens_a_breaker(own_redis) -> None:
@@ -67,5 +69,6 @@ async def test_redis_down_is_a_miss_and_opens_a_breaker(own_redis) -> None:
         assert cache.breaker.state == "open"
         assert await cache.get_many(["k"]) == [None]  # no attempt while open
         assert cache.errors == 3
+        await cache.aclose()
     finally:
         own_redis.start()

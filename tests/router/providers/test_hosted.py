@@ -3,7 +3,11 @@ before each test): transforms, env config, errors."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
+import pytest_asyncio
 
 from core.config import AppConfig, HostedProviderConfig
 from core.errors import InvalidRequest, ProviderError, ProviderTimeout
@@ -20,10 +24,33 @@ PARAMS = GenerationParams(
     max_tokens=20, temperature=0.2, stop=["\n\n"])
 
 
-def openai_provider(fake: FakeOpenAI, **env: str) -> OpenAIProvider:
-    provider = OpenAIProvider.from_env(HostedProviderConfig(base_url=f"{fake.url}/v1"),
-                                       {"OPENAI_API_KEY": "k", **env})
+OPENED: list[OpenAIProvider | AnthropicProvider] = []
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="function")
+async def _closed() -> AsyncIterator[None]:
+    """Each test's providers are closed on its own event loop."""
+    yield
+    while OPENED:
+        await OPENED.pop().aclose()
+
+
+def opened(provider: OpenAIProvider | AnthropicProvider | None) -> Any:
     assert provider is not None
+    OPENED.append(provider)
+    return provider
+
+
+def openai_provider(fake: FakeOpenAI, **config: Any) -> OpenAIProvider:
+    config = {"base_url": f"{fake.url}/v1", **config}
+    provider: OpenAIProvider = opened(OpenAIProvider.from_env(HostedProviderConfig(**config),
+                                                              {"OPENAI_API_KEY": "k"}))
+    return provider
+
+
+def anthropic_provider(**config: Any) -> AnthropicProvider:
+    provider: AnthropicProvider = opened(AnthropicProvider.from_env(
+        HostedProviderConfig(**config), {"ANTHROPIC_API_KEY": "k"}))
     return provider
 
 
@@ -54,7 +81,7 @@ def test_provider_without_key_is_not_built() -> None:
 
 async def test_openai_base_url_comes_from_the_sdks_own_env_var(fake_openai, monkeypatch) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", f"{fake_openai.url}/v1")
-    provider = OpenAIProvider.from_env(HostedProviderConfig(), {"OPENAI_API_KEY": "k"})
+    provider = opened(OpenAIProvider.from_env(HostedProviderConfig(), {"OPENAI_API_KEY": "k"}))
     await collect(provider.stream("gpt-4o-mini", PARAMS))
     assert len(fake_openai.requests) == 1
 
@@ -62,15 +89,14 @@ async def test_openai_base_url_comes_from_the_sdks_own_env_var(fake_openai, monk
 async def test_anthropic_base_url_comes_from_the_sdks_own_env_var(fake_anthropic,
                                                                   monkeypatch) -> None:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", fake_anthropic.url)
-    provider = AnthropicProvider.from_env(HostedProviderConfig(), {"ANTHROPIC_API_KEY": "k"})
+    provider = anthropic_provider()
     completion = await collect(provider.stream("claude-3-5-haiku-latest", PARAMS))
     assert completion.finish_reason == "stop"
     assert len(fake_anthropic.requests) == 1
 
 
 async def test_anthropic_usage_and_stop_reason(fake_anthropic) -> None:
-    provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=fake_anthropic.url),
-                                          {"ANTHROPIC_API_KEY": "k"})
+    provider = anthropic_provider(base_url=fake_anthropic.url)
     fake_anthropic.enqueue(Reply(text="one two three", prompt_tokens=40, completion_tokens=3,
                                  finish_reason="length"))
     completion = await collect(provider.stream("c", PARAMS))
@@ -95,8 +121,7 @@ async def test_upstream_status_becomes_a_typed_error(fake_openai, fault, error) 
 
 
 async def test_timeout_is_a_provider_timeout(fake_openai) -> None:
-    provider = OpenAIProvider.from_env(
-        HostedProviderConfig(base_url=f"{fake_openai.url}/v1", timeout_s=0.3), {"OPENAI_API_KEY": "k"})
+    provider = openai_provider(fake_openai, timeout_s=0.3)
     fake_openai.enqueue(Fault(delay_s=2))
     with pytest.raises(ProviderTimeout):
         await collect(provider.stream("gpt-4o-mini", PARAMS))
@@ -110,8 +135,7 @@ async def test_openai_usage(fake_openai) -> None:
 
 async def test_anthropic_structured_output_is_a_forced_tool_call(fake_anthropic) -> None:
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    provider = AnthropicProvider.from_env(HostedProviderConfig(base_url=fake_anthropic.url),
-                                          {"ANTHROPIC_API_KEY": "k"})
+    provider = anthropic_provider(base_url=fake_anthropic.url)
     fake_anthropic.enqueue(Reply(text='{"answer": "four"}'))
     completion = await collect(provider.stream("c", GenerationParams(
         [{"role": "user", "content": "2+2?"}], 50, json_schema=schema)))

@@ -1,0 +1,113 @@
+"""The API in process: built by the same factory as under Serve, on scripted hosted providers, the
+fake engine as the local model and the Embedder on the fake encoder, called through
+httpx.ASGITransport. Milliseconds per test; the end-to-end suite covers the real models."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from core.config import AppConfig
+from core.generation import Delta, GenerationParams
+from deployments.embed.server import Embedder, EmbedRequest, EmbedResult
+from deployments.llm.engine import Engine
+from router.api import build_api
+from router.auth import hash_key
+from router.services import Services, build_services
+from router.usage.record import COLUMNS
+from tests.fakes.scripted import FakeEngine, ScriptedProvider, fake_encoder
+
+KEY = "lx_inprocess-key-0123456789"
+ADMIN_KEY = "lx_inprocess-admin-0123456789"
+LOCAL = "smollm2-135m"
+
+BASE: dict[str, Any] = {
+    "local_models": [{"name": LOCAL, "llama_cpp": {"n_ctx": 2048}}],
+    "router": {"first_token_timeout_s": 2, "idle_timeout_s": 1, "request_timeout_s": 10,
+               "max_retries": 1, "retry_backoff_s": 0.001, "max_body_bytes": 100_000},
+    "auth": {"api_keys": [{"id": "backend", "sha256": hash_key(KEY)}]},
+    "rate_limits": {"user_requests_per_minute": None, "user_tokens_per_minute": None},
+    "ledger": {"flush_interval_s": 0.01},
+}
+
+
+class EngineProvider:
+    """The local provider with engines in process instead of Serve handles."""
+
+    name = "local"
+
+    def __init__(self, engines: dict[str, Engine]):
+        self.engines = engines
+
+    async def aclose(self) -> None:
+        return None
+
+    async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
+        async for delta in self.engines[model].generate(params):
+            yield delta
+
+
+class DirectEmbedder:
+    def __init__(self, embedder: Embedder):
+        self.embedder = embedder
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        return await self.embedder.embed(request)
+
+
+@dataclass
+class InProcess:
+    client: httpx.AsyncClient
+    services: Services
+    engine: FakeEngine
+    openai: ScriptedProvider
+    anthropic: ScriptedProvider
+    embedder: Embedder
+
+    async def post(self, path: str, body: dict[str, Any], **kwargs: Any) -> httpx.Response:
+        return await self.client.post(path, json=body, **kwargs)
+
+    async def records(self, user: str | None = None) -> list[dict[str, Any]]:
+        """The ledger's records, oldest first (written first)."""
+        ledger = self.services.accounting.ledger
+        assert ledger is not None
+        await ledger.flush()
+        rows = await ledger.read(lambda store: store.fetch(
+            "SELECT * FROM usage_records ORDER BY ts", []))
+        found = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+        return [r for r in found if user is None or r["user_id"] == user]
+
+    async def close(self) -> None:
+        await self.client.aclose()
+        await self.services.close()
+
+
+def config(tmp_path: Any, **overrides: Any) -> AppConfig:
+    args = copy.deepcopy(BASE)
+    args["ledger"]["database_url"] = f"sqlite:///{tmp_path}/usage.db"
+    for key, value in overrides.items():
+        args[key] = {**args.get(key, {}), **value} if isinstance(value, dict) else value
+    return AppConfig.model_validate(args)
+
+
+def start(app_config: AppConfig, hosted: bool = True) -> InProcess:
+    engine = FakeEngine()
+    openai, anthropic = ScriptedProvider("openai"), ScriptedProvider("anthropic")
+    providers: dict[str, Any] = {"local": EngineProvider({LOCAL: engine})}
+    if hosted:
+        providers |= {"openai": openai, "anthropic": anthropic}
+    embedder = Embedder(app_config.embedder, encoder_factory=fake_encoder, batched=False)
+    services = build_services(app_config, providers, DirectEmbedder(embedder),
+                              {"smollm2-135m": _ready, "embedder": _ready})
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_api(services)),
+                               base_url="http://in-process", headers={"X-API-Key": KEY},
+                               timeout=30)
+    return InProcess(client, services, engine, openai, anthropic, embedder)
+
+
+async def _ready() -> None:
+    return None

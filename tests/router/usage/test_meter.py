@@ -1,0 +1,95 @@
+"""The meter in process: every request leaves exactly one ledger record with its outcome, status,
+tokens and cost; budgets reserve, downgrade or refuse; rate limits refuse with Retry-After."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from core.errors import ProviderError
+from tests.fakes.inprocess import InProcess, config, start
+from tests.fakes.scripted import Say
+
+HELLO = [{"role": "user", "content": "Hello there"}]
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def limited(tmp_path: Any):
+    running = start(config(
+        tmp_path,
+        budgets={"users": {"thrifty": {"daily_usd": 0.000001},
+                           "strict": {"daily_usd": 0.000001, "on_exhausted": "refuse"}}},
+        rate_limits={"user_requests_per_minute": 2}))
+    yield running
+    await running.close()
+
+
+async def test_a_chat_request_leaves_one_record_with_tokens_and_cost(api: InProcess) -> None:
+    api.openai.enqueue(Say("one two three", usage=None))
+    await api.post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": HELLO,
+                                            "user": "ada"}, headers={"X-Request-Id": "req-1"})
+    (record,) = await api.records("ada")
+    assert record["request_id"] == "req-1" and record["api_key_id"] == "backend"
+    assert (record["provider"], record["model"]) == ("openai", "gpt-4o-mini")
+    assert (record["input_tokens"], record["output_tokens"]) == (2, 3)
+    assert record["cost_usd"] == pytest.approx((2 * 0.15 + 3 * 0.60) / 1e6)
+    assert (record["outcome"], record["status"], record["usage_source"]) == \
+        ("success", 200, "provider")
+
+
+async def test_a_failed_request_is_recorded_with_its_status(api: InProcess) -> None:
+    down = ProviderError("HTTP 500", provider="x", model="y", upstream_status=500)
+    api.openai.enqueue(down, down)
+    api.anthropic.enqueue(down, down)
+    response = await api.post("/v1/chat/completions", {"model": "gpt-4o", "messages": HELLO,
+                                                       "user": "bob"})
+    assert response.status_code == 503
+    (record,) = await api.records("bob")
+    assert (record["outcome"], record["status"]) == ("error", 503)
+    assert record["error_type"] == "service_unavailable"
+    assert record["fallback_path"] is not None
+
+
+async def test_local_tokens_count_as_savings_against_the_cheapest_hosted_model(
+        api: InProcess) -> None:
+    await api.post("/v1/chat/completions", {"model": "smollm2-135m", "messages": HELLO,
+                                            "user": "cy"})
+    (record,) = await api.records("cy")
+    assert record["cost_usd"] == 0
+    assert record["savings_usd"] == pytest.approx((2 * 0.15 + 6 * 0.60) / 1e6)
+
+
+async def test_an_embedding_request_records_its_cache_hits(api: InProcess) -> None:
+    for _ in range(2):
+        await api.post("/api/v1/ai/embeddings", {"texts": ["a", "b"], "user_id": "dee"})
+    records = await api.records("dee")
+    assert [r["cache_hits"] for r in records] == [0, 2]
+    assert {r["operation"] for r in records} == {"embeddings"}
+
+
+async def test_an_exhausted_budget_downgrades_to_the_free_model(limited: InProcess) -> None:
+    response = await limited.post("/v1/chat/completions", {
+        "model": "gpt-4o-mini", "messages": HELLO, "user": "thrifty"})
+    route = response.json()["route"]
+    assert route["provider"] == "local" and "budget exhausted" in route["reason"]
+
+
+async def test_an_exhausted_budget_refuses_when_told_to(limited: InProcess) -> None:
+    response = await limited.post("/v1/chat/completions", {
+        "model": "gpt-4o-mini", "messages": HELLO, "user": "strict"})
+    assert response.status_code == 402
+    (record,) = await limited.records("strict")
+    assert (record["outcome"], record["status"]) == ("error", 402)
+
+
+async def test_a_user_over_the_rate_limit_gets_429_with_retry_after(limited: InProcess) -> None:
+    statuses = []
+    for _ in range(3):
+        response = await limited.post("/v1/chat/completions", {
+            "model": "small", "messages": HELLO, "user": "eager"})
+        statuses.append(response.status_code)
+    assert statuses == [200, 200, 429]
+    assert int(response.headers["retry-after"]) >= 1
+    assert [r["status"] for r in await limited.records("eager")] == [200, 200, 429]
