@@ -10,9 +10,9 @@
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
     ├── StorageUnavailable            503 service_unavailable  (the usage ledger's database)
+    ├── AllProvidersFailed            503 service_unavailable  (every candidate failed; lists them)
     └── ProviderError                 502 upstream_error       (one provider/model failed)
-        ├── ProviderTimeout           504 timeout_error
-        └── AllProvidersFailed        503 service_unavailable  (every candidate failed; lists them)
+        └── ProviderTimeout           504 timeout_error
 
 Raise these, never HTTPException; `error_response` renders any of them in OpenAI's shape.
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import redis.asyncio as aioredis
 
@@ -23,9 +23,13 @@ NANO = 1_000_000_000
 DAY_TTL, MONTH_TTL = 2 * 86_400, 32 * 86_400
 
 
+Period = Literal["daily", "monthly"]
+
+
 @dataclass(frozen=True)
 class Counter:
     key: str  # "<user>:d:2026-11-25" or "<user>:m:2026-11"
+    period: Period
     limit: int  # nano-USD
     ttl_s: int
 
@@ -134,9 +138,8 @@ class Budgets:
         spent = await self._store.spent(counters)
         out: dict[str, float] = {}
         for counter, value in zip(counters, spent, strict=True):
-            period = "daily" if counter.ttl_s == DAY_TTL else "monthly"  # not the key: it holds the user id
-            out[f"{period}_limit_usd"] = counter.limit / NANO
-            out[f"{period}_spent_usd"] = value / NANO
+            out[f"{counter.period}_limit_usd"] = counter.limit / NANO
+            out[f"{counter.period}_spent_usd"] = value / NANO
         return out
 
     def _counters(self, user: str) -> list[Counter]:
@@ -144,9 +147,10 @@ class Budgets:
         day = time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
         counters = []
         if budget.daily_usd is not None:
-            counters.append(Counter(f"{user}:d:{day}", to_nano(budget.daily_usd), DAY_TTL))
+            counters.append(Counter(f"{user}:d:{day}", "daily", to_nano(budget.daily_usd), DAY_TTL))
         if budget.monthly_usd is not None:
-            counters.append(Counter(f"{user}:m:{day[:7]}", to_nano(budget.monthly_usd), MONTH_TTL))
+            counters.append(Counter(f"{user}:m:{day[:7]}", "monthly", to_nano(budget.monthly_usd),
+                                    MONTH_TTL))
         return counters
 
 

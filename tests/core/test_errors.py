@@ -49,3 +49,23 @@ def test_rate_limited_says_when_to_retry() -> None:
     response = error_response(RateLimited("slow down", retry_after=1.2))
     assert response.status_code == 429
     assert response.headers["retry-after"] == "2"  # whole seconds, rounded up
+
+
+def test_the_drawn_tree_matches_the_classes_and_the_table() -> None:
+    """Each line of the module docstring's tree names a class, its parent by indentation, and its
+    status from the table."""
+    import re
+
+    import core.errors as errors
+
+    lines = [line for line in (errors.__doc__ or "").splitlines() if re.search(r"\d{3} ", line)]
+    parents: dict[int, type] = {}
+    for line in lines:
+        name, status = re.search(r"(\w+)\s+(\d{3})", line).groups()  # type: ignore[union-attr]
+        depth = (len(line) - len(line.lstrip(" │├└─")) - 4) // 4
+        cls = getattr(errors, name)
+        parents[depth] = cls
+        if depth:
+            assert cls.__bases__ == (parents[depth - 1],), name
+        assert errors.STATUS[cls] == int(status), name
+    assert len(lines) == len(errors.STATUS)
