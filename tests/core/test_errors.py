@@ -58,7 +58,7 @@ def test_the_drawn_tree_matches_the_classes_and_the_table() -> None:
 
     import core.errors as errors
 
-    lines = [line for line in (errors.__doc__ or "").splitlines() if re.search(r"\d{3} ", line)]
+    lines = [line for line in (errors.__doc__ or "").splitlines() if re.search(r"\s\d{3}\b", line)]
     parents: dict[int, type] = {}
     for line in lines:
         name, status = re.search(r"(\w+)\s+(\d{3})", line).groups()  # type: ignore[union-attr]
