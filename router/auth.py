@@ -20,6 +20,23 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/api/v1/ai/health", "/api/v1/ai/re
 DEV_KEY = ApiKeyConfig(id="dev", sha256="0" * 64)  # who calls when auth is disabled
 
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class ExposedWithoutAuth(RuntimeError):
+    """The API would listen beyond loopback with authentication off."""
+
+
+def check_exposure(config: AuthConfig, host: str | None) -> None:
+    """Auth off is for local development: refuse to serve it on other interfaces, where anyone on
+    the network could spend the provider keys and read every user's usage."""
+    if not config.enabled and (host or "0.0.0.0") not in LOOPBACK:
+        raise ExposedWithoutAuth(
+            f"the API listens on {host or 'every interface'} with auth disabled: set "
+            "http_options.host: 127.0.0.1 for local development, or turn auth on "
+            "(auth.api_keys / LEARNX_API_KEYS)")
+
+
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

@@ -14,11 +14,21 @@ from ray.serve.handle import DeploymentHandle
 
 from core.config import AppConfig
 from router.api import build_api
+from router.auth import check_exposure
 from router.embeddings import HandleEmbedder
 from router.providers import build_providers
 from router.services import HealthCheck, Services, build_services
 
 log = logging.getLogger("ray.serve")
+
+
+def http_host() -> str | None:
+    """The host Serve's HTTP proxies bind (http_options.host)."""
+    from ray.serve.context import _get_global_client  # no public API says it
+
+    client = _get_global_client()
+    host: str | None = client.http_config.host if client is not None else None
+    return host
 
 
 def health_check(handle: DeploymentHandle[Any]) -> HealthCheck:
@@ -31,6 +41,7 @@ def health_check(handle: DeploymentHandle[Any]) -> HealthCheck:
 class Router:
     def __init__(self, config: AppConfig, llm_handles: dict[str, DeploymentHandle[Any]],
                  embedder: DeploymentHandle[Any] | None = None):
+        check_exposure(config.auth, http_host())
         providers = build_providers(config, llm_handles, os.environ)
         readiness = {name: health_check(h) for name, h in llm_handles.items()}
         if embedder is not None:

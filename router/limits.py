@@ -1,4 +1,8 @@
-"""Request body size limit as a pure ASGI middleware: 413 before the body is parsed."""
+"""Request body size limit as a pure ASGI middleware: 413 before the body is parsed.
+
+A declared Content-Length over the limit is refused at once. A body without one (chunked) is counted
+as it arrives: past the limit the 413 is sent from here, and the app is told the client left, so
+nothing it does afterwards reaches the wire (FastAPI would otherwise turn a failed read into a 400)."""
 
 from __future__ import annotations
 
@@ -20,26 +24,29 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, receive, send)
             return
-        seen = 0
+        seen, refused = 0, False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
+            if seen > self.max_bytes and not refused:
+                refused = True
+                await self._reject(scope, receive, send)
+                return {"type": "http.disconnect"}
             return message
 
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
         try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._reject(scope, receive, send)
+            await self.app(scope, counted, unless_refused)
+        except Exception:
+            if not refused:
+                raise
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = PayloadTooLarge(
             f"the request body is larger than {self.max_bytes} bytes: send less text per request")
         await error_response(error)(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from core.config import AppConfig, load_config
 from core.env import ConfigError
+from router.auth import check_exposure
 
 SMOL = {"name": "smollm2-135m"}
 DEV = {"auth": {"enabled": False}}  # configs must say how callers authenticate
@@ -130,3 +131,12 @@ def test_shipped_configs_validate(path: Path) -> None:
     for application in serve_config["applications"]:
         assert application["import_path"] == "deployments.app:build_app"
         load_config(application["args"], environ=PRODUCTION_ENV)
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_listen_beyond_loopback_only_with_auth(path: Path) -> None:
+    serve_config = yaml.safe_load(path.read_text())
+    host = serve_config["http_options"]["host"]
+    for application in serve_config["applications"]:
+        auth = load_config(application["args"], environ=PRODUCTION_ENV).auth
+        check_exposure(auth, host)

@@ -74,3 +74,17 @@ def test_a_body_over_the_size_limit_is_a_413(serve_url) -> None:
                           json={"texts": ["x" * 250_000]})
     assert response.status_code == 413
     assert "larger than 200000 bytes" in response.json()["error"]["message"]
+
+
+def test_a_chunked_body_over_the_size_limit_is_a_413_through_the_ingress(serve_url) -> None:
+    def body():
+        yield b'{"texts": ["'
+        for _ in range(250):
+            yield b"x" * 1000
+        yield b'"]}'
+
+    response = httpx.post(f"{serve_url}/api/v1/ai/embeddings", content=body(), timeout=30,
+                          headers={**AUTH, "content-type": "application/json"})
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert response.status_code == 413
+    assert "larger than 200000 bytes" in response.json()["error"]["message"]

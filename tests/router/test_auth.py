@@ -13,7 +13,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from core.config import ApiKeyConfig, AuthConfig
-from router.auth import ApiKeyAuth, KeyRing, hash_key, new_key, presented_key
+from router.auth import (
+    ApiKeyAuth,
+    ExposedWithoutAuth,
+    KeyRing,
+    check_exposure,
+    hash_key,
+    new_key,
+    presented_key,
+)
 
 BACKEND_KEY = "lx_backend-key-0123456789"
 WORKER_KEY = "lx_worker-key-0123456789"
@@ -135,3 +143,18 @@ async def test_with_auth_disabled_anyone_is_let_in_as_dev() -> None:
 def test_auth_enabled_without_keys_is_a_config_error() -> None:
     with pytest.raises(ValueError, match="no api_keys are configured"):
         AuthConfig(enabled=True)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", None])
+def test_auth_off_is_refused_beyond_loopback(host: str | None) -> None:
+    with pytest.raises(ExposedWithoutAuth, match="set http_options.host: 127.0.0.1"):
+        check_exposure(AuthConfig(enabled=False), host)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+def test_auth_off_is_allowed_on_loopback(host: str) -> None:
+    check_exposure(AuthConfig(enabled=False), host)
+
+
+def test_auth_on_may_listen_anywhere() -> None:
+    check_exposure(AuthConfig(api_keys=[ApiKeyConfig(id="k", sha256="0" * 64)]), "0.0.0.0")

@@ -138,3 +138,17 @@ async def test_models_lists_served_chat_and_embedding_models(api: InProcess) -> 
     owners = {m["id"]: m["owned_by"] for m in listed}
     assert owners["smollm2-135m"] == "local" and owners["gpt-4o"] == "openai"
     assert owners["all-minilm-l6-v2"] == "local"
+
+
+async def test_a_chunked_body_over_the_limit_is_a_413(api: InProcess) -> None:
+    async def chunks():
+        yield b'{"model": "small", "messages": [{"role": "user", "content": "'
+        for _ in range(200):
+            yield b"x" * 1000
+        yield b'"}]}'
+
+    response = await api.client.post("/v1/chat/completions", content=chunks(),
+                                     headers={"content-type": "application/json"})
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert "larger than 100000 bytes" in response.json()["error"]["message"]
