@@ -14,6 +14,18 @@ os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/r
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# HAProxy's stats and metrics listeners default to fixed ports: free ones, so a benchmark can run
+# beside a test session or a running service.
+for _variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+    os.environ.setdefault(_variable, str(free_port()))
+
+
 @contextlib.contextmanager
 def served(args: dict[str, Any], more: dict[str, dict[str, Any]] | None = None) -> Iterator[str]:
     """Serve `args` at / (and each of `more` at its route prefix). Auth is off unless args say."""
@@ -22,9 +34,7 @@ def served(args: dict[str, Any], more: dict[str, dict[str, Any]] | None = None) 
 
     from deployments.app import build_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -1,0 +1,71 @@
+"""The llama.cpp engine's own decode loop (LlamaCppEngine.generate: Llama.generate token by token,
+stop matching, coalescing) against llama-cpp-python's create_chat_completion(stream=True), in
+process, same model, same thread count, rounds interleaved: what the hand-written loop costs or
+saves (issue 13 asked to weigh replacing it).
+
+    .venv/bin/python benchmarks/llamacpp_loop.py [--threads 1] [--tokens 128] [--rounds 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from core.config import LlamaCppSettings
+from core.generation import GenerationParams
+from deployments.llm.llamacpp import LlamaCppEngine
+from models import find_local_model, resolve_gguf
+
+MESSAGES = [{"role": "user", "content": "Explain how plants make food from sunlight, step by step."}]
+
+
+async def engine_run(engine: LlamaCppEngine, tokens: int) -> tuple[float, float, int]:
+    params = GenerationParams(MESSAGES, tokens, temperature=0.0)
+    start, first, generated = time.perf_counter(), 0.0, 0
+    async for delta in engine.generate(params):
+        first = first or (time.perf_counter() - start if delta.text else 0.0)
+        if delta.usage is not None:
+            generated = delta.usage.completion_tokens
+    return time.perf_counter() - start, first, generated
+
+
+def library_run(llm: object, tokens: int) -> tuple[float, float, int]:
+    start, first, pieces = time.perf_counter(), 0.0, 0
+    for chunk in llm.create_chat_completion(  # type: ignore[attr-defined]
+            MESSAGES, max_tokens=tokens, temperature=0, repeat_penalty=1.1, stream=True):
+        if chunk["choices"][0]["delta"].get("content"):
+            pieces += 1
+            first = first or time.perf_counter() - start
+    return time.perf_counter() - start, first, pieces
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=6)
+    opts = parser.parse_args()
+    settings = LlamaCppSettings(n_ctx=2048, n_threads=opts.threads)
+    engine = LlamaCppEngine(resolve_gguf(find_local_model("smollm2-135m")), settings)
+    llm = engine._llm  # the same weights and context for both
+    ours, theirs = [], []
+    for _ in range(opts.rounds):
+        ours.append(asyncio.run(engine_run(engine, opts.tokens)))
+        theirs.append(library_run(llm, opts.tokens))
+    # Both run greedy to max_tokens, so wall time compares like with like (the library's stream
+    # has no token count: a chunk can hold several tokens).
+    for name, runs in (("engine loop", ours), ("create_chat_completion", theirs)):
+        print(f"{name:24s} {statistics.median(t for t, _, _ in runs) * 1000:7.1f} ms for "
+              f"{opts.tokens} tokens  TTFT {statistics.median(f for _, f, _ in runs) * 1000:5.1f} ms"
+              f"  ({runs[0][2]} {'tokens' if runs is ours else 'chunks'})")
+    ratio = statistics.median(t for t, _, _ in theirs) / statistics.median(t for t, _, _ in ours)
+    print(f"speed, engine loop / create_chat_completion: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
