@@ -42,6 +42,7 @@ class AutoscalingConfig(ConfigModel):
     target_ongoing_requests: float = Field(2.0, gt=0)
     upscale_delay_s: float = Field(30.0, ge=0)
     downscale_delay_s: float = Field(600.0, ge=0)
+    look_back_period_s: float = Field(30.0, gt=0)  # the window ongoing requests are averaged over
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingConfig:

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from core import metrics
 from core.config import ApiKeyConfig, RateLimitConfig
 from core.errors import RateLimited
 
@@ -115,6 +116,9 @@ class RateLimiter:
         checks += [Bucket(name, limit, 0, 1) for name, limit in self._limits(key, user, "tok")]
         wait, worst = await self._take(checks)
         if wait > 0:
+            key_name = checks[worst].key  # scope:name:kind, e.g. user:u1:req
+            metrics.record_rate_limited(key_name.split(":", 1)[0],
+                                        "requests" if key_name.endswith(":req") else "tokens")
             raise RateLimited(f"rate limit reached: {_describe(checks[worst])}; retry in "
                               f"{wait:.1f}s", retry_after=wait)
 

@@ -3,6 +3,8 @@ provider and the policy's candidate), each attempt made on one, and the report o
 
 from __future__ import annotations
 
+import itertools
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,8 +51,11 @@ class Attempt:
     usage: TokenUsage | None = None  # the provider's own count, when the attempt finished
     tokens: int = 0  # generated so far, as counted by the provider per delta
     chars: int = 0  # generated text that came without a token count
+    first_token_at: float | None = None  # time.perf_counter() of the first delta
 
     def count(self, delta: Delta) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
         if delta.tokens is not None:
             self.tokens += delta.tokens
         else:
@@ -95,6 +100,10 @@ class RunReport:
     path: tuple[str, ...] = ()  # every attempt, described
     served_by: ModelCard | None = None  # the model of the last attempt actually called
     usage: TokenUsage = field(default_factory=TokenUsage)
+    first_token_at: float | None = None  # time.perf_counter() of the run's first delta
+    retries: int = 0  # attempts repeated on the same route
+    fallbacks: int = 0  # moves to another route
+    failures: tuple[tuple[Route, ServiceError], ...] = ()  # the attempts that failed
 
     @property
     def cost_usd(self) -> float:
@@ -115,12 +124,17 @@ def report(attempts: list[Attempt]) -> RunReport:
     charges = tuple(Charge(a.route.card, a.billed(), a.usage is None and not a.skipped)
                     for a in attempts)
     called = [a for a in attempts if not a.skipped]
+    firsts = [a.first_token_at for a in called if a.first_token_at is not None]
+    same = [before.route == after.route for before, after in itertools.pairwise(called)]
     return RunReport(
         final=attempts[-1].route if attempts else None, charges=charges,
         path=tuple(a.describe() for a in attempts),
         served_by=called[-1].route.card if called else None,
         usage=TokenUsage(sum(c.usage.prompt_tokens for c in charges),
-                         sum(c.usage.completion_tokens for c in charges)))
+                         sum(c.usage.completion_tokens for c in charges)),
+        first_token_at=min(firsts) if firsts else None, retries=sum(same),
+        fallbacks=len(same) - sum(same),
+        failures=tuple((a.route, a.error) for a in called if a.error is not None))
 
 
 class Reporting(Protocol):

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from core import metrics
 from core.breakers import Breakers, BreakerSettings
 from core.config import AppConfig
 from models.catalog import ModelCard
-from router import metrics
 from router.chat import ChatService, build_catalog
 from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService

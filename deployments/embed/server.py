@@ -16,6 +16,7 @@ import numpy as np
 import openai
 from ray import serve
 
+from core import metrics
 from core.breakers import Breakers, BreakerSettings, counts
 from core.config import EmbedderConfig, HostedProviderConfig
 from core.errors import ModelUnavailable, ProviderError
@@ -91,6 +92,7 @@ class Embedder:
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _embed_local(self, texts: list[str]) -> list[np.ndarray]:
         self._batch_sizes[len(texts)] += 1
+        metrics.record_batch_size(len(texts))
         return await asyncio.to_thread(embed_batch, self._encoder, texts, self._config.chunk_size)
 
     async def _embed_one(self, text: str) -> np.ndarray:
@@ -105,6 +107,8 @@ class Embedder:
         slot_of, slots, slot_texts = _slots(keys, request.texts, request.deduplicate)
         vectors = await self._lookup(slots, request.use_cache)
         missing = [i for i, v in enumerate(vectors) if v is None]
+        if self._cache is not None and request.use_cache:
+            metrics.record_embedding_cache(request.model, len(slots) - len(missing), len(missing))
         texts = [slot_texts[i] for i in missing]
         if local:
             fresh, tokens = await self._local([slots[i] for i in missing], texts)

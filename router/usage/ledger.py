@@ -12,11 +12,9 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import cache
 from typing import TypeVar
 
-from ray.util import metrics
-
+from core import metrics
 from core.config import LedgerConfig
 from core.errors import StorageUnavailable
 from router.usage.record import UsageRecord
@@ -24,16 +22,6 @@ from router.usage.stores import LedgerStore
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")
-
-
-@cache
-def _metrics() -> tuple[metrics.Counter, metrics.Counter, metrics.Gauge]:
-    return (metrics.Counter("learnx_ledger_dropped_total",
-                            description="Usage records dropped because the buffer was full"),
-            metrics.Counter("learnx_ledger_write_failures_total",
-                            description="Failed batch writes to the usage ledger (retried)"),
-            metrics.Gauge("learnx_ledger_buffered_records",
-                          description="Usage records waiting to be written"))
 
 
 @dataclass
@@ -60,8 +48,9 @@ class Ledger:
         if len(self._buffer) >= self._config.max_buffered:
             self._buffer.popleft()
             self.stats.dropped += 1
-            _metrics()[0].inc()
+            metrics.record_ledger_dropped()
         self._buffer.append(record)
+        metrics.record_ledger_buffered(len(self._buffer))
         if len(self._buffer) >= self._config.batch_size:
             self._wake.set()
         if self._task is None or self._task.done():
@@ -111,7 +100,7 @@ class Ledger:
             except Exception as error:  # the database is down or refused: keep, back off, retry
                 self.stats.failures += 1
                 self.stats.last_error = f"{type(error).__name__}: {error}"[:300]
-                _metrics()[1].inc()
+                metrics.record_ledger_write_failure()
                 log.warning("usage ledger write failed (%s); %d records buffered, retrying",
                             type(error).__name__, len(self._buffer))
                 delay = min(max(delay * 2, 0.1), self._config.retry_max_s)
@@ -127,7 +116,7 @@ class Ledger:
             while self._buffer and id(self._buffer[0]) in written:
                 self._buffer.popleft()
             self.stats.written += len(batch)
-            _metrics()[2].set(len(self._buffer))
+            metrics.record_ledger_buffered(len(self._buffer))
 
     async def close(self) -> None:
         await self.flush()

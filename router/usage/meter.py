@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
+from core import metrics
 from core.config import ApiKeyConfig
-from core.errors import BudgetExceeded, ServiceError, status_of
+from core.errors import BudgetExceeded, ProviderError, ServiceError, status_of
 from core.generation import TokenUsage
 from core.pricing import cost
 from models.catalog import ModelCard
@@ -147,6 +148,7 @@ class Meter:
     runs: list[tuple[Reporting, Allowance | None]] = field(default_factory=list)
     embedding: EmbeddingUse | None = None
     shared: bool = False  # served by another request's run (single flight): billed nothing
+    downgraded: bool = False  # the budget narrowed the ranking to free models
     closed: bool = False
 
     @property
@@ -169,6 +171,7 @@ class Meter:
                                         f"{r.candidate.reason}"))
                 for r in routes if r.candidate.estimated_cost <= 0]
         if free and budget.on_exhausted == "downgrade":
+            self.downgraded = True
             return free, allowance
         raise BudgetExceeded(f"the spending budget of user {self.user!r} cannot cover this request "
                              f"(estimated ${first:.6f}); it resets at the start of the next period "
@@ -226,8 +229,10 @@ class Meter:
             status = 500
         spend, settlements, path = self._spend()
         acc = self.accounting
+        record = self._record(spend, path, outcome, status, error_type)
         if acc.ledger is not None:
-            acc.ledger.record(self._record(spend, path, outcome, status, error_type))
+            acc.ledger.record(record)
+        metrics.record_request(self._sample(record, error))
         acc.spawn(self._settle(settlements, spend.input_tokens + spend.output_tokens))
 
     def _outcome(self, error: BaseException | None) -> tuple[Outcome, str | None]:
@@ -273,6 +278,25 @@ class Meter:
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3), outcome=outcome,
             status=status, error_type=error_type, fallback_path=json.dumps(path) if len(path) > 1 else None,
             usage_source="estimated" if spend.estimated else "provider", streamed=self.streamed)
+
+    def _sample(self, record: UsageRecord, error: BaseException | None) -> metrics.RequestSample:
+        """The record as a metrics sample, with what only the runs know: time to the first token,
+        retries and fallbacks. Each failed attempt is counted as a provider error here too."""
+        reports = [run.report() for run, _ in self.runs]
+        for route, failure in (f for r in reports for f in r.failures):
+            status = failure.upstream_status if isinstance(failure, ProviderError) else None
+            metrics.record_provider_error(route.provider.name, route.model, type(failure).__name__,
+                                          status)
+        firsts = [r.first_token_at for r in reports if r.first_token_at is not None]
+        budget = "refused" if isinstance(error, BudgetExceeded) else None
+        return metrics.RequestSample(
+            operation=record.operation, provider=record.provider, model=record.model,
+            outcome=record.outcome, status=record.status, latency_s=record.latency_ms / 1000,
+            ttft_s=min(firsts) - self.started if firsts else None,
+            input_tokens=record.input_tokens, output_tokens=record.output_tokens,
+            cost_usd=record.cost_usd, savings_usd=record.savings_usd,
+            fallbacks=sum(r.fallbacks for r in reports), retries=sum(r.retries for r in reports),
+            budget_action="downgraded" if self.downgraded else budget)
 
     def _final(self) -> ModelCard | None:
         if self.embedding is not None:
