@@ -53,8 +53,11 @@ def app_config(serve_port: int) -> dict[str, Any]:
         "ray_actor_options": {"num_cpus": 0, "resources": {"llm": 1}}}]
     args["router"].update(
         autoscaling_config=ROUTER_AUTOSCALING, first_token_timeout_s=5, idle_timeout_s=3,
-        request_timeout_s=30, max_retries=0,
-        breaker={"failure_threshold": 2, "cooldown_s": 1, "max_cooldown_s": 2})
+        request_timeout_s=30, max_retries=1,
+        breaker={"failure_threshold": 2, "cooldown_s": 1, "max_cooldown_s": 2},
+        # OpenAI is played by the fake; Anthropic is not in this cluster (the suite's environment
+        # holds a key for it, which the nodes inherit).
+        providers={"anthropic": {"enabled": False}})
     args["embedder"].update(n_threads=1, batching={"max_batch_size": 16, "batch_wait_timeout_s": 0.02})
     args["auth"] = {"api_keys": [{"id": "deploy-tests", "sha256": hash_key(KEY)},
                                  {"id": "deploy-limited", "sha256": hash_key(LIMITED_KEY),
