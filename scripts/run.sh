@@ -3,6 +3,7 @@
 # measured faster than the default Python proxy (docs/benchmarks.md). Stops cleanly on Ctrl-C/SIGTERM.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1  # whatever set-up is missing (a second when nothing is)
 export RAY_USAGE_STATS_ENABLED=${RAY_USAGE_STATS_ENABLED:-0}
 export RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}
 config=${1:-configs/serve.yaml}
