@@ -48,6 +48,13 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def require(*programs: str) -> None:
+    """The deployment tests run the real programs: a missing one is a failure that says what to do."""
+    missing = [p for p in programs if shutil.which(p) is None]
+    if missing:
+        raise AssertionError(f"{', '.join(missing)} not installed: run bash scripts/tools.sh")
+
+
 def poll(check: Callable[[], T | None], timeout_s: float, what: str, every_s: float = 0.25) -> T:
     """The first truthy result of `check()`, or AssertionError naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.deploy.cluster import free_ports, poll
+from tests.deploy.cluster import free_ports, poll, require
 
 NGINX_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
 TEMPLATE = NGINX_DIR / "templates" / "learnx.conf.template"
@@ -43,6 +43,7 @@ def render(template: str, values: dict[str, str]) -> str:
 
 class Nginx:
     def __init__(self, directory: Path, ai_upstream: str, legacy_upstream: str):
+        require("nginx")
         self.dir = directory
         (self.port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{self.port}"

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.deploy.cluster import free_ports, poll
+from tests.deploy.cluster import free_ports, poll, require
 
 PROMETHEUS_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 INTERVAL = "1s"
@@ -19,6 +19,7 @@ INTERVAL = "1s"
 
 class Prometheus:
     def __init__(self, directory: Path, service_discovery_file: Path):
+        require("prometheus", "promtool")
         config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
         config["global"].update(scrape_interval=INTERVAL, evaluation_interval=INTERVAL)
         (job,) = config["scrape_configs"]

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.deploy.cluster import poll
+from tests.deploy.cluster import poll, require
 from tests.deploy.conftest import HEADERS, LIMITED_KEY, App, chat
 from tests.deploy.prom import PROMETHEUS_DIR, Prometheus
 from tests.fakes import FakeOpenAI, Fault, Reply
@@ -201,6 +201,7 @@ def test_every_alert_rule_loads_and_evaluates(prometheus: Prometheus) -> None:
                                      ["test", "rules", "alerts.test.yml"],
                                      ["check", "config", "prometheus.yml"]])
 def test_promtool(command: list[str]) -> None:
+    require("promtool")
     done = subprocess.run(["promtool", *command], cwd=PROMETHEUS_DIR, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
