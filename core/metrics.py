@@ -15,7 +15,7 @@ from ray.util import metrics
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0]
 TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]
-BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+BATCH_BUCKETS = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0]
 NONE = "none"  # the provider/model tag of a request refused before any provider was chosen
 MODEL_TAGS = ("operation", "provider", "model")
 
