@@ -38,7 +38,7 @@ def source_of(manifest: Path) -> Path:
 def generate(config_path: Path) -> str:
     """The serveConfigV2 text for a Serve config file: its content, validated, without comments."""
     sys.path.insert(0, str(ROOT))
-    from deployments.config import load_config
+    from core.config import load_config
 
     config = yaml.safe_load(config_path.read_text())
     for app in config["applications"]:
