@@ -34,10 +34,11 @@ class Prometheus:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Prometheus:
-        log = (self._dir / "prometheus.log").open("wb")
-        self._process = subprocess.Popen(
-            ["prometheus", f"--config.file={self.config}", f"--storage.tsdb.path={self._dir / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT)
+        with (self._dir / "prometheus.log").open("wb") as log:
+            self._process = subprocess.Popen(
+                ["prometheus", f"--config.file={self.config}",
+                 f"--storage.tsdb.path={self._dir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT)
         poll(self._ready, 30, "Prometheus to be ready")
         return self
 

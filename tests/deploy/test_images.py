@@ -81,3 +81,10 @@ def test_vllm_floor_has_the_structured_outputs_api() -> None:
 def test_build_context_leaves_out_local_state() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "var", "models/*.gguf"} <= set(ignored)
+
+
+def test_every_package_is_installed() -> None:
+    """A non-editable install (the images' KubeRay workers import from it) needs every package."""
+    found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"}
+    assert packages == {pattern.removesuffix("*") for pattern in found["find"]["include"]}
