@@ -147,7 +147,7 @@ def test_auth_enabled_without_keys_is_a_config_error() -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", None])
 def test_auth_off_is_refused_beyond_loopback(host: str | None) -> None:
-    with pytest.raises(ExposedWithoutAuth, match="set http_options.host: 127.0.0.1"):
+    with pytest.raises(ExposedWithoutAuth, match=r"set http_options\.host: 127\.0\.0\.1"):
         check_exposure(AuthConfig(enabled=False), host)
 
 
