@@ -88,3 +88,14 @@ def test_every_package_is_installed() -> None:
     found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
     packages = {p.parent.name for p in ROOT.glob("*/__init__.py")} - {"tests", "benchmarks"}
     assert packages == {pattern.removesuffix("*") for pattern in found["find"]["include"]}
+
+
+@pytest.mark.parametrize("kind", DOCKERFILES)
+def test_run_finds_the_set_up_the_build_made(kind: str) -> None:
+    """scripts/run.sh runs scripts/setup.sh first: with other extras it would reinstall at start."""
+    def extras(stage: list[tuple[str, str]]) -> set[str]:
+        env = " ".join(args for op, args in stage if op == "ENV")
+        return set(re.findall(r"LEARNX_EXTRAS=(\S+)", env))
+
+    build, runtime = stages(DOCKERFILES[kind])
+    assert len(extras(build)) == 1 and extras(build) == extras(runtime)
