@@ -3,7 +3,7 @@
 import { ProtocolError, errorBody, serviceError } from "./errors.js";
 import { sseData } from "./sse.js";
 import {
-  Transport,
+  Transport, parseJson,
   type Attempt, type CallOptions, type RetryEvent, type RetryPolicy, type Settings, type Timeouts,
 } from "./transport.js";
 import type {
@@ -31,6 +31,8 @@ export const DEFAULT_TIMEOUTS: Timeouts = {
 export const DEFAULT_RETRY: RetryPolicy = {
   maxRetries: 2, baseDelayMs: 500, maxDelayMs: 8_000, maxRetryAfterMs: 30_000,
 };
+
+interface ErrorEvent { type: "error"; metadata: { status: number } }
 
 export type StreamParams = GenerateContentParams & { stream?: true };
 export type WholeParams<T extends ContentType> = GenerateContentParams & { content_type: T; stream: false };
@@ -121,7 +123,7 @@ export class ContentStream implements AsyncIterable<GenerateEvent> {
     if (!response.body) throw new ProtocolError("the stream has no body", attempt.requestId);
     for await (const data of sseData(response.body, attempt)) {
       if (data === "[DONE]") break;
-      const event = JSON.parse(data) as GenerateEvent | { type: "error"; metadata: { status: number } };
+      const event = parseJson<GenerateEvent | ErrorEvent>(data, attempt.requestId);
       if (event.type === "error") {
         throw serviceError(event.metadata.status, errorBody(event, "error event"), attempt.requestId);
       }

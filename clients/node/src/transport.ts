@@ -4,7 +4,7 @@ import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 
 import {
-  ConnectionError, LearnXError, RateLimitError, RequestTimeoutError, ServiceError,
+  ConnectionError, LearnXError, ProtocolError, RateLimitError, RequestTimeoutError, ServiceError,
   ServiceUnavailableError, errorBody, serviceError,
   type TimeoutPhase,
 } from "./errors.js";
@@ -79,6 +79,7 @@ export class Attempt {
   constructor(readonly requestId: string, private readonly deadline: number,
               private readonly timeouts: Timeouts, signal: AbortSignal | undefined) {
     const abort = () => this.controller.abort(signal?.reason);
+    if (signal?.aborted) abort();
     signal?.addEventListener("abort", abort, { once: true });
     this.unlink = () => signal?.removeEventListener("abort", abort);
   }
@@ -113,7 +114,7 @@ export class Attempt {
     if (this.controller.signal.aborted && reason !== undefined) return reason;
     if (error instanceof LearnXError) return error;
     const cause = error instanceof Error && error.cause instanceof Error ? `: ${error.cause.message}` : "";
-    return new ConnectionError(`cannot reach the AI service${cause}`, this.requestId, { cause: error });
+    return new ConnectionError(`connection to the AI service failed${cause}`, this.requestId, { cause: error });
   }
 }
 
@@ -126,7 +127,7 @@ export class Transport {
       try {
         const response = await this.send(call, attempt, options);
         attempt.arm("request");
-        return (await response.json()) as T;
+        return parseJson<T>(await response.text(), attempt.requestId);
       } catch (error) {
         throw attempt.translate(error);
       } finally {
@@ -175,7 +176,7 @@ export class Transport {
         const delayMs = retry < maxRetries ? this.retryDelay(error, retry) : undefined;
         if (delayMs === undefined || Date.now() + delayMs >= deadline) throw error;
         this.settings.onRetry?.({ retry: retry + 1, delayMs, error: error as LearnXError, requestId });
-        await sleep(delayMs, undefined, { signal: options.signal });
+        await wait(delayMs, options.signal);
       }
     }
   }
@@ -215,8 +216,26 @@ export class Transport {
   }
 }
 
+/** Sleep, or throw the signal's reason as soon as it aborts. */
+async function wait(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await sleep(ms, undefined, signal ? { signal } : {});
+  } catch (error) {
+    throw signal?.aborted ? signal.reason : error;
+  }
+}
+
+export function parseJson<T>(text: string, requestId: string): T {
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new ProtocolError(`the service answered something that is not JSON: ${text.slice(0, 200)}`,
+                            requestId);
+  }
+}
+
 /** The typed error of an error answer (its body read, whatever its shape). */
-export async function errorOf(response: Response, requestId: string): Promise<ServiceError> {
+async function errorOf(response: Response, requestId: string): Promise<ServiceError> {
   const text = await response.text();
   let payload: unknown;
   try {
