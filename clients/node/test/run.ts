@@ -22,6 +22,7 @@ if (process.env["LEARNX_TEST_URL"]) {
   process.exit(run(process.execPath, ["--test", "--test-concurrency=1", "--test-reporter=spec", ...args, ...files]));
 } else {
   console.log("LEARNX_TEST_URL is not set: starting the service through pytest (scripts/test.sh)");
-  process.env["NODE_TEST_ARGS"] = args.join(" ");
-  process.exit(run("bash", ["scripts/test.sh", "tests/clients/test_node_client.py", "-rP"], repository));
+  process.env["NODE_TEST_ARGS"] = args.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+  const pytest = ["scripts/test.sh", "tests/clients/test_node_client.py", "-rP", "--show-capture=stdout"];
+  process.exit(run("bash", pytest, repository));
 }
