@@ -4,12 +4,12 @@
 //
 //   npm run test:load:python -- --url http://127.0.0.1:8001 --requests 40 --concurrency 4 \
 //     [--api-key KEY] [--ops content,embeddings] [--model small] [--max-tokens 64]
-//     [--embedding-model all-minilm-l6-v2] [--texts 8]
+//     [--embedding-model all-minilm-l6-v2] [--texts 8] [--users 10]
 
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 
-import { LearnXClient, type UsageReport } from "../src/index.js";
+import { LearnXClient } from "../src/index.js";
 
 const { values: flags } = parseArgs({ options: {
   url: { type: "string", default: process.env["PYTHON_AI_SERVICE_URL"] ?? "http://localhost:8001" },
@@ -21,6 +21,7 @@ const { values: flags } = parseArgs({ options: {
   "max-tokens": { type: "string", default: "64" },
   texts: { type: "string", default: "8" },
   "embedding-model": { type: "string", default: "all-minilm-l6-v2" },
+  users: { type: "string", default: "10" },
 } });
 
 function bounded(name: string, value: string, max: number): number {
@@ -33,7 +34,9 @@ const REQUESTS = bounded("requests", flags.requests, 5_000);
 const CONCURRENCY = bounded("concurrency", flags.concurrency, 128);
 const MAX_TOKENS = bounded("max-tokens", flags["max-tokens"], 1_024);
 const TEXTS = bounded("texts", flags.texts, 256);
-const USER = `load-${Date.now()}`;
+// Learners of this run's own: the service limits requests per user (120 a minute by default).
+const USERS = Array.from({ length: bounded("users", flags.users, 1_000) }, (_, i) => `load-${Date.now()}-${i}`);
+const userOf = (i: number) => USERS[i % USERS.length] ?? "";
 // Retries would hide the service's own answers; a load test wants to see them.
 const api = new LearnXClient({ baseUrl: flags.url, apiKey: flags["api-key"], retry: { maxRetries: 0 } });
 
@@ -69,7 +72,7 @@ async function content(i: number): Promise<Sample> {
   let costUsd = 0;
   for await (const event of api.generateContent({
     content: `Lesson ${i}: ${topic}.`, content_type: "explanation", model: flags.model,
-    max_tokens: MAX_TOKENS, user_id: USER })) {
+    max_tokens: MAX_TOKENS, user_id: userOf(i) })) {
     firstMs ??= performance.now() - started;
     if (event.type === "done") costUsd = event.metadata.cost_usd;
   }
@@ -81,7 +84,7 @@ async function embeddings(i: number): Promise<Sample> {
   const texts = Array.from({ length: TEXTS }, (_, k) =>
     k % 2 ? `Key idea ${k} of ${TOPICS[k % TOPICS.length]}.` : `Request ${i}, passage ${k}: ${TOPICS[(i + k) % TOPICS.length]}.`);
   const started = performance.now();
-  const result = await api.createEmbeddings(texts, { model: flags["embedding-model"], user_id: USER });
+  const result = await api.createEmbeddings(texts, { model: flags["embedding-model"], user_id: userOf(i) });
   return { ms: performance.now() - started, cacheHits: result.cache_hits };
 }
 
@@ -90,14 +93,14 @@ function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
 }
 
-/** The ledger's cost per request of `operation` for this run's user (written in the background). */
+/** The ledger's cost per request of `operation` for this run's users (written in the background). */
 async function ledgerCost(operation: string, expected: number): Promise<number | undefined> {
   const deadline = Date.now() + 15_000;
-  let report: UsageReport;
   do {
-    report = await api.usage(USER);
-    const row = report.by_operation.find((o) => o.operation === operation);
-    if (row && row.requests >= expected) return row.cost_usd / row.requests;
+    const rows = (await Promise.all(USERS.map((user) => api.usage(user))))
+      .flatMap((report) => report.by_operation.filter((o) => o.operation === operation));
+    const requests = rows.reduce((sum, row) => sum + row.requests, 0);
+    if (requests >= expected) return rows.reduce((sum, row) => sum + row.cost_usd, 0) / requests;
     await sleep(200);
   } while (Date.now() < deadline);
   return undefined;
@@ -105,7 +108,7 @@ async function ledgerCost(operation: string, expected: number): Promise<number |
 
 const OPERATIONS = { content: ["generate-content", content], embeddings: ["embeddings", embeddings] } as const;
 
-console.log(`${REQUESTS} requests per operation, concurrency ${CONCURRENCY}, ${flags.url}, user ${USER}`);
+console.log(`${REQUESTS} requests per operation, concurrency ${CONCURRENCY}, ${flags.url}, ${USERS.length} users`);
 console.log("| operation | ok / errors | p50 ms | p95 ms | p99 ms | first event p50 / p95 ms | req/s | cost per request (ledger) | cache hits |");
 console.log("|---|---|---|---|---|---|---|---|---|");
 for (const op of flags.ops.split(",")) {
