@@ -120,7 +120,10 @@ export class ContentStream implements AsyncIterable<GenerateEvent> {
     this.started = true;
     const [response, attempt] = await this.open();
     this.requestId = attempt.requestId;
-    if (!response.body) throw new ProtocolError("the stream has no body", attempt.requestId);
+    if (!response.body) {
+      attempt.close();
+      throw new ProtocolError("the stream has no body", attempt.requestId);
+    }
     for await (const data of sseData(response.body, attempt)) {
       if (data === "[DONE]") break;
       const event = parseJson<GenerateEvent | ErrorEvent>(data, attempt.requestId);

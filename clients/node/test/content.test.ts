@@ -46,8 +46,10 @@ for (const type of TEXT_TYPES) {
 }
 
 test("streams a structured quiz from the local model: one validated question per event", async () => {
+  // Structured types are generated greedily: this request's quiz is the same every run (the local
+  // model makes a valid quiz for 15-16 of 20 topics, docs/benchmarks.md; this is one of them).
   const stream = api.generateContent({ content: MATERIAL, content_type: "quiz", model: "smollm2-135m",
-                                       max_tokens: 600 });
+                                       persona: "step_by_step", difficulty: "beginner", max_tokens: 800 });
   const { body, done } = split(await collect(stream), "quiz");
   const quiz = done.metadata.data as Quiz;
   assert.equal(body.length, quiz.questions.length);
