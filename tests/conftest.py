@@ -48,6 +48,9 @@ API_KEY = "lx_test-service-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 LIMITED_KEY = "lx_test-limited-key-0123456789abcdef"
 LIMITED_RPM = 5
+# The Node client's own limited key (its retry-on-429 test drains it; no other test uses it).
+CLIENT_LIMITED_KEY = "lx_test-client-limited-key-0123456789abcdef"
+CLIENT_LIMITED_RPM = 20
 # Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
 BUDGETS = {"budget-refuse": {"daily_usd": 0.00033, "on_exhausted": "refuse"},
            "budget-downgrade": {"daily_usd": 0.00002}}
@@ -72,7 +75,9 @@ TEST_ARGS: dict[str, Any] = {
                  "cache": {"key_prefix": f"learnx-test-{os.getpid()}:"}},
     "auth": {"api_keys": [{"id": "tests", "sha256": hash_key(API_KEY)},
                           {"id": "limited", "sha256": hash_key(LIMITED_KEY),
-                           "requests_per_minute": LIMITED_RPM}]},
+                           "requests_per_minute": LIMITED_RPM},
+                          {"id": "client-limited", "sha256": hash_key(CLIENT_LIMITED_KEY),
+                           "requests_per_minute": CLIENT_LIMITED_RPM}]},
     # High enough that only the tests about limits meet them.
     "rate_limits": {"user_requests_per_minute": 100_000, "user_tokens_per_minute": 100_000_000,
                     "key_requests_per_minute": 100_000, "key_tokens_per_minute": 100_000_000},

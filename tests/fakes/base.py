@@ -1,5 +1,9 @@
 """What the fakes share: a script of behaviours consumed one per request, the record of requests,
-and a uvicorn server on a free loopback port in a background thread."""
+and a uvicorn server on a free loopback port in a background thread.
+
+Tests in other processes (the Node client's) script a fake over HTTP: POST /_fake/script with
+`{"behaviours": [{"fault": {"status": 503}}, {"reply": {"text": "..."}}]}` enqueues, GET reads how
+many behaviours are pending and how many requests arrived, DELETE resets."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,15 @@ class FakeProvider:
     def routes(self) -> list[Any]:
         raise NotImplementedError
 
+    async def control(self, request: Request) -> Response:
+        if request.method == "POST":
+            for item in (await request.json())["behaviours"]:
+                kind, fields = next(iter(item.items()))
+                self.enqueue({"fault": Fault, "reply": Reply}[kind](**fields))
+        elif request.method == "DELETE":
+            self.reset()
+        return JSONResponse({"pending": len(self.script), "requests": len(self.requests)})
+
     async def record(self, request: Request) -> dict[str, Any]:
         body = await request.json()
         self.requests.append(Recorded(request.url.path, dict(request.headers), body))
@@ -88,7 +102,8 @@ class FakeProvider:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        config = uvicorn.Config(Starlette(routes=self.routes()), host="127.0.0.1", port=port,
+        routes = [*self.routes(), Route("/_fake/script", self.control, methods=["GET", "POST", "DELETE"])]
+        config = uvicorn.Config(Starlette(routes=routes), host="127.0.0.1", port=port,
                                 log_level="warning", lifespan="off", timeout_graceful_shutdown=1)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -1,0 +1,160 @@
+// The client of the LEARN-X AI service: the seed's PythonAIClient, typed.
+
+import { ProtocolError, errorBody, serviceError } from "./errors.js";
+import { sseData } from "./sse.js";
+import {
+  Transport, parseJson,
+  type Attempt, type CallOptions, type RetryEvent, type RetryPolicy, type Settings, type Timeouts,
+} from "./transport.js";
+import type {
+  ContentType, DoneEvent, EmbeddingParams, EmbeddingsResult, GenerateContentParams,
+  GenerateEvent, GeneratedContent, Health, Readiness, UsageQuery, UsageRecord, UsageReport,
+} from "./types.js";
+
+export interface ClientOptions {
+  /** Default: PYTHON_AI_SERVICE_URL, else http://localhost:8001. */
+  baseUrl?: string;
+  /** The service's API key, sent as a bearer token. Default: PYTHON_AI_SERVICE_API_KEY. */
+  apiKey?: string;
+  timeouts?: Partial<Timeouts>;
+  retry?: Partial<RetryPolicy>;
+  /** Sent with every request. */
+  headers?: Record<string, string>;
+  /** Called before each retry (logs, metrics). */
+  onRetry?: (event: RetryEvent) => void;
+  fetch?: typeof fetch;
+}
+
+export const DEFAULT_TIMEOUTS: Timeouts = {
+  connectMs: 10_000, firstEventMs: 60_000, idleMs: 30_000, requestMs: 120_000,
+};
+export const DEFAULT_RETRY: RetryPolicy = {
+  maxRetries: 2, baseDelayMs: 500, maxDelayMs: 8_000, maxRetryAfterMs: 30_000,
+};
+
+interface ErrorEvent { type: "error"; metadata: { status: number } }
+
+export type StreamParams = GenerateContentParams & { stream?: true };
+export type WholeParams<T extends ContentType> = GenerateContentParams & { content_type: T; stream: false };
+
+export class LearnXClient {
+  private readonly transport: Transport;
+
+  constructor(options: ClientOptions = {}) {
+    this.transport = new Transport(settings(options));
+  }
+
+  get baseUrl(): string {
+    return this.transport.settings.baseUrl;
+  }
+
+  /** Personalized learning content. Streamed (the default): the events as they come, ending with
+   * the `done` event; the request is sent when iteration starts. With `stream: false`: the whole
+   * answer at once. An error event or an error answer throws the typed error. */
+  generateContent<T extends ContentType>(params: WholeParams<T>, options?: CallOptions): Promise<GeneratedContent<T>>;
+  generateContent(params: StreamParams, options?: CallOptions): ContentStream;
+  generateContent(params: StreamParams | WholeParams<ContentType>,
+                  options: CallOptions = {}): ContentStream | Promise<GeneratedContent> {
+    const body = { ...params, stream: params.stream !== false };
+    if (!body.stream) {
+      return this.transport.json({ method: "POST", path: "/api/v1/ai/generate-content", body,
+                                   head: "request" }, options);
+    }
+    return new ContentStream(() => this.transport.open({
+      method: "POST", path: "/api/v1/ai/generate-content", body, head: "first_event" }, options));
+  }
+
+  /** Vectors for `texts`, in input order, with the model that made them and the cache hits. */
+  createEmbeddings(texts: string[], params: EmbeddingParams = {},
+                   options?: CallOptions): Promise<EmbeddingsResult> {
+    return this.transport.json({ method: "POST", path: "/api/v1/ai/embeddings",
+                                 body: { texts, ...params }, head: "request" }, options);
+  }
+
+  /** Requests, tokens and cost by day, provider, model and operation (all users without userId). */
+  usage(userId?: string, query: UsageQuery = {}, options?: CallOptions): Promise<UsageReport> {
+    return this.transport.json({ method: "GET", path: "/api/v1/ai/usage", head: "connect",
+                                 query: { user_id: userId, from: query.from, to: query.to } }, options);
+  }
+
+  /** A user's latest ledger records, newest first. Records are written in the background:
+   * a request's record appears shortly after its answer. */
+  async usageRecords(userId: string, limit = 50, options?: CallOptions): Promise<UsageRecord[]> {
+    const answer = await this.transport.json<{ records: UsageRecord[] }>({
+      method: "GET", path: "/api/v1/ai/usage/records", head: "connect",
+      query: { user_id: userId, limit } }, options);
+    return answer.records;
+  }
+
+  health(options?: CallOptions): Promise<Health> {
+    return this.transport.json({ method: "GET", path: "/api/v1/ai/health", head: "connect" },
+                               { maxRetries: 0, ...options });
+  }
+
+  /** Whether every model replica and the embedder answer (`not_ready` is an answer, not an error). */
+  ready(options?: CallOptions): Promise<Readiness> {
+    return this.transport.json({ method: "GET", path: "/api/v1/ai/ready", head: "connect",
+                                 accept: [503] }, { maxRetries: 0, ...options });
+  }
+
+  /** Options for the official `openai` package against the service's OpenAI-compatible /v1:
+   * `new OpenAI(client.openAIOptions())`. */
+  openAIOptions(): { baseURL: string; apiKey: string; defaultHeaders: Record<string, string> } {
+    const { baseUrl, apiKey, headers } = this.transport.settings;
+    return { baseURL: `${baseUrl}/v1`, apiKey: apiKey ?? "unused", defaultHeaders: headers };
+  }
+}
+
+/** The events of one generate-content stream. Iterate it once. */
+export class ContentStream implements AsyncIterable<GenerateEvent> {
+  /** The X-Request-Id of the attempt that delivered the stream, once it started. */
+  requestId: string | undefined;
+  /** The terminal event, once the stream ended well. */
+  done: DoneEvent | undefined;
+  private started = false;
+
+  constructor(private readonly open: () => Promise<[Response, Attempt]>) {}
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<GenerateEvent> {
+    if (this.started) throw new Error("a ContentStream can be iterated only once");
+    this.started = true;
+    const [response, attempt] = await this.open();
+    this.requestId = attempt.requestId;
+    if (!response.body) {
+      attempt.close();
+      throw new ProtocolError("the stream has no body", attempt.requestId);
+    }
+    for await (const data of sseData(response.body, attempt)) {
+      if (data === "[DONE]") break;
+      const event = parseJson<GenerateEvent | ErrorEvent>(data, attempt.requestId);
+      if (event.type === "error") {
+        throw serviceError(event.metadata.status, errorBody(event, "error event"), attempt.requestId);
+      }
+      if (event.type === "done") this.done = event;
+      yield event;
+    }
+    if (!this.done) {
+      throw new ProtocolError("the stream ended without its terminal event", attempt.requestId);
+    }
+  }
+
+  /** Only the text: what the seed's stream yielded. */
+  async *text(): AsyncGenerator<string> {
+    for await (const event of this) {
+      if (event.type !== "done" && event.type !== "fallback") yield event.content;
+    }
+  }
+}
+
+function settings(options: ClientOptions): Settings {
+  const env = process.env;
+  return {
+    baseUrl: (options.baseUrl ?? env["PYTHON_AI_SERVICE_URL"] ?? "http://localhost:8001").replace(/\/+$/, ""),
+    apiKey: options.apiKey ?? env["PYTHON_AI_SERVICE_API_KEY"],
+    headers: options.headers ?? {},
+    timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
+    retry: { ...DEFAULT_RETRY, ...options.retry },
+    onRetry: options.onRetry,
+    fetch: options.fetch ?? globalThis.fetch,
+  };
+}

@@ -1,0 +1,12 @@
+// The public surface; everything else is private to the package.
+
+export { ContentStream, DEFAULT_RETRY, DEFAULT_TIMEOUTS, LearnXClient, LearnXClient as PythonAIClient } from "./client.js";
+export type { ClientOptions, StreamParams, WholeParams } from "./client.js";
+export {
+  AuthenticationError, BudgetExceededError, ConnectionError, InvalidRequestError, LearnXError,
+  ProtocolError, RateLimitError, RequestTimeoutError, ServiceError, ServiceUnavailableError,
+  UpstreamError, UpstreamTimeoutError,
+} from "./errors.js";
+export type { ErrorBody, TimeoutPhase } from "./errors.js";
+export type { CallOptions, RetryEvent, RetryPolicy, Timeouts } from "./transport.js";
+export type * from "./types.js";

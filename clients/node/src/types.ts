@@ -1,0 +1,224 @@
+// The service's wire types (router/protocol.py, router/content.py, content/). Request and response
+// fields keep the service's names (snake_case), so a body reads the same in Node and in the API docs.
+
+export type ContentType =
+  | "explanation" | "summary" | "example" | "analogy" | "key_concepts"
+  | "quiz" | "flashcards" | "practice_problems";
+export type StructuredContentType = "quiz" | "flashcards" | "practice_problems";
+export type Provider = "local" | "openai" | "anthropic";
+export type LearningStyle = "visual" | "verbal" | "example_first" | "step_by_step";
+export type Accommodation = "short_sentences" | "dyslexia_friendly" | "extra_examples";
+export type Difficulty = 1 | 2 | 3 | 4 | 5 | "beginner" | "intermediate" | "advanced";
+
+export interface LearnerProfile {
+  learning_style?: LearningStyle;
+  level?: string;
+  language?: string;
+  interests?: string[];
+  accommodations?: Accommodation[];
+}
+
+export interface GenerateContentParams {
+  content: string;
+  content_type: ContentType;
+  /** A profile, or a learning style name (free text once the service accepts it). */
+  persona?: LearnerProfile | LearningStyle | string;
+  user_profile?: LearnerProfile;
+  difficulty?: Difficulty;
+  /** The learner's last quiz score, 0-1: moves the difficulty up or down. */
+  recent_score?: number;
+  user_id?: string;
+  /** A model, an alias or a tier ("small", "large"); the service's default is "small". */
+  model?: string;
+  preferred_providers?: Provider[];
+  max_tokens?: number;
+}
+
+export interface TextStructure {
+  kind: "text" | "paragraph" | "heading" | "list_item" | "code_block" | "question";
+  section: number;
+  heading: string | null;
+  list_items: number;
+  in_code_block: boolean;
+  question: number | null;
+}
+
+export type ItemStructure =
+  | { kind: "question"; question: number }
+  | { kind: "card"; card: number }
+  | { kind: "problem"; problem: number };
+
+export interface EventBase {
+  seq: number;
+  difficulty: number;
+  difficulty_reason: string;
+  template_version: string;
+}
+
+export interface ContentEvent {
+  /** Text for text types; one JSON item (question, card, problem) for structured types. */
+  content: string;
+  type: ContentType;
+  metadata: EventBase & { structure: TextStructure | ItemStructure; provider: string; model: string };
+}
+
+export interface FallbackEvent {
+  content: "";
+  type: "fallback";
+  metadata: EventBase & { from: string; to: string; error: string };
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+export interface RouteTaken {
+  provider: string;
+  model: string;
+  reason: string;
+  cost_usd: number;
+  path?: string[];
+}
+
+export interface DoneMetadata extends EventBase {
+  provider: string;
+  model: string;
+  usage: Usage;
+  cost_usd: number;
+  /** What this request is billed: the cost, or 0 when it shared an identical request's run. */
+  billed_usd: number;
+  provider_path: RouteTaken[];
+  single_flight: { shared: boolean; leader: boolean };
+  /** Text types: the structure at the end and why the model stopped. */
+  structure?: TextStructure;
+  finish_reason?: string;
+  /** Structured types: the validated document and whether it needed a repair. */
+  data?: StructuredData;
+  repaired?: boolean;
+}
+
+export interface DoneEvent {
+  content: "";
+  type: "done";
+  metadata: DoneMetadata;
+}
+
+export type GenerateEvent = ContentEvent | FallbackEvent | DoneEvent;
+
+export interface QuizQuestion {
+  question: string;
+  options: [string, string, string, string];
+  answer_index: 0 | 1 | 2 | 3;
+  rationale: string;
+}
+export interface Quiz { questions: QuizQuestion[] }
+export interface Flashcards { cards: { front: string; back: string }[] }
+export interface PracticeProblems {
+  problems: { problem: string; solution_steps: string[]; answer: string }[];
+}
+export type StructuredData = Quiz | Flashcards | PracticeProblems;
+
+export interface DataOf {
+  quiz: Quiz;
+  flashcards: Flashcards;
+  practice_problems: PracticeProblems;
+}
+
+/** The non-streamed answer: the whole text, the terminal metadata, and for structured types `data`. */
+export interface GeneratedContent<T extends ContentType = ContentType> {
+  content: string;
+  type: T;
+  metadata: DoneMetadata;
+  data?: T extends StructuredContentType ? DataOf[T] : never;
+}
+
+export interface EmbeddingParams {
+  model?: string;
+  use_cache?: boolean;
+  deduplicate?: boolean;
+  user_id?: string;
+}
+
+export interface EmbeddingsResult {
+  /** One vector per input text, in input order. */
+  embeddings: number[][];
+  model: string;
+  dims: number;
+  count: number;
+  cache_hits: number;
+  deduplicated: number;
+  /** Seconds the service spent. */
+  processing_time: number;
+}
+
+export interface Totals {
+  requests: number;
+  input_tokens: number;
+  output_tokens: number;
+  total_tokens: number;
+  cost_usd: number;
+}
+
+export interface UsageReport {
+  user_id: string | null;
+  from: string;
+  to: string;
+  totals: Totals & { cache_hits: number; errors: number };
+  by_day: (Totals & { day: string })[];
+  by_provider: (Totals & { provider: string })[];
+  by_model: (Totals & { model: string })[];
+  by_operation: (Totals & { operation: string })[];
+  savings: {
+    local_requests: number;
+    local_tokens: number;
+    local_cost_usd: number;
+    hosted_equivalent_usd: number;
+    savings_usd: number;
+    baseline: string;
+  };
+  budget?: Record<string, number> | null;
+  ledger: { buffered: number; dropped: number; write_failures: number };
+}
+
+export interface UsageQuery {
+  /** ISO dates (YYYY-MM-DD), UTC; the last 30 days by default. */
+  from?: string;
+  to?: string;
+}
+
+export type Outcome = "success" | "error" | "client_disconnected" | "shared";
+
+export interface UsageRecord {
+  request_id: string;
+  ts: number;
+  day: string;
+  user_id: string;
+  api_key_id: string;
+  operation: "chat.completions" | "embeddings" | "generate-content";
+  content_type: string | null;
+  provider: string | null;
+  model: string | null;
+  input_tokens: number;
+  output_tokens: number;
+  cost_usd: number;
+  hosted_equivalent_usd: number;
+  savings_usd: number;
+  cache_hits: number;
+  latency_ms: number;
+  outcome: Outcome;
+  status: number;
+  error_type: string | null;
+  fallback_path: string[] | null;
+  usage_source: "provider" | "estimated";
+  streamed: boolean;
+}
+
+export interface Health { status: "ok" }
+
+export interface Readiness {
+  status: "ready" | "not_ready";
+  /** Per local model replica and the embedder: "ok" or why not. */
+  models: Record<string, string>;
+}
