@@ -50,7 +50,9 @@ def valid_texts(texts: list[str], noun: str = "item") -> list[str]:
 
 def _valid_text_or_texts(value: Any) -> Any:
     """For `str | list[str]` fields: the error names the field and the item, not the union."""
-    return valid_text(value) if isinstance(value, str) else valid_texts(value)
+    if value is None or isinstance(value, str):
+        return value if value is None else valid_text(value)
+    return valid_texts(value)
 
 
 Text = Annotated[str, AfterValidator(valid_text)]

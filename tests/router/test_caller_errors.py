@@ -66,6 +66,15 @@ async def test_invalid_text_is_refused_by_every_route_that_takes_text(api: InPro
     assert api.engine.generations == 0
 
 
+async def test_valid_text_passes_in_every_shape(api: InProcess) -> None:
+    body = chat([{"role": "system", "content": None}, {"role": "user", "name": "Zoë", "content": [
+        {"type": "text", "text": "emoji 🦊 and accents é"}]}], stop=None, user="élève-1")
+    response = await post(api, "/v1/chat/completions", body)
+    assert response.status_code == 200
+    response = await post(api, "/v1/chat/completions", {**body, "stop": ["🦊", "\n"]})
+    assert response.status_code == 200
+
+
 def schema_request(schema: Any) -> dict[str, Any]:
     return chat([HELLO], response_format={"type": "json_schema",
                                           "json_schema": {"name": "answer", "schema": schema}})
