@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -64,5 +64,26 @@ class EngineError(Exception):
     """An engine could not serve a request."""
 
 
-class PromptTooLong(EngineError, ValueError):
-    """The prompt does not fit the model's context window (the caller's fault: a 400)."""
+class RequestRejected(EngineError, ValueError):
+    """The request itself is what the engine cannot serve: the caller's fault, a 400 naming `param`;
+    never retried, never counted against the engine's health. Engines raise its subclasses where
+    they turn the caller's input into the model's (templates, tokens, grammars), so the router
+    tells these from outages by type alone."""
+
+    param: ClassVar[str] = "messages"
+
+
+class PromptTooLong(RequestRejected):
+    """The prompt does not fit the model's context window."""
+
+
+class InvalidMessages(RequestRejected):
+    """The messages cannot become a prompt: text that is not valid Unicode, or a conversation the
+    model's chat template refuses (e.g. roles out of the order it expects)."""
+
+
+class InvalidSchema(RequestRejected):
+    """The JSON schema cannot become a grammar: beyond core.schema's bounds, or refused by the
+    engine's grammar compiler."""
+
+    param = "response_format.json_schema"

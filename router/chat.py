@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from core.breakers import Breakers
 from core.config import AppConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
 from core.generation import Delta, GenerationParams, TokenUsage
+from core.schema import SchemaError, check_schema
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
 from router.fallback import Run, prompt_estimate
 from router.policy import PolicySettings, RouteRequest, rank
@@ -89,13 +90,10 @@ class ChatService:
             raise InvalidRequest(
                 f"max_tokens is {max_tokens}; it must be between 1 and "
                 f"{self._config.max_tokens_limit}", param="max_tokens")
-        json_schema = None
-        if request.response_format and request.response_format.type != "text":
-            json_schema = (request.response_format.json_schema or {}).get("schema", {})
         return GenerationParams(
             messages=[{"role": _role(m.role), "content": m.text()} for m in request.messages],
             max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
-            stop=request.stop_list(), seed=request.seed, json_schema=json_schema)
+            stop=request.stop_list(), seed=request.seed, json_schema=_json_schema(request))
 
     async def _run(self, request: ChatCompletionRequest,
                    meter: Meter | None) -> tuple[Run, GenerationParams]:
@@ -154,6 +152,19 @@ async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
 def _wire_usage(usage: TokenUsage) -> CompletionUsage:
     return CompletionUsage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                  total_tokens=usage.total_tokens)
+
+
+def _json_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    """The output's schema ({} = any JSON object), bounded before any model sees it."""
+    if request.response_format is None or request.response_format.type == "text":
+        return None
+    schema = (request.response_format.json_schema or {}).get("schema", {})
+    try:
+        check_schema(schema)
+    except SchemaError as error:
+        where = ".".join(filter(None, ("response_format.json_schema.schema", error.where)))
+        raise InvalidRequest(f"{where}: {error.problem}", param=where) from None
+    return cast(dict[str, Any], schema)
 
 
 def _role(role: str) -> str:

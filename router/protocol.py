@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -26,23 +27,60 @@ class Wire(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def valid_text(text: str) -> str:
+    """Text that every model and store can take: Python decodes a JSON string with an unpaired
+    surrogate escape ("\\ud800") into a str that cannot be encoded as UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError as error:
+        raise ValueError(f"character {error.start} is an unpaired UTF-16 surrogate "
+                         f"(U+{ord(text[error.start]):04X}), which is not valid text: send "
+                         "well-formed UTF-8") from None
+    return text
+
+
+def valid_texts(texts: list[str], noun: str = "item") -> list[str]:
+    for index, text in enumerate(texts):
+        try:
+            valid_text(text)
+        except ValueError as error:
+            raise ValueError(f"{noun} {index}: {error}") from None
+    return texts
+
+
+def _valid_text_or_texts(value: Any) -> Any:
+    """For `str | list[str]` fields: the error names the field and the item, not the union."""
+    if value is None or isinstance(value, str):
+        return value if value is None else valid_text(value)
+    return valid_texts(value)
+
+
+Text = Annotated[str, AfterValidator(valid_text)]
+
+
 class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
+    name: Text | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, content: str | list[dict[str, Any]] | None
+                   ) -> str | list[dict[str, Any]] | None:
+        """Only text, and valid text (errors name the message: `messages.2.content: ...`)."""
+        if not isinstance(content, list):
+            return content if content is None else valid_text(content)
+        for index, part in enumerate(content):
+            if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise ValueError(f"part {index}: only text content parts are supported")
+        valid_texts([part["text"] for part in content], noun="part")
+        return content
 
     def text(self) -> str:
-        """Flatten OpenAI content parts to text (only text parts are supported)."""
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        parts = []
-        for part in self.content:
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ValueError("only text content parts are supported")
-            parts.append(part["text"])
-        return "".join(parts)
+        """The content as one text (OpenAI content parts joined)."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        return "".join(part["text"] for part in self.content)
 
 
 class StreamOptions(Wire):
@@ -61,22 +99,15 @@ class ChatCompletionRequest(Wire):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, AfterValidator(_valid_text_or_texts)] = None
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Literal[1] = 1
-    user: str | None = Field(None, min_length=1, max_length=256)  # the end user: budgets, limits
+    user: Text | None = Field(None, min_length=1, max_length=256)  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
-
-    @field_validator("messages")
-    @classmethod
-    def _text_only(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
-        for message in messages:
-            message.text()  # raises ValueError with the reason
-        return messages
 
     @field_validator("stop")
     @classmethod
@@ -172,10 +203,11 @@ class EmbeddingsRequest(Wire):
     """OpenAI's /v1/embeddings (text input only)."""
 
     model: str = Field(min_length=1)
-    input: str | Annotated[list[str], Field(min_length=1)]
+    input: Annotated[str | Annotated[list[str], Field(min_length=1)],
+                     AfterValidator(_valid_text_or_texts)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, le=3072)
-    user: str | None = Field(None, min_length=1, max_length=256)
+    user: Text | None = Field(None, min_length=1, max_length=256)
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else self.input
@@ -184,23 +216,23 @@ class EmbeddingsRequest(Wire):
 class SeedEmbeddingsRequest(Wire):
     """The seed's /api/v1/ai/embeddings."""
 
-    texts: Annotated[list[str], Field(min_length=1)]
+    texts: Annotated[list[str], Field(min_length=1), AfterValidator(valid_texts)]
     model: str | None = None
     use_cache: bool = True
     deduplicate: bool = True
-    user_id: str | None = Field(None, min_length=1, max_length=256)
+    user_id: Text | None = Field(None, min_length=1, max_length=256)
 
 
 class GenerateContentRequest(Wire):
     """The seed's /api/v1/ai/generate-content."""
 
-    content: str = Field(min_length=1, max_length=50_000)
+    content: Text = Field(min_length=1, max_length=50_000)
     content_type: ContentType
     persona: LearnerProfile | LearningStyle | None = None
     user_profile: LearnerProfile | None = None
     difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
-    user_id: str | None = Field(None, min_length=1, max_length=256)
+    user_id: Text | None = Field(None, min_length=1, max_length=256)
     model: str = "small"
     preferred_providers: list[ProviderName] = Field(default_factory=list)
     max_tokens: int | None = Field(None, ge=16, le=4096)

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from core.config import LlamaCppSettings
-from core.generation import Delta, GenerationParams, PromptTooLong, TokenUsage
+from core.generation import (
+    Delta,
+    GenerationParams,
+    InvalidMessages,
+    InvalidSchema,
+    PromptTooLong,
+    TokenUsage,
+)
+from core.schema import SchemaError, check_schema, rewrite_subschemas
 from deployments.llm.stops import StopMatcher
 
 _FINISHED = object()
@@ -45,16 +53,47 @@ class LlamaCppEngine:
             raise RuntimeError("llama.cpp engine is closed")
 
     def prompt_tokens(self, params: GenerationParams) -> list[int]:
-        prompt = self._format(messages=params.messages).prompt
-        tokens = self._llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        text = render_prompt(self._format, params.messages)
+        tokens = self._llm.tokenize(text, add_bos=False, special=True)
         if len(tokens) >= self._settings.n_ctx:
             raise PromptTooLong(
                 f"the prompt is {len(tokens)} tokens; this model's context is "
                 f"{self._settings.n_ctx} tokens: shorten the messages")
         return tokens
 
+    def grammar(self, params: GenerationParams) -> Any:
+        """The grammar that constrains the output, compiled by llama.cpp now: a schema it refuses is
+        the caller's error here, before sampling (llama.cpp would crash the process there)."""
+        if params.json_schema is None:
+            return None
+        from llama_cpp import llama_cpp as lib
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
+
+        if not params.json_schema:
+            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        try:
+            check_schema(params.json_schema)
+        except SchemaError as error:
+            raise InvalidSchema(f"response_format.json_schema: {error}") from None
+        refused = InvalidSchema("response_format.json_schema: llama.cpp cannot build a grammar "
+                                "for this schema; simplify it (fewer repetitions, patterns "
+                                "anchored ^...$)")
+        try:  # the converter's input is the caller's schema alone: its failures are the caller's
+            rules = json_strings(json_schema_to_gbnf(json.dumps(grammar_schema(params.json_schema))))
+        except Exception:
+            raise refused from None
+        if len(rules) > MAX_GRAMMAR_BYTES:
+            raise InvalidSchema(f"response_format.json_schema: its grammar would be {len(rules)} "
+                                f"bytes; this model takes at most {MAX_GRAMMAR_BYTES}: use fewer "
+                                "or smaller repetition counts (maxItems, maxLength, minItems)")
+        compiled = lib.llama_sampler_init_grammar(self._llm._model.vocab, rules.encode(), b"root")
+        if not compiled:
+            raise refused
+        lib.llama_sampler_free(compiled)
+        return LlamaGrammar.from_string(rules, verbose=False)
+
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
-        tokens = self.prompt_tokens(params)
+        tokens, grammar = self.prompt_tokens(params), self.grammar(params)
         async with self._lock:
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -63,7 +102,8 @@ class LlamaCppEngine:
             def emit(item: Any) -> None:
                 loop.call_soon_threadsafe(queue.put_nowait, item)
 
-            work = loop.run_in_executor(self._thread, self._run, tokens, params, cancel, emit)
+            work = loop.run_in_executor(self._thread, self._run, tokens, params, grammar, cancel,
+                                        emit)
             try:
                 while True:
                     items = [await queue.get()]
@@ -80,28 +120,27 @@ class LlamaCppEngine:
                 cancel.set()
                 await asyncio.wait([work])  # hold the lock until llama.cpp has really stopped
 
-    def _run(self, tokens: list[int], params: GenerationParams, cancel: threading.Event,
-             emit: Callable[[Any], None]) -> None:
+    def _run(self, tokens: list[int], params: GenerationParams, grammar: Any,
+             cancel: threading.Event, emit: Callable[[Any], None]) -> None:
         try:
-            for delta in self._decode(tokens, params, cancel):
+            for delta in self._decode(tokens, params, grammar, cancel):
                 emit(delta)
         except Exception as error:  # surfaces in generate() on the event loop
             emit(error)
         emit(_FINISHED)
 
-    def _decode(self, tokens: list[int], params: GenerationParams,
+    def _decode(self, tokens: list[int], params: GenerationParams, grammar: Any,
                 cancel: threading.Event) -> Iterator[Delta]:
         from llama_cpp import llama_cpp as lib
 
         budget = min(params.max_tokens, self._settings.n_ctx - len(tokens))
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = StopMatcher(params.stop)
-        if params.seed is not None:
-            self._llm.set_seed(params.seed)
+        self._llm.set_seed(_seed(params.seed))  # every request: llama.cpp keeps the last one
         generated, counted, finish_reason, hit_stop = 0, 0, "length", False
         for token in self._llm.generate(
             tokens, temp=params.temperature, top_p=params.top_p,
-            repeat_penalty=self._settings.repeat_penalty, grammar=_grammar(params),
+            repeat_penalty=self._settings.repeat_penalty, grammar=grammar,
         ):
             if cancel.is_set():
                 finish_reason = "cancelled"
@@ -129,33 +168,60 @@ def _merge(deltas: list[Delta]) -> Delta:
                  sum(d.tokens or 0 for d in deltas))
 
 
-def _grammar(params: GenerationParams) -> Any:
-    if params.json_schema is None:
-        return None
-    from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+def render_prompt(formatter: Any, messages: list[dict[str, str]]) -> bytes:
+    """The conversation as the model's prompt, in UTF-8. The template rendered a plain
+    conversation at start-up (`_chat_formatter`): what fails here is this conversation."""
+    try:
+        prompt: str = formatter(messages=messages).prompt
+    except Exception as error:  # the template's raise_exception(), or its Jinja errors
+        raise InvalidMessages(f"this model's chat template refuses these messages ({error}): "
+                              "check the order of their roles") from None
+    try:
+        return prompt.encode()
+    except UnicodeEncodeError as error:
+        raise InvalidMessages(f"the messages contain text that is not valid Unicode "
+                              f"({error.reason}): send UTF-8 text") from None
 
-    if params.json_schema:
-        return LlamaGrammar.from_json_schema(json.dumps(grammar_schema(params.json_schema)),
-                                             verbose=False)
-    return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+def _seed(seed: int | None) -> int:
+    """llama.cpp's seed for a request: LLAMA_DEFAULT_SEED draws a fresh random one per sampler; a
+    caller's seed maps into the other 32-bit values, so that the same seed samples the same text."""
+    from llama_cpp import llama_cpp as lib
+
+    return lib.LLAMA_DEFAULT_SEED if seed is None else seed % lib.LLAMA_DEFAULT_SEED
 
 
 MAX_GRAMMAR_LENGTH = 300  # longer `maxLength` bounds make llama.cpp refuse the grammar
+# llama.cpp compiles ~6 MB of grammar a second here (twice per request: checked, then sampled);
+# the bounds of core.schema still allow ~1 MB (many properties with the largest counts).
+MAX_GRAMMAR_BYTES = 256_000
 
 
-def grammar_schema(schema: Any) -> Any:
-    """The schema in the terms llama.cpp's grammar enforces: long string maximum lengths dropped (it
-    expands `{1,2000}` into a grammar it refuses, and aborts), small integer ranges as enums (it
+def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A checked schema in the terms llama.cpp's grammar enforces: long string maximum lengths
+    dropped (it expands `{1,2000}` into a grammar it refuses), small integer ranges as enums (it
     ignores minimum/maximum). The full schema is still checked when the output is validated."""
-    if isinstance(schema, list):
-        return [grammar_schema(v) for v in schema]
-    if not isinstance(schema, dict):
-        return schema
-    low, high = schema.get("minimum"), schema.get("maximum")
-    if schema.get("type") == "integer" and low is not None and high is not None and high - low <= 32:
+    return rewrite_subschemas(schema, _enforceable)
+
+
+def _enforceable(node: dict[str, Any]) -> dict[str, Any]:
+    low, high = node.get("minimum"), node.get("maximum")
+    if node.get("type") == "integer" and isinstance(low, int) and isinstance(high, int) \
+            and 0 <= high - low <= 32:
         return {"enum": list(range(low, high + 1))}
-    return {k: grammar_schema(v) for k, v in schema.items()
-            if k != "maxLength" or v <= MAX_GRAMMAR_LENGTH}
+    if node.get("maxLength", 0) > MAX_GRAMMAR_LENGTH:
+        return {k: v for k, v in node.items() if k != "maxLength"}
+    return node
+
+
+# A character of a JSON string. llama-cpp-python's converter allows raw control characters (a
+# newline), which JSON forbids: the model's strings would not parse.
+JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+
+
+def json_strings(rules: str) -> str:
+    return "\n".join(JSON_CHAR if line.startswith("char ::= ") else line
+                     for line in rules.splitlines())
 
 
 def _chat_formatter(llm: Any) -> Any:
@@ -166,8 +232,10 @@ def _chat_formatter(llm: Any) -> Any:
     if not template:
         raise ValueError("this GGUF has no chat template (a base model?): it cannot serve chat")
     eos, bos = llm.token_eos(), llm.token_bos()
-    return Jinja2ChatFormatter(
+    formatter = Jinja2ChatFormatter(
         template=template,
         eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
         bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
     )
+    formatter(messages=[{"role": "user", "content": "Hello"}])  # a template that cannot: fail now
+    return formatter

@@ -7,8 +7,8 @@ from typing import Any, cast
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from core.errors import InvalidRequest, ProviderError
-from core.generation import Delta, GenerationParams, PromptTooLong
+from core.errors import InvalidRequest, ProviderError, ServiceError
+from core.generation import Delta, GenerationParams, RequestRejected
 
 
 class LocalProvider:
@@ -30,15 +30,18 @@ class LocalProvider:
             async for delta in responses:
                 yield delta
         except Exception as error:
-            raise self._translate(model, error) from None
+            raise engine_error(self.name, model, error) from None
         finally:
             # Closing this generator early (a timeout, a fallback, a client gone) must stop the
             # replica's generation too, or it keeps the model busy for the next request.
             responses.cancel()  # type: ignore[no-untyped-call]
 
-    def _translate(self, model: str, error: Exception) -> Exception:
-        if isinstance(error, PromptTooLong):  # RayTaskError subclasses the replica's exception type
-            return InvalidRequest(str(getattr(error, "cause", error)), param="messages")
-        # A dead or unreachable replica, back-pressure or an engine error: an outage of this model.
-        return ProviderError(f"local model failed ({type(error).__name__})",
-                             provider=self.name, model=model)
+
+def engine_error(provider: str, model: str, error: Exception) -> ServiceError:
+    """What an engine's failure means to the router, by type: a request the engine rejects is the
+    caller's (a 400, not retried, not counted by the breaker); anything else is an outage."""
+    if isinstance(error, RequestRejected):  # RayTaskError subclasses the replica's exception type
+        return InvalidRequest(str(getattr(error, "cause", error)), param=error.param)
+    # A dead or unreachable replica, back-pressure or an engine error: an outage of this model.
+    return ProviderError(f"local model failed ({type(error).__name__})", provider=provider,
+                         model=model)

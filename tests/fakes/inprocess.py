@@ -17,6 +17,7 @@ from deployments.embed.server import Embedder, EmbedRequest, EmbedResult
 from deployments.llm.engine import Engine
 from router.api import build_api
 from router.auth import hash_key
+from router.providers.local import engine_error
 from router.services import Services, build_services
 from router.usage.record import COLUMNS
 from tests.fakes.scripted import FakeEngine, ScriptedProvider, fake_encoder
@@ -47,8 +48,11 @@ class EngineProvider:
         return None
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncIterator[Delta]:
-        async for delta in self.engines[model].generate(params):
-            yield delta
+        try:
+            async for delta in self.engines[model].generate(params):
+                yield delta
+        except Exception as error:  # what LocalProvider makes of a replica's error
+            raise engine_error(self.name, model, error) from None
 
 
 class DirectEmbedder:

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.config import EmbedderConfig, LocalModelConfig
 from core.errors import ProviderError, ServiceError
-from core.generation import Delta, GenerationParams, TokenUsage
+from core.generation import Delta, GenerationParams, RequestRejected, TokenUsage
 
 
 @dataclass(frozen=True)
@@ -97,12 +97,15 @@ class FakeEngine:
         self._text = text
         self._delay = delay_s
         self.generations = 0
+        self.refusal: RequestRejected | None = None  # raised by every generation while set
 
     def check_health(self) -> None:
         return None
 
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
         self.generations += 1
+        if self.refusal is not None:
+            raise self.refusal
         if params.json_schema is None:
             pieces = words(self._text)
         else:
