@@ -2,22 +2,73 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 
 from content.profile import LearnerProfile, LearningStyle, difficulty_level
 from content.templates import ContentType
+from core.errors import InvalidRequest
 from models.catalog import ProviderName
+
+# Control characters (C0, DEL, C1) and lone surrogates: never in an id. Text may hold tab, newline
+# and carriage return, nothing else of C0. A NUL or a lone surrogate cannot even be stored (PostgreSQL
+# refuses NUL in text; neither database can encode a lone surrogate as UTF-8).
+_NOT_IN_IDS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def forbidden_character(value: str, pattern: re.Pattern[str] = _NOT_IN_IDS) -> str | None:
+    """`U+0000 at position 3` for the first character `pattern` forbids in `value`, else None."""
+    found = pattern.search(value)
+    return f"U+{ord(found.group()):04X} at position {found.start()}" if found else None
+
+
+def _identifier(value: str) -> str:
+    problem = forbidden_character(value)
+    if problem:
+        raise ValueError(f"must not contain control characters (found {problem})")
+    return value
+
+
+# Ids and names: user ids (budgets, limits, the ledger), model names.
+Identifier = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_identifier)]
+
+
+def _text_problem(value: Any, path: str) -> str | None:
+    """`path has U+0000 at position 3` for the first control character in any text of `value`
+    (strings, dict keys and values, lists, models; a Wire model checks its own fields)."""
+    if isinstance(value, str):
+        problem = forbidden_character(value, _NOT_IN_TEXT)
+        return f"{path} has {problem}" if problem else None
+    if isinstance(value, Wire):
+        return None
+    if isinstance(value, BaseModel):
+        value = dict(value)
+    if isinstance(value, dict):
+        children = [(f"{path}.{key}", item) for key, item in value.items()]
+        children += [(f"{path} (a key)", key) for key in value]
+    elif isinstance(value, list):
+        children = [(f"{path}.{index}", item) for index, item in enumerate(value)]
+    else:
+        return None
+    for child_path, child in children:
+        problem = _text_problem(child, child_path)
+        if problem:
+            return problem
+    return None
 
 
 class Wire(BaseModel):
@@ -25,11 +76,20 @@ class Wire(BaseModel):
     # own server does for fields it deprecates; what we act on is typed and validated.
     model_config = ConfigDict(extra="ignore")
 
+    @model_validator(mode="after")
+    def _no_control_characters(self) -> Self:
+        """Text may hold tab, newline and carriage return, no other control character."""
+        for name, value in self:
+            problem = _text_problem(value, name)
+            if problem:
+                raise ValueError(f"control characters are not allowed: {problem}; remove it")
+        return self
+
 
 class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
+    name: Identifier | None = None
 
     def text(self) -> str:
         """Flatten OpenAI content parts to text (only text parts are supported)."""
@@ -55,7 +115,7 @@ class ResponseFormat(Wire):
 
 
 class ChatCompletionRequest(Wire):
-    model: str = Field(min_length=1)
+    model: Identifier
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -67,7 +127,7 @@ class ChatCompletionRequest(Wire):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Literal[1] = 1
-    user: str | None = Field(None, min_length=1, max_length=256)  # the end user: budgets, limits
+    user: Identifier | None = None  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
 
@@ -171,11 +231,11 @@ class ModelList(BaseModel):
 class EmbeddingsRequest(Wire):
     """OpenAI's /v1/embeddings (text input only)."""
 
-    model: str = Field(min_length=1)
+    model: Identifier
     input: str | Annotated[list[str], Field(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, le=3072)
-    user: str | None = Field(None, min_length=1, max_length=256)
+    user: Identifier | None = None
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else self.input
@@ -185,10 +245,10 @@ class SeedEmbeddingsRequest(Wire):
     """The seed's /api/v1/ai/embeddings."""
 
     texts: Annotated[list[str], Field(min_length=1)]
-    model: str | None = None
+    model: Identifier | None = None
     use_cache: bool = True
     deduplicate: bool = True
-    user_id: str | None = Field(None, min_length=1, max_length=256)
+    user_id: Identifier | None = None
 
 
 class GenerateContentRequest(Wire):
@@ -200,8 +260,8 @@ class GenerateContentRequest(Wire):
     user_profile: LearnerProfile | None = None
     difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
-    user_id: str | None = Field(None, min_length=1, max_length=256)
-    model: str = "small"
+    user_id: Identifier | None = None
+    model: Identifier = "small"
     preferred_providers: list[ProviderName] = Field(default_factory=list)
     max_tokens: int | None = Field(None, ge=16, le=4096)
     stream: bool = True
@@ -224,3 +284,18 @@ class GenerateContentRequest(Wire):
         if isinstance(self.persona, LearnerProfile):
             return self.persona
         return LearnerProfile(learning_style=self.persona) if self.persona else LearnerProfile()
+
+
+_HEADER_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def header_id(name: str, value: str | None) -> str | None:
+    """A caller's id header (X-Request-Id, Idempotency-Key): 1-128 visible ASCII characters; an
+    absent or empty header is None."""
+    if not value:
+        return None
+    if _HEADER_ID.fullmatch(value) is None:
+        problem = forbidden_character(value, re.compile(r"[^\x21-\x7e]")) or "over 128 characters"
+        raise InvalidRequest(f"the {name} header must be 1-128 visible ASCII characters "
+                             f"(found {problem})", param=name)
+    return value

@@ -23,6 +23,7 @@ from router.protocol import (
     ModelList,
     ModelObject,
     SeedEmbeddingsRequest,
+    header_id,
 )
 from router.services import Services
 from router.usage.ledger import Ledger
@@ -39,14 +40,15 @@ def services(request: Request) -> Services:
 
 def request_id(request: Request) -> str | None:
     """The caller's X-Request-Id, or the one the Serve ingress gave it (HAProxy adds it to requests
-    and Serve returns it on the response)."""
-    value = request.headers.get("x-request-id", "")
-    return value[:128] if value.strip() else None
+    and Serve returns it on the response); a 400 if it holds anything but visible ASCII."""
+    return header_id("X-Request-Id", request.headers.get("x-request-id"))
 
 
 async def start_meter(request: Request, user: str | None, operation: str, **details: Any) -> Meter:
     return await services(request).accounting.start(
-        request.state.api_key, user, operation, request_id(request), **details)
+        request.state.api_key, user, operation, request_id(request),
+        idempotency_key=header_id("Idempotency-Key", request.headers.get("idempotency-key")),
+        **details)
 
 
 @routes.post("/v1/chat/completions")
@@ -123,7 +125,8 @@ async def usage(request: Request, user_id: Annotated[str | None, Query(min_lengt
     if user_id is not None:
         report["budget"] = await accounting.budget_status(user_id)
     report["ledger"] = {"buffered": ledger.buffered, "dropped": ledger.stats.dropped,
-                        "write_failures": ledger.stats.failures}
+                        "write_failures": ledger.stats.failures,
+                        "dead_lettered": ledger.stats.dead_lettered}
     return report
 
 
