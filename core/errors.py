@@ -6,6 +6,7 @@
     │   ├── PayloadTooLarge           413
     │   └── LimitExceeded             422  (too many messages / texts, a text too long)
     ├── AuthenticationFailed          401 authentication_error
+    ├── PermissionDenied              403 permission_error     (the key's role does not allow it)
     ├── BudgetExceeded                402 budget_exceeded      (the user's spend limit is reached)
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
@@ -76,6 +77,13 @@ class LimitExceeded(InvalidRequest):
 
 class AuthenticationFailed(ServiceError):
     error_type = "authentication_error"
+
+
+class PermissionDenied(ServiceError):
+    error_type = "permission_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="admin_key_required")
 
 
 class BudgetExceeded(ServiceError):
@@ -153,6 +161,7 @@ STATUS: dict[type[ServiceError], int] = {
     PayloadTooLarge: 413,
     LimitExceeded: 422,
     AuthenticationFailed: 401,
+    PermissionDenied: 403,
     BudgetExceeded: 402,
     RateLimited: 429,
     ModelUnavailable: 503,

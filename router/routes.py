@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from core.errors import InvalidRequest, ModelUnavailable
 from deployments.embed.server import EmbedResult
 from router import sse
+from router.auth import require_admin
 from router.chat import prepend
 from router.content import collect as collect_content
 from router.embeddings import openai_response, seed_response
@@ -113,8 +114,11 @@ async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSON
 async def usage(request: Request, user_id: Annotated[str | None, Query(min_length=1)] = None,
                 since: Annotated[date | None, Query(alias="from")] = None,
                 until: Annotated[date | None, Query(alias="to")] = None) -> dict[str, Any]:
-    """Usage and cost per user (or in total when user_id is omitted), by day, provider, model and
-    operation, with the savings of local models; the last 30 days (UTC) by default."""
+    """Usage and cost per user (or in total when user_id is omitted: an admin key), by day,
+    provider, model and operation, with the savings of local models; the last 30 days (UTC) by
+    default."""
+    if user_id is None:
+        require_admin(request.state.api_key, "reading the usage of all users (no user_id)")
     accounting = services(request).accounting
     ledger = _ledger(request)
     until = until or datetime.now(UTC).date()
@@ -188,5 +192,6 @@ async def provider_health(request: Request) -> dict[str, Any]:
 @routes.post("/api/v1/ai/health/providers/reset")
 async def reset_provider_health(request: Request) -> dict[str, str]:
     """Close every breaker of this replica (operators, after fixing a provider's key)."""
+    require_admin(request.state.api_key, "resetting the circuit breakers")
     services(request).breakers.reset()
     return {"status": "reset"}

@@ -43,9 +43,11 @@ ANTHROPIC_KEY = "sk-ant-test-0123456789"
 os.environ["OPENAI_API_KEY"] = OPENAI_KEY
 os.environ["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
 
-# The calling service's key (tests send it everywhere), and one with a small request rate.
+# The key tests send everywhere (an admin key, so they may reset breakers and read all usage), a
+# service key, and one with a small request rate.
 API_KEY = "lx_test-service-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+SERVICE_KEY = "lx_test-plain-service-key-0123456789"
 LIMITED_KEY = "lx_test-limited-key-0123456789abcdef"
 LIMITED_RPM = 5
 # Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
@@ -70,7 +72,8 @@ TEST_ARGS: dict[str, Any] = {
     "embedder": {"ray_actor_options": {"num_cpus": 0.25}, "n_threads": 1, "max_texts": 256,
                  "batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.01},
                  "cache": {"key_prefix": f"learnx-test-{os.getpid()}:"}},
-    "auth": {"api_keys": [{"id": "tests", "sha256": hash_key(API_KEY)},
+    "auth": {"api_keys": [{"id": "tests", "sha256": hash_key(API_KEY), "role": "admin"},
+                          {"id": "service", "sha256": hash_key(SERVICE_KEY)},
                           {"id": "limited", "sha256": hash_key(LIMITED_KEY),
                            "requests_per_minute": LIMITED_RPM}]},
     # High enough that only the tests about limits meet them.
