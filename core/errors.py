@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 
 from fastapi.responses import JSONResponse
 
+from core.generation import TokenUsage
+
 
 class ServiceError(Exception):
     error_type: ClassVar[str] = "server_error"
@@ -119,19 +121,21 @@ class StorageUnavailable(ServiceError):
 
 
 class ProviderError(ServiceError):
-    """One provider call failed. `retryable` and `upstream_status` drive retries and breakers."""
+    """One provider call failed. `retryable` and `upstream_status` drive retries and breakers;
+    `usage` is what the provider reported before failing (it bills that prompt)."""
 
     error_type = "upstream_error"
 
     def __init__(self, message: str, *, provider: str, model: str,
                  upstream_status: int | None = None, retryable: bool = True,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, usage: TokenUsage | None = None):
         super().__init__(f"{provider}/{model}: {message}", code="provider_error")
         self.provider = provider
         self.model = model
         self.upstream_status = upstream_status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.usage = usage
 
 
 class ProviderTimeout(ProviderError):
