@@ -74,7 +74,7 @@ async def generate_content(request: Request, body: GenerateContentRequest) -> Re
     meter = await start_meter(request, body.user_id, "generate-content",
                               content_type=body.content_type, streamed=body.stream)
     with meter.closed_on_error():  # once events run, the content service closes the meter
-        events = content.events(content.prepare(body), meter)
+        events = await content.events(content.prepare(body), meter)
     if not body.stream:
         collected = collect_content([e async for e in events])
         status = collected["metadata"].get("status", 200) if collected["type"] == "error" else 200
