@@ -4,11 +4,13 @@
     ├── InvalidRequest                400 invalid_request_error
     │   ├── ModelNotFound             404
     │   ├── PayloadTooLarge           413
-    │   └── LimitExceeded             422  (too many messages / texts, a text too long)
+    │   ├── LimitExceeded             422  (too many messages / texts, a text too long)
+    │   └── IdempotencyKeyReused      422  (an Idempotency-Key sent again with another request)
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error     (the key's role does not allow it)
     ├── BudgetExceeded                402 budget_exceeded      (the user's spend limit is reached)
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
+    ├── IdempotencyConflict           409 conflict_error       (its Idempotency-Key still runs)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
     ├── StorageUnavailable            503 service_unavailable  (the usage ledger's database)
     ├── AllProvidersFailed            503 service_unavailable  (every candidate failed; lists them)
@@ -77,6 +79,11 @@ class LimitExceeded(InvalidRequest):
         super().__init__(message, code="limit_exceeded", param=param)
 
 
+class IdempotencyKeyReused(InvalidRequest):
+    def __init__(self, message: str):
+        super().__init__(message, code="idempotency_key_reused", param="Idempotency-Key")
+
+
 class AuthenticationFailed(ServiceError):
     error_type = "authentication_error"
 
@@ -104,6 +111,16 @@ class RateLimited(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class IdempotencyConflict(ServiceError):
+    error_type = "conflict_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="idempotency_key_in_use", param="Idempotency-Key")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class ModelUnavailable(ServiceError):
@@ -164,6 +181,8 @@ STATUS: dict[type[ServiceError], int] = {
     ModelNotFound: 404,
     PayloadTooLarge: 413,
     LimitExceeded: 422,
+    IdempotencyKeyReused: 422,
+    IdempotencyConflict: 409,
     AuthenticationFailed: 401,
     PermissionDenied: 403,
     BudgetExceeded: 402,
