@@ -51,7 +51,7 @@ SERVICE_KEY = "lx_test-plain-service-key-0123456789"
 LIMITED_KEY = "lx_test-limited-key-0123456789abcdef"
 LIMITED_RPM = 5
 # Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
-BUDGETS = {"budget-refuse": {"daily_usd": 0.00033, "on_exhausted": "refuse"},
+BUDGETS = {"budget-refuse": {"daily_usd": 0.000335, "on_exhausted": "refuse"},
            "budget-downgrade": {"daily_usd": 0.00002}}
 
 # The embedded default, sized for a 2-core CI box: llama.cpp on 1 thread (2 threads collapse when
