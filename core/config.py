@@ -197,11 +197,17 @@ class EmbedderConfig(DeploymentOptions):
         return self
 
 
+KeyRole = Literal["service", "admin"]
+
+
 class ApiKeyConfig(ConfigModel):
-    """A calling service's key, stored only as the SHA-256 of the key (python -m router.auth new-key)."""
+    """A calling service's key, stored only as the SHA-256 of the key (python -m router.auth new-key).
+    A `service` key calls the AI API and reads usage one user at a time; an `admin` key can also
+    read every user's usage and reset breakers (the operator routes)."""
 
     id: str = Field(min_length=1, max_length=64)  # names the caller in the ledger and rate limits
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    role: KeyRole = "service"
     requests_per_minute: PositiveInt | None = None  # None: rate_limits.key_requests_per_minute
     tokens_per_minute: PositiveInt | None = None
 

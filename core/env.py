@@ -21,9 +21,9 @@ class EnvVar:
 
 
 def _api_keys(value: str) -> list[dict[str, str]]:
-    """`id:sha256,id:sha256`; an item without a colon is left for validation to name."""
+    """`id:sha256[:role],...`; an item without a colon is left for validation to name."""
     items = [item.strip() for item in value.split(",") if item.strip()]
-    return [dict(zip(("id", "sha256"), item.split(":", 1), strict=False)) for item in items]
+    return [dict(zip(("id", "sha256", "role"), item.split(":", 2), strict=False)) for item in items]
 
 
 ENV: dict[str, EnvVar] = {
@@ -45,7 +45,8 @@ ENV: dict[str, EnvVar] = {
                            "postgresql://user@host/db or sqlite:///path"),
     "LEARNX_AUTH_ENABLED": EnvVar((("auth", "enabled"),), "true or false"),
     "LEARNX_API_KEYS": EnvVar((("auth", "api_keys"),),
-                              "id:sha256,... as printed by python -m router.auth new-key NAME",
+                              "id:sha256,... as printed by python -m router.auth new-key NAME; "
+                              "id:sha256:admin for an admin key",
                               _api_keys),
 }
 

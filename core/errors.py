@@ -4,10 +4,13 @@
     ├── InvalidRequest                400 invalid_request_error
     │   ├── ModelNotFound             404
     │   ├── PayloadTooLarge           413
-    │   └── LimitExceeded             422  (too many messages / texts, a text too long)
+    │   ├── LimitExceeded             422  (too many messages / texts, a text too long)
+    │   └── IdempotencyKeyReused      422  (an Idempotency-Key sent again with another request)
     ├── AuthenticationFailed          401 authentication_error
+    ├── PermissionDenied              403 permission_error     (the key's role does not allow it)
     ├── BudgetExceeded                402 budget_exceeded      (the user's spend limit is reached)
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
+    ├── IdempotencyConflict           409 conflict_error       (its Idempotency-Key still runs)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
     ├── StorageUnavailable            503 service_unavailable  (the usage ledger's database)
     ├── AllProvidersFailed            503 service_unavailable  (every candidate failed; lists them)
@@ -23,6 +26,8 @@ import math
 from typing import Any, ClassVar
 
 from fastapi.responses import JSONResponse
+
+from core.generation import TokenUsage
 
 
 class ServiceError(Exception):
@@ -74,8 +79,20 @@ class LimitExceeded(InvalidRequest):
         super().__init__(message, code="limit_exceeded", param=param)
 
 
+class IdempotencyKeyReused(InvalidRequest):
+    def __init__(self, message: str):
+        super().__init__(message, code="idempotency_key_reused", param="Idempotency-Key")
+
+
 class AuthenticationFailed(ServiceError):
     error_type = "authentication_error"
+
+
+class PermissionDenied(ServiceError):
+    error_type = "permission_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="admin_key_required")
 
 
 class BudgetExceeded(ServiceError):
@@ -96,6 +113,16 @@ class RateLimited(ServiceError):
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
+class IdempotencyConflict(ServiceError):
+    error_type = "conflict_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="idempotency_key_in_use", param="Idempotency-Key")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
 class ModelUnavailable(ServiceError):
     error_type = "service_unavailable"
 
@@ -111,19 +138,21 @@ class StorageUnavailable(ServiceError):
 
 
 class ProviderError(ServiceError):
-    """One provider call failed. `retryable` and `upstream_status` drive retries and breakers."""
+    """One provider call failed. `retryable` and `upstream_status` drive retries and breakers;
+    `usage` is what the provider reported before failing (it bills that prompt)."""
 
     error_type = "upstream_error"
 
     def __init__(self, message: str, *, provider: str, model: str,
                  upstream_status: int | None = None, retryable: bool = True,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, usage: TokenUsage | None = None):
         super().__init__(f"{provider}/{model}: {message}", code="provider_error")
         self.provider = provider
         self.model = model
         self.upstream_status = upstream_status
         self.retryable = retryable
         self.retry_after = retry_after
+        self.usage = usage
 
 
 class ProviderTimeout(ProviderError):
@@ -152,7 +181,10 @@ STATUS: dict[type[ServiceError], int] = {
     ModelNotFound: 404,
     PayloadTooLarge: 413,
     LimitExceeded: 422,
+    IdempotencyKeyReused: 422,
+    IdempotencyConflict: 409,
     AuthenticationFailed: 401,
+    PermissionDenied: 403,
     BudgetExceeded: 402,
     RateLimited: 429,
     ModelUnavailable: 503,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import Protocol
 
 from ray.util import metrics
 
@@ -159,38 +160,32 @@ def breaker_changed(provider: str, model: str, state: str) -> None:
         opened.inc(tags=tags)
 
 
+class Counter(Protocol):
+    def inc(self, value: float = 1.0) -> None: ...
+
+
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
 @dataclass(frozen=True)
-class _LedgerMetrics:
-    buffered: metrics.Gauge
-    dropped: metrics.Counter
-    failures: metrics.Counter
-    dead_lettered: metrics.Counter
+class LedgerMetrics:
+    """What the usage ledger reports; tests pass their own to read it."""
+
+    dropped: Counter
+    write_failures: Counter
+    dead_lettered: Counter
+    buffered: Gauge
 
 
 @cache
-def _ledger_metrics() -> _LedgerMetrics:
-    return _LedgerMetrics(
-        buffered=metrics.Gauge("learnx_ledger_buffered_records",
-                               description="Usage records waiting to be written"),
+def ledger_metrics() -> LedgerMetrics:
+    return LedgerMetrics(
         dropped=_counter("learnx_ledger_dropped_total",
                          "Usage records dropped because the buffer was full"),
-        failures=_counter("learnx_ledger_write_failures_total",
-                          "Failed batch writes to the usage ledger (retried)"),
+        write_failures=_counter("learnx_ledger_write_failures_total",
+                                "Failed batch writes to the usage ledger (retried)"),
         dead_lettered=_counter("learnx_ledger_dead_lettered_total",
-                               "Usage records the database refused, set aside for inspection"))
-
-
-def record_ledger_buffered(records: int) -> None:
-    _ledger_metrics().buffered.set(records)
-
-
-def record_ledger_dropped(records: int = 1) -> None:
-    _ledger_metrics().dropped.inc(records)
-
-
-def record_ledger_write_failure() -> None:
-    _ledger_metrics().failures.inc()
-
-
-def record_ledger_dead_lettered(records: int = 1) -> None:
-    _ledger_metrics().dead_lettered.inc(records)
+                               "Usage records the database refused, kept in usage_dead_letters"),
+        buffered=metrics.Gauge("learnx_ledger_buffered_records",
+                               description="Usage records waiting to be written"))

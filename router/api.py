@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import InvalidRequest, ServiceError, error_response
 from router.auth import ApiKeyAuth
+from router.idempotency import Idempotency
 from router.limits import BodyLimit
 from router.routes import routes
 from router.services import Services
@@ -24,6 +25,7 @@ def build_api(services: Services) -> FastAPI:
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_middleware(Idempotency)  # inside auth (keys are scoped to the caller's API key)
     app.add_middleware(BodyLimit, max_bytes=services.config.router.max_body_bytes)
     app.add_middleware(ApiKeyAuth, config=services.config.auth)  # outermost: 401 before a body
     return app

@@ -2,8 +2,10 @@
 
 Keys are configured only as SHA-256 hashes (API keys are long random strings, so a plain hash is
 enough; no password hashing is needed) and every configured hash is compared in constant time.
-Every route but liveness and readiness needs a key; the caller's key id is put in the ASGI scope's
-state for the ledger and rate limits. `python -m router.auth new-key NAME` makes a key."""
+Every route but liveness and readiness needs a key; the caller's key is put in the ASGI scope's
+state for the ledger, rate limits and roles: a `service` key calls the AI API and reads usage one
+user at a time, an `admin` key also reads every user's usage and resets breakers.
+`python -m router.auth new-key NAME [admin]` makes a key."""
 
 from __future__ import annotations
 
@@ -13,11 +15,18 @@ import sys
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from core.config import ApiKeyConfig, AuthConfig
-from core.errors import AuthenticationFailed, error_response
+from core.config import ApiKeyConfig, AuthConfig, KeyRole
+from core.errors import AuthenticationFailed, PermissionDenied, error_response
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/api/v1/ai/health", "/api/v1/ai/ready"})
-DEV_KEY = ApiKeyConfig(id="dev", sha256="0" * 64)  # who calls when auth is disabled
+# Who calls when auth is disabled (local development): allowed everything.
+DEV_KEY = ApiKeyConfig(id="dev", sha256="0" * 64, role="admin")
+
+
+def require_admin(key: ApiKeyConfig, what: str) -> None:
+    """PermissionDenied unless `key` is an admin key; `what` says what needed it."""
+    if key.role != "admin":
+        raise PermissionDenied(f"{what} needs an admin key; the key {key.id!r} is a service key")
 
 
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -102,14 +111,15 @@ def _path(scope: Scope) -> str:
     return path[len(root):] or "/" if root and path.startswith(root) else path
 
 
-def new_key(name: str) -> tuple[str, str]:
+def new_key(name: str, role: KeyRole = "service") -> tuple[str, str]:
     """A fresh key and the config entry that admits it."""
     key = f"lx_{secrets.token_urlsafe(32)}"
-    return key, f"- id: {name}\n  sha256: {hash_key(key)}"
+    return key, f"- id: {name}\n  sha256: {hash_key(key)}" + (
+        f"\n  role: {role}" if role != "service" else "")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "new-key":
-        sys.exit("usage: python -m router.auth new-key NAME")
-    secret, entry = new_key(sys.argv[2])
+    if len(sys.argv) not in (3, 4) or sys.argv[1] != "new-key" or sys.argv[3:] not in ([], ["admin"]):
+        sys.exit("usage: python -m router.auth new-key NAME [admin]")
+    secret, entry = new_key(sys.argv[2], "admin" if sys.argv[3:] else "service")
     print(f"key (give it to the caller; it is not stored): {secret}\n\nauth.api_keys entry:\n{entry}")

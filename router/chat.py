@@ -28,7 +28,7 @@ from router.protocol import (
 )
 from router.providers import Provider
 from router.route import Route, Switch
-from router.usage.meter import Meter
+from router.usage.meter import Allowance, Meter
 
 T = TypeVar("T")
 
@@ -75,6 +75,10 @@ class ChatService:
         routes, allowance = self.plan(model, preferred, params), None
         if meter is not None:
             routes, allowance = await meter.reserve(routes)
+        return self.start(routes, allowance, meter)
+
+    def start(self, routes: list[Route], allowance: Allowance | None, meter: Meter | None) -> Run:
+        """A run over routes the meter has already reserved for (`allowance`)."""
         run = Run(routes, self._config, self._health, budget=allowance)
         if meter is not None:
             meter.track(run, allowance)

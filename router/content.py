@@ -5,11 +5,12 @@ with a terminal "done" or "error" event. Identical in-flight requests share one 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from content.profile import adapt, difficulty_level
@@ -22,7 +23,7 @@ from router.chat import ChatService
 from router.fallback import Run
 from router.policy import resolve
 from router.protocol import GenerateContentRequest
-from router.route import Switch
+from router.route import RunReport, Switch
 from router.singleflight import Event, Flight, SingleFlight
 from router.usage.meter import Meter
 
@@ -57,55 +58,81 @@ class ContentService:
         return Prepared(request, messages, level, adaptation,
                         hashlib.sha256(canonical.encode()).hexdigest())
 
-    def events(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
-        """This request's events, shared with identical requests in flight. The run is billed to
-        the request that started it, whose meter closes when the run ends (even if that client
-        left); a request that joined is metered as shared and closes with its own response."""
-        leader = not self.flights.running(prepared.key)
-        flight = self.flights.join(prepared.key, lambda: self._generate(prepared, meter))
+    async def events(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
+        """This request's events, shared with identical requests of the same caller in flight.
+
+        Each request is admitted on its own first: its budget reserves the first run's estimate and
+        decides its routes (or downgrades, or raises its own 402), and only requests with the same
+        routes share a run. The run is billed to the request that started it, whose meter closes
+        when the run ends (client_disconnected if that client left first); a request that joined is
+        recorded as shared, or with the run's failure, or as client_disconnected, and billed
+        nothing. A run whose every client left is cancelled."""
+        params = self._first_params(prepared)
+        routes, allowance = await meter.reserve(self._chat.plan(
+            prepared.request.model, list(prepared.request.preferred_providers), params))
+        caller = meter.caller
+        key = ":".join([prepared.key, caller.key.id, caller.user, *(r.header() for r in routes)])
+        flight, leader = self.flights.join(key, lambda started: self._generate(
+            prepared, self._chat.start(routes, allowance, meter), meter, started))
         if leader:
-            return self._subscribe(flight)
+            return self._follow(flight, prepared, meter, leader=True)
         meter.shared = True
-        return meter.watch(self._subscribe(flight))
+        meter.track(NOTHING, allowance)  # its own reservation, released when it closes
+        return meter.watch(self._follow(flight, prepared, meter, leader=False))
 
     @staticmethod
-    async def _subscribe(flight: Flight) -> AsyncIterator[Event]:
-        async for event, subscriber in flight.subscribe():
-            if event["type"] == "done":
-                event = _attributed(event, subscriber)
-            yield event
+    async def _follow(flight: Flight, prepared: Prepared, meter: Meter,
+                      leader: bool) -> AsyncIterator[Event]:
+        seq = 0
+        try:
+            async for event, _ in flight.subscribe():
+                seq = event["metadata"]["seq"]
+                yield _attributed(event, leader) if event["type"] == "done" else event
+        except ServiceError as error:  # the run failed: this request's own error event
+            if not leader:
+                meter.close(error)  # the leader's meter closes with the run
+            yield {"content": "", "type": "error", "metadata": {
+                "seq": seq + 1, **_base(prepared), **error.body(), "status": status_of(error)}}
 
-    async def _generate(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
+    def _first_params(self, prepared: Prepared) -> GenerationParams:
+        request = prepared.request
+        if is_structured(request.content_type):
+            # Greedy: a structured answer gains nothing from sampling, and stays reproducible.
+            return GenerationParams(prepared.messages, request.max_tokens or 900, temperature=0.0,
+                                    json_schema=json_schema(request.content_type))
+        return GenerationParams(prepared.messages, request.max_tokens or 700, temperature=0.4)
+
+    async def _generate(self, prepared: Prepared, first: Run, meter: Meter,
+                        flight: Flight) -> AsyncIterator[Event]:
         seq = 0
         failure: BaseException | None = None
-        base = {"difficulty": prepared.difficulty, "difficulty_reason": prepared.adaptation,
-                "template_version": TEMPLATE_VERSION}
         try:
             if is_structured(prepared.request.content_type):
-                stream = self._structured(prepared, meter)
+                stream = self._structured(prepared, first, meter)
             else:
-                stream = self._text(prepared, meter)
+                stream = self._text(prepared, first)
             async for event in stream:
                 seq += 1
-                event["metadata"] = {"seq": seq, **base, **event["metadata"]}
+                event["metadata"] = {"seq": seq, **_base(prepared), **event["metadata"]}
                 yield event
-        except Exception as error:  # every subscriber must see a terminal event, even after a bug
-            if not isinstance(error, ServiceError):
-                log.exception("content generation failed")
-                error = ServiceError("internal error while generating content")
+        except ServiceError as error:
             failure = error
-            yield {"content": "", "type": "error",
-                   "metadata": {"seq": seq + 1, **base, **error.body(), "status": status_of(error)}}
-        except BaseException as error:  # cancelled
+            raise
+        except Exception as error:  # a bug: every subscriber still gets a typed error
+            log.exception("content generation failed")
+            failure = ServiceError("internal error while generating content")
+            raise failure from error
+        except BaseException as error:  # cancelled: every client left
             failure = error
             raise
         finally:
+            if failure is None and 0 in flight.left_early:
+                failure = asyncio.CancelledError()  # its client left; the run went on for others
             meter.close(failure)
 
-    async def _text(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
+    async def _text(self, prepared: Prepared, run: Run) -> AsyncIterator[Event]:
         request = prepared.request
-        params = GenerationParams(prepared.messages, request.max_tokens or 700, temperature=0.4)
-        run = await self._chat.run(request.model, list(request.preferred_providers), params, meter)
+        params = self._first_params(prepared)
         detector = StructureDetector()
         async for event in run.stream(params):
             if isinstance(event, Switch):
@@ -121,7 +148,8 @@ class ContentService:
                 yield _done([run], {"structure": detector.finish(),
                                     "finish_reason": event.finish_reason})
 
-    async def _structured(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
+    async def _structured(self, prepared: Prepared, first: Run,
+                          meter: Meter) -> AsyncIterator[Event]:
         """Validate; repair once; then the same on the large tier; else a typed error."""
         request = prepared.request
         runs: list[Run] = []
@@ -129,11 +157,9 @@ class ContentService:
         for model in _escalation(request.model, self._chat):
             messages = prepared.messages
             for _ in range(2):  # the first answer, then one repair
-                # Greedy: a structured answer gains nothing from sampling, and stays reproducible.
-                params = GenerationParams(messages, request.max_tokens or 900, temperature=0.0,
-                                          json_schema=json_schema(request.content_type))
-                run = await self._chat.run(model, list(request.preferred_providers), params,
-                                           meter)
+                params = replace(self._first_params(prepared), messages=messages)
+                run = first if not runs else await self._chat.run(
+                    model, list(request.preferred_providers), params, meter)
                 runs.append(run)
                 completion, route = await run.complete(params)
                 data, invalid = validate(request.content_type, completion.text)
@@ -178,13 +204,28 @@ def _done(runs: list[Run], extra: dict[str, Any]) -> Event:
         "cost_usd": round(cost, 10), "provider_path": routes, **extra}}
 
 
-def _attributed(event: Event, subscriber: int) -> Event:
+def _attributed(event: Event, leader: bool) -> Event:
     """The run's cost is billed to the request that started it; identical requests that joined
     the flight are told they shared it and are billed nothing."""
     metadata = dict(event["metadata"])
-    metadata["single_flight"] = {"shared": subscriber > 0, "leader": subscriber == 0}
-    metadata["billed_usd"] = metadata["cost_usd"] if subscriber == 0 else 0.0
+    metadata["single_flight"] = {"shared": not leader, "leader": leader}
+    metadata["billed_usd"] = metadata["cost_usd"] if leader else 0.0
     return {**event, "metadata": metadata}
+
+
+def _base(prepared: Prepared) -> dict[str, Any]:
+    return {"difficulty": prepared.difficulty, "difficulty_reason": prepared.adaptation,
+            "template_version": TEMPLATE_VERSION}
+
+
+class _Nothing:
+    """No run: what a request that joined another's run reports (it is billed nothing)."""
+
+    def report(self) -> RunReport:
+        return RunReport(final=None)
+
+
+NOTHING = _Nothing()
 
 
 def collect(events: list[Event]) -> dict[str, Any]:

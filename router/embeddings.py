@@ -97,7 +97,7 @@ class EmbeddingService:
         """Embeddings are never downgraded (vectors of different models do not mix)."""
         if not meter.budget_limited():
             return None
-        usd = estimate(card, estimate_tokens(sum(len(t) for t in texts)), 0)
+        usd = estimate(card, sum(estimate_tokens(t) for t in texts), 0)
         if usd <= 0:
             return None
         hold = await meter.hold(usd)

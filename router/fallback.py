@@ -178,14 +178,16 @@ class Run:
 
 
 def prompt_estimate(params: GenerationParams) -> int:
-    return estimate_tokens(sum(len(m["content"]) + 16 for m in params.messages))
+    """The prompt's tokens, on the high side (core.pricing.estimate_tokens), with 4 per message for
+    the chat format's role markers."""
+    return sum(estimate_tokens(m["content"]) + 4 for m in params.messages)
 
 
 def continuation(params: GenerationParams, produced: str) -> GenerationParams:
     """The same request, continued after `produced` (used when a stream fails over mid-answer)."""
     if not produced:
         return params
-    remaining = max(1, params.max_tokens - estimate_tokens(len(produced)))
+    remaining = max(1, params.max_tokens - estimate_tokens(produced))
     messages = [*params.messages, {"role": "assistant", "content": produced},
                 {"role": "user", "content": CONTINUE}]
     return GenerationParams(messages=messages, max_tokens=remaining, temperature=params.temperature,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -12,13 +13,68 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
 )
 
 from content.profile import LearnerProfile, LearningStyle, difficulty_level
 from content.templates import ContentType
+from core.errors import InvalidRequest
 from models.catalog import ProviderName
+
+# Control characters (C0, DEL, C1) and lone surrogates: never in an id. Text may hold tab, newline
+# and carriage return, nothing else of C0. A NUL or a lone surrogate cannot even be stored (PostgreSQL
+# refuses NUL in text; neither database can encode a lone surrogate as UTF-8).
+_NOT_IN_IDS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+
+
+def forbidden_character(value: str, pattern: re.Pattern[str] = _NOT_IN_IDS) -> str | None:
+    """`U+0000 (a control character) at position 3`: the first character `pattern` forbids, or
+    None."""
+    found = pattern.search(value)
+    if not found:
+        return None
+    code = ord(found.group())
+    kind = "an unpaired UTF-16 surrogate" if 0xD800 <= code <= 0xDFFF else "a control character"
+    return f"U+{code:04X} ({kind}) at position {found.start()}"
+
+
+def _identifier(value: str) -> str:
+    problem = forbidden_character(value)
+    if problem:
+        raise ValueError(f"must not contain control characters or unpaired surrogates "
+                         f"(found {problem})")
+    return value
+
+
+# Ids and names: user ids (budgets, limits, the ledger), model names.
+Identifier = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_identifier)]
+
+
+def _text_problem(value: Any, path: str) -> str | None:
+    """`path has U+0000 at position 3` for the first control character in any text of `value`
+    (strings, dict keys and values, lists, models; a Wire model checks its own fields)."""
+    if isinstance(value, str):
+        problem = forbidden_character(value, _NOT_IN_TEXT)
+        return f"{path} has {problem}" if problem else None
+    if isinstance(value, Wire):
+        return None
+    if isinstance(value, BaseModel):
+        value = dict(value)
+    if isinstance(value, dict):
+        children = [(f"{path}.{key}", item) for key, item in value.items()]
+        children += [(f"{path} (a key)", key) for key in value]
+    elif isinstance(value, list):
+        children = [(f"{path}.{index}", item) for index, item in enumerate(value)]
+    else:
+        return None
+    for child_path, child in children:
+        problem = _text_problem(child, child_path)
+        if problem:
+            return problem
+    return None
 
 
 class Wire(BaseModel):
@@ -26,54 +82,31 @@ class Wire(BaseModel):
     # own server does for fields it deprecates; what we act on is typed and validated.
     model_config = ConfigDict(extra="ignore")
 
-
-def valid_text(text: str) -> str:
-    """Text that every model and store can take: Python decodes a JSON string with an unpaired
-    surrogate escape ("\\ud800") into a str that cannot be encoded as UTF-8."""
-    try:
-        text.encode()
-    except UnicodeEncodeError as error:
-        raise ValueError(f"character {error.start} is an unpaired UTF-16 surrogate "
-                         f"(U+{ord(text[error.start]):04X}), which is not valid text: send "
-                         "well-formed UTF-8") from None
-    return text
-
-
-def valid_texts(texts: list[str], noun: str = "item") -> list[str]:
-    for index, text in enumerate(texts):
-        try:
-            valid_text(text)
-        except ValueError as error:
-            raise ValueError(f"{noun} {index}: {error}") from None
-    return texts
-
-
-def _valid_text_or_texts(value: Any) -> Any:
-    """For `str | list[str]` fields: the error names the field and the item, not the union."""
-    if value is None or isinstance(value, str):
-        return value if value is None else valid_text(value)
-    return valid_texts(value)
-
-
-Text = Annotated[str, AfterValidator(valid_text)]
+    @field_validator("*")
+    @classmethod
+    def _valid_text(cls, value: Any, info: ValidationInfo) -> Any:
+        """Text may hold tab, newline and carriage return, no other control character and no
+        unpaired surrogate; the error names the field (and the item within it)."""
+        problem = _text_problem(value, info.field_name or "")
+        if problem:
+            raise ValueError(f"not valid text: {problem}; send well-formed UTF-8 without control "
+                             "characters other than tab and newline")
+        return value
 
 
 class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
-    name: Text | None = None
+    name: Identifier | None = None
 
     @field_validator("content")
     @classmethod
     def _text_only(cls, content: str | list[dict[str, Any]] | None
                    ) -> str | list[dict[str, Any]] | None:
-        """Only text, and valid text (errors name the message: `messages.2.content: ...`)."""
-        if not isinstance(content, list):
-            return content if content is None else valid_text(content)
-        for index, part in enumerate(content):
+        """Only text parts (errors name the message: `messages.2.content: part 0: ...`)."""
+        for index, part in enumerate(content if isinstance(content, list) else []):
             if part.get("type") != "text" or not isinstance(part.get("text"), str):
                 raise ValueError(f"part {index}: only text content parts are supported")
-        valid_texts([part["text"] for part in content], noun="part")
         return content
 
     def text(self) -> str:
@@ -93,19 +126,19 @@ class ResponseFormat(Wire):
 
 
 class ChatCompletionRequest(Wire):
-    model: str = Field(min_length=1)
+    model: Identifier
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    stop: Annotated[str | list[str] | None, AfterValidator(_valid_text_or_texts)] = None
+    stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Literal[1] = 1
-    user: Text | None = Field(None, min_length=1, max_length=256)  # the end user: budgets, limits
+    user: Identifier | None = None  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
 
@@ -202,12 +235,11 @@ class ModelList(BaseModel):
 class EmbeddingsRequest(Wire):
     """OpenAI's /v1/embeddings (text input only)."""
 
-    model: str = Field(min_length=1)
-    input: Annotated[str | Annotated[list[str], Field(min_length=1)],
-                     AfterValidator(_valid_text_or_texts)]
+    model: Identifier
+    input: str | Annotated[list[str], Field(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, ge=1, le=3072)
-    user: Text | None = Field(None, min_length=1, max_length=256)
+    user: Identifier | None = None
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else self.input
@@ -216,24 +248,24 @@ class EmbeddingsRequest(Wire):
 class SeedEmbeddingsRequest(Wire):
     """The seed's /api/v1/ai/embeddings."""
 
-    texts: Annotated[list[str], Field(min_length=1), AfterValidator(valid_texts)]
-    model: str | None = None
+    texts: Annotated[list[str], Field(min_length=1)]
+    model: Identifier | None = None
     use_cache: bool = True
     deduplicate: bool = True
-    user_id: Text | None = Field(None, min_length=1, max_length=256)
+    user_id: Identifier | None = None
 
 
 class GenerateContentRequest(Wire):
     """The seed's /api/v1/ai/generate-content."""
 
-    content: Text = Field(min_length=1, max_length=50_000)
+    content: str = Field(min_length=1, max_length=50_000)
     content_type: ContentType
     persona: LearnerProfile | LearningStyle | None = None
     user_profile: LearnerProfile | None = None
     difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
-    user_id: Text | None = Field(None, min_length=1, max_length=256)
-    model: str = "small"
+    user_id: Identifier | None = None
+    model: Identifier = "small"
     preferred_providers: list[ProviderName] = Field(default_factory=list)
     max_tokens: int | None = Field(None, ge=16, le=4096)
     stream: bool = True
@@ -256,3 +288,18 @@ class GenerateContentRequest(Wire):
         if isinstance(self.persona, LearnerProfile):
             return self.persona
         return LearnerProfile(learning_style=self.persona) if self.persona else LearnerProfile()
+
+
+_HEADER_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def header_id(name: str, value: str | None) -> str | None:
+    """A caller's id header (X-Request-Id, Idempotency-Key): 1-128 visible ASCII characters; an
+    absent or empty header is None."""
+    if not value:
+        return None
+    if _HEADER_ID.fullmatch(value) is None:
+        problem = forbidden_character(value, re.compile(r"[^\x21-\x7e]")) or "over 128 characters"
+        raise InvalidRequest(f"the {name} header must be 1-128 visible ASCII characters "
+                             f"(found {problem})", param=name)
+    return value

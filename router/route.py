@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.errors import ServiceError
+from core.errors import ProviderError, ServiceError
 from core.generation import Delta, TokenUsage
 from core.pricing import cost, estimate_tokens
 from models.catalog import ModelCard
@@ -50,7 +50,7 @@ class Attempt:
     skipped: str | None = None  # why the candidate was not called
     usage: TokenUsage | None = None  # the provider's own count, when the attempt finished
     tokens: int = 0  # generated so far, as counted by the provider per delta
-    chars: int = 0  # generated text that came without a token count
+    uncounted: list[str] = field(default_factory=list)  # generated text without a token count
     first_token_at: float | None = None  # time.perf_counter() of the first delta
 
     def count(self, delta: Delta) -> None:
@@ -59,16 +59,21 @@ class Attempt:
         if delta.tokens is not None:
             self.tokens += delta.tokens
         else:
-            self.chars += len(delta.text)
+            self.uncounted.append(delta.text)
 
     def billed(self) -> TokenUsage:
-        """The provider's usage, or for an attempt cut short (failed, client gone) what it
-        generated: the prompt (estimated) and the tokens counted so far."""
+        """The provider's usage, or for an attempt cut short (failed, client gone): what the
+        provider reported before failing (it bills that prompt), else, when anything was
+        generated, the prompt (estimated) and the tokens counted so far."""
         if self.usage is not None:
             return self.usage
-        if not self.tokens and not self.chars:
+        generated = self.tokens + estimate_tokens("".join(self.uncounted))
+        reported = self.error.usage if isinstance(self.error, ProviderError) else None
+        if reported is not None:
+            return TokenUsage(reported.prompt_tokens, max(reported.completion_tokens, generated))
+        if not generated:
             return TokenUsage()  # nothing was generated: providers bill no failed call
-        return TokenUsage(self.prompt_estimate, self.tokens + estimate_tokens(self.chars))
+        return TokenUsage(self.prompt_estimate, generated)
 
     def describe(self) -> str:
         if self.skipped:

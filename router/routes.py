@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from core.errors import InvalidRequest, ModelUnavailable
 from deployments.embed.server import EmbedResult
 from router import sse
+from router.auth import require_admin
 from router.chat import prepend
 from router.content import collect as collect_content
 from router.embeddings import openai_response, seed_response
@@ -23,6 +24,7 @@ from router.protocol import (
     ModelList,
     ModelObject,
     SeedEmbeddingsRequest,
+    header_id,
 )
 from router.services import Services
 from router.usage.ledger import Ledger
@@ -39,14 +41,15 @@ def services(request: Request) -> Services:
 
 def request_id(request: Request) -> str | None:
     """The caller's X-Request-Id, or the one the Serve ingress gave it (HAProxy adds it to requests
-    and Serve returns it on the response)."""
-    value = request.headers.get("x-request-id", "")
-    return value[:128] if value.strip() else None
+    and Serve returns it on the response); a 400 if it holds anything but visible ASCII."""
+    return header_id("X-Request-Id", request.headers.get("x-request-id"))
 
 
 async def start_meter(request: Request, user: str | None, operation: str, **details: Any) -> Meter:
     return await services(request).accounting.start(
-        request.state.api_key, user, operation, request_id(request), **details)
+        request.state.api_key, user, operation, request_id(request),
+        idempotency_key=header_id("Idempotency-Key", request.headers.get("idempotency-key")),
+        **details)
 
 
 @routes.post("/v1/chat/completions")
@@ -71,7 +74,7 @@ async def generate_content(request: Request, body: GenerateContentRequest) -> Re
     meter = await start_meter(request, body.user_id, "generate-content",
                               content_type=body.content_type, streamed=body.stream)
     with meter.closed_on_error():  # once events run, the content service closes the meter
-        events = content.events(content.prepare(body), meter)
+        events = await content.events(content.prepare(body), meter)
     if not body.stream:
         collected = collect_content([e async for e in events])
         status = collected["metadata"].get("status", 200) if collected["type"] == "error" else 200
@@ -111,8 +114,11 @@ async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSON
 async def usage(request: Request, user_id: Annotated[str | None, Query(min_length=1)] = None,
                 since: Annotated[date | None, Query(alias="from")] = None,
                 until: Annotated[date | None, Query(alias="to")] = None) -> dict[str, Any]:
-    """Usage and cost per user (or in total when user_id is omitted), by day, provider, model and
-    operation, with the savings of local models; the last 30 days (UTC) by default."""
+    """Usage and cost per user (or in total when user_id is omitted: an admin key), by day,
+    provider, model and operation, with the savings of local models; the last 30 days (UTC) by
+    default."""
+    if user_id is None:
+        require_admin(request.state.api_key, "reading the usage of all users (no user_id)")
     accounting = services(request).accounting
     ledger = _ledger(request)
     until = until or datetime.now(UTC).date()
@@ -123,7 +129,8 @@ async def usage(request: Request, user_id: Annotated[str | None, Query(min_lengt
     if user_id is not None:
         report["budget"] = await accounting.budget_status(user_id)
     report["ledger"] = {"buffered": ledger.buffered, "dropped": ledger.stats.dropped,
-                        "write_failures": ledger.stats.failures}
+                        "write_failures": ledger.stats.failures,
+                        "dead_lettered": ledger.stats.dead_lettered}
     return report
 
 
@@ -185,5 +192,6 @@ async def provider_health(request: Request) -> dict[str, Any]:
 @routes.post("/api/v1/ai/health/providers/reset")
 async def reset_provider_health(request: Request) -> dict[str, str]:
     """Close every breaker of this replica (operators, after fixing a provider's key)."""
+    require_admin(request.state.api_key, "resetting the circuit breakers")
     services(request).breakers.reset()
     return {"status": "reset"}

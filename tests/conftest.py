@@ -43,16 +43,18 @@ ANTHROPIC_KEY = "sk-ant-test-0123456789"
 os.environ["OPENAI_API_KEY"] = OPENAI_KEY
 os.environ["ANTHROPIC_API_KEY"] = ANTHROPIC_KEY
 
-# The calling service's key (tests send it everywhere), and one with a small request rate.
+# The key tests send everywhere (an admin key, so they may reset breakers and read all usage), a
+# service key, and one with a small request rate.
 API_KEY = "lx_test-service-key-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
+SERVICE_KEY = "lx_test-plain-service-key-0123456789"
 LIMITED_KEY = "lx_test-limited-key-0123456789abcdef"
 LIMITED_RPM = 5
 # The Node client's own limited key (its retry-on-429 test drains it; no other test uses it).
 CLIENT_LIMITED_KEY = "lx_test-client-limited-key-0123456789abcdef"
 CLIENT_LIMITED_RPM = 20
 # Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
-BUDGETS = {"budget-refuse": {"daily_usd": 0.00033, "on_exhausted": "refuse"},
+BUDGETS = {"budget-refuse": {"daily_usd": 0.000335, "on_exhausted": "refuse"},
            "budget-downgrade": {"daily_usd": 0.00002}}
 
 # The embedded default, sized for a 2-core CI box: llama.cpp on 1 thread (2 threads collapse when
@@ -73,7 +75,8 @@ TEST_ARGS: dict[str, Any] = {
     "embedder": {"ray_actor_options": {"num_cpus": 0.25}, "n_threads": 1, "max_texts": 256,
                  "batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.01},
                  "cache": {"key_prefix": f"learnx-test-{os.getpid()}:"}},
-    "auth": {"api_keys": [{"id": "tests", "sha256": hash_key(API_KEY)},
+    "auth": {"api_keys": [{"id": "tests", "sha256": hash_key(API_KEY), "role": "admin"},
+                          {"id": "service", "sha256": hash_key(SERVICE_KEY)},
                           {"id": "limited", "sha256": hash_key(LIMITED_KEY),
                            "requests_per_minute": LIMITED_RPM},
                           {"id": "client-limited", "sha256": hash_key(CLIENT_LIMITED_KEY),

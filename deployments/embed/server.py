@@ -136,7 +136,7 @@ class Embedder:
                 self._inflight[key] = task
                 task.add_done_callback(functools.partial(self._landed, key))
             tasks.append(asyncio.shield(self._inflight[key]))  # a cancelled caller can't cancel it
-        return list(await asyncio.gather(*tasks)), estimate_tokens(sum(len(t) for t in texts))
+        return list(await asyncio.gather(*tasks)), sum(estimate_tokens(t) for t in texts)
 
     def _landed(self, key: str, _: object) -> None:
         self._inflight.pop(key, None)

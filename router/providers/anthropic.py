@@ -81,14 +81,22 @@ class AnthropicProvider:
                     elif event.type == "message_stop":
                         stopped = True
         except (anthropic.APIError, ValueError) as error:  # ValueError: JSON that does not parse
-            raise _translate(model, error) from None
+            raise _billed(_translate(model, error), prompt_tokens, completion_tokens) from None
         if not stopped:
-            raise ProviderError("the stream ended without message_stop", provider="anthropic",
-                                model=model)
+            raise _billed(ProviderError("the stream ended without message_stop",
+                                        provider="anthropic", model=model),
+                          prompt_tokens, completion_tokens)
         if stop_reason == "tool_use" and params.json_schema:
             stop_reason = "end_turn"  # the tool call we forced is the answer, not a tool request
         yield Delta("", finish_reason=STOP_REASONS.get(stop_reason or "", "stop"),
                     usage=TokenUsage(prompt_tokens, completion_tokens))
+
+
+def _billed(error: ServiceError, prompt_tokens: int, completion_tokens: int) -> ServiceError:
+    """Once message_start reported the prompt's tokens, a stream that then fails is billed them."""
+    if isinstance(error, ProviderError) and prompt_tokens:
+        error.usage = TokenUsage(prompt_tokens, completion_tokens)
+    return error
 
 
 def _translate(model: str, error: Exception) -> ServiceError:

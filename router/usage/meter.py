@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -29,7 +28,7 @@ from router.ratelimit import RateLimiter
 from router.route import Reporting, Route
 from router.usage.budgets import NANO, Budgets, Hold
 from router.usage.ledger import Ledger
-from router.usage.record import Outcome, UsageRecord, utc_day
+from router.usage.record import Outcome, UsageRecord, new_record_id, utc_day
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -40,7 +39,8 @@ ANONYMOUS = "anonymous"
 class Caller:
     key: ApiKeyConfig
     user: str
-    request_id: str
+    request_id: str | None  # the caller's X-Request-Id (validated by the route)
+    idempotency_key: str | None = None
 
 
 def cheapest_hosted(catalog: Sequence[ModelCard]) -> dict[tuple[str, str], ModelCard]:
@@ -88,8 +88,8 @@ class Accounting:
 
     async def start(self, key: ApiKeyConfig, user: str | None, operation: str,
                     request_id: str | None = None, content_type: str | None = None,
-                    streamed: bool = False) -> Meter:
-        caller = Caller(key, user or ANONYMOUS, request_id or uuid.uuid4().hex)
+                    streamed: bool = False, idempotency_key: str | None = None) -> Meter:
+        caller = Caller(key, user or ANONYMOUS, request_id, idempotency_key)
         meter = Meter(self, caller, operation, content_type, streamed)
         with meter.closed_on_error():
             await self.limiter.admit(key, caller.user)
@@ -150,6 +150,7 @@ class Meter:
     shared: bool = False  # served by another request's run (single flight): billed nothing
     downgraded: bool = False  # the budget narrowed the ranking to free models
     closed: bool = False
+    record_id: str = field(default_factory=new_record_id)  # the ledger's key for this request
 
     @property
     def user(self) -> str:
@@ -267,7 +268,8 @@ class Meter:
         final = self._final()
         now = time.time()
         return UsageRecord(
-            request_id=self.caller.request_id, ts=now, day=utc_day(now), user_id=self.user,
+            id=self.record_id, request_id=self.caller.request_id,
+            idempotency_key=self.caller.idempotency_key, ts=now, day=utc_day(now), user_id=self.user,
             api_key_id=self.caller.key.id, operation=self.operation, content_type=self.content_type,
             provider=final.provider if final else None, model=final.name if final else None,
             input_tokens=spend.input_tokens, output_tokens=spend.output_tokens,
@@ -311,5 +313,5 @@ class Meter:
                 await acc.budgets.settle(hold, usd)
             await acc.limiter.charge(self.caller.key, self.user, tokens)
         except (aioredis.RedisError, OSError) as error:
-            log.warning("could not settle request %s (%s)", self.caller.request_id,
+            log.warning("could not settle request %s (%s)", self.record_id,
                         type(error).__name__)

@@ -4,6 +4,7 @@ buffers it and the stores that write it; its fields are the table's columns, in 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import astuple, dataclass, fields
 from typing import Literal
 
@@ -12,7 +13,9 @@ Outcome = Literal["success", "error", "client_disconnected", "shared"]
 
 @dataclass(frozen=True)
 class UsageRecord:
-    request_id: str
+    id: str  # the ledger's key, made by the service (never the caller's)
+    request_id: str | None  # the caller's X-Request-Id (or the one the ingress gave the request)
+    idempotency_key: str | None  # the caller's Idempotency-Key, when it sent one
     ts: float
     day: str
     user_id: str
@@ -40,6 +43,10 @@ class UsageRecord:
 
 
 COLUMNS = tuple(f.name for f in fields(UsageRecord))
+
+
+def new_record_id() -> str:
+    return uuid.uuid4().hex
 
 
 def utc_day(ts: float) -> str:

@@ -1,7 +1,11 @@
 """Where ledger records live: a SQLite file (the embedded default) or PostgreSQL (DATABASE_URL),
 behind one small interface. SQL is written once with `?` placeholders and portable types; the
 PostgreSQL store numbers the placeholders. Schema changes are numbered migrations, applied once
-each, under a lock, by whichever replica starts first."""
+each, under a lock, by whichever replica starts first.
+
+A batch that the database refuses for what is in it (a NUL PostgreSQL cannot store, a number out of
+range, text that is not valid UTF-8) raises RejectedRows, so the ledger can find the bad row; any other
+failure means the database is unavailable and the batch is retried as it is."""
 
 from __future__ import annotations
 
@@ -10,13 +14,22 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from router.usage.record import COLUMNS
 
 Row = tuple[Any, ...]
+# Migration 1's columns after request_id, as they were (migrations never change once released).
+_V1_REST = ("ts, day, user_id, api_key_id, operation, content_type, provider, model, input_tokens, "
+            "output_tokens, cost_usd, hosted_equivalent_usd, savings_usd, cache_hits, latency_ms, "
+            "outcome, status, error_type, fallback_path, usage_source, streamed")
+
+
+class RejectedRows(Exception):
+    """The database refused a batch for what is in it; retrying the same rows cannot succeed."""
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
     (1, ["""CREATE TABLE usage_records (
@@ -44,10 +57,54 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             streamed BOOLEAN NOT NULL)""",
          "CREATE INDEX usage_records_user_day ON usage_records (user_id, day)",
          "CREATE INDEX usage_records_day ON usage_records (day)"]),
+    # The key is the service's own id; the caller's request id and Idempotency-Key are plain
+    # columns (a caller reusing an id no longer hides later records). Rows the database refused
+    # are kept as JSON in usage_dead_letters.
+    (2, ["ALTER TABLE usage_records RENAME TO usage_records_v1",
+         "DROP INDEX usage_records_user_day",
+         "DROP INDEX usage_records_day",
+         """CREATE TABLE usage_records (
+            id TEXT PRIMARY KEY,
+            request_id TEXT,
+            idempotency_key TEXT,
+            ts DOUBLE PRECISION NOT NULL,
+            day TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            api_key_id TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            content_type TEXT,
+            provider TEXT,
+            model TEXT,
+            input_tokens BIGINT NOT NULL,
+            output_tokens BIGINT NOT NULL,
+            cost_usd DOUBLE PRECISION NOT NULL,
+            hosted_equivalent_usd DOUBLE PRECISION NOT NULL,
+            savings_usd DOUBLE PRECISION NOT NULL,
+            cache_hits BIGINT NOT NULL,
+            latency_ms DOUBLE PRECISION NOT NULL,
+            outcome TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            error_type TEXT,
+            fallback_path TEXT,
+            usage_source TEXT NOT NULL,
+            streamed BOOLEAN NOT NULL)""",
+         f"INSERT INTO usage_records SELECT request_id, request_id, NULL, {_V1_REST} "
+         "FROM usage_records_v1",
+         "DROP TABLE usage_records_v1",
+         "CREATE INDEX usage_records_user_day ON usage_records (user_id, day)",
+         "CREATE INDEX usage_records_day ON usage_records (day)",
+         "CREATE INDEX usage_records_request ON usage_records (request_id)",
+         """CREATE TABLE usage_dead_letters (
+            id TEXT PRIMARY KEY,
+            ts DOUBLE PRECISION NOT NULL,
+            error TEXT NOT NULL,
+            record TEXT NOT NULL)"""]),
 ]
 
 INSERT = (f"INSERT INTO usage_records ({', '.join(COLUMNS)}) VALUES "
-          f"({', '.join('?' for _ in COLUMNS)}) ON CONFLICT (request_id) DO NOTHING")
+          f"({', '.join('?' for _ in COLUMNS)}) ON CONFLICT (id) DO NOTHING")
+DEAD_LETTER = ("INSERT INTO usage_dead_letters (id, ts, error, record) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (id) DO NOTHING")
 _MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations "
                      "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")
 
@@ -56,7 +113,12 @@ class LedgerStore(Protocol):
     async def migrate(self) -> None: ...
 
     async def insert(self, rows: Sequence[Row]) -> None:
-        """Insert rows (in COLUMNS order); a request id already stored is skipped (safe retries)."""
+        """Insert rows (in COLUMNS order) in one transaction; an id already stored is skipped (safe
+        retries). RejectedRows when the database refuses what is in them."""
+        ...
+
+    async def dead_letter(self, rows: Sequence[Row]) -> None:
+        """Keep refused records: (id, ts, error, the record as ASCII JSON)."""
         ...
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
@@ -104,13 +166,17 @@ class SQLiteStore:
             raise
 
     async def insert(self, rows: Sequence[Row]) -> None:
-        await self._call(self._insert, list(rows))
+        await self._call(self._insert, INSERT, list(rows))
 
-    def _insert(self, rows: list[Row]) -> None:
+    async def dead_letter(self, rows: Sequence[Row]) -> None:
+        await self._call(self._insert, DEAD_LETTER, list(rows))
+
+    def _insert(self, sql: str, rows: list[Row]) -> None:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany(INSERT, rows)
+            with _rejections(_SQLITE_DATA_ERRORS):
+                db.executemany(sql, rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -173,9 +239,19 @@ class PostgresStore:
                                        version, time.time())
 
     async def insert(self, rows: Sequence[Row]) -> None:
+        await self._executemany(INSERT, rows)
+
+    async def dead_letter(self, rows: Sequence[Row]) -> None:
+        await self._executemany(DEAD_LETTER, rows)
+
+    async def _executemany(self, sql: str, rows: Sequence[Row]) -> None:
+        import asyncpg
+
         pool = await self._get_pool()
-        async with pool.acquire() as conn:
-            await conn.executemany(numbered(INSERT), rows)
+        async with pool.acquire() as conn:  # executemany is atomic: all rows or none
+            with _rejections((asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+                              UnicodeError, OverflowError)):
+                await conn.executemany(numbered(sql), rows)
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         pool = await self._get_pool()
@@ -186,6 +262,19 @@ class PostgresStore:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+# What SQLite refuses in the rows themselves (a "database is locked" is an OperationalError: retried).
+_SQLITE_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
+                       UnicodeError, OverflowError)
+
+
+@contextmanager
+def _rejections(data_errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    try:
+        yield
+    except data_errors as error:
+        raise RejectedRows(f"{type(error).__name__}: {error}") from error
 
 
 def numbered(sql: str) -> str:

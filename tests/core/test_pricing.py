@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from core.generation import TokenUsage
 from core.pricing import cost, estimate, estimate_tokens
 from models.catalog import HOSTED_MODELS, local_card
@@ -25,6 +27,27 @@ def test_estimate_assumes_every_allowed_output_token() -> None:
 
 
 def test_token_estimate_rounds_up() -> None:
-    assert estimate_tokens(0) == 0
-    assert estimate_tokens(1) == 1
-    assert estimate_tokens(8) == 2
+    assert estimate_tokens("") == 0
+    assert estimate_tokens("a") == 1
+    assert estimate_tokens("abcdef") == 2
+
+
+ENGLISH = ("Photosynthesis is the process by which green plants use sunlight, water and carbon "
+           "dioxide to make sugar and oxygen.")
+CHINESE = "光合作用是绿色植物利用阳光、水和二氧化碳制造糖和氧气的过程。"
+ARABIC = ("التمثيل الضوئي هو العملية التي تستخدم بها النباتات الخضراء ضوء الشمس والماء وثاني "
+          "أكسيد الكربون لصنع السكر والأكسجين.")
+
+
+@pytest.mark.parametrize(("text", "tokens_per_char"), [
+    (CHINESE, 1.5),  # hosted tokenizers count about 1-1.5 tokens per Chinese character
+    (ARABIC, 0.8),  # and about 0.3-0.8 per Arabic character (spaces included)
+    (ENGLISH, 0.3),  # and about 0.25 per English character
+], ids=["chinese", "arabic", "english"])
+def test_token_estimate_is_on_the_high_side_in_every_script(text: str,
+                                                            tokens_per_char: float) -> None:
+    assert estimate_tokens(text) >= tokens_per_char * len(text)
+
+
+def test_token_estimate_of_english_stays_near_four_characters_a_token() -> None:
+    assert len(ENGLISH) / 4 <= estimate_tokens(ENGLISH) <= len(ENGLISH) / 2.5

@@ -30,7 +30,8 @@ BASE: dict[str, Any] = {
     "local_models": [{"name": LOCAL, "llama_cpp": {"n_ctx": 2048}}],
     "router": {"first_token_timeout_s": 2, "idle_timeout_s": 1, "request_timeout_s": 10,
                "max_retries": 1, "retry_backoff_s": 0.001, "max_body_bytes": 100_000},
-    "auth": {"api_keys": [{"id": "backend", "sha256": hash_key(KEY)}]},
+    "auth": {"api_keys": [{"id": "backend", "sha256": hash_key(KEY)},
+                          {"id": "ops", "sha256": hash_key(ADMIN_KEY), "role": "admin"}]},
     "rate_limits": {"user_requests_per_minute": None, "user_tokens_per_minute": None},
     "ledger": {"flush_interval_s": 0.01},
 }

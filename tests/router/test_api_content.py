@@ -125,6 +125,20 @@ async def test_identical_concurrent_requests_share_one_upstream_call(serve_url,
     assert sum(r["cost_usd"] for r in ledger if r["outcome"] == "shared") == 0
 
 
+def test_a_run_stops_when_its_only_client_leaves(serve_url) -> None:
+    who = f"leaver-{uuid.uuid4().hex[:8]}"
+    body = {"content": MATERIAL, "content_type": "explanation", "model": "smollm2-135m",
+            "stream": True, "max_tokens": 4096, "user_id": who}
+    with httpx.stream("POST", f"{serve_url}/api/v1/ai/generate-content", json=body, timeout=120,
+                      headers=AUTH) as response:
+        lines = response.iter_lines()
+        received = [line for _, line in zip(range(6), lines, strict=False) if line.startswith("data: {")]
+    assert received  # the client read a few events, then left
+    (record,) = records(serve_url, who, timeout=30)
+    assert (record["outcome"], record["status"]) == ("client_disconnected", 499)
+    assert record["output_tokens"] < 64  # generation stopped soon after, not at its end
+
+
 @pytest.mark.parametrize(("body", "says"), [
     ({"content_type": "poem"}, "content_type"),
     ({"content_type": "summary", "content": ""}, "content"),

@@ -29,14 +29,16 @@ def chat(messages: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 INVALID_TEXT = [
     pytest.param([HELLO, {"role": "user", "content": [
         {"type": "text", "text": "fine"}, {"type": "text", "text": HALF_EMOJI}]}],
-                 "messages.1.content", "part 1: character 16 is an unpaired UTF-16 surrogate "
-                 "(U+D83D)", id="content-part"),
+                 "messages.1.content", "content.1.text has U+D83D (an unpaired UTF-16 surrogate) "
+                 "at position 16", id="content-part"),
     pytest.param([{"role": "user", "content": HALF_EMOJI}], "messages.0.content",
-                 "character 16 is an unpaired", id="content-string"),
+                 "content has U+D83D (an unpaired UTF-16 surrogate) at position 16",
+                 id="content-string"),
     pytest.param([HELLO, {"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
                  "messages.1.content", "part 0: only text content parts", id="image-part"),
+    # Pydantic's JSON parser refuses the lone surrogate of a plain string field itself.
     pytest.param([{"role": "user", "name": "\udc00", "content": "Hi"}], "messages.0.name",
-                 "unpaired", id="name"),
+                 "unable to parse raw data as a unicode string", id="name"),
 ]
 
 

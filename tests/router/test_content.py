@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from typing import Any
 
-from tests.fakes.inprocess import InProcess
-from tests.fakes.scripted import Say
+import pytest_asyncio
+
+from core.errors import ProviderError
+from core.generation import GenerationParams
+from router.protocol import GenerateContentRequest
+from tests.fakes.inprocess import InProcess, config, start
+from tests.fakes.scripted import Hang, Say
 
 MATERIAL = "Photosynthesis: plants use light, water and carbon dioxide to make sugar and oxygen."
 QUIZ = {"questions": [{"question": "What do plants make?", "options": ["sugar", "salt", "iron",
@@ -85,3 +92,88 @@ async def test_a_bad_difficulty_is_a_400_naming_it(api: InProcess) -> None:
         "content": MATERIAL, "content_type": "summary", "difficulty": "expert"})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "difficulty"
+
+
+SUMMARY = {"content_type": "summary", "model": "claude-3-5-haiku-latest"}
+
+
+async def test_identical_requests_of_different_users_do_not_share_a_run(api: InProcess) -> None:
+    streams = await asyncio.gather(*(generate(api, **SUMMARY, user_id=who)
+                                     for who in ("amy", "ben", "amy")))
+    assert len(api.anthropic.calls) == 2
+    assert [s[-1]["metadata"]["single_flight"]["shared"] for s in streams] == [False, False, True]
+
+
+def one_request_budget(api: InProcess, on_exhausted: str) -> dict[str, object]:
+    """A daily budget that covers one summary on claude-3-5-haiku, not two at once."""
+    content = api.services.content
+    prepared = content.prepare(GenerateContentRequest(content=MATERIAL, **SUMMARY))
+    text_run = GenerationParams(prepared.messages, 700)  # a summary's default max_tokens
+    routes = api.services.chat.plan(SUMMARY["model"], [], text_run)
+    return {"daily_usd": routes[0].candidate.estimated_cost * 1.5, "on_exhausted": on_exhausted}
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def budgeted(tmp_path: Any) -> AsyncIterator[InProcess]:
+    probe = start(config(tmp_path / "probe"))
+    budgets = {"users": {"strict": one_request_budget(probe, "refuse"),
+                         "thrifty": one_request_budget(probe, "downgrade")}}
+    await probe.close()
+    running = start(config(tmp_path, budgets=budgets))
+    yield running
+    await running.close()
+
+
+async def test_a_request_that_would_join_is_refused_by_its_own_budget(budgeted: InProcess) -> None:
+    first, second = await asyncio.gather(*(
+        budgeted.post("/api/v1/ai/generate-content", {
+            "content": MATERIAL, **SUMMARY, "user_id": "strict", "stream": False})
+        for _ in range(2)))
+    assert first.status_code == 200, first.text
+    assert second.status_code == 402, second.text
+    assert "'strict'" in second.json()["error"]["message"]
+    assert len(budgeted.anthropic.calls) == 1
+    statuses = sorted(r["status"] for r in await budgeted.records("strict"))
+    assert statuses == [200, 402]
+
+
+async def test_a_request_its_budget_downgrades_runs_on_its_own(budgeted: InProcess) -> None:
+    streams = await asyncio.gather(*(generate(budgeted, **SUMMARY, user_id="thrifty")
+                                     for _ in range(2)))
+    providers = sorted(s[-1]["metadata"]["provider"] for s in streams)
+    assert providers == ["anthropic", "local"]  # the second could not afford the first's run
+    assert all(s[-1]["metadata"]["single_flight"]["leader"] for s in streams)
+
+
+async def test_requests_that_joined_a_failed_run_get_and_record_its_error(api: InProcess) -> None:
+    api.anthropic.default = ProviderError("HTTP 503", provider="anthropic",
+                                          model="claude-3-5-haiku-latest", upstream_status=503)
+    api.openai.default = api.anthropic.default
+    responses = await asyncio.gather(*(
+        api.post("/api/v1/ai/generate-content", {
+            "content": MATERIAL, **SUMMARY, "user_id": "class-9", "stream": False,
+            "preferred_providers": ["anthropic"], "model": "gpt-4o"})
+        for _ in range(3)))
+    assert [r.status_code for r in responses] == [503] * 3
+    assert all(r.json()["metadata"]["error"]["code"] == "all_providers_failed" for r in responses)
+    records = await api.records("class-9")
+    assert [(r["outcome"], r["status"]) for r in records] == [("error", 503)] * 3
+
+
+async def test_a_run_is_cancelled_when_its_last_client_leaves(api: InProcess) -> None:
+    api.anthropic.enqueue(Hang(after_words=2))  # streams two words, then would go silent
+    content, accounting = api.services.content, api.services.accounting
+    request = GenerateContentRequest(content=MATERIAL, **SUMMARY, user_id="leaver")
+    prepared = content.prepare(request)
+    key = api.services.config.auth.api_keys[0]
+    meters = [await accounting.start(key, "leaver", "generate-content") for _ in range(2)]
+    streams = [await content.events(prepared, meter) for meter in meters]
+    for stream in streams:
+        assert (await anext(stream))["type"] == "summary"
+    await streams[0].aclose()  # the client that started the run leaves; the other still reads
+    assert (await anext(streams[1]))["content"] == " fine"
+    await streams[1].aclose()  # the last one leaves: nobody would read the rest
+    await asyncio.sleep(1.5)  # past the idle limit, which would otherwise fall back
+    assert len(api.anthropic.calls) == 1 and api.openai.calls == []
+    assert [(r["outcome"], r["status"]) for r in await api.records("leaver")] == [
+        ("client_disconnected", 499)] * 2

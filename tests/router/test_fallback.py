@@ -130,7 +130,7 @@ async def test_a_stream_cut_mid_answer_continues_with_the_partial_text_as_contex
 
 
 def test_continuation_budgets_the_remaining_tokens() -> None:
-    params = continuation(PARAMS, "x" * 80)  # ~20 tokens already produced
+    params = continuation(PARAMS, "x" * 60)  # ~20 tokens already produced
     assert params.max_tokens == 30
     assert continuation(PARAMS, "") is PARAMS
 

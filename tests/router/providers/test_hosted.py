@@ -144,3 +144,13 @@ async def test_anthropic_structured_output_is_a_forced_tool_call(fake_anthropic)
     (sent,) = fake_anthropic.requests
     assert sent.body["tools"][0]["input_schema"] == schema
     assert sent.body["tool_choice"] == {"type": "tool", "name": sent.body["tools"][0]["name"]}
+
+
+async def test_an_anthropic_stream_that_fails_after_message_start_carries_the_billed_prompt(
+        fake_anthropic) -> None:
+    provider = anthropic_provider(base_url=fake_anthropic.url)
+    fake_anthropic.enqueue(Fault(cut_after=0))  # message_start (with the prompt's tokens), then cut
+    with pytest.raises(ProviderError) as raised:
+        await collect(provider.stream("c", PARAMS))
+    usage = raised.value.usage
+    assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens == 0

@@ -17,7 +17,8 @@ from router.usage.record import UsageRecord
 from router.usage.stores import LedgerStore, open_store
 
 BASE = UsageRecord(
-    request_id="r", ts=1_772_366_400.0, day="2026-03-01", user_id="u1", api_key_id="backend",
+    id="r", request_id="r", idempotency_key=None, ts=1_772_366_400.0, day="2026-03-01",
+    user_id="u1", api_key_id="backend",
     operation="chat.completions", content_type=None, provider="openai", model="gpt-4o-mini",
     input_tokens=100, output_tokens=50, cost_usd=0.01, hosted_equivalent_usd=0.0, savings_usd=0.0,
     cache_hits=0, latency_ms=120.0, outcome="success", status=200, error_type=None,
@@ -25,8 +26,8 @@ BASE = UsageRecord(
 
 
 def usage_record(**fields: Any) -> UsageRecord:
-    """A plausible record; a fresh request id unless one is given."""
-    return replace(BASE, **{"request_id": uuid.uuid4().hex, **fields})
+    """A plausible record; a fresh record id unless one is given."""
+    return replace(BASE, **{"id": uuid.uuid4().hex, **fields})
 
 
 def with_host(url: str, host: str, port: int) -> str:

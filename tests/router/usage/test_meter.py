@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 
 from core.errors import ProviderError
+from core.generation import TokenUsage
 from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.scripted import Say
 
@@ -50,6 +51,20 @@ async def test_a_failed_request_is_recorded_with_its_status(api: InProcess) -> N
     assert (record["outcome"], record["status"]) == ("error", 503)
     assert record["error_type"] == "service_unavailable"
     assert record["fallback_path"] is not None
+
+
+async def test_a_failed_attempt_the_provider_billed_is_counted(api: InProcess) -> None:
+    api.openai.enqueue(ProviderError("stream cut", provider="openai", model="gpt-4o-mini",
+                                     usage=TokenUsage(40, 0)))  # reported the prompt, then failed
+    api.anthropic.enqueue(Say("one two", usage=TokenUsage(30, 2)))
+    response = await api.post("/v1/chat/completions", {
+        "model": "small", "messages": HELLO, "user": "billed",
+        "preferred_providers": ["openai", "anthropic"]})
+    assert response.status_code == 200, response.text
+    (record,) = await api.records("billed")
+    assert (record["input_tokens"], record["output_tokens"]) == (40 + 30, 2)
+    assert record["cost_usd"] == pytest.approx(
+        (40 * 0.15 + 30 * 0.80 + 2 * 4.00) / 1e6)
 
 
 async def test_local_tokens_count_as_savings_against_the_cheapest_hosted_model(

@@ -1,5 +1,6 @@
 """Ledger stores on SQLite and PostgreSQL: migrations applied once, even by replicas starting
-together; a request id stored once, however often its record is written."""
+together; a record stored once, however often it is written; the caller's request id is data, not
+the key; rows the database refuses are named as such."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import asyncio
 
 import pytest
 
-from router.usage.stores import COLUMNS, PostgresStore, SQLiteStore, numbered, open_store
+from router.usage.stores import (
+    _MIGRATIONS_TABLE,
+    COLUMNS,
+    MIGRATIONS,
+    PostgresStore,
+    RejectedRows,
+    SQLiteStore,
+    numbered,
+    open_store,
+)
 from tests.router.usage.conftest import Database, usage_record
 
 
@@ -18,29 +28,37 @@ async def versions(db: Database) -> list[tuple[int, ...]]:
 async def test_migrate_is_idempotent(database: Database) -> None:
     store = database.open()
     await store.migrate()
-    await store.insert([usage_record(request_id="kept").row()])
+    await store.insert([usage_record(id="kept").row()])
     await store.migrate()
-    assert await versions(database) == [(1,)]
-    assert await store.fetch("SELECT request_id FROM usage_records", []) == [("kept",)]
+    assert await versions(database) == [(1,), (2,)]
+    assert await store.fetch("SELECT id FROM usage_records", []) == [("kept",)]
 
 
 async def test_replicas_migrating_together_apply_each_migration_once(database: Database) -> None:
     stores = [database.open() for _ in range(3)]
     await asyncio.gather(*(s.migrate() for s in stores))
-    assert await versions(database) == [(1,)]
+    assert await versions(database) == [(1,), (2,)]
     await asyncio.gather(*(s.insert([usage_record().row()]) for s in stores))
     assert await stores[0].fetch("SELECT COUNT(*) FROM usage_records", []) == [(3,)]
 
 
-async def test_a_request_id_is_stored_once(database: Database) -> None:
+async def test_a_record_is_stored_once_however_often_it_is_written(database: Database) -> None:
     store = await database.migrated()
-    first = usage_record(request_id="req-1", cost_usd=0.01)
-    retry = usage_record(request_id="req-1", cost_usd=0.99)
+    first = usage_record(id="rec-1", cost_usd=0.01)
     await store.insert([first.row()])
-    await store.insert([retry.row(), usage_record(request_id="req-2").row()])
+    await store.insert([first.row(), usage_record(id="rec-2").row()])
     await store.insert([first.row(), first.row()])
-    rows = await store.fetch("SELECT request_id, cost_usd FROM usage_records ORDER BY request_id", [])
-    assert rows == [("req-1", 0.01), ("req-2", 0.01)]  # the first write of req-1 stands
+    rows = await store.fetch("SELECT id, cost_usd FROM usage_records ORDER BY id", [])
+    assert rows == [("rec-1", 0.01), ("rec-2", 0.01)]
+
+
+async def test_records_that_share_a_callers_request_id_are_all_kept(database: Database) -> None:
+    store = await database.migrated()
+    reused = [usage_record(request_id="req-1", cost_usd=usd) for usd in (0.01, 0.02, 0.03)]
+    await store.insert([r.row() for r in reused])
+    rows = await store.fetch("SELECT cost_usd FROM usage_records WHERE request_id = ? ORDER BY "
+                             "cost_usd", ["req-1"])
+    assert rows == [(0.01,), (0.02,), (0.03,)]
 
 
 async def test_a_record_comes_back_as_written(database: Database) -> None:
@@ -96,3 +114,29 @@ def test_open_store_rejects_an_unsupported_url_without_echoing_it(url: str) -> N
     with pytest.raises(ValueError, match=expected) as e:
         open_store(url)
     assert "s3cret" not in str(e.value)
+
+
+async def test_records_of_the_first_schema_keep_their_request_id_and_gain_a_key(
+        database: Database) -> None:
+    store = database.open()
+    await store.fetch(_MIGRATIONS_TABLE, [])
+    for statement in MIGRATIONS[0][1]:
+        await store.fetch(statement, [])
+    await store.fetch("INSERT INTO schema_migrations VALUES (1, 0)", [])
+    old = usage_record(request_id="client-7")
+    await store.fetch(f"INSERT INTO usage_records VALUES ({', '.join('?' for _ in COLUMNS[2:])})",
+                      list(old.row()[1:2] + old.row()[3:]))
+    await store.migrate()
+    (row,) = await store.fetch(f"SELECT {', '.join(COLUMNS)} FROM usage_records", [])
+    migrated = dict(zip(COLUMNS, row, strict=True))
+    assert (migrated["id"], migrated["request_id"], migrated["idempotency_key"]) == (
+        "client-7", "client-7", None)
+    assert migrated["cost_usd"] == old.cost_usd and migrated["user_id"] == old.user_id
+
+
+async def test_rows_the_database_cannot_store_are_rejected_as_such(database: Database) -> None:
+    store = await database.migrated()
+    bad = usage_record(user_id="\ud800", input_tokens=2**70)
+    with pytest.raises(RejectedRows):
+        await store.insert([usage_record().row(), bad.row()])
+    assert await store.fetch("SELECT COUNT(*) FROM usage_records", []) == [(0,)]  # all or none
