@@ -27,6 +27,7 @@ from router.protocol import (
 )
 from router.providers import Provider
 from router.route import Route, Switch
+from router.ttft import FirstTokenLimits
 from router.usage.meter import Meter
 
 T = TypeVar("T")
@@ -42,11 +43,12 @@ def build_catalog(config: AppConfig) -> list[ModelCard]:
 
 class ChatService:
     def __init__(self, config: RouterConfig, providers: dict[str, Provider],
-                 catalog: list[ModelCard], health: Breakers):
+                 catalog: list[ModelCard], health: Breakers, first_token: FirstTokenLimits):
         self._config = config
         self._providers = providers
         self._catalog = catalog
         self._health = health
+        self._first_token = first_token
         self._policy = PolicySettings(config.default_provider, config.enable_cost_optimization)
 
     def catalog(self) -> list[ModelCard]:
@@ -74,7 +76,8 @@ class ChatService:
         routes, allowance = self.plan(model, preferred, params), None
         if meter is not None:
             routes, allowance = await meter.reserve(routes)
-        run = Run(routes, self._config, self._health, budget=allowance)
+        run = Run(routes, self._config, self._health, budget=allowance,
+                  first_token=self._first_token)
         if meter is not None:
             meter.track(run, allowance)
         return run

@@ -7,7 +7,7 @@ import asyncio
 import json
 
 from tests.fakes.inprocess import InProcess
-from tests.fakes.scripted import Say
+from tests.fakes.scripted import Cut, Say
 
 MATERIAL = "Photosynthesis: plants use light, water and carbon dioxide to make sugar and oxygen."
 QUIZ = {"questions": [{"question": "What do plants make?", "options": ["sugar", "salt", "iron",
@@ -85,3 +85,16 @@ async def test_a_bad_difficulty_is_a_400_naming_it(api: InProcess) -> None:
         "content": MATERIAL, "content_type": "summary", "difficulty": "expert"})
     assert response.status_code == 400
     assert response.json()["error"]["param"] == "difficulty"
+
+
+async def test_a_quiz_cut_midway_is_generated_again_not_stitched_from_two_models(
+        api: InProcess) -> None:
+    api.openai.enqueue(Cut('{"questions": [{"question": '))
+    response = await api.post("/api/v1/ai/generate-content", {
+        "content": MATERIAL, "content_type": "quiz", "model": "gpt-4o-mini", "stream": False})
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["metadata"]["repaired"] is False
+    assert body["metadata"]["provider"] == "local"
+    assert body["metadata"]["provider_path"][0]["path"][0].endswith("(failed: openai/gpt-4o-mini: "
+                                                                    "stream cut)")
