@@ -5,8 +5,8 @@
   waits for its first delta at most first_token_timeout_s and, while other candidates remain, at
   most its model's learned limit (router/ttft.py) and an equal share of the time left, so that a
   silent provider leaves the others time. Once the answer streams, each wait between deltas is
-  bounded by idle_timeout_s, and the whole request by max_stream_s, which ends the stream as
-  max_tokens does (finish_reason "length"), not as a provider failure.
+  bounded by idle_timeout_s, and the whole stream by max_stream_s, which ends it as max_tokens
+  does (finish_reason "length"), not as a provider failure.
 - A failure moves on to the next candidate at once (when fallback is on); retries with exponential
   backoff and jitter, honouring Retry-After, are spent on the last candidate only, so one failing
   provider costs a fast failover rather than a backoff.
@@ -71,8 +71,7 @@ class Run:
         self._sleep = sleep
         self._rng = rng
         self.deadline = clock() + config.request_timeout_s
-        self._cap = clock() + config.max_stream_s
-        self._streaming = False  # the answer's first delta arrived: the deadline no longer applies
+        self._streaming_since: float | None = None  # the answer's first delta: the deadline is met
         self.attempts: list[Attempt] = []
         self._prompt_tokens = 0
 
@@ -114,9 +113,8 @@ class Run:
                 while True:
                     delta = await self._next(deltas, attempt, started)
                     if not started:
-                        self._first_token.observe(route.provider.name, route.model,
-                                                  self._clock() - called)
-                    started = self._streaming = True
+                        self._first_delta(route, called)
+                    started = True
                     produced += delta.text
                     if delta.finish_reason is not None:
                         self._succeeded(attempt, delta.usage or TokenUsage())
@@ -129,10 +127,7 @@ class Run:
             except ServiceError as error:
                 self._failed(attempt, error)
                 if started and structured and not restartable:
-                    raise ProviderError("the JSON answer broke off mid-stream and cannot be "
-                                        "continued by another model; retry the request",
-                                        provider=route.provider.name, model=route.model,
-                                        retryable=False) from None
+                    raise interrupted(route) from None
                 handover = (route, error) if started else handover
             finally:
                 if attempt.usage is None and attempt.error is None:
@@ -142,6 +137,14 @@ class Run:
                 with contextlib.suppress(RuntimeError):
                     await deltas.aclose()
         raise self._exhausted()
+
+    def _first_delta(self, route: Route, called: float) -> None:
+        """An attempt's first delta: its model's time to first token is learned, and the answer
+        now streams (if it did not already)."""
+        now = self._clock()
+        self._first_token.observe(route.provider.name, route.model, now - called)
+        if self._streaming_since is None:
+            self._streaming_since = now
 
     async def _next(self, deltas: AsyncIterator[Delta], attempt: Attempt, started: bool) -> Delta:
         """The attempt's next delta, waited for no longer than its limit (first-token or idle) and
@@ -155,7 +158,7 @@ class Run:
             raise ProviderError("the stream ended before the model finished",
                                 provider=route.provider.name, model=route.model) from None
         except TimeoutError:
-            if self._streaming and left <= limit:
+            if self._streaming_since is not None and left <= limit:
                 raise StreamCapped from None
             raise ProviderTimeout(f"no answer within {max(0.0, min(limit, left)):.1f}s",
                                   provider=route.provider.name, model=route.model) from None
@@ -224,7 +227,9 @@ class Run:
 
     def _left(self) -> float:
         """Time left: of the deadline until the answer's first delta, then of the stream cap."""
-        return (self._cap if self._streaming else self.deadline) - self._clock()
+        if self._streaming_since is None:
+            return self.deadline - self._clock()
+        return self._streaming_since + self._config.max_stream_s - self._clock()
 
     def _breaker(self, route: Route) -> CircuitBreaker:
         return self._health.breaker(route.provider.name, route.model)
@@ -244,10 +249,16 @@ class Run:
         tried = [(a.route.header(), a.skipped or (a.error.message if a.error else "unfinished"))
                  for a in self.attempts]
         if self._left() <= 0:
-            passed = (f"stream cap of {self._config.max_stream_s:g}s" if self._streaming else
-                      f"request deadline of {self._config.request_timeout_s:g}s")
+            passed = (f"stream cap of {self._config.max_stream_s:g}s" if self._streaming_since
+                      else f"request deadline of {self._config.request_timeout_s:g}s")
             tried.append(("router", f"{passed} passed"))
         return AllProvidersFailed(tried)
+
+
+def interrupted(route: Route) -> ProviderError:
+    return ProviderError("the JSON answer broke off mid-stream and cannot be continued by another "
+                         "model; retry the request", provider=route.provider.name,
+                         model=route.model, retryable=False)
 
 
 def prompt_estimate(params: GenerationParams) -> int:
