@@ -180,10 +180,11 @@ def test_once_its_answers_are_learned_a_silent_model_is_left_in_seconds(
     for _ in range(20):  # the default min_samples: gpt-4o-mini answers at once
         assert call(deadline_30s, "gpt-4o-mini", stream=False)[0] == 200
     limits = httpx.get(f"{deadline_30s}/health/providers", timeout=10).json()["first_token_limits"]
-    assert limits["openai/gpt-4o-mini"]["limit_s"] == 5.0  # the floor: 3 x its p95 is less
+    learned = limits["openai/gpt-4o-mini"]["limit_s"]
+    assert learned < 10  # 3 x its p95, or the 5 s floor: less than a share of the deadline
     fake_openai.enqueue(Fault(delay_s=3600))
     status, body, _, elapsed = call(deadline_30s, "gpt-4o-mini", stream=False)
     assert status == 200, body
     assert body["route"]["provider"] == "local"
-    assert body["route"]["path"][0].endswith("no answer within 5.0s)")
-    assert elapsed < 10
+    assert body["route"]["path"][0].endswith(f"no answer within {learned:.1f}s)")
+    assert elapsed < learned + 5  # then the local model answers
