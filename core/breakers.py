@@ -4,6 +4,9 @@
     open --(cooldown elapsed)--> half-open: up to `half_open_probes` requests go through
     half-open --success--> closed        half-open --failure--> open, cooldown x multiplier
 
+A call let through in half-open state holds a probe until it reports (`record_success`,
+`record_failure`) or gives it back (`release`: cancelled, skipped, or ended without a verdict); a
+probe that never does expires after `probe_timeout_s`, so a breaker cannot stay half-open forever.
 What counts is decided by error type and status code (`counts`), never by message text."""
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class BreakerSettings:
     cooldown_multiplier: float = 2.0
     max_cooldown_s: float = 300.0
     half_open_probes: int = 1
+    probe_timeout_s: float = 60.0  # a probe that has not reported by then no longer holds its slot
 
 
 def counts(error: ServiceError) -> Verdict:
@@ -52,7 +56,7 @@ class CircuitBreaker:
         self._window: deque[tuple[float, bool]] = deque()  # (time, failed)
         self._trips = 0
         self._open_until = 0.0
-        self._probes = 0
+        self._probes: list[float] = []  # when each probe in flight was let through
 
     @property
     def state(self) -> State:
@@ -64,16 +68,37 @@ class CircuitBreaker:
             self._state = value
             self._on_change(value)
 
+    def available(self) -> bool:
+        """Whether `allow()` would let a call through now (it takes nothing)."""
+        if self.state == "open":
+            return self._clock() >= self._open_until
+        if self.state == "half_open":
+            now = self._clock()
+            self._probes = [t for t in self._probes if now - t < self._settings.probe_timeout_s]
+            return len(self._probes) < self._settings.half_open_probes
+        return True
+
     def allow(self) -> bool:
-        if self.state == "open" and self._clock() >= self._open_until:
+        """Let a call through (in half-open state, as a probe) or not."""
+        if not self.available():
+            return False
+        if self.state == "open":
             self.state = "half_open"
-            self._probes = 0
-        if self.state == "closed":
-            return True
-        if self.state == "half_open" and self._probes < self._settings.half_open_probes:
-            self._probes += 1
-            return True
-        return False
+            self._probes = []
+        if self.state == "half_open":
+            self._probes.append(self._clock())
+        return True
+
+    def release(self) -> None:
+        """A call let through ends without a verdict: its probe, if any, is free again."""
+        if self.state == "half_open" and self._probes:
+            self._probes.pop(0)
+
+    def reset(self) -> None:
+        """Closed, with nothing remembered (an operator fixed the upstream)."""
+        self.state = "closed"
+        self._consecutive, self._trips, self._probes = 0, 0, []
+        self._window.clear()
 
     def retry_after(self) -> float:
         return max(0.0, self._open_until - self._clock()) if self.state == "open" else 0.0
@@ -84,11 +109,11 @@ class CircuitBreaker:
         if self.state == "half_open":
             self.state = "closed"
             self._trips = 0
+            self._probes = []
 
     def record_failure(self, verdict: Verdict = "failure") -> None:
         if verdict == "ignore":
-            if self.state == "half_open":  # the probe proved nothing; let another through
-                self._probes = max(0, self._probes - 1)
+            self.release()  # the probe proved nothing; let another through
             return
         self._remember(failed=True)
         self._consecutive += 1
@@ -97,7 +122,7 @@ class CircuitBreaker:
 
     def snapshot(self) -> dict[str, object]:
         return {"state": self.state, "consecutive_failures": self._consecutive, "trips": self._trips,
-                "retry_after_s": round(self.retry_after(), 3)}
+                "retry_after_s": round(self.retry_after(), 3), "probes_in_flight": len(self._probes)}
 
     def _tripped(self) -> bool:
         if self._consecutive >= self._settings.failure_threshold:
@@ -113,6 +138,7 @@ class CircuitBreaker:
         cooldown = settings.cooldown_s * settings.cooldown_multiplier ** (self._trips - 1)
         self.state = "open"
         self._open_until = self._clock() + min(cooldown, settings.max_cooldown_s)
+        self._probes = []
         self._consecutive = 0
         self._window.clear()
 

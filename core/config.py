@@ -129,6 +129,21 @@ class BreakerConfig(ConfigModel):
     cooldown_multiplier: float = Field(2.0, ge=1)
     max_cooldown_s: float = Field(300.0, gt=0)
     half_open_probes: PositiveInt = 1
+    probe_timeout_s: float = Field(60.0, gt=0)  # a half-open probe that never reports frees its slot
+
+
+class LearnedFirstTokenConfig(ConfigModel):
+    """Per provider/model, the first-token limit learned from its observed times to first token
+    (router/ttft.py): the `percentile` of the recent samples times `factor`, between `floor_s` and
+    first_token_timeout_s, which is also the limit until `min_samples` are observed."""
+
+    enabled: bool = True
+    percentile: float = Field(0.95, gt=0, le=1)
+    factor: float = Field(3.0, ge=1)
+    floor_s: float = Field(5.0, gt=0)
+    min_samples: PositiveInt = 20
+    window: PositiveInt = 200  # the latest samples kept
+    max_age_s: float = Field(900.0, gt=0)  # older samples are forgotten
 
 
 class RouterConfig(DeploymentOptions):
@@ -138,9 +153,13 @@ class RouterConfig(DeploymentOptions):
     max_messages: PositiveInt = 256
     max_tokens_limit: PositiveInt = 4096
     default_max_tokens: PositiveInt = 512
-    request_timeout_s: float = Field(60.0, gt=0)  # whole request, all attempts (AI_REQUEST_TIMEOUT)
+    # Waiting, all attempts together, until the answer's first delta (AI_REQUEST_TIMEOUT); after
+    # it, a stream runs to its end: between deltas within idle_timeout_s, in all within max_stream_s.
+    request_timeout_s: float = Field(60.0, gt=0)
     first_token_timeout_s: float = Field(30.0, gt=0)  # per attempt, until its first delta
+    learned_first_token: LearnedFirstTokenConfig = Field(default_factory=LearnedFirstTokenConfig)
     idle_timeout_s: float = Field(15.0, gt=0)  # per attempt, between deltas
+    max_stream_s: float = Field(600.0, gt=0)  # from the answer's first delta to its end
     max_retries: int = Field(3, ge=0)
     retry_backoff_s: float = Field(0.25, ge=0)
     retry_backoff_max_s: float = Field(8.0, ge=0)

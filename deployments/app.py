@@ -46,7 +46,7 @@ def build_graph(config: AppConfig, engine_factory: EngineFactory = default_engin
             name="Embedder", user_config=config.embedder.batching.model_dump(),
             **config.embedder.serve_options())(Embedder).bind(
             config.embedder, config.local_models_path, config.router.providers.openai,
-            encoder_factory)
+            encoder_factory, breaker=config.router.breaker)
     router = serve.deployment(name="Router", **config.router.serve_options())(Router)
     return router.bind(config, llms, embedder)
 

@@ -28,6 +28,7 @@ from router.protocol import (
 )
 from router.providers import Provider
 from router.route import Route, Switch
+from router.ttft import FirstTokenLimits
 from router.usage.meter import Allowance, Meter
 
 T = TypeVar("T")
@@ -43,11 +44,12 @@ def build_catalog(config: AppConfig) -> list[ModelCard]:
 
 class ChatService:
     def __init__(self, config: RouterConfig, providers: dict[str, Provider],
-                 catalog: list[ModelCard], health: Breakers):
+                 catalog: list[ModelCard], health: Breakers, first_token: FirstTokenLimits):
         self._config = config
         self._providers = providers
         self._catalog = catalog
         self._health = health
+        self._first_token = first_token
         self._policy = PolicySettings(config.default_provider, config.enable_cost_optimization)
 
     def catalog(self) -> list[ModelCard]:
@@ -79,7 +81,8 @@ class ChatService:
 
     def start(self, routes: list[Route], allowance: Allowance | None, meter: Meter | None) -> Run:
         """A run over routes the meter has already reserved for (`allowance`)."""
-        run = Run(routes, self._config, self._health, budget=allowance)
+        run = Run(routes, self._config, self._health, budget=allowance,
+                  first_token=self._first_token)
         if meter is not None:
             meter.track(run, allowance)
         return run

@@ -32,6 +32,10 @@ class EmbedderClient(Protocol):
 
     async def embed(self, request: EmbedRequest) -> EmbedResult: ...
 
+    async def breakers(self) -> dict[str, dict[str, object]]: ...
+
+    async def reset_breakers(self) -> None: ...
+
 
 class HandleEmbedder:
     """The Embedder deployment behind a Serve handle."""
@@ -42,6 +46,13 @@ class HandleEmbedder:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         result: EmbedResult = await self._handle.embed.remote(request)
         return result
+
+    async def breakers(self) -> dict[str, dict[str, object]]:
+        found: dict[str, dict[str, object]] = await self._handle.breakers.remote()
+        return found
+
+    async def reset_breakers(self) -> None:
+        await self._handle.reset_breakers.remote()
 
 
 OPENAI_CARDS = {c.name: c for c in HOSTED_MODELS if c.kind == "embedding"}
@@ -58,6 +69,14 @@ class EmbeddingService:
         self._local_card = ModelCard(name=spec.name, provider="local", tier="small", kind="embedding",
                                      context_window=spec.max_seq_tokens, input_per_million=0.0,
                                      output_per_million=0.0)
+
+    async def breakers(self) -> dict[str, dict[str, object]]:
+        """The Embedder's breakers (of the replica that answers)."""
+        return await self._embedder.breakers() if self._embedder is not None else {}
+
+    async def reset_breakers(self) -> None:
+        if self._embedder is not None:
+            await self._embedder.reset_breakers()
 
     def models(self) -> list[tuple[str, str]]:
         local = [(m, "local") for m in sorted(set(self._local.values()))]

@@ -1,15 +1,24 @@
 """Running a request over the policy's ranking: breakers, retries, timeouts and fallback.
 
-- Each attempt is bounded: the request's total deadline, a time-to-first-token limit, and an idle
-  limit between deltas (streams that go silent are abandoned).
+- Waiting is bounded, a stream that keeps producing is not. The request deadline
+  (request_timeout_s) bounds the wait for the answer's first delta, over all attempts. An attempt
+  waits for its first delta at most first_token_timeout_s and, while other candidates remain, at
+  most its model's learned limit (router/ttft.py) and an equal share of the time left, so that a
+  silent provider leaves the others time. Once the answer streams, each wait between deltas is
+  bounded by idle_timeout_s, and the whole stream by max_stream_s, which ends it as max_tokens
+  does (finish_reason "length"), not as a provider failure.
 - A failure moves on to the next candidate at once (when fallback is on); retries with exponential
   backoff and jitter, honouring Retry-After, are spent on the last candidate only, so one failing
   provider costs a fast failover rather than a backoff.
-- A stream that fails after its first delta continues on the next candidate, with the text produced
-  so far as context, so the client sees one stream; a `Switch` marks the seam.
+- A text stream that fails after its first delta continues on the next candidate, with the text
+  produced so far as context, so the client sees one stream; a `Switch` marks the seam. A JSON
+  answer (json_schema / json_object) cannot be continued by another model: `complete()` starts it
+  over on the next candidate; `stream()`, whose deltas already reached the client, ends with an
+  error instead.
 - Candidates the caller's budget cannot cover are skipped.
 - Open circuit breakers are skipped, except that the last candidate is called when nothing else
-  could be: a request is never refused without trying something.
+  could be: a request is never refused without trying something. The breaker's probe is taken
+  after the budget check, and a call that ends without a verdict (cancelled, capped) releases it.
 - When every candidate failed: AllProvidersFailed, naming each provider/model tried."""
 
 from __future__ import annotations
@@ -19,16 +28,16 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Protocol, TypeVar
+from typing import Protocol
 
-from core.breakers import Breakers, counts
+from core.breakers import Breakers, CircuitBreaker, counts
 from core.config import RouterConfig
 from core.errors import AllProvidersFailed, ProviderError, ProviderTimeout, ServiceError
 from core.generation import Completion, Delta, GenerationParams, TokenUsage
 from core.pricing import estimate_tokens
 from router.route import Attempt, Route, RunReport, Switch, report
+from router.ttft import FirstTokenLimits, learned_limits
 
-T = TypeVar("T")
 CONTINUE = ("Continue your previous answer exactly where it stopped. Do not repeat anything and "
             "do not mention the interruption.")
 
@@ -41,6 +50,10 @@ class BudgetGate(Protocol):
         ...
 
 
+class StreamCapped(Exception):
+    """The request reached max_stream_s while its answer streamed."""
+
+
 class Run:
     """One request's journey over its candidates. `attempts` is the path taken, for the response."""
 
@@ -48,15 +61,17 @@ class Run:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: Callable[[], float] = random.random,
-                 budget: BudgetGate | None = None):
+                 budget: BudgetGate | None = None, first_token: FirstTokenLimits | None = None):
         self._routes = routes if config.enable_fallback else routes[:1]
         self._budget = budget
         self._config = config
         self._health = health
+        self._first_token = first_token or learned_limits(config, clock)
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
         self.deadline = clock() + config.request_timeout_s
+        self._streaming_since: float | None = None  # the answer's first delta: the deadline is met
         self.attempts: list[Attempt] = []
         self._prompt_tokens = 0
 
@@ -65,66 +80,113 @@ class Run:
 
     async def complete(self, params: GenerationParams) -> tuple[Completion, Route]:
         """Non-streamed requests run as streams too, so the same first-token and idle limits catch
-        a hung provider long before the total deadline."""
+        a hung provider long before the total deadline. A JSON answer that broke off starts over."""
         parts: list[str] = []
-        async for event in self.stream(params):
-            if isinstance(event, Delta):
-                parts.append(event.text)
-                if event.finish_reason is not None:
-                    return Completion("".join(parts), event.finish_reason,
-                                      event.usage or TokenUsage()), self.attempts[-1].route
-        raise self._exhausted()  # unreachable: stream() ends with a finish or raises
+        async for event in self._events(params, restartable=True):
+            if isinstance(event, Switch):
+                if event.restart:
+                    parts.clear()
+                continue
+            parts.append(event.text)
+            if event.finish_reason is not None:
+                return Completion("".join(parts), event.finish_reason,
+                                  event.usage or TokenUsage()), self.attempts[-1].route
+        raise self._exhausted()  # unreachable: _events() ends with a finish or raises
 
-    async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Switch]:
+    def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Switch]:
+        return self._events(params, restartable=False)
+
+    async def _events(self, params: GenerationParams,
+                      restartable: bool) -> AsyncIterator[Delta | Switch]:
+        """`restartable`: nothing was sent on yet, so a JSON answer that broke off can start over."""
         produced, handover = "", None
+        structured = params.json_schema is not None
         self._prompt_tokens = prompt_estimate(params)
         async for attempt in self._tries():
-            route = attempt.route
-            if handover is not None and handover.error is not None:
-                yield Switch(handover.route.header(), route.header(), handover.error.message)
-            deltas = route.provider.stream(route.model, continuation(params, produced))
-            started = False
+            route, started, called = attempt.route, False, self._clock()
+            deltas = route.provider.stream(
+                route.model, params if structured else continuation(params, produced))
             try:
+                if handover is not None:
+                    yield Switch(handover[0].header(), route.header(), handover[1].message,
+                                 restart=structured)
                 while True:
-                    limit = self._config.idle_timeout_s if started else self._config.first_token_timeout_s
-                    delta = await self._bounded(anext(deltas), min(limit, self._remaining()), route)
+                    delta = await self._next(deltas, attempt, started)
+                    if not started:
+                        self._first_delta(route, called)
                     started = True
                     produced += delta.text
-                    attempt.count(delta)
                     if delta.finish_reason is not None:
                         self._succeeded(attempt, delta.usage or TokenUsage())
                         yield delta
                         return
                     yield delta
-            except StopAsyncIteration:
-                self._failed(attempt, ProviderError("the stream ended before the model finished",
-                                                    provider=route.provider.name, model=route.model))
-                handover = attempt if started else handover
+            except StreamCapped:
+                yield Delta("", finish_reason="length")
+                return
             except ServiceError as error:
                 self._failed(attempt, error)
-                handover = attempt if started else handover
+                if started and structured and not restartable:
+                    raise interrupted(route) from None
+                handover = (route, error) if started else handover
             finally:
+                if attempt.usage is None and attempt.error is None:
+                    self._breaker(route).release()  # no verdict: cancelled, or the cap reached
                 # On cancellation (the client left) the provider's generator may still be running
                 # in the abandoned wait_for task, which closes it as it unwinds.
                 with contextlib.suppress(RuntimeError):
                     await deltas.aclose()
         raise self._exhausted()
 
+    def _first_delta(self, route: Route, called: float) -> None:
+        """An attempt's first delta: its model's time to first token is learned, and the answer
+        now streams (if it did not already)."""
+        now = self._clock()
+        self._first_token.observe(route.provider.name, route.model, now - called)
+        if self._streaming_since is None:
+            self._streaming_since = now
+
+    async def _next(self, deltas: AsyncIterator[Delta], attempt: Attempt, started: bool) -> Delta:
+        """The attempt's next delta, waited for no longer than its limit (first-token or idle) and
+        the time left (of the deadline, or of the stream cap once the answer streams)."""
+        route = attempt.route
+        limit = self._config.idle_timeout_s if started else self._first_token_limit(route)
+        left = self._left()
+        try:
+            delta = await asyncio.wait_for(anext(deltas), timeout=max(0.0, min(limit, left)))
+        except StopAsyncIteration:
+            raise ProviderError("the stream ended before the model finished",
+                                provider=route.provider.name, model=route.model) from None
+        except TimeoutError:
+            if self._streaming_since is not None and left <= limit:
+                raise StreamCapped from None
+            raise ProviderTimeout(f"no answer within {max(0.0, min(limit, left)):.1f}s",
+                                  provider=route.provider.name, model=route.model) from None
+        attempt.count(delta)
+        return delta
+
+    def _first_token_limit(self, route: Route) -> float:
+        """The configured limit; while other candidates remain, also the model's learned limit and
+        an equal share of the time left, so that a silent provider leaves the others time."""
+        others = len(self._routes) - 1 - self._routes.index(route)
+        if others == 0:
+            return self._config.first_token_timeout_s
+        return min(self._first_token.limit(route.provider.name, route.model),
+                   self._left() / (others + 1))
+
     async def _tries(self) -> AsyncIterator[Attempt]:
         last_index = len(self._routes) - 1
         for index, route in enumerate(self._routes):
             retries = self._config.max_retries if index == last_index else 0
             for retry in range(retries + 1):
-                if self._remaining() <= 0:
+                if self._left() <= 0:
                     return
-                allowed = self._health.breaker(route.provider.name, route.model).allow()
                 # An open breaker is skipped while another candidate remains; the last candidate,
                 # when nothing else was tried, is called anyway: never cool the only option.
-                if not allowed and (index < last_index or self._tried_other_than(route)):
-                    self.attempts.append(Attempt(route, skipped="circuit open"))
-                    break
-                if retry == 0 and self._budget is not None and not await self._budget.covers(route):
-                    self.attempts.append(Attempt(route, skipped="over budget"))
+                forced = index == last_index and not self._tried_other_than(route)
+                skipped = await self._skipped(route, forced, check_budget=retry == 0)
+                if skipped is not None:
+                    self.attempts.append(Attempt(route, skipped=skipped))
                     break
                 attempt = Attempt(route, self._prompt_tokens)
                 self.attempts.append(attempt)
@@ -139,6 +201,21 @@ class Run:
                     break
                 await self._sleep(delay)
 
+    async def _skipped(self, route: Route, forced: bool, check_budget: bool) -> str | None:
+        """Why `route` is not called now, or None. The breaker's probe is taken last, once the
+        budget covers the call, so that a skipped call never holds one."""
+        breaker = self._breaker(route)
+        if not (forced or breaker.available()):
+            return "circuit open"
+        if check_budget and not await self._affordable(route):
+            return "over budget"
+        if not (breaker.allow() or forced):
+            return "circuit open"
+        return None
+
+    async def _affordable(self, route: Route) -> bool:
+        return self._budget is None or await self._budget.covers(route)
+
     def _tried_other_than(self, route: Route) -> bool:
         return any(not a.skipped and a.route != route for a in self.attempts)
 
@@ -148,33 +225,40 @@ class Run:
         cap = min(self._config.retry_backoff_max_s, self._config.retry_backoff_s * 2 ** retry)
         return float(cap * (0.5 + self._rng() / 2))  # "equal jitter": never zero, never above the cap
 
-    async def _bounded(self, call: Awaitable[T], limit: float, route: Route) -> T:
-        try:
-            return await asyncio.wait_for(call, timeout=max(limit, 0.0))
-        except TimeoutError:
-            raise ProviderTimeout(f"no answer within {limit:.1f}s", provider=route.provider.name,
-                                  model=route.model) from None
+    def _left(self) -> float:
+        """Time left: of the deadline until the answer's first delta, then of the stream cap."""
+        if self._streaming_since is None:
+            return self.deadline - self._clock()
+        return self._streaming_since + self._config.max_stream_s - self._clock()
 
-    def _remaining(self) -> float:
-        return self.deadline - self._clock()
+    def _breaker(self, route: Route) -> CircuitBreaker:
+        return self._health.breaker(route.provider.name, route.model)
 
     def _succeeded(self, attempt: Attempt, usage: TokenUsage) -> None:
         attempt.usage = usage
-        self._health.breaker(attempt.route.provider.name, attempt.route.model).record_success()
+        self._breaker(attempt.route).record_success()
 
     def _failed(self, attempt: Attempt, error: ServiceError) -> None:
+        attempt.error = error
         verdict = counts(error)
-        self._health.breaker(attempt.route.provider.name, attempt.route.model).record_failure(verdict)
+        self._breaker(attempt.route).record_failure(verdict)
         if verdict == "ignore":
             raise error  # the caller's mistake: another provider would refuse it too
-        attempt.error = error
 
     def _exhausted(self) -> AllProvidersFailed:
         tried = [(a.route.header(), a.skipped or (a.error.message if a.error else "unfinished"))
                  for a in self.attempts]
-        if self._remaining() <= 0:
-            tried.append(("router", f"request deadline of {self._config.request_timeout_s:g}s passed"))
+        if self._left() <= 0:
+            passed = (f"stream cap of {self._config.max_stream_s:g}s" if self._streaming_since
+                      else f"request deadline of {self._config.request_timeout_s:g}s")
+            tried.append(("router", f"{passed} passed"))
         return AllProvidersFailed(tried)
+
+
+def interrupted(route: Route) -> ProviderError:
+    return ProviderError("the JSON answer broke off mid-stream and cannot be continued by another "
+                         "model; retry the request", provider=route.provider.name,
+                         model=route.model, retryable=False)
 
 
 def prompt_estimate(params: GenerationParams) -> int:

@@ -35,11 +35,13 @@ class Route:
 
 @dataclass(frozen=True)
 class Switch:
-    """Emitted in a stream where a failed candidate hands over to the next one."""
+    """Emitted in a stream where a failed candidate hands over to the next one, which continues the
+    text so far, or with `restart` (a JSON answer) starts over: the text so far is void."""
 
     from_route: str
     to_route: str
     error: str
+    restart: bool = False
 
 
 @dataclass

@@ -183,15 +183,28 @@ async def ready(request: Request) -> JSONResponse:
 @routes.get("/health/providers")
 @routes.get("/api/v1/ai/health/providers")
 async def provider_health(request: Request) -> dict[str, Any]:
-    """Circuit breakers of this router replica, per provider/model that has been called."""
+    """Circuit breakers per provider/model that has been called, of this router replica and of the
+    Embedder replica that answers (OpenAI embeddings, the Redis vector cache), and the first-token
+    limits learned per model."""
     found = services(request)
-    return {"providers": sorted(found.chat.providers()), "breakers": found.breakers.snapshot()}
+    try:
+        embedder: dict[str, Any] = await asyncio.wait_for(found.embeddings.breakers(), timeout=5)
+    except Exception as error:  # the router's own view still answers
+        embedder = {"error": f"unavailable ({type(error).__name__})"}
+    return {"providers": sorted(found.chat.providers()), "breakers": found.breakers.snapshot(),
+            "embedder_breakers": embedder, "first_token_limits": found.first_token.snapshot()}
 
 
 @routes.post("/health/providers/reset")
 @routes.post("/api/v1/ai/health/providers/reset")
 async def reset_provider_health(request: Request) -> dict[str, str]:
-    """Close every breaker of this replica (operators, after fixing a provider's key)."""
+    """Close every breaker of this router replica and of the Embedder replica that answers
+    (operators, after fixing a provider's key)."""
     require_admin(request.state.api_key, "resetting the circuit breakers")
-    services(request).breakers.reset()
-    return {"status": "reset"}
+    found = services(request)
+    found.breakers.reset()
+    try:
+        await asyncio.wait_for(found.embeddings.reset_breakers(), timeout=5)
+    except Exception as error:
+        return {"status": "reset", "embedder": f"unavailable ({type(error).__name__})"}
+    return {"status": "reset", "embedder": "reset"}

@@ -18,6 +18,7 @@ from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from router.ttft import FirstTokenLimits, learned_limits
 from router.usage.budgets import Budgets, MemoryBudgetStore, RedisBudgetStore
 from router.usage.ledger import Ledger
 from router.usage.meter import Accounting
@@ -36,6 +37,7 @@ class Services:
     embeddings: EmbeddingService
     accounting: Accounting
     breakers: Breakers
+    first_token: FirstTokenLimits
     readiness: dict[str, HealthCheck] = field(default_factory=dict)  # name -> raises if not ready
 
     async def close(self) -> None:
@@ -50,13 +52,14 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
                    readiness: dict[str, HealthCheck] | None = None) -> Services:
     breakers = Breakers(BreakerSettings(**config.router.breaker.model_dump()),
                         on_change=metrics.breaker_changed)
+    first_token = learned_limits(config.router)
     catalog = build_catalog(config)
-    chat = ChatService(config.router, providers, catalog, breakers)
+    chat = ChatService(config.router, providers, catalog, breakers, first_token)
     warn_if_open(config)
     return Services(
         config=config, chat=chat, content=ContentService(chat),
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers),
-        accounting=build_accounting(config, catalog), breakers=breakers,
+        accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
         readiness=dict(readiness or {}))
 
 

@@ -89,6 +89,9 @@ class RedisCache:
         except Exception as error:  # redis down, slow or refusing: the model still answers
             self._failed(error)
             return [None] * len(keys)
+        except BaseException:
+            self.breaker.release()  # cancelled: no verdict on Redis
+            raise
         self.breaker.record_success()
         return [None if r is None else np.frombuffer(cast(bytes, r), dtype=np.float32) for r in raw]
 
@@ -104,6 +107,9 @@ class RedisCache:
         except Exception as error:
             self._failed(error)
             return
+        except BaseException:
+            self.breaker.release()
+            raise
         self.breaker.record_success()
 
     async def aclose(self) -> None:

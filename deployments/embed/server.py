@@ -18,7 +18,7 @@ from ray import serve
 
 from core import metrics
 from core.breakers import Breakers, BreakerSettings, counts
-from core.config import EmbedderConfig, HostedProviderConfig
+from core.config import BreakerConfig, EmbedderConfig, HostedProviderConfig
 from core.errors import ModelUnavailable, ProviderError
 from core.pricing import estimate_tokens
 from core.sdk import openai_client, translate_openai_error
@@ -69,9 +69,10 @@ def default_encoder(config: EmbedderConfig, models_path: str | None) -> Encoder:
 class Embedder:
     def __init__(self, config: EmbedderConfig, models_path: str | None = None,
                  openai_config: HostedProviderConfig | None = None,
-                 encoder_factory: EncoderFactory = default_encoder, batched: bool = True):
+                 encoder_factory: EncoderFactory = default_encoder, batched: bool = True,
+                 breaker: BreakerConfig | None = None):
         """`batched`: batch local calls with @serve.batch (which needs a Serve replica); in-process
-        tests turn it off."""
+        tests turn it off. `breaker`: the OpenAI embeddings breakers' settings (the router's)."""
         self._config = config
         self._encoder = encoder_factory(config, models_path)
         self._cache = make_cache(config)
@@ -79,7 +80,7 @@ class Embedder:
         # the SDK's own retries (backoff, Retry-After) are the only ones here.
         self._openai = openai_client(openai_config or HostedProviderConfig(), os.environ,
                                      max_retries=2)
-        self._health = Breakers(BreakerSettings())
+        self._health = Breakers(BreakerSettings(**(breaker or BreakerConfig()).model_dump()))
         self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
         self._batch_sizes: Counter[int] = Counter()
         self._compute = self._embed_local if batched else self._embed_one
@@ -143,33 +144,68 @@ class Embedder:
 
     async def _openai_embed(self, model: str, texts: list[str],
                             dimensions: int | None) -> tuple[list[np.ndarray], int]:
-        """OpenAI's embeddings API behind a circuit breaker; errors translated as for chat."""
+        """OpenAI's embeddings API behind a circuit breaker; errors translated as for chat. With
+        nothing to compute (every item cached) neither the API nor its breaker is touched."""
+        if not texts:
+            return [], 0
         if self._openai is None:
             raise ModelUnavailable(f"{model} needs OPENAI_API_KEY")
         breaker = self._health.breaker("openai", model)
         if not breaker.allow():
             raise ProviderError("circuit open", provider="openai", model=model)
+        try:
+            found = await self._openai_calls(self._openai, model, texts, dimensions)
+        except (openai.APIError, ValueError) as error:
+            translated = translate_openai_error(model, error)
+            breaker.record_failure(counts(translated))
+            raise translated from None
+        except BaseException:
+            breaker.release()  # cancelled (or a bug): no verdict on the provider
+            raise
+        breaker.record_success()
+        return found
+
+    @staticmethod
+    async def _openai_calls(client: openai.AsyncOpenAI, model: str, texts: list[str],
+                            dimensions: int | None) -> tuple[list[np.ndarray], int]:
         vectors: list[np.ndarray] = []
         tokens = 0
         for start in range(0, len(texts), OPENAI_CHUNK):
-            kwargs: dict[str, Any] = {"model": model, "input": texts[start:start + OPENAI_CHUNK]}
+            chunk = texts[start:start + OPENAI_CHUNK]
+            kwargs: dict[str, Any] = {"model": model, "input": chunk}
             if dimensions:
                 kwargs["dimensions"] = dimensions
-            try:
-                response = await self._openai.embeddings.create(**kwargs)
-            except (openai.APIError, ValueError) as error:
-                translated = translate_openai_error(model, error)
-                breaker.record_failure(counts(translated))
-                raise translated from None
+            response = await client.embeddings.create(**kwargs)
             vectors += [np.asarray(d.embedding, dtype=np.float32) for d in response.data]
-            tokens += response.usage.prompt_tokens
-        breaker.record_success()
+            # A gateway may leave usage out: estimate it rather than fail a good answer.
+            tokens += (response.usage.prompt_tokens if response.usage is not None
+                       else sum(estimate_tokens(t) for t in chunk))
         return vectors, tokens
+
+    async def breakers(self) -> dict[str, dict[str, object]]:
+        """This replica's breakers: OpenAI embeddings per model, and the Redis cache's."""
+        found = self._health.snapshot()
+        if isinstance(self._cache, RedisCache):
+            found["redis/vector-cache"] = self._cache.breaker.snapshot()
+        return found
+
+    async def reset_breakers(self) -> None:
+        """Close this replica's breakers (operators, after fixing OpenAI's key or Redis)."""
+        self._health.reset()
+        if isinstance(self._cache, RedisCache):
+            self._cache.breaker.reset()
 
     def stats(self) -> dict[str, Any]:
         return {"batch_sizes": dict(self._batch_sizes), "inflight": len(self._inflight),
                 "cache_items": len(self._cache) if isinstance(self._cache, MemoryCache) else None,
                 "cache_errors": getattr(self._cache, "errors", 0)}
+
+    async def aclose(self) -> None:
+        """Release connections (OpenAI's, Redis's)."""
+        if self._openai is not None:
+            await self._openai.close()
+        if self._cache is not None:
+            await self._cache.aclose()
 
     def check_health(self) -> None:
         if self._encoder is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from core.breakers import Breakers, BreakerSettings, CircuitBreaker, counts
 from core.errors import InvalidRequest, ProviderError, ProviderTimeout
 
@@ -111,3 +114,81 @@ def test_health_reports_state_changes_and_snapshots() -> None:
     assert health.snapshot()["openai/gpt-4o-mini"]["state"] == "open"
     health.reset()
     assert health.snapshot() == {}
+
+
+def test_a_probe_that_never_reports_expires() -> None:
+    b, clock = breaker(probe_timeout_s=30)
+    for _ in range(3):
+        b.record_failure()
+    clock.now += 10
+    assert b.allow()  # the probe's caller vanishes without a word
+    clock.now += 29
+    assert not b.allow()
+    clock.now += 1
+    assert b.allow()  # its slot is free again
+    b.record_success()
+    assert b.state == "closed"
+
+
+def test_a_released_probe_lets_the_next_one_through_at_once() -> None:
+    b, clock = breaker()
+    for _ in range(3):
+        b.record_failure()
+    clock.now += 10
+    assert b.allow()
+    b.release()  # cancelled, or skipped after all
+    assert b.state == "half_open"
+    assert b.allow()
+
+
+def test_release_without_a_probe_changes_nothing() -> None:
+    b, _ = breaker()
+    b.release()
+    assert b.state == "closed" and b.allow()
+
+
+def test_available_takes_no_probe() -> None:
+    b, clock = breaker()
+    for _ in range(3):
+        b.record_failure()
+    assert not b.available()
+    clock.now += 10
+    assert b.available() and b.available()
+    assert b.allow()
+    assert not b.available()
+
+
+def test_reset_closes_and_forgets() -> None:
+    b, _ = breaker()
+    for _ in range(3):
+        b.record_failure()
+    b.reset()
+    assert b.snapshot() == {"state": "closed", "consecutive_failures": 0, "trips": 0,
+                            "retry_after_s": 0.0, "probes_in_flight": 0}
+
+
+OPERATIONS = st.lists(st.one_of(
+    st.sampled_from(["success", "failure", "fatal", "ignored", "cancelled", "abandoned"]),
+    st.floats(min_value=0, max_value=400)), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPERATIONS)
+def test_a_breaker_always_closes_again_once_the_upstream_is_healthy(operations) -> None:
+    """Whatever happened before (failures, cancelled and abandoned probes, time passing), once the
+    upstream answers again, one call after the longest cooldown and probe timeout closes it."""
+    b, clock = breaker(cooldown_s=5, max_cooldown_s=300, probe_timeout_s=60)
+    for op in operations:
+        if isinstance(op, float):
+            clock.now += op
+        elif b.allow():
+            if op in ("failure", "fatal", "ignored"):
+                b.record_failure({"ignored": "ignore"}.get(op, op))  # type: ignore[arg-type]
+            elif op == "success":
+                b.record_success()
+            elif op == "cancelled":
+                b.release()
+    clock.now += 300
+    if b.allow():
+        b.record_success()
+    assert b.state == "closed"

@@ -33,6 +33,7 @@ class Reply:
     completion_tokens: int | None = None
     finish_reason: str = "stop"
     chunk_delay_s: float = 0.0
+    usage: bool = True  # False: the body leaves usage out (some gateways do)
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,12 @@ class DirectEmbedder:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         return await self.embedder.embed(request)
 
+    async def breakers(self) -> dict[str, dict[str, object]]:
+        return await self.embedder.breakers()
+
+    async def reset_breakers(self) -> None:
+        await self.embedder.reset_breakers()
+
 
 @dataclass
 class InProcess:
@@ -89,6 +95,7 @@ class InProcess:
     async def close(self) -> None:
         await self.client.aclose()
         await self.services.close()
+        await self.embedder.aclose()
 
 
 def config(tmp_path: Any, **overrides: Any) -> AppConfig:
@@ -105,7 +112,9 @@ def start(app_config: AppConfig, hosted: bool = True) -> InProcess:
     providers: dict[str, Any] = {"local": EngineProvider({LOCAL: engine})}
     if hosted:
         providers |= {"openai": openai, "anthropic": anthropic}
-    embedder = Embedder(app_config.embedder, encoder_factory=fake_encoder, batched=False)
+    embedder = Embedder(app_config.embedder, openai_config=app_config.router.providers.openai,
+                        encoder_factory=fake_encoder, batched=False,
+                        breaker=app_config.router.breaker)
     services = build_services(app_config, providers, DirectEmbedder(embedder),
                               {"smollm2-135m": _ready, "embedder": _ready})
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_api(services)),

@@ -78,6 +78,7 @@ class FakeOpenAI(FakeProvider):
         body = await self.record(request)
         behaviour = self.next_behaviour()
         fault = behaviour if isinstance(behaviour, Fault) else None
+        reply = behaviour if isinstance(behaviour, Reply) else Reply()
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         dims = int(body.get("dimensions") or 1536)
 
@@ -87,8 +88,8 @@ class FakeOpenAI(FakeProvider):
             return vector
 
         tokens = sum(words(str(text)) for text in inputs)
+        usage = {"usage": {"prompt_tokens": tokens, "total_tokens": tokens}} if reply.usage else {}
         return await respond(fault, _error, lambda: JSONResponse({
             "object": "list", "model": body["model"],
             "data": [{"object": "embedding", "index": i, "embedding": encode(fake_vector(str(t), dims))}
-                     for i, t in enumerate(inputs)],
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}))
+                     for i, t in enumerate(inputs)], **usage}))

@@ -27,6 +27,7 @@ class Say:
     text: str = "A fine answer for the learner."
     finish_reason: str = "stop"
     usage: TokenUsage | None = None
+    word_delay_s: float = 0.0  # a slow but steady stream: the pause after each word
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class ScriptedProvider:
         if isinstance(step, Say):
             for word in words(step.text):
                 yield Delta(word, tokens=1)
+                await asyncio.sleep(step.word_delay_s)
             usage = step.usage or TokenUsage(prompt_words(params), len(words(step.text)))
             yield Delta("", finish_reason=step.finish_reason, usage=usage)
 

@@ -4,9 +4,10 @@ the errors a caller can cause, over scripted providers and the fake local engine
 from __future__ import annotations
 
 import json
+import time
 
 from core.errors import ProviderError
-from tests.fakes.inprocess import InProcess
+from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.scripted import Cut, Hang, Say
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -152,3 +153,68 @@ async def test_a_chunked_body_over_the_limit_is_a_413(api: InProcess) -> None:
     assert "content-length" not in response.request.headers
     assert response.status_code == 413
     assert "larger than 100000 bytes" in response.json()["error"]["message"]
+
+
+JSON_FORMAT = {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+    "type": "object", "properties": {"a": {"type": "integer"}}}}}
+
+
+async def test_a_hanging_provider_leaves_the_local_model_time_within_the_deadline(
+        tmp_path) -> None:
+    """AI_REQUEST_TIMEOUT no longer than the first-token limit: the hung hosted model gets a share
+    of the deadline, the local model answers within it, streamed or not."""
+    api = start(config(tmp_path, router={"request_timeout_s": 1.5, "first_token_timeout_s": 1.5}))
+    try:
+        for stream in (False, True):
+            api.openai.enqueue(Hang())
+            started = time.monotonic()
+            response = await api.post("/v1/chat/completions", {
+                "model": "gpt-4o-mini", "messages": HELLO, "stream": stream})
+            assert response.status_code == 200, response.text
+            assert response.headers["x-learnx-route"] == "local/smollm2-135m"
+            assert time.monotonic() - started < 1.5
+    finally:
+        await api.close()
+
+
+async def test_a_slow_steady_stream_is_not_cut_by_the_deadline(tmp_path) -> None:
+    api = start(config(tmp_path, router={"request_timeout_s": 0.3, "idle_timeout_s": 0.3}))
+    try:
+        api.openai.enqueue(Say("one two three four five six", word_delay_s=0.1))
+        response = await api.post("/v1/chat/completions", {
+            "model": "gpt-4o-mini", "messages": HELLO, "stream": True})
+        found = chunks(response.text)
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in found
+                       if c["choices"]) == "one two three four five six"
+        assert found[-1]["route"] == {"provider": "openai", "model": "gpt-4o-mini",
+                                      "reason": "requested model", "cost_usd": found[-1][
+                                          "route"]["cost_usd"]}  # no fallback path
+        health = (await api.client.get("/health/providers")).json()
+        assert health["breakers"]["openai/gpt-4o-mini"]["consecutive_failures"] == 0
+    finally:
+        await api.close()
+
+
+async def test_a_json_answer_cut_midway_is_answered_whole_by_the_next_model(api: InProcess) -> None:
+    api.openai.enqueue(Cut('{"a": '))
+    response = await api.post("/v1/chat/completions", {
+        "model": "gpt-4o-mini", "messages": HELLO, "response_format": JSON_FORMAT})
+    body = response.json()
+    assert response.status_code == 200, body
+    assert json.loads(body["choices"][0]["message"]["content"]) == {"a": 0}
+    assert body["route"]["path"][0] == "openai/gpt-4o-mini (failed: openai/gpt-4o-mini: stream cut)"
+    assert api.engine.generations == 1
+
+
+async def test_a_streamed_json_answer_cut_midway_ends_with_an_error_event(api: InProcess) -> None:
+    """What reached the client cannot be withdrawn, and another model's JSON cannot continue it."""
+    api.openai.enqueue(Cut('{"a": '))
+    response = await api.post("/v1/chat/completions", {
+        "model": "gpt-4o-mini", "messages": HELLO, "response_format": JSON_FORMAT, "stream": True})
+    found = chunks(response.text)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in found
+                   if c.get("choices")) == '{"a": '
+    assert not any(c["choices"][0].get("finish_reason") for c in found if c.get("choices"))
+    assert found[-1]["error"]["type"] == "upstream_error"
+    assert "cannot be continued by another model" in found[-1]["error"]["message"]
+    assert api.engine.generations == 0

@@ -14,7 +14,7 @@ from core.errors import ProviderError
 from core.generation import GenerationParams
 from router.protocol import GenerateContentRequest
 from tests.fakes.inprocess import InProcess, config, start
-from tests.fakes.scripted import Hang, Say
+from tests.fakes.scripted import Cut, Hang, Say
 
 MATERIAL = "Photosynthesis: plants use light, water and carbon dioxide to make sugar and oxygen."
 QUIZ = {"questions": [{"question": "What do plants make?", "options": ["sugar", "salt", "iron",
@@ -177,3 +177,16 @@ async def test_a_run_is_cancelled_when_its_last_client_leaves(api: InProcess) ->
     assert len(api.anthropic.calls) == 1 and api.openai.calls == []
     assert [(r["outcome"], r["status"]) for r in await api.records("leaver")] == [
         ("client_disconnected", 499)] * 2
+
+
+async def test_a_quiz_cut_midway_is_generated_again_not_stitched_from_two_models(
+        api: InProcess) -> None:
+    api.openai.enqueue(Cut('{"questions": [{"question": '))
+    response = await api.post("/api/v1/ai/generate-content", {
+        "content": MATERIAL, "content_type": "quiz", "model": "gpt-4o-mini", "stream": False})
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["metadata"]["repaired"] is False
+    assert body["metadata"]["provider"] == "local"
+    assert body["metadata"]["provider_path"][0]["path"][0].endswith("(failed: openai/gpt-4o-mini: "
+                                                                    "stream cut)")

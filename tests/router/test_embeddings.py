@@ -4,10 +4,14 @@ through the Embedder on the fake encoder."""
 from __future__ import annotations
 
 import base64
+from collections.abc import AsyncIterator
 
+import httpx
 import numpy as np
+import pytest_asyncio
 
-from tests.fakes.inprocess import InProcess
+from tests.fakes import Fault
+from tests.fakes.inprocess import ADMIN_KEY, InProcess, config, start
 
 
 async def test_openai_format_keeps_input_order_in_float_and_base64(api: InProcess) -> None:
@@ -48,3 +52,50 @@ async def test_too_many_texts_is_a_422(api: InProcess) -> None:
 async def test_an_unknown_model_is_a_404(api: InProcess) -> None:
     response = await api.post("/v1/embeddings", {"model": "word2vec", "input": "x"})
     assert response.status_code == 404
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def with_openai(tmp_path, fake_openai) -> AsyncIterator[InProcess]:
+    """The API with the Embedder's OpenAI client on the wire fake; a bad key opens its breaker."""
+    running = start(config(tmp_path, router={
+        "providers": {"openai": {"base_url": f"{fake_openai.url}/v1"}}}))
+    yield running
+    await running.close()
+
+
+SMALL = "text-embedding-3-small"
+
+
+async def embed(api: InProcess, texts: list[str]) -> httpx.Response:
+    return await api.post("/api/v1/ai/embeddings", {"texts": texts, "model": SMALL})
+
+
+async def embedder_breaker(api: InProcess) -> dict | None:
+    health = (await api.client.get("/health/providers")).json()
+    return health["embedder_breakers"].get(f"openai/{SMALL}")
+
+
+async def test_a_fully_cached_openai_request_does_not_touch_the_breaker(
+        with_openai: InProcess, fake_openai) -> None:
+    assert (await embed(with_openai, ["cells", "atoms"])).status_code == 200
+    fake_openai.enqueue(Fault(status=401))  # a revoked key opens the breaker at once
+    assert (await embed(with_openai, ["stars"])).status_code == 502
+    assert (await embedder_breaker(with_openai))["state"] == "open"
+    called = len(fake_openai.requests)
+    cached = await embed(with_openai, ["cells", "atoms"])
+    assert cached.status_code == 200, cached.text
+    assert cached.json()["cache_hits"] == 2
+    assert len(fake_openai.requests) == called
+    assert (await embedder_breaker(with_openai))["state"] == "open"  # nothing proved it healthy
+
+
+async def test_the_embedders_breakers_are_visible_and_reset_with_the_routers(
+        with_openai: InProcess, fake_openai) -> None:
+    fake_openai.enqueue(Fault(status=401))
+    await embed(with_openai, ["cells"])
+    assert (await embedder_breaker(with_openai))["state"] == "open"
+    reset = await with_openai.client.post("/health/providers/reset",
+                                          headers={"X-API-Key": ADMIN_KEY})
+    assert reset.json() == {"status": "reset", "embedder": "reset"}
+    assert await embedder_breaker(with_openai) is None  # closed and forgotten
+    assert (await embed(with_openai, ["cells"])).status_code == 200

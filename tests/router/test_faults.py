@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from ray import serve
 
+from core.config import load_config
+from deployments.app import build_graph
 from tests.conftest import AUTH
 from tests.fakes import Fault
 
@@ -130,3 +134,57 @@ def test_breaker_state_is_visible(serve_url, fake_openai) -> None:
     _, body, _, _ = call(serve_url, "gpt-4o-mini", stream=False)
     assert fake_openai.requests == []
     assert body["route"]["path"][0] == "openai/gpt-4o-mini (skipped: circuit open)"
+
+
+@pytest.fixture(scope="module")
+def deadline_30s_url(serve_root: str, fake_openai, fake_anthropic) -> Iterator[str]:
+    """A second app on the session's Serve, configured as an operator would with
+    AI_REQUEST_TIMEOUT=30 and the default first-token limit (30 s as well): the real local model,
+    the hosted fakes, nothing else."""
+    args = {"local_models": [{"name": "smollm2-135m", "ray_actor_options": {"num_cpus": 0},
+                              "llama_cpp": {"n_ctx": 2048, "n_threads": 1}}],
+            "router": {"ray_actor_options": {"num_cpus": 0}, "providers": {
+                "openai": {"base_url": f"{fake_openai.url}/v1"},
+                "anthropic": {"base_url": fake_anthropic.url}}},
+            "embedder": {"enabled": False}, "auth": {"enabled": False},
+            "ledger": {"enabled": False}}
+    config = load_config(args, environ={"AI_REQUEST_TIMEOUT": "30"})
+    assert config.router.first_token_timeout_s == config.router.request_timeout_s == 30
+    serve.run(build_graph(config), name="learnx-deadline", route_prefix="/deadline30")
+    yield f"{serve_root}/deadline30"
+    serve.delete("learnx-deadline")
+
+
+@pytest.fixture
+def deadline_30s(deadline_30s_url: str) -> str:
+    httpx.post(f"{deadline_30s_url}/health/providers/reset", timeout=10).raise_for_status()
+    return deadline_30s_url
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_hanging_provider_leaves_the_local_model_time_within_a_30s_deadline(
+        deadline_30s, fake_openai, stream) -> None:
+    """Before anything is learned about gpt-4o-mini, its first-token limit is a share of the
+    deadline (30 s over three candidates), not all of it."""
+    fake_openai.enqueue(Fault(delay_s=3600))
+    status, body, events, elapsed = call(deadline_30s, "gpt-4o-mini", stream)
+    assert status == 200, body
+    assert elapsed < 30
+    route = next(e["route"] for e in events if e.get("route")) if stream else body["route"]
+    assert route["provider"] == "local"
+    assert route["path"][0] == "openai/gpt-4o-mini (failed: openai/gpt-4o-mini: no answer within 10.0s)"
+
+
+def test_once_its_answers_are_learned_a_silent_model_is_left_in_seconds(
+        deadline_30s, fake_openai) -> None:
+    for _ in range(20):  # the default min_samples: gpt-4o-mini answers at once
+        assert call(deadline_30s, "gpt-4o-mini", stream=False)[0] == 200
+    limits = httpx.get(f"{deadline_30s}/health/providers", timeout=10).json()["first_token_limits"]
+    learned = limits["openai/gpt-4o-mini"]["limit_s"]
+    assert learned < 10  # 3 x its p95, or the 5 s floor: less than a share of the deadline
+    fake_openai.enqueue(Fault(delay_s=3600))
+    status, body, _, elapsed = call(deadline_30s, "gpt-4o-mini", stream=False)
+    assert status == 200, body
+    assert body["route"]["provider"] == "local"
+    assert body["route"]["path"][0].endswith(f"no answer within {learned:.1f}s)")
+    assert elapsed < learned + 5  # then the local model answers

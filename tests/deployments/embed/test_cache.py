@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import numpy as np
@@ -72,3 +73,28 @@ async def test_redis_down_is_a_miss_and_opens_a_breaker(own_redis) -> None:
         await cache.aclose()
     finally:
         own_redis.start()
+
+
+async def test_a_cancelled_lookup_gives_the_half_open_breaker_its_probe_back() -> None:
+    writers: list[asyncio.StreamWriter] = []
+    silent = await asyncio.start_server(lambda _, w: writers.append(w), "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]  # a "Redis" that accepts and never answers
+    now = [1000.0]
+    cache = RedisCache(f"redis://127.0.0.1:{port}/0", "x:", ttl_s=60, timeout_s=5,
+                       clock=lambda: now[0])
+    try:
+        for _ in range(3):
+            cache.breaker.record_failure()
+        now[0] += 2  # half-open
+        lookup = asyncio.ensure_future(cache.get_many(["k"]))
+        await asyncio.sleep(0.1)
+        assert not cache.breaker.available()  # the lookup holds the probe
+        lookup.cancel()  # its caller left
+        with pytest.raises(asyncio.CancelledError):
+            await lookup
+        assert cache.breaker.available()
+    finally:
+        for writer in writers:
+            writer.close()
+        silent.close()
+        await cache.aclose()
