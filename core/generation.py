@@ -11,14 +11,50 @@ from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its name, what it does, and its arguments' JSON schema."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A finished call: its id, the function's name, its arguments as JSON text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a call being streamed: `index` tells calls apart; the first piece of a call has
+    its id and name, the rest add to its arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class GenerationParams:
-    messages: list[dict[str, str]]  # [{"role": ..., "content": ...}], text only
+    # OpenAI's chat message shape: {"role", "content"} where content is text; an assistant turn may
+    # carry "tool_calls" ([{"id", "type": "function", "function": {"name", "arguments"}}]) and a
+    # "tool" turn answers one with "tool_call_id".
+    messages: list[dict[str, Any]]
     max_tokens: int
     temperature: float = 0.7
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     json_schema: dict[str, Any] | None = None  # constrain output to JSON ({} = any JSON object)
+    tools: tuple[Tool, ...] = ()
+    # "auto" (the model decides), "none", "required" (at least one call), or a function's name
+    tool_choice: str = "auto"
+    parallel_tool_calls: bool = True
 
 
 @dataclass(frozen=True)
@@ -36,9 +72,10 @@ class Delta:
     """A piece of generated text. The last delta of a generation has finish_reason and usage."""
 
     text: str
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # "tool_calls" when the model asks for calls
     usage: TokenUsage | None = None
     tokens: int | None = None  # tokens in `text`, when the engine or provider says
+    tool_calls: tuple[ToolCallDelta, ...] = ()
 
 
 @dataclass(frozen=True)
