@@ -59,7 +59,7 @@ def app_config(serve_port: int) -> dict[str, Any]:
         # holds a key for it, which the nodes inherit).
         providers={"anthropic": {"enabled": False}})
     args["embedder"].update(n_threads=1, batching={"max_batch_size": 16, "batch_wait_timeout_s": 0.02})
-    args["auth"] = {"api_keys": [{"id": "deploy-tests", "sha256": hash_key(KEY)},
+    args["auth"] = {"api_keys": [{"id": "deploy-tests", "sha256": hash_key(KEY), "role": "admin"},
                                  {"id": "deploy-limited", "sha256": hash_key(LIMITED_KEY),
                                   "requests_per_minute": 1}]}
     args["budgets"] = {"users": copy.deepcopy(BUDGET_USERS)}

@@ -5,6 +5,8 @@ against the local model, which keeps serving."""
 from __future__ import annotations
 
 import json
+import random
+import string
 from typing import Any
 
 import httpx
@@ -94,8 +96,10 @@ HALF_EMOJI = "a broken emoji: \ud83d"
 MISTAKES = [
     [*HELLO, {"role": "user", "content": [{"type": "text", "text": HALF_EMOJI}]}],
     [{"role": "user", "content": HALF_EMOJI}],
-    # ~1000 tokens by the router's estimate, 3000 by the model's tokenizer: the engine refuses it.
-    [{"role": "user", "content": "€" * 3000}],
+    # Fits the router's estimate (a token per 3 ASCII characters), not the model's context: random
+    # characters take about a token each, so the engine refuses it.
+    [{"role": "user", "content": "".join(random.Random(7).choice(string.ascii_letters + "#%&*+")
+                                         for _ in range(5800))}],
 ]
 
 
