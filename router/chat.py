@@ -73,7 +73,7 @@ class ChatService:
         caller's budget: the meter reserves its cost, or narrows the ranking to free models."""
         routes, allowance = self.plan(model, preferred, params), None
         if meter is not None:
-            routes, allowance = await meter.reserve(routes)
+            routes, allowance = await meter.reserve(routes, prompt_estimate(params) + params.max_tokens)
         run = Run(routes, self._config, self._health, budget=allowance)
         if meter is not None:
             meter.track(run, allowance)

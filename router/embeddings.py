@@ -84,6 +84,7 @@ class EmbeddingService:
             raise InvalidRequest(f"{concrete} has 384 dimensions; omit dimensions",
                                  param="dimensions")
         card = OPENAI_CARDS.get(concrete, self._local_card)
+        await meter.reserve_tokens(estimate_tokens(sum(len(t) for t in texts)))
         hold = await self._reserve(card, texts, meter)
         try:
             result = await self._call(texts, concrete, use_cache, deduplicate, dimensions)

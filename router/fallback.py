@@ -7,7 +7,9 @@
   provider costs a fast failover rather than a backoff.
 - A stream that fails after its first delta continues on the next candidate, with the text produced
   so far as context, so the client sees one stream; a `Switch` marks the seam.
-- Candidates the caller's budget cannot cover are skipped.
+- Every attempt (first, fallback, retry, continuation) is first covered by the caller's budget:
+  what the run has spent so far plus that attempt's estimate (for a continuation, its longer
+  prompt); an attempt the budget cannot cover is skipped.
 - Open circuit breakers are skipped, except that the last candidate is called when nothing else
   could be: a request is never refused without trying something.
 - When every candidate failed: AllProvidersFailed, naming each provider/model tried."""
@@ -25,7 +27,7 @@ from core.breakers import Breakers, counts
 from core.config import RouterConfig
 from core.errors import AllProvidersFailed, ProviderError, ProviderTimeout, ServiceError
 from core.generation import Completion, Delta, GenerationParams, TokenUsage
-from core.pricing import estimate_tokens
+from core.pricing import estimate, estimate_tokens
 from router.route import Attempt, Route, RunReport, Switch, report
 
 T = TypeVar("T")
@@ -36,8 +38,9 @@ CONTINUE = ("Continue your previous answer exactly where it stopped. Do not repe
 class BudgetGate(Protocol):
     """The caller's budget as a run sees it."""
 
-    async def covers(self, route: Route) -> bool:
-        """Whether the budget covers calling `route` (it may reserve more to do so)."""
+    async def refusal(self, spent_usd: float, next_usd: float) -> str | None:
+        """None when the budget covers what the run has spent plus the next attempt's estimate
+        (it may reserve more to do so); else why not."""
         ...
 
 
@@ -58,7 +61,6 @@ class Run:
         self._rng = rng
         self.deadline = clock() + config.request_timeout_s
         self.attempts: list[Attempt] = []
-        self._prompt_tokens = 0
 
     def report(self) -> RunReport:
         return report(self.attempts)
@@ -77,8 +79,8 @@ class Run:
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Switch]:
         produced, handover = "", None
-        self._prompt_tokens = prompt_estimate(params)
-        async for attempt in self._tries():
+        # The next attempt's params are read when it is about to start: with the text so far.
+        async for attempt in self._tries(lambda: continuation(params, produced)):  # noqa: B023
             route = attempt.route
             if handover is not None and handover.error is not None:
                 yield Switch(handover.route.header(), route.header(), handover.error.message)
@@ -110,7 +112,7 @@ class Run:
                     await deltas.aclose()
         raise self._exhausted()
 
-    async def _tries(self) -> AsyncIterator[Attempt]:
+    async def _tries(self, next_params: Callable[[], GenerationParams]) -> AsyncIterator[Attempt]:
         last_index = len(self._routes) - 1
         for index, route in enumerate(self._routes):
             retries = self._config.max_retries if index == last_index else 0
@@ -123,10 +125,12 @@ class Run:
                 if not allowed and (index < last_index or self._tried_other_than(route)):
                     self.attempts.append(Attempt(route, skipped="circuit open"))
                     break
-                if retry == 0 and self._budget is not None and not await self._budget.covers(route):
-                    self.attempts.append(Attempt(route, skipped="over budget"))
+                params = next_params()
+                refusal = await self._refusal(route, params)
+                if refusal:
+                    self.attempts.append(Attempt(route, skipped=refusal))
                     break
-                attempt = Attempt(route, self._prompt_tokens)
+                attempt = Attempt(route, prompt_estimate(params))
                 self.attempts.append(attempt)
                 yield attempt
                 error = attempt.error
@@ -138,6 +142,12 @@ class Run:
                 if self._clock() + delay >= self.deadline:
                     break
                 await self._sleep(delay)
+
+    async def _refusal(self, route: Route, params: GenerationParams) -> str | None:
+        if self._budget is None:
+            return None
+        next_usd = estimate(route.card, prompt_estimate(params), params.max_tokens)
+        return await self._budget.refusal(self.report().cost_usd, next_usd)
 
     def _tried_other_than(self, route: Route) -> bool:
         return any(not a.skipped and a.route != route for a in self.attempts)

@@ -7,8 +7,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-
 from core.breakers import Breakers, BreakerSettings
 from core.config import AppConfig
 from models.catalog import ModelCard
@@ -18,9 +16,11 @@ from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
-from router.usage.budgets import Budgets, MemoryBudgetStore, RedisBudgetStore
+from router.sharedstate import SharedState
+from router.usage.budgets import Budgets, MemoryBudgetStore, RedisBudgetStore, SpendRow
 from router.usage.ledger import Ledger
 from router.usage.meter import Accounting
+from router.usage.report import spend_by_user_day
 from router.usage.stores import open_store
 
 log = logging.getLogger("ray.serve")
@@ -61,15 +61,27 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
 
 
 def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
-    redis = None
-    if config.redis_url:
-        redis = aioredis.from_url(config.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    budgets = Budgets(config.budgets, RedisBudgetStore(redis) if redis else MemoryBudgetStore())
-    limiter = RateLimiter(config.rate_limits, RedisBuckets(redis) if redis else MemoryBuckets())
+    """Budgets and rate limits in Redis (shared by every replica, behind one breaker), or in this
+    replica's memory, its budgets seeded from the ledger's spend of the current periods."""
     ledger = None
     if config.ledger.enabled:
         ledger = Ledger(open_store(config.ledger.database_url), config.ledger)
+    ttl = config.budgets.hold_ttl_s
+    if config.redis_url:
+        state = SharedState.connect(config.redis_url)
+        budgets = Budgets(config.budgets, RedisBudgetStore(state), hold_ttl_s=ttl)
+        limiter = RateLimiter(config.rate_limits, RedisBuckets(state))
+    else:
+        budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
+                          seed=_ledger_spend(ledger) if ledger else None)
+        limiter = RateLimiter(config.rate_limits, MemoryBuckets())
     return Accounting(ledger, budgets, limiter, catalog)
+
+
+def _ledger_spend(ledger: Ledger) -> Callable[[str], Awaitable[list[SpendRow]]]:
+    async def spend(since: str) -> list[SpendRow]:
+        return await ledger.read(lambda store: spend_by_user_day(store, since))
+    return spend
 
 
 def warn_if_open(config: AppConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -106,6 +107,15 @@ class RedisServer:
             self._process.terminate()
             self._process.wait(timeout=10)
             self._process = None
+
+    def pause(self) -> None:
+        """Hang it (SIGSTOP): connections stay open and nothing answers."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
 
 def _postgres(sql: str) -> None:
