@@ -39,9 +39,9 @@ class Services:
     readiness: dict[str, HealthCheck] = field(default_factory=dict)  # name -> raises if not ready
 
     async def close(self) -> None:
-        """Write what the ledger still buffers and release connections (graceful shutdown)."""
-        if self.accounting.ledger is not None:
-            await self.accounting.ledger.close()
+        """Settle what is in flight, write what the ledger still buffers and release connections
+        (graceful shutdown)."""
+        await self.accounting.close()
         await self.chat.aclose()
 
 
@@ -71,11 +71,10 @@ def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
         state = SharedState.connect(config.redis_url)
         budgets = Budgets(config.budgets, RedisBudgetStore(state), hold_ttl_s=ttl)
         limiter = RateLimiter(config.rate_limits, RedisBuckets(state))
-    else:
-        budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
-                          seed=_ledger_spend(ledger) if ledger else None)
-        limiter = RateLimiter(config.rate_limits, MemoryBuckets())
-    return Accounting(ledger, budgets, limiter, catalog)
+        return Accounting(ledger, budgets, limiter, catalog, state)
+    budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
+                      seed=_ledger_spend(ledger) if ledger else None)
+    return Accounting(ledger, budgets, RateLimiter(config.rate_limits, MemoryBuckets()), catalog)
 
 
 def _ledger_spend(ledger: Ledger) -> Callable[[str], Awaitable[list[SpendRow]]]:

@@ -26,6 +26,7 @@ from core.pricing import cost
 from models.catalog import ModelCard
 from router.ratelimit import RateLimiter
 from router.route import Reporting, Route
+from router.sharedstate import SharedState
 from router.usage.budgets import ANONYMOUS, Budgets, Hold, to_nano
 from router.usage.ledger import Ledger
 from router.usage.record import Outcome, UsageRecord, utc_day
@@ -90,10 +91,11 @@ class Allowance:
 
 class Accounting:
     def __init__(self, ledger: Ledger | None, budgets: Budgets, limiter: RateLimiter,
-                 catalog: Sequence[ModelCard]):
+                 catalog: Sequence[ModelCard], shared: SharedState | None = None):
         self.ledger = ledger
         self.budgets = budgets
         self.limiter = limiter
+        self.shared = shared  # the Redis of budgets and rate limits, if any
         self.baseline = cheapest_hosted(catalog)
         self._background: set[asyncio.Task[None]] = set()
 
@@ -113,6 +115,19 @@ class Accounting:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)  # referenced until done, so it is never collected mid-way
         task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait for the settlements in flight, at most `timeout_s`."""
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout_s)
+
+    async def close(self) -> None:
+        """Settle what is in flight, write what the ledger buffers, release connections."""
+        await self.drain()
+        if self.ledger is not None:
+            await self.ledger.close()
+        if self.shared is not None:
+            await self.shared.client.aclose()
 
 
 @dataclass
