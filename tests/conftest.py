@@ -51,7 +51,10 @@ LIMITED_KEY = "lx_test-limited-key-0123456789abcdef"
 LIMITED_RPM = 5
 # Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
 BUDGETS = {"budget-refuse": {"daily_usd": 0.00033, "on_exhausted": "refuse"},
-           "budget-downgrade": {"daily_usd": 0.00002}}
+           "budget-downgrade": {"daily_usd": 0.00002},
+           # Mixed budgets of tests/router/test_api_budgets.py's concurrency test.
+           **{f"budget-mix-{i}": {"daily_usd": 0.0005 * (i + 1)} if i % 3 else
+              {"monthly_usd": 0.0004 * (i + 1), "on_exhausted": "refuse"} for i in range(10)}}
 
 # The embedded default, sized for a 2-core CI box: llama.cpp on 1 thread (2 threads collapse when
 # the other core is busy), small context.
