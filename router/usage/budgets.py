@@ -33,6 +33,7 @@ from router.sharedstate import SharedState, StateUnavailable
 
 NANO = 1_000_000_000
 GRACE_S = 86_400  # a counter outlives its period by a day (requests admitted before its end settle)
+SEED_RETRY_S = 5.0
 ANONYMOUS = "anonymous"  # requests without a user id: limited only by a budget of this name
 T = TypeVar("T")
 
@@ -270,6 +271,7 @@ class Budgets:
         self.hold_ttl_s = hold_ttl_s
         self._seed = seed
         self._seeding = asyncio.Lock()
+        self._seed_again_at = 0.0  # after a failed seeding, refuse at once until then
 
     def policy(self, user: str) -> BudgetConfig | None:
         """The user's budget, or None when their spend is not limited. The default budget is for
@@ -324,12 +326,15 @@ class Budgets:
         async with self._seeding:
             if self._seed is None:
                 return
+            waiting = "the budget store is waiting for the usage ledger's spend"
+            if self._clock() < self._seed_again_at:
+                raise unavailable(waiting, self._seed_again_at - self._clock())
             today = utc_day(self._clock())
             try:
                 rows = await self._seed(today[:7] + "-01")
             except StorageUnavailable as error:
-                raise unavailable("the budget store is waiting for the usage ledger's spend "
-                                  f"({error.message})", 5.0) from None
+                self._seed_again_at = self._clock() + SEED_RETRY_S
+                raise unavailable(f"{waiting} ({error.message})", SEED_RETRY_S) from None
             for counter, spent in self._seeded_counters(rows, today).items():
                 await self._store.settle(Hold(f"seed:{counter.key}", (counter,), 0), spent,
                                          self.hold_ttl_s)

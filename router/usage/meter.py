@@ -122,8 +122,11 @@ class Accounting:
             await asyncio.wait(list(self._background), timeout=timeout_s)
 
     async def close(self) -> None:
-        """Settle what is in flight, write what the ledger buffers, release connections."""
+        """Settle what is in flight (what cannot settle in time, its holds' expiry releases),
+        write what the ledger buffers, release connections."""
         await self.drain()
+        for task in list(self._background):
+            task.cancel()
         if self.ledger is not None:
             await self.ledger.close()
         if self.shared is not None:

@@ -325,20 +325,27 @@ async def test_a_memory_store_starts_from_the_ledgers_spend_of_the_current_perio
 
 async def test_budgets_wait_for_the_ledger_to_answer_before_their_first_use() -> None:
     answers: list[list[SpendRow]] = []
+    asked = []
 
     async def ledger(since: str) -> list[SpendRow]:
+        asked.append(since)
         if not answers:
             raise StorageUnavailable("the usage ledger's database is unavailable")
         return answers.pop()
 
-    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), MemoryBudgetStore(),
-                      clock=Clock("2026-11-25 12:00:00"), seed=ledger)
-    with pytest.raises(StorageUnavailable) as refused:
-        await budgets.reserve("u1", 0.1)
-    assert refused.value.code == "budget_store_unavailable"
+    clock = Clock("2026-11-25 12:00:00")
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), MemoryBudgetStore(), clock=clock,
+                      seed=ledger)
+    for _ in range(2):  # the second without asking the ledger again so soon
+        with pytest.raises(StorageUnavailable) as refused:
+            await budgets.reserve("u1", 0.1)
+        assert refused.value.code == "budget_store_unavailable"
+    assert len(asked) == 1
     answers.append([("u1", "2026-11-25", 0.95)])
+    clock.set("2026-11-25 12:00:05")
     assert await budgets.reserve("u1", 0.1) is None
     assert await budgets.reserve("u1", 0.05) is not None
+    assert len(asked) == 2
 
 
 async def test_memory_stays_flat_over_100_000_users() -> None:
