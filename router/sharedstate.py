@@ -16,8 +16,11 @@ from core.breakers import BreakerSettings, CircuitBreaker, State
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")
-# Redis answers in well under a millisecond; a call this slow means it is hung or unreachable.
-TIMEOUT_S = 0.25
+# Redis answers in well under a millisecond; a call this slow means it is hung or unreachable (or
+# this replica's CPU is starved: not much shorter, then). Waiting for a free connection of the pool
+# is local contention, not a Redis failure: it may take longer.
+TIMEOUT_S = 0.5
+POOL_WAIT_S = 2.0
 SETTINGS = BreakerSettings(failure_threshold=3, cooldown_s=1.0, max_cooldown_s=15.0)
 
 
@@ -40,7 +43,7 @@ class SharedState:
         """A client whose calls wait their turn for a connection (redis-py's default pool raises
         at once past 100 calls in flight) and time out quickly."""
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S,
+            url, max_connections=max_connections, timeout=POOL_WAIT_S, socket_timeout=TIMEOUT_S,
             socket_connect_timeout=TIMEOUT_S)
         return cls(aioredis.Redis.from_pool(pool))
 
