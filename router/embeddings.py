@@ -23,7 +23,7 @@ from core.pricing import estimate, estimate_tokens
 from deployments.embed.server import EmbedRequest, EmbedResult
 from models import find_embedding_model
 from models.catalog import HOSTED_MODELS, ModelCard
-from router.usage.budgets import Hold
+from router.usage.budget_stores import Hold
 from router.usage.meter import Meter
 
 

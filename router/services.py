@@ -17,7 +17,8 @@ from router.embeddings import EmbedderClient, EmbeddingService
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
 from router.sharedstate import SharedState
-from router.usage.budgets import Budgets, MemoryBudgetStore, RedisBudgetStore, SpendRow
+from router.usage.budget_stores import MemoryBudgetStore, RedisBudgetStore
+from router.usage.budgets import Budgets, SpendRow
 from router.usage.ledger import Ledger
 from router.usage.meter import Accounting
 from router.usage.report import spend_by_user_day

@@ -27,7 +27,8 @@ from models.catalog import ModelCard
 from router.ratelimit import RateLimiter
 from router.route import Reporting, Route
 from router.sharedstate import SharedState
-from router.usage.budgets import ANONYMOUS, Budgets, Hold, to_nano
+from router.usage.budget_stores import Hold
+from router.usage.budgets import ANONYMOUS, Budgets, to_nano
 from router.usage.ledger import Ledger
 from router.usage.record import Outcome, UsageRecord, utc_day
 
@@ -216,7 +217,8 @@ class Meter:
             self.reserved_tokens = tokens
 
     async def hold(self, usd: float) -> Hold | None:
-        """Hold `usd` of the user's budget, or None (StorageUnavailable: the store did not answer)."""
+        """Hold `usd` of the user's budget, or None when it does not fit. Raises
+        StorageUnavailable when the budget store does not answer."""
         return await self.accounting.budgets.reserve(self.user, usd, self.caller.admitted)
 
     def track(self, run: Reporting, allowance: Allowance | None) -> None:

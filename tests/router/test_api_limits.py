@@ -12,7 +12,8 @@ import yaml
 
 from core.config import AppConfig
 from router.sharedstate import TIMEOUT_S, StateUnavailable
-from router.usage.budgets import Budgets, BudgetStore, Counter, Hold, MemoryBudgetStore
+from router.usage.budget_stores import BudgetStore, Counter, Hold, MemoryBudgetStore
+from router.usage.budgets import Budgets
 from tests.conftest import RedisServer, free_port
 from tests.fakes.inprocess import config, start
 

@@ -19,7 +19,8 @@ from router.fallback import Run, continuation, prompt_estimate
 from router.policy import Candidate
 from router.route import Route
 from router.sharedstate import SharedState
-from router.usage.budgets import Budgets, BudgetStore, MemoryBudgetStore, RedisBudgetStore, to_nano
+from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
+from router.usage.budgets import Budgets, to_nano
 from router.usage.meter import Allowance, Caller
 from tests.conftest import free_port
 from tests.fakes.scripted import Cut, Say, ScriptedProvider
