@@ -21,7 +21,7 @@ T = TypeVar("T")
 # is local contention, not a Redis failure: it may take longer.
 TIMEOUT_S = 0.5
 POOL_WAIT_S = 2.0
-SETTINGS = BreakerSettings(failure_threshold=3, cooldown_s=1.0, max_cooldown_s=15.0)
+SETTINGS = BreakerSettings(failure_threshold=3, cooldown_s=1.0, max_cooldown_s=5.0)
 
 
 class StateUnavailable(Exception):
