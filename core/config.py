@@ -248,7 +248,8 @@ class AuthConfig(ConfigModel):
 
 
 class RateLimitConfig(ConfigModel):
-    """Token buckets refilled every minute; None turns a limit off."""
+    """Token buckets refilled every minute; None turns a limit off. User limits apply to requests
+    that name a user (`user` / `user_id`); the others are limited by their key's limits only."""
 
     user_requests_per_minute: PositiveInt | None = 120
     user_tokens_per_minute: PositiveInt | None = 200_000
@@ -268,8 +269,14 @@ class BudgetConfig(ConfigModel):
 
 
 class BudgetsConfig(ConfigModel):
+    """Per-user spend limits. `default` applies to every identified user; requests without a user
+    id are limited only by an entry named `anonymous` in `users`."""
+
     default: BudgetConfig = Field(default_factory=BudgetConfig)
     users: dict[str, BudgetConfig] = Field(default_factory=dict)
+    # A request's hold is released this long after it was last taken or topped up if it is never
+    # settled (its replica died): longer than any request runs.
+    hold_ttl_s: float = Field(900.0, gt=0)
 
     def for_user(self, user_id: str) -> BudgetConfig:
         return self.users.get(user_id, self.default)

@@ -12,7 +12,7 @@
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
     ├── IdempotencyConflict           409 conflict_error       (its Idempotency-Key still runs)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
-    ├── StorageUnavailable            503 service_unavailable  (the usage ledger's database)
+    ├── StorageUnavailable            503 service_unavailable  (the ledger's database, the budget store)
     ├── AllProvidersFailed            503 service_unavailable  (every candidate failed; lists them)
     └── ProviderError                 502 upstream_error       (one provider/model failed)
         └── ProviderTimeout           504 timeout_error
@@ -131,10 +131,20 @@ class ModelUnavailable(ServiceError):
 
 
 class StorageUnavailable(ServiceError):
+    """A store the service keeps its records in (the usage ledger's database, the budget store)
+    does not answer. `code` names which; `retry_after` says when to try again, when known."""
+
     error_type = "service_unavailable"
 
-    def __init__(self, message: str):
-        super().__init__(message, code="storage_unavailable")
+    def __init__(self, message: str, *, code: str = "storage_unavailable",
+                 retry_after: float | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
 
 class ProviderError(ServiceError):

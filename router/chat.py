@@ -76,7 +76,7 @@ class ChatService:
         caller's budget: the meter reserves its cost, or narrows the ranking to free models."""
         routes, allowance = self.plan(model, preferred, params), None
         if meter is not None:
-            routes, allowance = await meter.reserve(routes)
+            routes, allowance = await meter.reserve(routes, prompt_estimate(params) + params.max_tokens)
         return self.start(routes, allowance, meter)
 
     def start(self, routes: list[Route], allowance: Allowance | None, meter: Meter | None) -> Run:

@@ -20,7 +20,7 @@ from content.templates import TEMPLATE_VERSION, compile_messages, is_structured,
 from core.errors import InvalidRequest, ProviderError, ServiceError, status_of
 from core.generation import GenerationParams
 from router.chat import ChatService
-from router.fallback import Run
+from router.fallback import Run, prompt_estimate
 from router.policy import resolve
 from router.protocol import GenerateContentRequest
 from router.route import RunReport, Switch
@@ -69,7 +69,8 @@ class ContentService:
         nothing. A run whose every client left is cancelled."""
         params = self._first_params(prepared)
         routes, allowance = await meter.reserve(self._chat.plan(
-            prepared.request.model, list(prepared.request.preferred_providers), params))
+            prepared.request.model, list(prepared.request.preferred_providers), params),
+            prompt_estimate(params) + params.max_tokens)
         caller = meter.caller
         key = ":".join([prepared.key, caller.key.id, caller.user, *(r.header() for r in routes)])
         flight, leader = self.flights.join(key, lambda started: self._generate(

@@ -23,7 +23,7 @@ from core.pricing import estimate, estimate_tokens
 from deployments.embed.server import EmbedRequest, EmbedResult
 from models import find_embedding_model
 from models.catalog import HOSTED_MODELS, ModelCard
-from router.usage.budgets import Hold
+from router.usage.budget_stores import Hold
 from router.usage.meter import Meter
 
 
@@ -103,6 +103,7 @@ class EmbeddingService:
             raise InvalidRequest(f"{concrete} has 384 dimensions; omit dimensions",
                                  param="dimensions")
         card = OPENAI_CARDS.get(concrete, self._local_card)
+        await meter.reserve_tokens(sum(estimate_tokens(t) for t in texts))
         hold = await self._reserve(card, texts, meter)
         try:
             result = await self._call(texts, concrete, use_cache, deduplicate, dimensions)

@@ -15,7 +15,9 @@
   answer (json_schema / json_object) cannot be continued by another model: `complete()` starts it
   over on the next candidate; `stream()`, whose deltas already reached the client, ends with an
   error instead.
-- Candidates the caller's budget cannot cover are skipped.
+- Every attempt (first, fallback, retry, continuation) is first covered by the caller's budget:
+  what the run has spent so far plus that attempt's estimate (for a continuation, its longer
+  prompt); an attempt the budget cannot cover is skipped.
 - Open circuit breakers are skipped, except that the last candidate is called when nothing else
   could be: a request is never refused without trying something. The breaker's probe is taken
   after the budget check, and a call that ends without a verdict (cancelled, capped) releases it.
@@ -34,7 +36,7 @@ from core.breakers import Breakers, CircuitBreaker, counts
 from core.config import RouterConfig
 from core.errors import AllProvidersFailed, ProviderError, ProviderTimeout, ServiceError
 from core.generation import Completion, Delta, GenerationParams, TokenUsage
-from core.pricing import estimate_tokens
+from core.pricing import estimate, estimate_tokens
 from router.route import Attempt, Route, RunReport, Switch, report
 from router.ttft import FirstTokenLimits, learned_limits
 
@@ -45,8 +47,9 @@ CONTINUE = ("Continue your previous answer exactly where it stopped. Do not repe
 class BudgetGate(Protocol):
     """The caller's budget as a run sees it."""
 
-    async def covers(self, route: Route) -> bool:
-        """Whether the budget covers calling `route` (it may reserve more to do so)."""
+    async def refusal(self, spent_usd: float, next_usd: float) -> str | None:
+        """None when the budget covers what the run has spent plus the next attempt's estimate
+        (it may reserve more to do so); else why not."""
         ...
 
 
@@ -73,7 +76,6 @@ class Run:
         self.deadline = clock() + config.request_timeout_s
         self._streaming_since: float | None = None  # the answer's first delta: the deadline is met
         self.attempts: list[Attempt] = []
-        self._prompt_tokens = 0
 
     def report(self) -> RunReport:
         return report(self.attempts)
@@ -101,11 +103,13 @@ class Run:
         """`restartable`: nothing was sent on yet, so a JSON answer that broke off can start over."""
         produced, handover = "", None
         structured = params.json_schema is not None
-        self._prompt_tokens = prompt_estimate(params)
-        async for attempt in self._tries():
+
+        def next_params() -> GenerationParams:  # read as each attempt starts: the text so far
+            return params if structured else continuation(params, produced)
+
+        async for attempt in self._tries(next_params):
             route, started, called = attempt.route, False, self._clock()
-            deltas = route.provider.stream(
-                route.model, params if structured else continuation(params, produced))
+            deltas = route.provider.stream(route.model, next_params())
             try:
                 if handover is not None:
                     yield Switch(handover[0].header(), route.header(), handover[1].message,
@@ -174,7 +178,8 @@ class Run:
         return min(self._first_token.limit(route.provider.name, route.model),
                    self._left() / (others + 1))
 
-    async def _tries(self) -> AsyncIterator[Attempt]:
+    async def _tries(self, next_params: Callable[[], GenerationParams]
+                     ) -> AsyncIterator[Attempt]:
         last_index = len(self._routes) - 1
         for index, route in enumerate(self._routes):
             retries = self._config.max_retries if index == last_index else 0
@@ -184,11 +189,12 @@ class Run:
                 # An open breaker is skipped while another candidate remains; the last candidate,
                 # when nothing else was tried, is called anyway: never cool the only option.
                 forced = index == last_index and not self._tried_other_than(route)
-                skipped = await self._skipped(route, forced, check_budget=retry == 0)
+                params = next_params()
+                skipped = await self._skipped(route, forced, params)
                 if skipped is not None:
                     self.attempts.append(Attempt(route, skipped=skipped))
                     break
-                attempt = Attempt(route, self._prompt_tokens)
+                attempt = Attempt(route, prompt_estimate(params))
                 self.attempts.append(attempt)
                 yield attempt
                 error = attempt.error
@@ -201,20 +207,24 @@ class Run:
                     break
                 await self._sleep(delay)
 
-    async def _skipped(self, route: Route, forced: bool, check_budget: bool) -> str | None:
+    async def _skipped(self, route: Route, forced: bool, params: GenerationParams) -> str | None:
         """Why `route` is not called now, or None. The breaker's probe is taken last, once the
         budget covers the call, so that a skipped call never holds one."""
         breaker = self._breaker(route)
         if not (forced or breaker.available()):
             return "circuit open"
-        if check_budget and not await self._affordable(route):
-            return "over budget"
+        refusal = await self._refusal(route, params)
+        if refusal is not None:
+            return refusal
         if not (breaker.allow() or forced):
             return "circuit open"
         return None
 
-    async def _affordable(self, route: Route) -> bool:
-        return self._budget is None or await self._budget.covers(route)
+    async def _refusal(self, route: Route, params: GenerationParams) -> str | None:
+        if self._budget is None:
+            return None
+        next_usd = estimate(route.card, prompt_estimate(params), params.max_tokens)
+        return await self._budget.refusal(self.report().cost_usd, next_usd)
 
     def _tried_other_than(self, route: Route) -> bool:
         return any(not a.skipped and a.route != route for a in self.attempts)

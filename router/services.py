@@ -7,8 +7,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-
 from core import metrics
 from core.breakers import Breakers, BreakerSettings
 from core.config import AppConfig
@@ -18,10 +16,13 @@ from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from router.sharedstate import SharedState
 from router.ttft import FirstTokenLimits, learned_limits
-from router.usage.budgets import Budgets, MemoryBudgetStore, RedisBudgetStore
+from router.usage.budget_stores import MemoryBudgetStore, RedisBudgetStore
+from router.usage.budgets import Budgets, SpendRow
 from router.usage.ledger import Ledger
 from router.usage.meter import Accounting
+from router.usage.report import spend_by_user_day
 from router.usage.stores import open_store
 
 log = logging.getLogger("ray.serve")
@@ -41,9 +42,9 @@ class Services:
     readiness: dict[str, HealthCheck] = field(default_factory=dict)  # name -> raises if not ready
 
     async def close(self) -> None:
-        """Write what the ledger still buffers and release connections (graceful shutdown)."""
-        if self.accounting.ledger is not None:
-            await self.accounting.ledger.close()
+        """Settle what is in flight, write what the ledger still buffers and release connections
+        (graceful shutdown)."""
+        await self.accounting.close()
         await self.chat.aclose()
 
 
@@ -64,15 +65,26 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
 
 
 def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
-    redis = None
-    if config.redis_url:
-        redis = aioredis.from_url(config.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-    budgets = Budgets(config.budgets, RedisBudgetStore(redis) if redis else MemoryBudgetStore())
-    limiter = RateLimiter(config.rate_limits, RedisBuckets(redis) if redis else MemoryBuckets())
+    """Budgets and rate limits in Redis (shared by every replica, behind one breaker), or in this
+    replica's memory, its budgets seeded from the ledger's spend of the current periods."""
     ledger = None
     if config.ledger.enabled:
         ledger = Ledger(open_store(config.ledger.database_url), config.ledger)
-    return Accounting(ledger, budgets, limiter, catalog)
+    ttl = config.budgets.hold_ttl_s
+    if config.redis_url:
+        state = SharedState.connect(config.redis_url)
+        budgets = Budgets(config.budgets, RedisBudgetStore(state), hold_ttl_s=ttl)
+        limiter = RateLimiter(config.rate_limits, RedisBuckets(state))
+        return Accounting(ledger, budgets, limiter, catalog, state)
+    budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
+                      seed=_ledger_spend(ledger) if ledger else None)
+    return Accounting(ledger, budgets, RateLimiter(config.rate_limits, MemoryBuckets()), catalog)
+
+
+def _ledger_spend(ledger: Ledger) -> Callable[[str], Awaitable[list[SpendRow]]]:
+    async def spend(since: str) -> list[SpendRow]:
+        return await ledger.read(lambda store: spend_by_user_day(store, since))
+    return spend
 
 
 def warn_if_open(config: AppConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -55,7 +56,10 @@ CLIENT_LIMITED_KEY = "lx_test-client-limited-key-0123456789abcdef"
 CLIENT_LIMITED_RPM = 20
 # Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
 BUDGETS = {"budget-refuse": {"daily_usd": 0.000335, "on_exhausted": "refuse"},
-           "budget-downgrade": {"daily_usd": 0.00002}}
+           "budget-downgrade": {"daily_usd": 0.00002},
+           # Mixed budgets of tests/router/test_api_budgets.py's concurrency test.
+           **{f"budget-mix-{i}": {"daily_usd": 0.0005 * (i + 1)} if i % 3 else
+              {"monthly_usd": 0.0004 * (i + 1), "on_exhausted": "refuse"} for i in range(10)}}
 
 # The embedded default, sized for a 2-core CI box: llama.cpp on 1 thread (2 threads collapse when
 # the other core is busy), small context.
@@ -114,6 +118,15 @@ class RedisServer:
             self._process.terminate()
             self._process.wait(timeout=10)
             self._process = None
+
+    def pause(self) -> None:
+        """Hang it (SIGSTOP): connections stay open and nothing answers."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
 
 def _postgres(sql: str) -> None:

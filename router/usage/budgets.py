@@ -1,157 +1,166 @@
-"""Per-user budgets in USD per day and per month: reserve the estimated cost before calling a
-provider, settle to the real cost after.
+"""Per-user budgets in USD per day and per month: hold the estimated cost before calling a provider,
+settle to the real cost after.
 
-Spend is counted per period (UTC day and month) in integer nano-dollars. A reservation is let in only
-if it fits under every limit together with everything already spent or reserved, checked and taken
-atomically, so concurrent requests cannot overrun a budget: the most a period can exceed its limit
-by is what a settled request cost above its own estimate. With Redis (REDIS_URL) every router
-replica shares the counters; without it, each replica keeps its own. A replica that dies between
-reserve and settle leaves its reservation counted (the safe side) until the period ends."""
+A request holds its estimate on its user's counters (router/usage/budget_stores.py: a UTC day and
+month each, in integer nano-dollars), checked and taken atomically against everything settled and
+held, so concurrent requests cannot overrun a budget; more is held before each later attempt, and
+the real cost settles the hold. A request's spend counts in the periods it was admitted in, also
+when it runs across midnight. A hold expires `hold_ttl_s` after it was last taken or topped up, so
+the hold of a replica that died before settling is released. A memory store starts empty: it is
+seeded once from the ledger's spend of the current periods before its first use.
+
+With Redis (REDIS_URL) every router replica shares the counters, behind the shared-state breaker;
+when Redis does not answer, budgets fail closed: StorageUnavailable (503,
+`budget_store_unavailable`), never a 402 or a silent downgrade. Without Redis each replica keeps its
+own counters, and forgets those of past periods."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, Protocol
-
-import redis.asyncio as aioredis
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
 
 from core.config import BudgetConfig, BudgetsConfig
+from core.errors import StorageUnavailable
+from router.sharedstate import StateUnavailable
+from router.usage.budget_stores import BudgetStore, Counter, Hold
 
 NANO = 1_000_000_000
-DAY_TTL, MONTH_TTL = 2 * 86_400, 32 * 86_400
+GRACE_S = 86_400  # a counter outlives its period by a day (requests admitted before its end settle)
+SEED_RETRY_S = 5.0
+ANONYMOUS = "anonymous"  # requests without a user id: limited only by a budget of this name
+T = TypeVar("T")
 
-
-Period = Literal["daily", "monthly"]
-
-
-@dataclass(frozen=True)
-class Counter:
-    key: str  # "<user>:d:2026-11-25" or "<user>:m:2026-11"
-    period: Period
-    limit: int  # nano-USD
-    ttl_s: int
-
-
-@dataclass(frozen=True)
-class Hold:
-    """A reservation, to be settled once the request's real cost is known."""
-
-    counters: tuple[Counter, ...]
-    amount: int
-
-
-class BudgetStore(Protocol):
-    async def reserve(self, counters: list[Counter], amount: int) -> bool: ...
-
-    async def adjust(self, counters: list[Counter], delta: int) -> None: ...
-
-    async def spent(self, counters: list[Counter]) -> list[int]: ...
-
-
-class MemoryBudgetStore:
-    def __init__(self) -> None:
-        self._spent: dict[str, int] = {}
-
-    async def reserve(self, counters: list[Counter], amount: int) -> bool:
-        # No await between test and take: atomic on the event loop.
-        if any(self._spent.get(c.key, 0) + amount > c.limit for c in counters):
-            return False
-        await self.adjust(counters, amount)
-        return True
-
-    async def adjust(self, counters: list[Counter], delta: int) -> None:
-        for c in counters:
-            self._spent[c.key] = self._spent.get(c.key, 0) + delta
-
-    async def spent(self, counters: list[Counter]) -> list[int]:
-        return [self._spent.get(c.key, 0) for c in counters]
-
-
-_RESERVE = """
-for i = 1, #KEYS do
-  if tonumber(redis.call('GET', KEYS[i]) or '0') + tonumber(ARGV[1]) > tonumber(ARGV[i + 1]) then
-    return 0
-  end
-end
-for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[1])
-  redis.call('EXPIRE', KEYS[i], ARGV[#KEYS + i + 1])
-end
-return 1
-"""
-
-
-class RedisBudgetStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "learnx:budget:"):
-        self._client = client
-        self._script = client.register_script(_RESERVE)
-        self._prefix = prefix
-
-    async def reserve(self, counters: list[Counter], amount: int) -> bool:
-        args = [amount, *(c.limit for c in counters), *(c.ttl_s for c in counters)]
-        return bool(await self._script(keys=[self._prefix + c.key for c in counters], args=args))
-
-    async def adjust(self, counters: list[Counter], delta: int) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for c in counters:
-                pipe.incrby(self._prefix + c.key, delta)
-                pipe.expire(self._prefix + c.key, c.ttl_s)
-            await pipe.execute()
-
-    async def spent(self, counters: list[Counter]) -> list[int]:
-        values = await self._client.mget([self._prefix + c.key for c in counters])
-        return [int(v or 0) for v in values]
+SpendRow = tuple[str, str, float]  # (user, UTC day, USD) from the ledger
 
 
 class Budgets:
     def __init__(self, config: BudgetsConfig, store: BudgetStore,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, hold_ttl_s: float = 900.0,
+                 seed: Callable[[str], Awaitable[list[SpendRow]]] | None = None):
+        """`seed(first_day)`: the ledger's spend per user and day since `first_day`, for a store
+        that starts empty."""
         self._config = config
         self._store = store
         self._clock = clock
+        self.hold_ttl_s = hold_ttl_s
+        self._seed = seed
+        self._seeding = asyncio.Lock()
+        self._seed_again_at = 0.0  # after a failed seeding, refuse at once until then
 
     def policy(self, user: str) -> BudgetConfig | None:
-        """The user's budget, or None when their spend is not limited."""
-        budget = self._config.for_user(user)
+        """The user's budget, or None when their spend is not limited. The default budget is for
+        identified users: requests without a user id have only a budget named `anonymous`."""
+        budget = (self._config.users.get(user, BudgetConfig()) if user == ANONYMOUS
+                  else self._config.for_user(user))
         return budget if budget.limited() else None
 
-    async def reserve(self, user: str, usd: float) -> Hold | None:
-        """Reserve `usd` for `user`, or None when it does not fit the budget."""
-        counters = self._counters(user)
-        amount = to_nano(usd)
-        if not counters or await self._store.reserve(counters, amount):
-            return Hold(tuple(counters), amount)
-        return None
+    async def reserve(self, user: str, usd: float, at: float | None = None) -> Hold | None:
+        """Hold `usd` for `user` in the periods of time `at` (now by default), or None when it does
+        not fit the budget."""
+        hold = Hold(uuid.uuid4().hex, tuple(self._counters(user, at)), to_nano(usd))
+        return await self._take(hold)
+
+    async def top_up(self, hold: Hold, usd: float) -> Hold | None:
+        """Hold `usd` in total on the same counters (the same periods, even after midnight), or
+        None when the more it needs does not fit."""
+        return await self._take(replace(hold, amount=max(hold.amount, to_nano(usd))))
 
     async def settle(self, hold: Hold, usd: float) -> None:
-        delta = to_nano(usd) - hold.amount
-        if delta and hold.counters:
-            await self._store.adjust(list(hold.counters), delta)
+        if hold.counters:
+            await self._call(lambda: self._store.settle(hold, to_nano(usd), self.hold_ttl_s))
 
     async def status(self, user: str) -> dict[str, float] | None:
-        """Spent (including reservations) and limits this period, in USD."""
+        """Settled spend, spend held by requests in flight, and limits this period, in USD."""
         counters = self._counters(user)
         if not counters:
             return None
-        spent = await self._store.spent(counters)
+        found = await self._call(lambda: self._store.usage(counters))
         out: dict[str, float] = {}
-        for counter, value in zip(counters, spent, strict=True):
+        for counter, (spent, held) in zip(counters, found, strict=True):
             out[f"{counter.period}_limit_usd"] = counter.limit / NANO
-            out[f"{counter.period}_spent_usd"] = value / NANO
+            out[f"{counter.period}_spent_usd"] = spent / NANO
+            out[f"{counter.period}_held_usd"] = held / NANO
         return out
 
-    def _counters(self, user: str) -> list[Counter]:
-        budget = self._config.for_user(user)
-        day = time.strftime("%Y-%m-%d", time.gmtime(self._clock()))
+    async def _take(self, hold: Hold) -> Hold | None:
+        if not hold.counters:
+            return hold
+        return hold if await self._call(lambda: self._store.hold(hold, self.hold_ttl_s)) else None
+
+    async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
+        try:
+            await self._seeded()
+            return await work()
+        except StateUnavailable as error:
+            raise unavailable(error.reason, error.retry_after) from None
+
+    async def _seeded(self) -> None:
+        if self._seed is None:
+            return
+        async with self._seeding:
+            if self._seed is None:
+                return
+            waiting = "the budget store is waiting for the usage ledger's spend"
+            if self._clock() < self._seed_again_at:
+                raise unavailable(waiting, self._seed_again_at - self._clock())
+            today = utc_day(self._clock())
+            try:
+                rows = await self._seed(today[:7] + "-01")
+            except StorageUnavailable as error:
+                self._seed_again_at = self._clock() + SEED_RETRY_S
+                raise unavailable(f"{waiting} ({error.message})", SEED_RETRY_S) from None
+            for counter, spent in self._seeded_counters(rows, today).items():
+                await self._store.settle(Hold(f"seed:{counter.key}", (counter,), 0), spent,
+                                         self.hold_ttl_s)
+            self._seed = None
+
+    def _seeded_counters(self, rows: list[SpendRow], today: str) -> dict[Counter, int]:
+        totals: dict[Counter, int] = {}
+        for user, day, usd in rows:
+            for counter in self._counters(user):
+                if day == today if counter.period == "daily" else day[:7] == today[:7]:
+                    totals[counter] = totals.get(counter, 0) + to_nano(usd)
+        return totals
+
+    def _counters(self, user: str, at: float | None = None) -> list[Counter]:
+        budget = self.policy(user)
+        if budget is None:
+            return []
+        now = self._clock() if at is None else at
+        day, day_end, month, month_end = periods(int(now // 86_400))
         counters = []
         if budget.daily_usd is not None:
-            counters.append(Counter(f"{user}:d:{day}", "daily", to_nano(budget.daily_usd), DAY_TTL))
+            counters.append(Counter(f"{user}:d:{day}", "daily", to_nano(budget.daily_usd),
+                                    max(1, int(day_end - now)) + GRACE_S))
         if budget.monthly_usd is not None:
-            counters.append(Counter(f"{user}:m:{day[:7]}", "monthly", to_nano(budget.monthly_usd),
-                                    MONTH_TTL))
+            counters.append(Counter(f"{user}:m:{month}", "monthly", to_nano(budget.monthly_usd),
+                                    max(1, int(month_end - now)) + GRACE_S))
         return counters
+
+
+@functools.lru_cache(maxsize=4)
+def periods(unix_day: int) -> tuple[str, float, str, float]:
+    """The UTC day and month of a day since the epoch, with the Unix times they end."""
+    today = date(1970, 1, 1) + timedelta(days=unix_day)
+    next_month = (today.replace(day=28) + timedelta(days=4)).replace(day=1)
+    month_end = datetime(next_month.year, next_month.month, 1, tzinfo=UTC).timestamp()
+    return today.isoformat(), (unix_day + 1) * 86_400.0, today.isoformat()[:7], month_end
+
+
+def unavailable(reason: str, retry_after: float) -> StorageUnavailable:
+    return StorageUnavailable(f"{reason}: budget-limited requests for paid models cannot be "
+                              "checked; retry shortly, or use a free local model",
+                              code="budget_store_unavailable", retry_after=retry_after)
+
+
+def utc_day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
 
 
 def to_nano(usd: float) -> int:

@@ -1,9 +1,11 @@
 """One request's accounting, from admission to its ledger record.
 
-`Accounting.start()` admits a request (rate limits) and returns its `Meter`. The meter holds the
-budget reservations made for each run over the providers, and `close()` (synchronous, so that it can
-run when a client disconnects mid-stream) turns the runs' usage into one ledger record, then settles
-the reservations and charges the tokens to the rate limits in the background."""
+`Accounting.start()` admits a request (request rate limits) and returns its `Meter`. Once the
+request's size is known the meter reserves its estimated tokens (token rate limits), and it holds
+the budget reservations made for each run over the providers: a run's hold always covers what the
+run has spent plus its next attempt's estimate. `close()` (synchronous, so that it can run when a
+client disconnects mid-stream) turns the runs' usage into one ledger record, then settles the token
+reservation and the budget holds to the real usage in the background."""
 
 from __future__ import annotations
 
@@ -16,31 +18,35 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-
 from core import metrics
 from core.config import ApiKeyConfig
-from core.errors import BudgetExceeded, ProviderError, ServiceError, status_of
+from core.errors import BudgetExceeded, ProviderError, ServiceError, StorageUnavailable, status_of
 from core.generation import TokenUsage
 from core.pricing import cost
 from models.catalog import ModelCard
 from router.ratelimit import RateLimiter
 from router.route import Reporting, Route
-from router.usage.budgets import NANO, Budgets, Hold
+from router.sharedstate import SharedState
+from router.usage.budget_stores import Hold
+from router.usage.budgets import ANONYMOUS, Budgets, to_nano
 from router.usage.ledger import Ledger
 from router.usage.record import Outcome, UsageRecord, new_record_id, utc_day
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")
-ANONYMOUS = "anonymous"
 
 
 @dataclass(frozen=True)
 class Caller:
     key: ApiKeyConfig
-    user: str
+    user_id: str | None  # None: the request named no user
     request_id: str | None  # the caller's X-Request-Id (validated by the route)
+    admitted: float  # wall time: the periods its spend counts in
     idempotency_key: str | None = None
+
+    @property
+    def user(self) -> str:
+        return self.user_id or ANONYMOUS
 
 
 def cheapest_hosted(catalog: Sequence[ModelCard]) -> dict[tuple[str, str], ModelCard]:
@@ -58,41 +64,50 @@ def cheapest_hosted(catalog: Sequence[ModelCard]) -> dict[tuple[str, str], Model
 
 @dataclass
 class Allowance:
-    """What one run has reserved of its user's budget: the run's BudgetGate."""
+    """What one run holds of its user's budget: the run's BudgetGate."""
 
-    meter: Meter
+    budgets: Budgets
+    caller: Caller
     hold: Hold | None = None
 
-    async def covers(self, route: Route) -> bool:
-        return await self.cover(route.candidate.estimated_cost)
+    async def refusal(self, spent_usd: float, next_usd: float) -> str | None:
+        try:
+            return None if await self.cover(spent_usd + next_usd) else "over budget"
+        except StorageUnavailable:
+            return "budget store unavailable"
 
     async def cover(self, usd: float) -> bool:
-        held = self.hold.amount / NANO if self.hold else 0.0
-        if usd <= held:
+        """Hold `usd` in total (in the periods the request was admitted in), or False. Raises
+        StorageUnavailable when the budget store does not answer."""
+        if usd <= 0 or (self.hold is not None and to_nano(usd) <= self.hold.amount):
             return True
-        extra = await self.meter.hold(usd - held)
-        if extra is None:
+        if self.hold is None:
+            hold = await self.budgets.reserve(self.caller.user, usd, self.caller.admitted)
+        else:
+            hold = await self.budgets.top_up(self.hold, usd)
+        if hold is None:
             return False
-        self.hold = Hold(extra.counters, extra.amount + (self.hold.amount if self.hold else 0))
+        self.hold = hold
         return True
 
 
 class Accounting:
     def __init__(self, ledger: Ledger | None, budgets: Budgets, limiter: RateLimiter,
-                 catalog: Sequence[ModelCard]):
+                 catalog: Sequence[ModelCard], shared: SharedState | None = None):
         self.ledger = ledger
         self.budgets = budgets
         self.limiter = limiter
+        self.shared = shared  # the Redis of budgets and rate limits, if any
         self.baseline = cheapest_hosted(catalog)
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self, key: ApiKeyConfig, user: str | None, operation: str,
                     request_id: str | None = None, content_type: str | None = None,
                     streamed: bool = False, idempotency_key: str | None = None) -> Meter:
-        caller = Caller(key, user or ANONYMOUS, request_id, idempotency_key)
+        caller = Caller(key, user, request_id, time.time(), idempotency_key)
         meter = Meter(self, caller, operation, content_type, streamed)
         with meter.closed_on_error():
-            await self.limiter.admit(key, caller.user)
+            await self.limiter.admit(key, caller.user_id)
         return meter
 
     async def budget_status(self, user: str) -> dict[str, float] | None:
@@ -102,6 +117,22 @@ class Accounting:
         task = asyncio.get_running_loop().create_task(work)
         self._background.add(task)  # referenced until done, so it is never collected mid-way
         task.add_done_callback(self._background.discard)
+
+    async def drain(self, timeout_s: float = 5.0) -> None:
+        """Wait for the settlements in flight, at most `timeout_s`."""
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=timeout_s)
+
+    async def close(self) -> None:
+        """Settle what is in flight (what cannot settle in time, its holds' expiry releases),
+        write what the ledger buffers, release connections."""
+        await self.drain()
+        for task in list(self._background):
+            task.cancel()
+        if self.ledger is not None:
+            await self.ledger.close()
+        if self.shared is not None:
+            await self.shared.client.aclose()
 
 
 @dataclass
@@ -151,19 +182,24 @@ class Meter:
     downgraded: bool = False  # the budget narrowed the ranking to free models
     closed: bool = False
     record_id: str = field(default_factory=new_record_id)  # the ledger's key for this request
+    reserved_tokens: int | None = None  # of the token rate limits, once the request's size is known
 
     @property
     def user(self) -> str:
         return self.caller.user
 
-    async def reserve(self, routes: list[Route]) -> tuple[list[Route], Allowance | None]:
-        """What a run may spend. The first candidate's estimate is reserved now; a fallback to a
-        costlier candidate tops the reservation up first (or skips it). When the budget cannot
-        cover the first candidate: only the free candidates (a downgrade), or BudgetExceeded."""
+    async def reserve(self, routes: list[Route], tokens: int) -> tuple[list[Route], Allowance | None]:
+        """What a run of about `tokens` tokens (prompt and max_tokens) may do. The request's first
+        run reserves its tokens of the rate limits. The first candidate's estimated cost is held
+        now; every later attempt (fallback, retry, continuation) tops the hold up to what the run
+        has spent plus that attempt's estimate first, or is skipped. When the budget cannot cover
+        the first candidate: only the free candidates (a downgrade), or BudgetExceeded; when the
+        budget store does not answer, StorageUnavailable (503)."""
+        await self.reserve_tokens(tokens)
         budget = self.accounting.budgets.policy(self.user)
         if budget is None or not routes:
             return routes, None
-        allowance = Allowance(self)
+        allowance = Allowance(self.accounting.budgets, self.caller)
         first = routes[0].candidate.estimated_cost
         if await allowance.cover(first):
             return routes, allowance
@@ -178,12 +214,16 @@ class Meter:
                              f"(estimated ${first:.6f}); it resets at the start of the next period "
                              "(UTC)" + ("" if free else "; no free local model can serve it"))
 
+    async def reserve_tokens(self, tokens: int) -> None:
+        """Reserve the request's estimated tokens of its token rate limits (once per request)."""
+        if self.reserved_tokens is None:
+            await self.accounting.limiter.reserve(self.caller.key, self.caller.user_id, tokens)
+            self.reserved_tokens = tokens
+
     async def hold(self, usd: float) -> Hold | None:
-        try:
-            return await self.accounting.budgets.reserve(self.user, usd)
-        except (aioredis.RedisError, OSError) as error:  # cannot check: do not spend
-            log.warning("budget store unavailable (%s); treating as exhausted", type(error).__name__)
-            return None
+        """Hold `usd` of the user's budget, or None when it does not fit. Raises
+        StorageUnavailable when the budget store does not answer."""
+        return await self.accounting.budgets.reserve(self.user, usd, self.caller.admitted)
 
     def track(self, run: Reporting, allowance: Allowance | None) -> None:
         self.runs.append((run, allowance))
@@ -266,10 +306,11 @@ class Meter:
     def _record(self, spend: Spend, path: list[str], outcome: Outcome, status: int,
                 error_type: str | None) -> UsageRecord:
         final = self._final()
-        now = time.time()
+        # `day` is the day the request was admitted in: the period its spend counts in.
         return UsageRecord(
             id=self.record_id, request_id=self.caller.request_id,
-            idempotency_key=self.caller.idempotency_key, ts=now, day=utc_day(now), user_id=self.user,
+            idempotency_key=self.caller.idempotency_key, ts=time.time(),
+            day=utc_day(self.caller.admitted), user_id=self.user,
             api_key_id=self.caller.key.id, operation=self.operation, content_type=self.content_type,
             provider=final.provider if final else None, model=final.name if final else None,
             input_tokens=spend.input_tokens, output_tokens=spend.output_tokens,
@@ -308,10 +349,26 @@ class Meter:
 
     async def _settle(self, settlements: list[tuple[Hold, float]], tokens: int) -> None:
         acc = self.accounting
-        try:
-            for hold, usd in settlements:
-                await acc.budgets.settle(hold, usd)
-            await acc.limiter.charge(self.caller.key, self.user, tokens)
-        except (aioredis.RedisError, OSError) as error:
-            log.warning("could not settle request %s (%s)", self.record_id,
-                        type(error).__name__)
+        await acc.limiter.settle(self.caller.key, self.caller.user_id, self.reserved_tokens or 0,
+                                 tokens)  # fails open: never raises for an unavailable store
+        for hold, usd in settlements:
+            await self._settle_hold(hold, usd)
+
+    async def _settle_hold(self, hold: Hold, usd: float) -> None:
+        """Settle, retrying while the budget store is unavailable; until then the hold keeps the
+        estimate counted, and once it expires, the spend is missing from the counters (logged)."""
+        budgets = self.accounting.budgets
+        give_up = time.monotonic() + budgets.hold_ttl_s
+        delay = 0.5
+        while True:
+            try:
+                await budgets.settle(hold, usd)
+                return
+            except StorageUnavailable as error:
+                wait = max(delay, error.retry_after or 0.0)
+                if time.monotonic() + wait > give_up:
+                    log.error("could not settle the budget of request %s (%s): $%.6f not counted",
+                              self.record_id, error.message, usd)
+                    return
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 30.0)

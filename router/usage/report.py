@@ -72,3 +72,11 @@ async def recent_records(store: LedgerStore, user_id: str, limit: int) -> list[d
         record["streamed"] = bool(record["streamed"])
         record["fallback_path"] = json.loads(record["fallback_path"] or "null")
     return records
+
+
+async def spend_by_user_day(store: LedgerStore, since: str) -> list[tuple[str, str, float]]:
+    """(user, day, cost) of every user with spend since `since` (a UTC day): what a budget store
+    that starts empty is seeded with."""
+    rows = await store.fetch("SELECT user_id, day, COALESCE(SUM(cost_usd), 0) FROM usage_records "
+                             "WHERE day >= ? GROUP BY user_id, day", [since])
+    return [(str(user), str(day), float(cost)) for user, day, cost in rows if cost]

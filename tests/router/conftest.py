@@ -1,4 +1,5 @@
-"""`api`: the whole HTTP API in process (tests/fakes/inprocess.py), fresh for each test."""
+"""`api`: the whole HTTP API in process (tests/fakes/inprocess.py), fresh for each test; `shared_state`:
+the tests' own Redis as the router's rate limits and budgets use it (give keys a per-test prefix)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import pytest_asyncio
 
+from router.sharedstate import SharedState
+from tests.conftest import RedisServer
 from tests.fakes.inprocess import InProcess, config, start
 
 
@@ -15,3 +18,10 @@ async def api(tmp_path: Any) -> AsyncIterator[InProcess]:
     running = start(config(tmp_path))
     yield running
     await running.close()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def shared_state(own_redis: RedisServer) -> AsyncIterator[SharedState]:
+    state = SharedState.connect(own_redis.url)
+    yield state
+    await state.client.aclose()

@@ -263,8 +263,13 @@ async def test_the_stream_cap_ends_an_endless_stream_like_max_tokens_not_as_a_fa
 
 async def test_the_budget_is_checked_before_the_probe_is_taken() -> None:
     class Refuses:
-        async def covers(self, route: Route) -> bool:
-            return route.provider.name != "a"
+        """Refuses the first attempt (on a), covers the next."""
+
+        calls = 0
+
+        async def refusal(self, spent_usd: float, next_usd: float) -> str | None:
+            self.calls += 1
+            return "over budget" if self.calls == 1 else None
 
     clock = Clock()
     health = half_open(clock)

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
-import redis.asyncio as aioredis
 
 from core.config import ApiKeyConfig, RateLimitConfig
 from core.errors import RateLimited
 from router.ratelimit import ALWAYS, Bucket, Buckets, MemoryBuckets, RateLimiter, RedisBuckets
-from tests.conftest import free_port
+from router.sharedstate import TIMEOUT_S, SharedState
+from tests.conftest import RedisServer, free_port
 
 KEY = ApiKeyConfig(id="svc", sha256="0" * 64)
 NO_LIMITS = {"user_requests_per_minute": None, "user_tokens_per_minute": None,
@@ -44,8 +45,7 @@ def buckets(request: pytest.FixtureRequest) -> Buckets:
     """Each test's own buckets: a fresh memory store, or a fresh key prefix on the shared Redis."""
     if request.param == "memory":
         return MemoryBuckets(clock=Clock())
-    client = request.getfixturevalue("redis_client")
-    return RedisBuckets(client, prefix=f"test:rl:{uuid.uuid4().hex}:")
+    return RedisBuckets(request.getfixturevalue("shared_state"), prefix=f"test:rl:{uuid.uuid4().hex}:")
 
 
 def tolerance(buckets: Buckets) -> float:
@@ -83,13 +83,19 @@ async def test_the_bucket_that_waits_longest_is_named(buckets: Buckets) -> None:
     assert wait == pytest.approx(60.0, abs=tolerance(buckets))
 
 
-async def test_a_charge_may_put_a_token_bucket_in_debt_bounded_at_one_minute(buckets: Buckets) -> None:
+async def test_a_debt_is_repaid_in_full_however_large(buckets: Buckets) -> None:
     admit = Bucket("tok", 100, cost=0, need=1)
-    assert await buckets.take([admit]) == (0.0, -1)
-    assert await buckets.take([Bucket("tok", 100, cost=250, need=ALWAYS)]) == (0.0, -1)
+    assert await buckets.take([Bucket("tok", 100, cost=350, need=ALWAYS)]) == (0.0, -1)
     wait, _ = await buckets.take([admit])
-    # At -100 (not -150): one token is 101 tokens of refill away, at 100 per minute.
-    assert wait == pytest.approx(101 * 60 / 100, abs=tolerance(buckets))
+    # At -250, not forgiven down to one minute's worth: 251 tokens of refill, at 100 per minute.
+    assert wait == pytest.approx(251 * 60 / 100, abs=tolerance(buckets))
+
+
+async def test_a_refund_refills_a_bucket_up_to_its_size(buckets: Buckets) -> None:
+    assert await buckets.take([Bucket("tok", 100, cost=80, need=80)]) == (0.0, -1)
+    assert await buckets.take([Bucket("tok", 100, cost=-500, need=ALWAYS)]) == (0.0, -1)
+    assert await buckets.take([Bucket("tok", 100, cost=100, need=100)]) == (0.0, -1)
+    assert (await buckets.take([Bucket("tok", 100, cost=1, need=1)]))[0] > 0
 
 
 async def test_a_charge_passes_whatever_the_level(buckets: Buckets) -> None:
@@ -160,15 +166,62 @@ async def test_a_keys_own_request_rate_overrides_the_default(buckets: Buckets) -
     await limiter.admit(KEY, "u3")  # other keys keep the default
 
 
-async def test_charged_tokens_refuse_admission_once_the_bucket_is_empty(buckets: Buckets) -> None:
+async def test_a_request_reserves_its_estimated_tokens_and_settles_the_real_count(
+        buckets: Buckets) -> None:
     limiter = RateLimiter(limits(user_tokens_per_minute=1_000), buckets)
-    await limiter.admit(KEY, "u1")
-    await limiter.charge(KEY, "u1", 999)
-    await limiter.admit(KEY, "u1")  # one token left: still in
-    await limiter.charge(KEY, "u1", 5_000)  # far more than a minute's worth: in debt by 1000 at most
+    await limiter.reserve(KEY, "u1", 600)
     with pytest.raises(RateLimited, match=r"user 'u1': 1000 tokens per minute") as refused:
+        await limiter.reserve(KEY, "u1", 600)  # 400 left: the estimate does not fit
+    assert refused.value.retry_after == pytest.approx(200 * 60 / 1_000, abs=tolerance(buckets))
+    await limiter.settle(KEY, "u1", reserved=600, used=100)  # 500 given back: 900 left
+    await limiter.reserve(KEY, "u1", 600)
+    await limiter.settle(KEY, "u1", reserved=600, used=2_300)  # used far more: 1,400 in debt
+    with pytest.raises(RateLimited) as refused:
+        await limiter.reserve(KEY, "u1", 1)
+    assert refused.value.retry_after == pytest.approx(1_401 * 60 / 1_000, abs=tolerance(buckets))
+
+
+async def test_concurrent_large_requests_cannot_overrun_a_token_limit(buckets: Buckets) -> None:
+    limiter = RateLimiter(limits(user_tokens_per_minute=10_000), buckets)
+
+    async def request() -> None:
         await limiter.admit(KEY, "u1")
-    assert refused.value.retry_after == pytest.approx(1_001 * 60 / 1_000, abs=tolerance(buckets))
+        await limiter.reserve(KEY, "u1", 1_000)
+
+    results = await asyncio.gather(*(request() for _ in range(120)), return_exceptions=True)
+    assert results.count(None) == 10
+    assert all(isinstance(r, RateLimited) for r in results if r is not None)
+
+
+async def test_a_request_larger_than_a_minutes_tokens_waits_for_a_full_bucket(
+        buckets: Buckets) -> None:
+    limiter = RateLimiter(limits(user_tokens_per_minute=1_000), buckets)
+    await limiter.reserve(KEY, "u1", 5_000)  # a full bucket lets it in, 4,000 in debt
+    with pytest.raises(RateLimited) as refused:
+        await limiter.reserve(KEY, "u1", 5_000)
+    assert refused.value.retry_after == pytest.approx(5_000 * 60 / 1_000, abs=tolerance(buckets))
+
+
+async def test_a_request_refused_for_tokens_gives_its_request_back(buckets: Buckets) -> None:
+    limiter = RateLimiter(limits(user_requests_per_minute=2, user_tokens_per_minute=100), buckets)
+    await limiter.admit(KEY, "u1")
+    await limiter.reserve(KEY, "u1", 60)
+    await limiter.admit(KEY, "u1")
+    with pytest.raises(RateLimited, match="tokens"):
+        await limiter.reserve(KEY, "u1", 60)
+    await limiter.admit(KEY, "u1")  # the refused request took no request either
+    with pytest.raises(RateLimited, match="requests"):
+        await limiter.admit(KEY, "u1")
+
+
+async def test_requests_without_a_user_are_limited_by_their_key_only(buckets: Buckets) -> None:
+    limiter = RateLimiter(limits(user_requests_per_minute=2, user_tokens_per_minute=10,
+                                 key_requests_per_minute=60), buckets)
+    for _ in range(60):
+        await limiter.admit(KEY, None)
+        await limiter.reserve(KEY, None, 1_000)
+    with pytest.raises(RateLimited, match="key 'svc'"):
+        await limiter.admit(KEY, None)
 
 
 async def test_a_refused_request_is_not_counted(buckets: Buckets) -> None:
@@ -185,7 +238,8 @@ async def test_without_limits_everything_is_let_in(buckets: Buckets) -> None:
     limiter = RateLimiter(limits(), buckets)
     for _ in range(50):
         await limiter.admit(KEY, "u1")
-        await limiter.charge(KEY, "u1", 10**9)
+        await limiter.reserve(KEY, "u1", 10**9)
+        await limiter.settle(KEY, "u1", 10**9, 10**10)
 
 
 async def test_concurrent_requests_cannot_overrun_a_limit(buckets: Buckets) -> None:
@@ -197,11 +251,48 @@ async def test_concurrent_requests_cannot_overrun_a_limit(buckets: Buckets) -> N
 
 
 async def test_the_limiter_fails_open_when_redis_is_unreachable() -> None:
-    client = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
-    limiter = RateLimiter(limits(user_requests_per_minute=1, user_tokens_per_minute=1), RedisBuckets(client))
+    state = SharedState.connect(f"redis://127.0.0.1:{free_port()}/0")
+    limiter = RateLimiter(limits(user_requests_per_minute=1, user_tokens_per_minute=1),
+                          RedisBuckets(state))
     try:
         for _ in range(3):
             await limiter.admit(KEY, "u1")
-            await limiter.charge(KEY, "u1", 100)
+            await limiter.reserve(KEY, "u1", 100)
+            await limiter.settle(KEY, "u1", 100, 200)
     finally:
-        await client.aclose()
+        await state.client.aclose()
+
+
+async def test_a_hung_redis_costs_a_few_timeouts_then_nothing(own_redis: RedisServer) -> None:
+    """SIGSTOP: connections stay open and nothing answers. The breaker opens after a few
+    timeouts; later requests are let in at once instead of each waiting out the timeout."""
+    state = SharedState.connect(own_redis.url)
+    limiter = RateLimiter(limits(user_requests_per_minute=1_000), RedisBuckets(state))
+    await limiter.admit(KEY, "u1")  # connected
+    own_redis.pause()
+    try:
+        waits = []
+        for _ in range(50):
+            started = time.perf_counter()
+            await limiter.admit(KEY, "u1")
+            waits.append(time.perf_counter() - started)
+        assert sum(waits) < 3 * TIMEOUT_S + 1.0, waits  # three timeouts, then the breaker
+        assert max(waits[5:]) < 0.01
+        assert state.breaker.state == "open"
+    finally:
+        own_redis.resume()
+        await state.client.aclose()
+
+
+async def test_memory_stays_flat_over_100_000_users() -> None:
+    """A bucket that has refilled is the same as none: memory buckets forget it."""
+    clock = Clock()
+    buckets = MemoryBuckets(clock=clock)
+    remembered = []
+    for user in range(100_000):
+        await buckets.take([Bucket(f"user:{user}:tok", 1_000, cost=1_500, need=1_000)])
+        clock.advance(0.01)  # 100 new users a second, each 30 s in debt
+        if user % 24_000 == 23_999:  # in step with the sweeps (one a minute: 6,000 users)
+            remembered.append(len(buckets))
+    assert all(n <= (90 + 60) * 100 for n in remembered), remembered  # 90 s to refill, 60 to sweep
+    assert remembered[-1] <= remembered[0], remembered

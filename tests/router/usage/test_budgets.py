@@ -1,5 +1,6 @@
-"""Budgets: reserve the estimate before a provider call, settle to the real cost after; daily and
-monthly limits per UTC period, never overrun by concurrent requests, in memory or on a real Redis."""
+"""Budgets: hold the estimate before a provider call, settle to the real cost after; daily and
+monthly limits per UTC period, never overrun by concurrent requests, holds that expire, in memory or
+on a real Redis."""
 
 from __future__ import annotations
 
@@ -11,14 +12,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from core.config import BudgetConfig, BudgetsConfig
-from router.usage.budgets import (
-    DAY_TTL,
-    MONTH_TTL,
-    Budgets,
-    BudgetStore,
-    MemoryBudgetStore,
-    RedisBudgetStore,
-)
+from core.errors import StorageUnavailable
+from router.sharedstate import SharedState
+from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
+from router.usage.budgets import GRACE_S, Budgets, SpendRow
+from tests.conftest import free_port
 
 
 class Clock:
@@ -42,12 +40,22 @@ def config(**users: BudgetConfig) -> BudgetsConfig:
     return BudgetsConfig(users=users)
 
 
+class Ticks:
+    """A monotonic clock for a memory store's expiries."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture(params=["memory", "redis"])
 def store(request: pytest.FixtureRequest) -> BudgetStore:
     """Each test's own counters: a fresh memory store, or a fresh key prefix on the shared Redis."""
     if request.param == "memory":
         return MemoryBudgetStore()
-    return RedisBudgetStore(request.getfixturevalue("redis_client"),
+    return RedisBudgetStore(request.getfixturevalue("shared_state"),
                             prefix=f"test:budget:{uuid.uuid4().hex}:")
 
 
@@ -55,7 +63,8 @@ async def test_concurrent_reservations_cannot_overrun_a_budget(store: BudgetStor
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=10)), store)
     holds = await asyncio.gather(*(budgets.reserve("u1", 1.0) for _ in range(100)))
     assert sum(h is not None for h in holds) == 10
-    assert (await budgets.status("u1"))["daily_spent_usd"] == 10.0
+    status = await budgets.status("u1")
+    assert (status["daily_spent_usd"], status["daily_held_usd"]) == (0.0, 10.0)
 
 
 async def test_settling_below_the_estimate_frees_the_difference(store: BudgetStore) -> None:
@@ -82,8 +91,9 @@ async def test_settling_above_the_estimate_counts_the_real_cost(store: BudgetSto
 async def test_a_reservation_is_refused_whole_and_takes_nothing(store: BudgetStore) -> None:
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=1, monthly_usd=5)), store)
     assert await budgets.reserve("u1", 2.0) is None  # over the daily limit, under the monthly one
-    assert await budgets.status("u1") == {"daily_limit_usd": 1.0, "daily_spent_usd": 0.0,
-                                          "monthly_limit_usd": 5.0, "monthly_spent_usd": 0.0}
+    assert await budgets.status("u1") == {
+        "daily_limit_usd": 1.0, "daily_spent_usd": 0.0, "daily_held_usd": 0.0,
+        "monthly_limit_usd": 5.0, "monthly_spent_usd": 0.0, "monthly_held_usd": 0.0}
 
 
 async def test_daily_and_monthly_limits_both_apply(store: BudgetStore) -> None:
@@ -94,8 +104,9 @@ async def test_daily_and_monthly_limits_both_apply(store: BudgetStore) -> None:
     clock.set("2026-11-11 12:00:00")
     assert all([await budgets.reserve("u1", 1.0) for _ in range(5)])
     assert await budgets.reserve("u1", 1.0) is None  # the monthly limit, with the day at 5 of 10
-    assert await budgets.status("u1") == {"daily_limit_usd": 10.0, "daily_spent_usd": 5.0,
-                                          "monthly_limit_usd": 15.0, "monthly_spent_usd": 15.0}
+    assert await budgets.status("u1") == {
+        "daily_limit_usd": 10.0, "daily_spent_usd": 0.0, "daily_held_usd": 5.0,
+        "monthly_limit_usd": 15.0, "monthly_spent_usd": 0.0, "monthly_held_usd": 15.0}
 
 
 async def test_a_new_utc_day_starts_a_fresh_daily_counter(store: BudgetStore) -> None:
@@ -104,7 +115,7 @@ async def test_a_new_utc_day_starts_a_fresh_daily_counter(store: BudgetStore) ->
     assert await budgets.reserve("u1", 2.0) is not None
     assert await budgets.reserve("u1", 0.5) is None
     clock.set("2026-11-26 00:00:00")
-    assert (await budgets.status("u1"))["daily_spent_usd"] == 0.0
+    assert (await budgets.status("u1"))["daily_held_usd"] == 0.0
     assert await budgets.reserve("u1", 2.0) is not None
 
 
@@ -113,7 +124,8 @@ async def test_a_new_month_starts_a_fresh_monthly_counter(store: BudgetStore) ->
     budgets = Budgets(config(u1=BudgetConfig(monthly_usd=3)), store, clock=clock)
     assert await budgets.reserve("u1", 3.0) is not None
     clock.set("2026-12-01 00:00:00")
-    assert await budgets.status("u1") == {"monthly_limit_usd": 3.0, "monthly_spent_usd": 0.0}
+    assert await budgets.status("u1") == {"monthly_limit_usd": 3.0, "monthly_spent_usd": 0.0,
+                                          "monthly_held_usd": 0.0}
     assert await budgets.reserve("u1", 3.0) is not None
 
 
@@ -129,15 +141,19 @@ async def test_status_reports_spent_and_limits_in_usd(store: BudgetStore) -> Non
     hold = await budgets.reserve("u1", 0.123456789)
     assert hold is not None
     await budgets.settle(hold, 0.2)
-    assert await budgets.status("u1") == {"daily_limit_usd": 2.5, "daily_spent_usd": 0.2,
-                                          "monthly_limit_usd": 40.0, "monthly_spent_usd": 0.2}
+    assert await budgets.status("u1") == {
+        "daily_limit_usd": 2.5, "daily_spent_usd": 0.2, "daily_held_usd": 0.0,
+        "monthly_limit_usd": 40.0, "monthly_spent_usd": 0.2, "monthly_held_usd": 0.0}
 
 
 async def test_status_names_each_period_whatever_the_user_id(store: BudgetStore) -> None:
     budgets = Budgets(config(**{"team:d:x": BudgetConfig(daily_usd=1, monthly_usd=9)}), store)
-    assert await budgets.reserve("team:d:x", 0.5) is not None
-    assert await budgets.status("team:d:x") == {"daily_limit_usd": 1.0, "daily_spent_usd": 0.5,
-                                                "monthly_limit_usd": 9.0, "monthly_spent_usd": 0.5}
+    hold = await budgets.reserve("team:d:x", 0.5)
+    assert hold is not None
+    await budgets.settle(hold, 0.5)
+    assert await budgets.status("team:d:x") == {
+        "daily_limit_usd": 1.0, "daily_spent_usd": 0.5, "daily_held_usd": 0.0,
+        "monthly_limit_usd": 9.0, "monthly_spent_usd": 0.5, "monthly_held_usd": 0.0}
 
 
 async def test_a_user_without_a_budget_is_not_limited(store: BudgetStore) -> None:
@@ -156,13 +172,193 @@ async def test_a_zero_budget_refuses_any_paid_request(store: BudgetStore) -> Non
     assert await budgets.reserve("u1", 0.000001) is None
 
 
-async def test_redis_counters_expire_after_their_period(redis_client: aioredis.Redis) -> None:
+async def test_redis_counters_expire_a_day_after_their_period(
+        shared_state: SharedState, redis_client: aioredis.Redis) -> None:
     prefix = f"test:budget:{uuid.uuid4().hex}:"
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=1, monthly_usd=9)),
-                      RedisBudgetStore(redis_client, prefix=prefix), clock=Clock("2026-11-25 12:00:00"))
+                      RedisBudgetStore(shared_state, prefix=prefix), clock=Clock("2026-11-25 12:00:00"))
     hold = await budgets.reserve("u1", 0.5)
     assert hold is not None
-    await redis_client.expire(f"{prefix}u1:d:2026-11-25", 10)
-    await budgets.settle(hold, 0.6)  # a settle keeps the counters alive for their period
-    assert DAY_TTL - 5 < await redis_client.ttl(f"{prefix}u1:d:2026-11-25") <= DAY_TTL
-    assert MONTH_TTL - 5 < await redis_client.ttl(f"{prefix}u1:m:2026-11") <= MONTH_TTL
+    await budgets.settle(hold, 0.6)
+    day_left = 12 * 3600 + GRACE_S  # noon: half the day, then a day
+    assert day_left - 5 < await redis_client.ttl(f"{prefix}u1:d:2026-11-25") <= day_left
+    month_left = (5 * 24 + 12) * 3600 + GRACE_S  # November 25th, noon: 5.5 days to December
+    assert month_left - 5 < await redis_client.ttl(f"{prefix}u1:m:2026-11") <= month_left
+
+
+async def test_a_top_up_holds_the_total_or_nothing(store: BudgetStore) -> None:
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=10)), store)
+    hold = await budgets.reserve("u1", 4.0)
+    assert hold is not None and await budgets.reserve("u1", 3.0) is not None
+    assert await budgets.top_up(hold, 7.5) is None  # 3.5 more does not fit beside the other 3
+    bigger = await budgets.top_up(hold, 7.0)
+    assert bigger is not None and bigger.id == hold.id
+    assert (await budgets.status("u1"))["daily_held_usd"] == 10.0
+    await budgets.settle(bigger, 6.0)
+    assert await budgets.status("u1") == {"daily_limit_usd": 10.0, "daily_spent_usd": 6.0,
+                                          "daily_held_usd": 3.0}
+
+
+async def test_a_hold_across_midnight_stays_on_the_day_it_was_taken(store: BudgetStore) -> None:
+    clock = Clock("2026-11-30 23:59:59")
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=10, monthly_usd=100)), store, clock=clock)
+    hold = await budgets.reserve("u1", 2.0)
+    assert hold is not None
+    clock.set("2026-12-01 00:00:01")  # a fallback after midnight, in a new month too
+    topped = await budgets.top_up(hold, 9.0)
+    assert topped is not None
+    await budgets.settle(topped, 8.0)
+    assert await budgets.status("u1") == {
+        "daily_limit_usd": 10.0, "daily_spent_usd": 0.0, "daily_held_usd": 0.0,
+        "monthly_limit_usd": 100.0, "monthly_spent_usd": 0.0, "monthly_held_usd": 0.0}
+    clock.set("2026-11-30 23:00:00")
+    assert await budgets.status("u1") == {
+        "daily_limit_usd": 10.0, "daily_spent_usd": 8.0, "daily_held_usd": 0.0,
+        "monthly_limit_usd": 100.0, "monthly_spent_usd": 8.0, "monthly_held_usd": 0.0}
+
+
+async def test_a_hold_taken_after_midnight_for_a_request_of_yesterday_counts_yesterday(
+        store: BudgetStore) -> None:
+    clock = Clock("2026-11-26 00:00:02")
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), store, clock=clock)
+    admitted = utc_time("2026-11-25 23:59:59")
+    hold = await budgets.reserve("u1", 1.0, at=admitted)
+    assert hold is not None
+    assert await budgets.reserve("u1", 1.0) is not None  # today's budget is untouched
+    assert await budgets.reserve("u1", 0.5, at=admitted) is None
+
+
+async def test_an_abandoned_hold_is_released_when_it_expires() -> None:
+    ticks = Ticks()
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), MemoryBudgetStore(clock=ticks),
+                      hold_ttl_s=60)
+    assert await budgets.reserve("u1", 1.0) is not None  # its replica dies: never settled
+    assert await budgets.reserve("u1", 0.5) is None
+    ticks.now = 59
+    assert await budgets.reserve("u1", 0.5) is None
+    ticks.now = 60
+    assert await budgets.reserve("u1", 0.5) is not None
+
+
+async def test_a_top_up_keeps_a_hold_alive(store: BudgetStore) -> None:
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), store, hold_ttl_s=0.3)
+    hold = await budgets.reserve("u1", 0.5)
+    assert hold is not None
+    await asyncio.sleep(0.2)
+    assert await budgets.top_up(hold, 0.6) is not None
+    await asyncio.sleep(0.2)
+    assert (await budgets.status("u1"))["daily_held_usd"] == 0.6
+    await asyncio.sleep(0.2)
+    assert (await budgets.status("u1"))["daily_held_usd"] == 0.0
+
+
+async def test_a_redis_hold_expires_on_its_own(shared_state: SharedState) -> None:
+    store = RedisBudgetStore(shared_state, prefix=f"test:budget:{uuid.uuid4().hex}:")
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), store, hold_ttl_s=0.2)
+    assert await budgets.reserve("u1", 1.0) is not None
+    assert await budgets.reserve("u1", 0.1) is None
+    await asyncio.sleep(0.3)
+    assert await budgets.reserve("u1", 1.0) is not None
+
+
+async def test_a_hold_settled_after_it_expired_still_counts_its_spend(shared_state: SharedState) -> None:
+    store = RedisBudgetStore(shared_state, prefix=f"test:budget:{uuid.uuid4().hex}:")
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), store, hold_ttl_s=0.1)
+    hold = await budgets.reserve("u1", 0.5)
+    assert hold is not None
+    await asyncio.sleep(0.2)
+    await budgets.settle(hold, 0.4)
+    await budgets.settle(hold, 0.4)  # a retried settlement counts once
+    assert await budgets.status("u1") == {"daily_limit_usd": 1.0, "daily_spent_usd": 0.4,
+                                          "daily_held_usd": 0.0}
+
+
+async def test_an_unreachable_budget_store_is_a_503_that_says_so() -> None:
+    state = SharedState.connect(f"redis://127.0.0.1:{free_port()}/0")
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), RedisBudgetStore(state))
+    try:
+        for call in (budgets.reserve("u1", 0.1), budgets.status("u1")):
+            with pytest.raises(StorageUnavailable) as refused:
+                await call
+            assert refused.value.code == "budget_store_unavailable"
+            assert "budget" in refused.value.message
+            assert int(refused.value.headers()["Retry-After"]) >= 1
+        assert await budgets.reserve("someone-without-a-budget", 5.0) is not None  # never asked
+    finally:
+        await state.client.aclose()
+
+
+async def test_requests_without_a_user_id_have_only_a_budget_named_anonymous(
+        store: BudgetStore) -> None:
+    everyone = Budgets(BudgetsConfig(default=BudgetConfig(daily_usd=1)), store)
+    assert everyone.policy("ada") is not None
+    assert everyone.policy("anonymous") is None
+    named = Budgets(BudgetsConfig(default=BudgetConfig(daily_usd=1),
+                                  users={"anonymous": BudgetConfig(daily_usd=50)}), store)
+    assert named.policy("anonymous") == BudgetConfig(daily_usd=50)
+
+
+async def test_a_memory_store_starts_from_the_ledgers_spend_of_the_current_periods() -> None:
+    asked: list[str] = []
+
+    async def ledger(since: str) -> list[SpendRow]:
+        asked.append(since)
+        return [("u1", "2026-11-25", 0.75), ("u1", "2026-11-03", 3.0), ("u2", "2026-11-25", 9.0),
+                ("no-budget", "2026-11-25", 100.0)]
+
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1, monthly_usd=5),
+                             u2=BudgetConfig(monthly_usd=10)),
+                      MemoryBudgetStore(), clock=Clock("2026-11-25 12:00:00"), seed=ledger)
+    assert await budgets.status("u1") == {
+        "daily_limit_usd": 1.0, "daily_spent_usd": 0.75, "daily_held_usd": 0.0,
+        "monthly_limit_usd": 5.0, "monthly_spent_usd": 3.75, "monthly_held_usd": 0.0}
+    assert await budgets.reserve("u2", 1.5) is None
+    assert await budgets.reserve("u2", 1.0) is not None
+    assert asked == ["2026-11-01"]  # once, from the first day of the month
+
+
+async def test_budgets_wait_for_the_ledger_to_answer_before_their_first_use() -> None:
+    answers: list[list[SpendRow]] = []
+    asked = []
+
+    async def ledger(since: str) -> list[SpendRow]:
+        asked.append(since)
+        if not answers:
+            raise StorageUnavailable("the usage ledger's database is unavailable")
+        return answers.pop()
+
+    clock = Clock("2026-11-25 12:00:00")
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), MemoryBudgetStore(), clock=clock,
+                      seed=ledger)
+    for _ in range(2):  # the second without asking the ledger again so soon
+        with pytest.raises(StorageUnavailable) as refused:
+            await budgets.reserve("u1", 0.1)
+        assert refused.value.code == "budget_store_unavailable"
+    assert len(asked) == 1
+    answers.append([("u1", "2026-11-25", 0.95)])
+    clock.set("2026-11-25 12:00:05")
+    assert await budgets.reserve("u1", 0.1) is None
+    assert await budgets.reserve("u1", 0.05) is not None
+    assert len(asked) == 2
+
+
+async def test_memory_stays_flat_over_100_000_users() -> None:
+    """Counters are forgotten a day after their period ends, holds once settled or expired: what
+    the store remembers stays flat however many users come and go."""
+    clock, ticks = Clock("2026-01-01 00:00:00"), Ticks()
+    store = MemoryBudgetStore(clock=ticks)
+    budgets = Budgets(BudgetsConfig(default=BudgetConfig(daily_usd=1, monthly_usd=10)), store,
+                      clock=clock, hold_ttl_s=900)
+    remembered = []
+    for user in range(100_000):
+        hold = await budgets.reserve(f"user-{user}", 0.01)
+        assert hold is not None
+        if user % 10:  # one in ten is abandoned (its replica died) and expires
+            await budgets.settle(hold, 0.005)
+        clock.now += 180  # 480 new users a day: 100,000 users over 208 days
+        ticks.now += 180
+        if user % 20_000 == 19_999:
+            remembered.append(store.entries())
+    # A counter and its expiry per user of this month (31 days at most) and of the day before:
+    # the same bound at 20,000 users as at 100,000 (without eviction: 200,000 counters and more).
+    assert all(n < 2 * (31 + 3) * 480 for n in remembered), remembered

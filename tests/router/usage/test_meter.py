@@ -108,3 +108,23 @@ async def test_a_user_over_the_rate_limit_gets_429_with_retry_after(limited: InP
     assert statuses == [200, 200, 429]
     assert int(response.headers["retry-after"]) >= 1
     assert [r["status"] for r in await limited.records("eager")] == [200, 200, 429]
+
+
+async def test_a_restarted_replica_counts_what_the_ledger_says_was_spent_today(tmp_path: Any) -> None:
+    """Budgets in memory start empty: they are seeded from the ledger before their first use."""
+    budgets = {"users": {"ada": {"daily_usd": 0.001, "on_exhausted": "refuse"}}}
+    body = {"model": "gpt-4o-mini", "messages": HELLO, "user": "ada", "max_tokens": 500}
+    first = start(config(tmp_path, budgets=budgets))
+    first.openai.enqueue(Say("a long answer", usage=TokenUsage(1_000, 1_000)))  # $0.00075
+    try:
+        assert (await first.post("/v1/chat/completions", body)).status_code == 200
+    finally:
+        await first.close()
+    again = start(config(tmp_path, budgets=budgets))
+    try:
+        usage = (await again.client.get("/api/v1/ai/usage", params={"user_id": "ada"})).json()
+        refused = await again.post("/v1/chat/completions", body)  # ~$0.0003 more does not fit
+    finally:
+        await again.close()
+    assert usage["budget"]["daily_spent_usd"] == pytest.approx(0.00075)
+    assert refused.status_code == 402, refused.text
