@@ -95,8 +95,11 @@ class Run:
                                   event.usage or TokenUsage()), self.attempts[-1].route
         raise self._exhausted()  # unreachable: _events() ends with a finish or raises
 
-    def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Switch]:
-        return self._events(params, restartable=False)
+    def stream(self, params: GenerationParams,
+               restartable: bool = False) -> AsyncIterator[Delta | Switch]:
+        """`restartable`: the caller sends nothing on until the end, so a JSON answer that broke
+        off starts over on the next candidate (a Switch with `restart`) instead of failing."""
+        return self._events(params, restartable=restartable)
 
     async def _events(self, params: GenerationParams,
                       restartable: bool) -> AsyncIterator[Delta | Switch]:

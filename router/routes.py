@@ -26,6 +26,8 @@ from router.protocol import (
     SeedEmbeddingsRequest,
     header_id,
 )
+from router.responses_protocol import Response as ResponseObject
+from router.responses_protocol import ResponsesRequest
 from router.services import Services
 from router.usage.ledger import Ledger
 from router.usage.meter import Meter
@@ -66,6 +68,24 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     meter.close()
     return JSONResponse(completion.model_dump(exclude_none=True),
                         headers={"x-learnx-route": route})
+
+
+@routes.post("/v1/responses", response_model=ResponseObject)
+async def responses(request: Request, body: ResponsesRequest) -> Response:
+    """OpenAI's Responses API, stateless: text or input items (messages, function calls and their
+    outputs), instructions, function tools, text formats; streamed as its semantic events."""
+    service = services(request).responses
+    meter = await start_meter(request, body.user, "responses", streamed=bool(body.stream))
+    with meter.closed_on_error():
+        if body.stream:
+            streamed = await service.stream(body, meter)
+            return StreamingResponse(
+                sse.encode_stream(meter.watch(streamed.events), named=True,
+                                  failure=streamed.failure, done=False),
+                media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, "x-learnx-route": streamed.route})
+        response, route = await service.create(body, meter)
+    meter.close()
+    return JSONResponse(response.model_dump(mode="json"), headers={"x-learnx-route": route})
 
 
 @routes.post("/api/v1/ai/generate-content")

@@ -16,6 +16,7 @@ from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from router.responses import ResponsesService
 from router.sharedstate import SharedState
 from router.ttft import FirstTokenLimits, learned_limits
 from router.usage.budget_stores import MemoryBudgetStore, RedisBudgetStore
@@ -35,6 +36,7 @@ class Services:
     config: AppConfig
     chat: ChatService
     content: ContentService
+    responses: ResponsesService
     embeddings: EmbeddingService
     accounting: Accounting
     breakers: Breakers
@@ -58,7 +60,7 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
     chat = ChatService(config.router, providers, catalog, breakers, first_token)
     warn_if_open(config)
     return Services(
-        config=config, chat=chat, content=ContentService(chat),
+        config=config, chat=chat, content=ContentService(chat), responses=ResponsesService(chat),
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers),
         accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
         readiness=dict(readiness or {}))
