@@ -66,8 +66,9 @@ class ChatService:
         return [c for c in self._catalog if c.provider in self._providers]
 
     def plan(self, model: str, preferred: list[str], params: GenerationParams) -> list[Route]:
-        ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred)),
-                      self._catalog, set(self._providers), self._policy)
+        kind = "chat" if params.prompt is None else "completion"
+        ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred),
+                                   kind), self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
 
     async def run(self, model: str, preferred: list[str], params: GenerationParams,

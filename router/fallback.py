@@ -30,6 +30,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
 from core.breakers import Breakers, CircuitBreaker, counts
@@ -277,7 +278,8 @@ def interrupted(route: Route) -> ProviderError:
 def prompt_estimate(params: GenerationParams) -> int:
     """The prompt's tokens, on the high side (core.pricing.estimate_tokens), with 4 per message for
     the chat format's role markers."""
-    return sum(estimate_tokens(m["content"]) + 4 for m in params.messages)
+    raw = estimate_tokens(params.prompt) if params.prompt is not None else 0
+    return raw + sum(estimate_tokens(m["content"]) + 4 for m in params.messages)
 
 
 def continuation(params: GenerationParams, produced: str) -> GenerationParams:
@@ -285,6 +287,8 @@ def continuation(params: GenerationParams, produced: str) -> GenerationParams:
     if not produced:
         return params
     remaining = max(1, params.max_tokens - estimate_tokens(produced))
+    if params.prompt is not None:  # a raw prompt continues exactly where the text stopped
+        return replace(params, prompt=params.prompt + produced, max_tokens=remaining)
     messages = [*params.messages, {"role": "assistant", "content": produced},
                 {"role": "user", "content": CONTINUE}]
     return GenerationParams(messages=messages, max_tokens=remaining, temperature=params.temperature,

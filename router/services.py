@@ -12,6 +12,7 @@ from core.breakers import Breakers, BreakerSettings
 from core.config import AppConfig
 from models.catalog import ModelCard
 from router.chat import ChatService, build_catalog
+from router.completions import CompletionsService
 from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService
 from router.providers import Provider
@@ -37,6 +38,7 @@ class Services:
     chat: ChatService
     content: ContentService
     responses: ResponsesService
+    completions: CompletionsService
     embeddings: EmbeddingService
     accounting: Accounting
     breakers: Breakers
@@ -61,6 +63,7 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
     warn_if_open(config)
     return Services(
         config=config, chat=chat, content=ContentService(chat), responses=ResponsesService(chat),
+        completions=CompletionsService(chat),
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers),
         accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
         readiness=dict(readiness or {}))

@@ -113,7 +113,8 @@ def words(text: str) -> list[str]:
 
 
 def prompt_words(params: GenerationParams) -> int:
-    return sum(len(m["content"].split()) for m in params.messages)
+    return len((params.prompt or "").split()) + sum(len(m["content"].split())
+                                                    for m in params.messages)
 
 
 class FakeEngine:
