@@ -37,6 +37,8 @@ def messages(request: ResponsesRequest) -> list[dict[str, Any]]:
         found.append({"role": "system", "content": request.instructions})
     if isinstance(request.input, str):
         return [*found, {"role": "user", "content": request.input}]
+    if not request.input:
+        raise InvalidRequest("input: send text or at least one item", param="input")
     calls: set[str] = set()
     for index, item in enumerate(request.input):
         where = f"input.{index}"
@@ -60,7 +62,7 @@ def messages(request: ResponsesRequest) -> list[dict[str, Any]]:
 
 def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
     role = item.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(f"{where}.role: must be one of {', '.join(ROLES)}", param=f"{where}.role")
     return {"role": ROLES[role], "content": _text(item.get("content"), f"{where}.content")}
 
@@ -90,7 +92,7 @@ def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _call_output(item: dict[str, Any], where: str, calls: set[str]) -> dict[str, Any]:
     call_id = item.get("call_id")
-    if call_id not in calls:
+    if not isinstance(call_id, str) or call_id not in calls:
         raise InvalidRequest(f"{where}.call_id: no function_call item before it has call_id "
                              f"{call_id!r}", param=f"{where}.call_id")
     return {"role": "tool", "tool_call_id": call_id,

@@ -12,6 +12,8 @@ import httpx2
 import openai
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.errors import ProviderError
 from router.api import build_api
@@ -265,6 +267,11 @@ async def test_budgets_and_rate_limits_apply(limited: InProcess) -> None:
     ({"input": [{"type": "function_call_output", "call_id": "call_9", "output": "4"}]},
      "input.0.call_id"),
     ({"max_output_tokens": 10**9}, "max_output_tokens"),
+    ({"input": []}, "input"),
+    ({"input": [{"role": ["user"], "content": "Hi"}]}, "input.0.role"),
+    ({"input": [{"type": "function_call_output", "call_id": ["x"], "output": "4"}]},
+     "input.0.call_id"),
+    ({"input": [{"type": {"a": 1}}]}, "input.0.type"),
 ])
 async def test_what_the_stateless_subset_cannot_honour_is_a_400_naming_it(
         api: InProcess, extra: dict[str, Any], param: str) -> None:
@@ -316,3 +323,22 @@ async def test_the_official_sdk_runs_a_tool_call_round_trip(api: InProcess,
     assert answer.output_text == "It is sunny in Paris."
     tool_turn = api.openai.calls[-1][1].messages[-1]
     assert tool_turn == {"role": "tool", "tool_call_id": call.call_id, "content": "sunny"}
+
+
+WORDS = ["message", "function_call", "function_call_output", "user", "assistant", "tool",
+         "input_text", "input_image", "call_0", "f", "{}"]
+VALUES = st.recursive(st.none() | st.integers() | st.sampled_from(WORDS),
+                      lambda inner: st.lists(inner, max_size=2)
+                      | st.dictionaries(st.sampled_from(["type", "text"]), inner, max_size=2),
+                      max_leaves=4)
+ITEM = st.dictionaries(st.sampled_from(["type", "role", "content", "call_id", "name", "arguments",
+                                        "output"]), VALUES, max_size=5)
+
+
+@given(items=st.lists(ITEM, max_size=4))
+@settings(max_examples=100, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_any_input_items_are_answered_or_refused_never_a_server_error(
+        api: InProcess, items: list[dict[str, Any]]) -> None:
+    response = await api.post("/v1/responses", {"model": "smollm2-135m", "input": items})
+    assert response.status_code in (200, 400), response.text
