@@ -210,6 +210,23 @@ async def test_a_failed_provider_falls_back_and_the_route_says_so(api: InProcess
     assert body["route"]["path"][0].startswith("openai/gpt-4o-mini (failed")
 
 
+async def test_a_stream_cut_midway_goes_on_in_the_same_message(api: InProcess) -> None:
+    api.openai.enqueue(Cut("The first "))
+    found = await events(api)
+    text = "".join(e["delta"] for e in found if e["type"] == "response.output_text.delta")
+    assert text == "The first The fake engine explains it well."
+    assert sum(e["type"] == "response.output_item.added" for e in found) == 1
+    assert len(found[-1]["response"]["route"]["path"]) == 2
+
+
+async def test_a_json_answer_cut_midway_is_answered_whole_by_the_next_model(api: InProcess) -> None:
+    api.openai.enqueue(Cut('{"answer": '))
+    body = await create(api, text={"format": {"type": "json_object"}})
+    (message,) = body["output"]
+    assert json.loads(message["content"][0]["text"]) == {}  # the fake engine's whole object
+    assert body["model"] == "smollm2-135m" and body["route"]["provider"] == "local"
+
+
 @pytest.mark.parametrize("model, provider", [("smollm2-135m", "local"),
                                              ("claude-haiku", "anthropic")])
 async def test_every_provider_serves_responses(api: InProcess, model: str, provider: str) -> None:
