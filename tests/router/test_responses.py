@@ -359,3 +359,14 @@ async def test_any_input_items_are_answered_or_refused_never_a_server_error(
         api: InProcess, items: list[dict[str, Any]]) -> None:
     response = await api.post("/v1/responses", {"model": "smollm2-135m", "input": items})
     assert response.status_code in (200, 400), response.text
+
+
+async def test_the_official_sdk_sees_a_failed_stream_end_with_response_failed(
+        api: InProcess, sdk: openai.AsyncOpenAI) -> None:
+    down = ProviderError("HTTP 503", provider="x", model="y", upstream_status=503)
+    api.openai.enqueue(Cut("The first "))
+    api.anthropic.enqueue(down, down)
+    async with sdk.responses.stream(model="gpt-4o", input="Hi") as stream:
+        found = [event async for event in stream]
+    assert [e.type for e in found[-2:]] == ["error", "response.failed"]
+    assert found[-1].response.error is not None and found[-1].response.status == "failed"
