@@ -64,10 +64,11 @@ class InvalidRequest(ServiceError):
 
 
 class ModelNotFound(InvalidRequest):
-    def __init__(self, model: str, available: list[str]):
+    def __init__(self, model: str, available: list[str], problem: str = ""):
+        """`problem`: what is wrong with the model, when it exists (`is a chat model, ...`)."""
         super().__init__(
-            f"The model {model!r} does not exist here; available models: {', '.join(available)}",
-            code="model_not_found", param="model")
+            f"The model {model!r} {problem or 'does not exist here'}; available models: "
+            f"{', '.join(available)}", code="model_not_found", param="model")
 
 
 class PayloadTooLarge(InvalidRequest):

@@ -55,6 +55,9 @@ class GenerationParams:
     # "auto" (the model decides), "none", "required" (at least one call), or a function's name
     tool_choice: str = "auto"
     parallel_tool_calls: bool = True
+    # A raw prompt (legacy text completions): the model continues this text as it is, without a
+    # chat template, and `messages` is empty. Engines and providers that cannot are never routed it.
+    prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,12 @@ class RequestRejected(EngineError, ValueError):
 
 class PromptTooLong(RequestRejected):
     """The prompt does not fit the model's context window."""
+
+
+class RawPromptTooLong(PromptTooLong):
+    """A raw prompt (GenerationParams.prompt) does not fit the model's context window."""
+
+    param = "prompt"
 
 
 class InvalidMessages(RequestRejected):

@@ -27,7 +27,13 @@ class ModelCard(BaseModel):
     input_per_million: float = Field(ge=0)  # USD per 1M prompt tokens
     output_per_million: float = Field(ge=0)  # USD per 1M completion tokens
     aliases: tuple[str, ...] = ()
-    kind: Literal["chat", "embedding"] = "chat"
+    kind: Literal["chat", "completion", "embedding"] = "chat"
+
+    def serves(self, kind: str) -> bool:
+        """Whether the model serves requests of `kind`. A local model also completes raw prompts
+        (its chat template is only one way to prompt it); hosted models serve their own kind."""
+        return self.kind == kind or (kind == "completion" and self.provider == "local"
+                                     and self.kind == "chat")
 
 
 # List prices (USD per million tokens) as published by the providers; update here only.
@@ -42,6 +48,9 @@ HOSTED_MODELS: tuple[ModelCard, ...] = (
     ModelCard(name="claude-3-5-sonnet-latest", provider="anthropic", tier="large",
               context_window=200_000, input_per_million=3.00, output_per_million=15.00,
               aliases=("claude-sonnet",)),
+    # Legacy text completions (/v1/completions); OpenAI serves no chat model there.
+    ModelCard(name="gpt-3.5-turbo-instruct", provider="openai", tier="small", kind="completion",
+              context_window=4096, input_per_million=1.50, output_per_million=2.00),
     ModelCard(name="text-embedding-3-small", provider="openai", tier="small", kind="embedding",
               context_window=8191, input_per_million=0.02, output_per_million=0.0),
     ModelCard(name="text-embedding-3-large", provider="openai", tier="large", kind="embedding",

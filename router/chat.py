@@ -66,8 +66,9 @@ class ChatService:
         return [c for c in self._catalog if c.provider in self._providers]
 
     def plan(self, model: str, preferred: list[str], params: GenerationParams) -> list[Route]:
-        ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred)),
-                      self._catalog, set(self._providers), self._policy)
+        kind = "chat" if params.prompt is None else "completion"
+        ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred),
+                                   kind), self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
 
     async def run(self, model: str, preferred: list[str], params: GenerationParams,
@@ -87,19 +88,28 @@ class ChatService:
             meter.track(run, allowance)
         return run
 
-    def params(self, request: ChatCompletionRequest) -> GenerationParams:
-        if len(request.messages) > self._config.max_messages:
-            raise LimitExceeded(f"{len(request.messages)} messages in one request; the limit is "
+    def check_messages(self, count: int, param: str = "messages") -> None:
+        """At most the configured number of messages (or input items) in one request."""
+        if count > self._config.max_messages:
+            raise LimitExceeded(f"{count} messages in one request; the limit is "
                                 f"{self._config.max_messages}: summarize or drop older turns",
-                                param="messages")
-        max_tokens = request.requested_max_tokens() or self._config.default_max_tokens
+                                param=param)
+
+    def max_tokens(self, requested: int | None, param: str = "max_tokens") -> int:
+        """The tokens to generate at most: `requested` or the configured default, within the limit."""
+        max_tokens = requested or self._config.default_max_tokens
         if max_tokens > self._config.max_tokens_limit:
             raise InvalidRequest(
-                f"max_tokens is {max_tokens}; it must be between 1 and "
-                f"{self._config.max_tokens_limit}", param="max_tokens")
+                f"{param} is {max_tokens}; it must be between 1 and "
+                f"{self._config.max_tokens_limit}", param=param)
+        return max_tokens
+
+    def params(self, request: ChatCompletionRequest) -> GenerationParams:
+        self.check_messages(len(request.messages))
         return GenerationParams(
             messages=[{"role": _role(m.role), "content": m.text()} for m in request.messages],
-            max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
+            max_tokens=self.max_tokens(request.requested_max_tokens()),
+            temperature=request.temperature, top_p=request.top_p,
             stop=request.stop_list(), seed=request.seed, json_schema=_json_schema(request))
 
     async def _run(self, request: ChatCompletionRequest,

@@ -30,6 +30,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
 from core.breakers import Breakers, CircuitBreaker, counts
@@ -95,8 +96,11 @@ class Run:
                                   event.usage or TokenUsage()), self.attempts[-1].route
         raise self._exhausted()  # unreachable: _events() ends with a finish or raises
 
-    def stream(self, params: GenerationParams) -> AsyncIterator[Delta | Switch]:
-        return self._events(params, restartable=False)
+    def stream(self, params: GenerationParams,
+               restartable: bool = False) -> AsyncIterator[Delta | Switch]:
+        """`restartable`: the caller sends nothing on until the end, so a JSON answer that broke
+        off starts over on the next candidate (a Switch with `restart`) instead of failing."""
+        return self._events(params, restartable=restartable)
 
     async def _events(self, params: GenerationParams,
                       restartable: bool) -> AsyncIterator[Delta | Switch]:
@@ -274,7 +278,8 @@ def interrupted(route: Route) -> ProviderError:
 def prompt_estimate(params: GenerationParams) -> int:
     """The prompt's tokens, on the high side (core.pricing.estimate_tokens), with 4 per message for
     the chat format's role markers."""
-    return sum(estimate_tokens(m["content"]) + 4 for m in params.messages)
+    raw = estimate_tokens(params.prompt) if params.prompt is not None else 0
+    return raw + sum(estimate_tokens(m["content"]) + 4 for m in params.messages)
 
 
 def continuation(params: GenerationParams, produced: str) -> GenerationParams:
@@ -282,6 +287,8 @@ def continuation(params: GenerationParams, produced: str) -> GenerationParams:
     if not produced:
         return params
     remaining = max(1, params.max_tokens - estimate_tokens(produced))
+    if params.prompt is not None:  # a raw prompt continues exactly where the text stopped
+        return replace(params, prompt=params.prompt + produced, max_tokens=remaining)
     messages = [*params.messages, {"role": "assistant", "content": produced},
                 {"role": "user", "content": CONTINUE}]
     return GenerationParams(messages=messages, max_tokens=remaining, temperature=params.temperature,

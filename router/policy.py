@@ -25,6 +25,7 @@ class RouteRequest:
     prompt_tokens: int  # estimated
     max_tokens: int
     preferred_providers: tuple[str, ...] = ()
+    kind: str = "chat"  # or "completion": a raw prompt (ModelCard.serves)
 
 
 @dataclass(frozen=True)
@@ -40,21 +41,25 @@ class Candidate:
     reason: str
 
 
-def resolve(name: str, catalog: Sequence[ModelCard]) -> tuple[ModelCard | None, str]:
-    """(the concrete card or None for a tier, the tier)."""
+def resolve(name: str, catalog: Sequence[ModelCard], kind: str = "chat") -> tuple[ModelCard | None, str]:
+    """(the concrete card or None for a tier, the tier) of a model that serves `kind`."""
     if name in TIERS:
         return None, name
-    for card in catalog:
-        if card.kind == "chat" and (name == card.name or name in card.aliases):
+    named = [card for card in catalog if name == card.name or name in card.aliases]
+    for card in named:
+        if card.serves(kind):
             return card, card.tier
-    chat = sorted({c.name for c in catalog if c.kind == "chat"})
-    raise ModelNotFound(name, [*chat, *TIERS])
+    served = sorted({c.name for c in catalog if c.serves(kind)})
+    raise ModelNotFound(name, [*served, *TIERS],
+                        f"is {_article(named[0].kind)} model, not served by this endpoint" if named
+                        else "")
 
 
 def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str],
          settings: PolicySettings) -> list[Candidate]:
-    wanted, tier = resolve(request.model, catalog)
-    in_tier = [c for c in catalog if c.kind == "chat" and c.tier == tier and c.provider in available]
+    wanted, tier = resolve(request.model, catalog, request.kind)
+    in_tier = [c for c in catalog if c.serves(request.kind) and c.tier == tier
+               and c.provider in available]
     if not in_tier:
         raise ModelUnavailable(_unavailable(request.model, wanted, tier))
     fitting = [c for c in in_tier if c.context_window > request.prompt_tokens]
@@ -100,3 +105,7 @@ def _unavailable(requested: str, wanted: ModelCard | None, tier: str) -> str:
     needs = f"{wanted.name} needs the {wanted.provider} provider; " if wanted else ""
     return (f"no configured provider serves {requested!r}: {needs}no {tier}-tier model is "
             "available (set OPENAI_API_KEY / ANTHROPIC_API_KEY or enable a local model)")
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

@@ -15,6 +15,7 @@ from deployments.embed.server import EmbedResult
 from router import sse
 from router.auth import require_admin
 from router.chat import prepend
+from router.completions_protocol import CompletionRequest, TextCompletion
 from router.content import collect as collect_content
 from router.embeddings import openai_response, seed_response
 from router.protocol import (
@@ -26,6 +27,8 @@ from router.protocol import (
     SeedEmbeddingsRequest,
     header_id,
 )
+from router.responses_protocol import Response as ResponseObject
+from router.responses_protocol import ResponsesRequest
 from router.services import Services
 from router.usage.ledger import Ledger
 from router.usage.meter import Meter
@@ -66,6 +69,41 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     meter.close()
     return JSONResponse(completion.model_dump(exclude_none=True),
                         headers={"x-learnx-route": route})
+
+
+@routes.post("/v1/completions", response_model=TextCompletion)
+async def completions(request: Request, body: CompletionRequest) -> Response:
+    """Legacy text completions: one raw prompt, continued as it is by a local model or an OpenAI
+    completion model; streamed (SSE, ends with `data: [DONE]`) or not."""
+    service = services(request).completions
+    meter = await start_meter(request, body.user, "completions", streamed=body.stream)
+    with meter.closed_on_error():
+        if body.stream:
+            chunks, route = await service.stream(body, meter)
+            return StreamingResponse(sse.encode_stream(meter.watch(chunks)),
+                                     media_type=sse.MEDIA_TYPE,
+                                     headers={**sse.HEADERS, "x-learnx-route": route})
+        completion, route = await service.complete(body, meter)
+    meter.close()
+    return JSONResponse(completion.wire(), headers={"x-learnx-route": route})
+
+
+@routes.post("/v1/responses", response_model=ResponseObject)
+async def responses(request: Request, body: ResponsesRequest) -> Response:
+    """OpenAI's Responses API, stateless: text or input items (messages, function calls and their
+    outputs), instructions, function tools, text formats; streamed as its semantic events."""
+    service = services(request).responses
+    meter = await start_meter(request, body.user, "responses", streamed=bool(body.stream))
+    with meter.closed_on_error():
+        if body.stream:
+            streamed = await service.stream(body, meter)
+            return StreamingResponse(
+                sse.encode_stream(meter.watch(streamed.events), named=True,
+                                  failure=streamed.failure, done=False),
+                media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, "x-learnx-route": streamed.route})
+        response, route = await service.create(body, meter)
+    meter.close()
+    return JSONResponse(response.model_dump(mode="json"), headers={"x-learnx-route": route})
 
 
 @routes.post("/api/v1/ai/generate-content")
@@ -153,7 +191,7 @@ def _ledger(request: Request) -> Ledger:
 async def models(request: Request) -> ModelList:
     found = services(request)
     chat = [ModelObject(id=c.name, owned_by=c.provider) for c in found.chat.available_models()
-            if c.kind == "chat"]
+            if c.kind != "embedding"]
     embedding = [ModelObject(id=m, owned_by=p) for m, p in found.embeddings.models()]
     return ModelList(data=chat + embedding)
 

@@ -12,10 +12,12 @@ from core.breakers import Breakers, BreakerSettings
 from core.config import AppConfig
 from models.catalog import ModelCard
 from router.chat import ChatService, build_catalog
+from router.completions import CompletionsService
 from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from router.responses import ResponsesService
 from router.sharedstate import SharedState
 from router.ttft import FirstTokenLimits, learned_limits
 from router.usage.budget_stores import MemoryBudgetStore, RedisBudgetStore
@@ -35,6 +37,8 @@ class Services:
     config: AppConfig
     chat: ChatService
     content: ContentService
+    responses: ResponsesService
+    completions: CompletionsService
     embeddings: EmbeddingService
     accounting: Accounting
     breakers: Breakers
@@ -58,7 +62,8 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
     chat = ChatService(config.router, providers, catalog, breakers, first_token)
     warn_if_open(config)
     return Services(
-        config=config, chat=chat, content=ContentService(chat),
+        config=config, chat=chat, content=ContentService(chat), responses=ResponsesService(chat),
+        completions=CompletionsService(chat),
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers),
         accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
         readiness=dict(readiness or {}))

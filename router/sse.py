@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -26,14 +26,32 @@ def encode(data: BaseModel | dict[str, Any], event: str | None = None) -> bytes:
     return f"{prefix}data: {payload}\n\n".encode()
 
 
-async def encode_stream(events: AsyncIterator[BaseModel | dict[str, Any]]) -> AsyncIterator[bytes]:
-    """Frame `events` as SSE. Errors raised mid-stream become an error event; always ends with [DONE]."""
+Failure = Callable[[ServiceError], list[dict[str, Any]]]
+
+
+def _error_event(error: ServiceError) -> list[dict[str, Any]]:
+    return [error.body()]
+
+
+async def encode_stream(events: AsyncIterator[BaseModel | dict[str, Any]], *, named: bool = False,
+                        failure: Failure = _error_event, done: bool = True) -> AsyncIterator[bytes]:
+    """Frame `events` as SSE. An error raised mid-stream becomes `failure`'s events (by default
+    one error event); the stream ends with `data: [DONE]` unless `done` is False (OpenAI's
+    Responses streams end with their own terminal event instead). `named`: each event is a dict
+    whose `type` is also its SSE event name, as OpenAI's Responses streams send them."""
     try:
         async for event in events:
-            yield encode(event)
+            yield _frame(event, named)
     except ServiceError as error:
-        yield encode(error.body())
+        for event in failure(error):
+            yield _frame(event, named)
     except Exception:  # a bug must still end the stream visibly, not cut it
         log.exception("stream failed")
-        yield encode(ServiceError("internal error while streaming").body())
-    yield DONE
+        for event in failure(ServiceError("internal error while streaming")):
+            yield _frame(event, named)
+    if done:
+        yield DONE
+
+
+def _frame(event: BaseModel | dict[str, Any], named: bool) -> bytes:
+    return encode(event, event["type"] if named and isinstance(event, dict) else None)

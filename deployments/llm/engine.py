@@ -11,7 +11,9 @@ from core.generation import Delta, GenerationParams
 
 class Engine(Protocol):
     def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
-        """Stream deltas; closing the iterator early must stop the generation."""
+        """Stream deltas; closing the iterator early must stop the generation. With
+        `params.prompt` the model continues that text as it is (no chat template), bounded by
+        the context and max_tokens as a chat is."""
         ...
 
     def check_health(self) -> None:

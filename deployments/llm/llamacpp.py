@@ -22,6 +22,7 @@ from core.generation import (
     InvalidMessages,
     InvalidSchema,
     PromptTooLong,
+    RawPromptTooLong,
     TokenUsage,
 )
 from core.schema import SchemaError, check_schema, rewrite_subschemas
@@ -53,12 +54,19 @@ class LlamaCppEngine:
             raise RuntimeError("llama.cpp engine is closed")
 
     def prompt_tokens(self, params: GenerationParams) -> list[int]:
-        text = render_prompt(self._format, params.messages)
-        tokens = self._llm.tokenize(text, add_bos=False, special=True)
+        """The chat as the model's template renders it, or a raw prompt as it is: its text is text
+        (special tokens spelled in it are not parsed), after the model's BOS token if it has one."""
+        if params.prompt is not None:
+            tokens = self._llm.tokenize(utf8(params.prompt, "the prompt"), add_bos=True,
+                                        special=False)
+        else:
+            text = render_prompt(self._format, params.messages)
+            tokens = self._llm.tokenize(text, add_bos=False, special=True)
         if len(tokens) >= self._settings.n_ctx:
-            raise PromptTooLong(
+            raw = params.prompt is not None
+            raise (RawPromptTooLong if raw else PromptTooLong)(
                 f"the prompt is {len(tokens)} tokens; this model's context is "
-                f"{self._settings.n_ctx} tokens: shorten the messages")
+                f"{self._settings.n_ctx} tokens: shorten the {'prompt' if raw else 'messages'}")
         return tokens
 
     def grammar(self, params: GenerationParams) -> Any:
@@ -176,10 +184,14 @@ def render_prompt(formatter: Any, messages: list[dict[str, str]]) -> bytes:
     except Exception as error:  # the template's raise_exception(), or its Jinja errors
         raise InvalidMessages(f"this model's chat template refuses these messages ({error}): "
                               "check the order of their roles") from None
+    return utf8(prompt, "the messages")
+
+
+def utf8(text: str, what: str) -> bytes:
     try:
-        return prompt.encode()
+        return text.encode()
     except UnicodeEncodeError as error:
-        raise InvalidMessages(f"the messages contain text that is not valid Unicode "
+        raise InvalidMessages(f"{what}: text that is not valid Unicode "
                               f"({error.reason}): send UTF-8 text") from None
 
 

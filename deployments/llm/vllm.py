@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from core.config import VLLMSettings
-from core.generation import Delta, GenerationParams, PromptTooLong, TokenUsage
+from core.generation import Delta, GenerationParams, PromptTooLong, RawPromptTooLong, TokenUsage
 from models import LocalModelSpec
 
 
@@ -69,11 +69,13 @@ class VLLMEngine:
             raise RuntimeError("vLLM engine has errored")
 
     async def _prompt(self, params: GenerationParams) -> str:
+        """The chat as the model's template renders it, or a raw prompt as it is."""
         tokenizer = await self._engine.get_tokenizer()
-        prompt: str = tokenizer.apply_chat_template(
+        prompt: str = params.prompt if params.prompt is not None else tokenizer.apply_chat_template(
             params.messages, tokenize=False, add_generation_prompt=True)
         if len(tokenizer.encode(prompt)) >= self._max_len:
-            raise PromptTooLong(f"the prompt does not fit the {self._max_len}-token context")
+            raise (PromptTooLong if params.prompt is None else RawPromptTooLong)(
+                f"the prompt does not fit the {self._max_len}-token context")
         return prompt
 
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:

@@ -30,6 +30,18 @@ def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
     return request
 
 
+def to_openai_completion(model: str, params: GenerationParams) -> dict[str, Any]:
+    """A raw prompt for OpenAI's legacy completions API (its completion models)."""
+    request: dict[str, Any] = {"model": model, "prompt": params.prompt,
+                               "max_tokens": params.max_tokens,
+                               "temperature": params.temperature, "top_p": params.top_p}
+    if params.stop:
+        request["stop"] = params.stop
+    if params.seed is not None:
+        request["seed"] = params.seed
+    return request
+
+
 class OpenAIProvider:
     name = "openai"
 
@@ -45,6 +57,10 @@ class OpenAIProvider:
         await self._client.close()
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
+        if params.prompt is not None:
+            async for delta in self._complete(model, params):
+                yield delta
+            return
         finish_reason, usage = None, TokenUsage()
         try:
             stream = await self._client.chat.completions.create(
@@ -64,3 +80,24 @@ class OpenAIProvider:
                                 model=model)
         yield Delta("", finish_reason=finish_reason, usage=usage)
 
+    async def _complete(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
+        """A raw prompt through the completions API, streamed as chat is."""
+        finish_reason, usage = None, TokenUsage()
+        try:
+            stream = await self._client.completions.create(
+                **to_openai_completion(model, params), stream=True,
+                stream_options={"include_usage": True})
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage = TokenUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                    for choice in chunk.choices:
+                        if choice.text:
+                            yield Delta(choice.text, tokens=1)  # a token per chunk
+                        finish_reason = choice.finish_reason or finish_reason
+        except (openai.APIError, ValueError) as error:  # ValueError: JSON that does not parse
+            raise translate_openai_error(model, error) from None
+        if finish_reason is None:
+            raise ProviderError("the stream ended without a finish_reason", provider="openai",
+                                model=model)
+        yield Delta("", finish_reason=finish_reason, usage=usage)

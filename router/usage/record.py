@@ -20,7 +20,7 @@ class UsageRecord:
     day: str
     user_id: str
     api_key_id: str
-    operation: str  # chat.completions | embeddings | generate-content
+    operation: str  # chat.completions | responses | completions | embeddings | generate-content
     content_type: str | None
     provider: str | None  # the final provider/model (the whole path is in fallback_path)
     model: str | None

@@ -1,4 +1,5 @@
-"""Fake OpenAI: /v1/chat/completions (JSON and SSE) and /v1/embeddings (float and base64)."""
+"""Fake OpenAI: /v1/chat/completions and /v1/completions (JSON and SSE), /v1/embeddings (float and
+base64)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def fake_vector(text: str, dims: int) -> list[float]:
 class FakeOpenAI(FakeProvider):
     def routes(self) -> list[Route]:
         return [Route("/v1/chat/completions", self.chat, methods=["POST"]),
+                Route("/v1/completions", self.completions, methods=["POST"]),
                 Route("/v1/embeddings", self.embeddings, methods=["POST"])]
 
     async def chat(self, request: Request) -> Response:
@@ -73,6 +75,33 @@ class FakeOpenAI(FakeProvider):
             events.append(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
         events.append(b"data: [DONE]\n\n")
         return events
+
+    async def completions(self, request: Request) -> Response:
+        """Legacy text completions: `text_completion` objects, streamed or not."""
+        body = await self.record(request)
+        behaviour = self.next_behaviour()
+        fault = behaviour if isinstance(behaviour, Fault) else None
+        reply = behaviour if isinstance(behaviour, Reply) else Reply()
+        usage = {"prompt_tokens": reply.prompt_tokens or words(str(body["prompt"])),
+                 "completion_tokens": reply.completion_tokens or words(reply.text)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+                "created": int(time.time()), "model": body["model"]}
+
+        def completion(text: str, finish: str | None, **extra: Any) -> dict[str, Any]:
+            return {**base, "choices": [{"text": text, "index": 0, "logprobs": None,
+                                         "finish_reason": finish}], **extra}
+
+        if not body.get("stream"):
+            return await respond(fault, _error, lambda: JSONResponse(
+                completion(reply.text, reply.finish_reason, usage=usage)))
+        chunks = [completion(piece, None) for piece in pieces(reply.text)]
+        chunks.append(completion("", reply.finish_reason))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": usage})
+        frames = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
+        return await respond(fault, _error, lambda: streaming(
+            sse([*frames, b"data: [DONE]\n\n"], fault, 0, reply.chunk_delay_s)))
 
     async def embeddings(self, request: Request) -> Response:
         body = await self.record(request)

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.config import EmbedderConfig, LocalModelConfig
 from core.errors import ProviderError, ServiceError
-from core.generation import Delta, GenerationParams, RequestRejected, TokenUsage
+from core.generation import Delta, GenerationParams, RequestRejected, TokenUsage, ToolCallDelta
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,16 @@ class Hang:
     after_words: int = 0
 
 
-Step = Say | Cut | Hang | ServiceError
+@dataclass(frozen=True)
+class Call:
+    """The model asks for function calls, (name, JSON arguments) each, after saying `text`: a call
+    streams as a first piece with its id and name, then its arguments in two pieces."""
+
+    calls: tuple[tuple[str, str], ...] = (("get_weather", '{"city": "Paris"}'),)
+    text: str = ""
+
+
+Step = Say | Cut | Hang | Call | ServiceError
 
 
 @dataclass
@@ -74,6 +83,9 @@ class ScriptedProvider:
         if isinstance(step, Cut):
             yield Delta(step.text, tokens=len(words(step.text)))
             raise ProviderError("stream cut", provider=self.name, model=model)
+        if isinstance(step, Call):
+            async for delta in _calls(step, params):
+                yield delta
         if isinstance(step, Say):
             for word in words(step.text):
                 yield Delta(word, tokens=1)
@@ -82,13 +94,27 @@ class ScriptedProvider:
             yield Delta("", finish_reason=step.finish_reason, usage=usage)
 
 
+async def _calls(step: Call, params: GenerationParams) -> AsyncIterator[Delta]:
+    said = words(step.text) if step.text else []
+    for word in said:
+        yield Delta(word, tokens=1)
+    for index, (name, arguments) in enumerate(step.calls):
+        half = len(arguments) // 2
+        yield Delta("", tool_calls=(ToolCallDelta(index, id=f"call_{index}", name=name),))
+        for piece in (arguments[:half], arguments[half:]):
+            yield Delta("", tokens=1, tool_calls=(ToolCallDelta(index, arguments=piece),))
+    yield Delta("", finish_reason="tool_calls",
+                usage=TokenUsage(prompt_words(params), len(said) + 2 * len(step.calls)))
+
+
 def words(text: str) -> list[str]:
     parts = text.split(" ")
     return [p if i == 0 else " " + p for i, p in enumerate(parts)]
 
 
 def prompt_words(params: GenerationParams) -> int:
-    return sum(len(m["content"].split()) for m in params.messages)
+    return len((params.prompt or "").split()) + sum(len(m["content"].split())
+                                                    for m in params.messages)
 
 
 class FakeEngine:

@@ -160,6 +160,13 @@ def test_continuation_budgets_the_remaining_tokens() -> None:
     assert continuation(PARAMS, "") is PARAMS
 
 
+def test_a_raw_prompt_continues_from_the_prompt_and_the_text_so_far() -> None:
+    raw = GenerationParams([], max_tokens=50, prompt="Once ", seed=3)
+    params = continuation(raw, "x" * 60)
+    assert (params.prompt, params.messages, params.seed) == ("Once " + "x" * 60, [], 3)
+    assert params.max_tokens < 50
+
+
 async def test_open_breakers_are_skipped_but_the_only_candidate_is_still_tried() -> None:
     a, b = Scripted("a", []), Scripted("b", [])
     health = Breakers(BreakerSettings(failure_threshold=1))

@@ -15,6 +15,8 @@ HELLO = [{"role": "user", "content": "Hello there"}]
 CHAT = {"model": "smollm2-135m", "messages": HELLO}
 SEED_EMBED = {"texts": ["cells"]}
 CONTENT = {"content": "Cells divide.", "content_type": "summary", "stream": False}
+RESPONSES = {"model": "smollm2-135m", "input": "Hello there"}
+COMPLETIONS = {"model": "smollm2-135m", "prompt": "Once"}
 HOSTILE = ["bad\x00user", "tab\tuser", "line\nbreak", "esc\x1b[0m", "del\x7f", "c1\x85"]
 
 CASES = [
@@ -27,6 +29,9 @@ CASES = [
     ("/api/v1/ai/embeddings", {**SEED_EMBED, "model": "{}"}, "model"),
     ("/api/v1/ai/generate-content", {**CONTENT, "user_id": "{}"}, "user_id"),
     ("/api/v1/ai/generate-content", {**CONTENT, "model": "{}"}, "model"),
+    ("/v1/responses", {**RESPONSES, "user": "{}"}, "user"),
+    ("/v1/responses", {**RESPONSES, "model": "{}"}, "model"),
+    ("/v1/completions", {**COMPLETIONS, "user": "{}"}, "user"),
 ]
 TEXT_CASES = [
     ("/v1/chat/completions", {**CHAT, "messages": [{"role": "user", "content": "a{}b"}]},
@@ -40,6 +45,11 @@ TEXT_CASES = [
     ("/api/v1/ai/generate-content", {**CONTENT, "content": "a{}"}, "content", "content"),
     ("/api/v1/ai/generate-content", {**CONTENT, "user_profile": {"interests": ["a{}"]}},
      "user_profile", "user_profile.interests.0"),
+    ("/v1/responses", {**RESPONSES, "input": "a{}"}, "input", "input"),
+    ("/v1/responses", {**RESPONSES, "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "a{}"}]}]}, "input", "input.0.content.0.text"),
+    ("/v1/responses", {**RESPONSES, "instructions": "a{}"}, "instructions", "instructions"),
+    ("/v1/completions", {**COMPLETIONS, "prompt": ["a{}"]}, "prompt", "prompt.0"),
 ]
 
 

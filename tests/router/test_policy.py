@@ -87,3 +87,25 @@ def test_estimated_cost_uses_prompt_and_max_tokens() -> None:
     (mini,) = [c for c in rank(RouteRequest("gpt-4o-mini", 100_000, 1_000_000), CATALOG,
                                {"openai"}, COST) if c.card.name == "gpt-4o-mini"]
     assert mini.estimated_cost == pytest.approx(0.1 * 0.15 + 0.60)
+
+
+def completions(model: str) -> list[str]:
+    ranked = rank(RouteRequest(model, 100, 200, kind="completion"), CATALOG, ALL, COST)
+    return [c.card.name for c in ranked]
+
+
+def test_a_raw_prompt_goes_to_local_models_and_completion_models_only() -> None:
+    assert completions("small") == ["smollm2-135m", "gpt-3.5-turbo-instruct"]
+    assert completions("gpt-3.5-turbo-instruct") == ["gpt-3.5-turbo-instruct", "smollm2-135m"]
+    assert "gpt-3.5-turbo-instruct" not in names("small")
+
+
+@pytest.mark.parametrize("model, kind, problem", [
+    ("gpt-4o-mini", "completion", "is a chat model"),
+    ("gpt-3.5-turbo-instruct", "chat", "is a completion model"),
+    ("text-embedding-3-small", "chat", "is an embedding model"),
+])
+def test_a_model_of_another_kind_is_named_as_such(model: str, kind: str, problem: str) -> None:
+    with pytest.raises(ModelNotFound) as raised:
+        rank(RouteRequest(model, 100, 200, kind=kind), CATALOG, ALL, COST)
+    assert f"'{model}' {problem}, not served by this endpoint" in raised.value.message

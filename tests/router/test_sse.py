@@ -46,3 +46,21 @@ async def test_a_bug_mid_stream_still_ends_visibly() -> None:
     assert b"secret" not in out[1]
     assert b"server_error" in out[1]
     assert out[-1] == DONE
+
+
+async def test_a_named_stream_frames_each_event_under_its_type_and_ends_with_its_failure() -> None:
+    """OpenAI's Responses streams: `event: <type>` lines, the stream's own terminal events on
+    failure, no [DONE]."""
+    async def events():
+        yield {"type": "response.created", "n": 1}
+        raise AllProvidersFailed([("openai/gpt-4o-mini", "HTTP 503")])
+
+    def failure(error):
+        return [{"type": "error", "message": error.message}, {"type": "response.failed"}]
+
+    out = [frame async for frame in encode_stream(events(), named=True, failure=failure,
+                                                  done=False)]
+    assert out[0] == b'event: response.created\ndata: {"type":"response.created","n":1}\n\n'
+    assert out[1].startswith(b'event: error\ndata: {"type":"error","message":"all providers')
+    assert out[2] == b'event: response.failed\ndata: {"type":"response.failed"}\n\n'
+    assert len(out) == 3

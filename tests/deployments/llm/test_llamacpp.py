@@ -17,7 +17,9 @@ from core.generation import (
     InvalidMessages,
     InvalidSchema,
     PromptTooLong,
+    RawPromptTooLong,
     RequestRejected,
+    TokenUsage,
     collect,
 )
 from core.schema import SchemaError, check_schema
@@ -73,6 +75,26 @@ async def test_json_constraint_yields_json(engine: LlamaCppEngine) -> None:
 async def test_prompt_longer_than_context_is_refused(engine: LlamaCppEngine) -> None:
     with pytest.raises(PromptTooLong, match="context is 1024 tokens"):
         await collect(engine.generate(ask("word " * 2000)))
+
+
+async def test_a_raw_prompt_is_continued_without_the_chat_template(engine: LlamaCppEngine) -> None:
+    raw = GenerationParams([], max_tokens=8, temperature=0, prompt="<|im_start|>The capital of")
+    tokens = engine.prompt_tokens(raw)
+    templated = engine.prompt_tokens(ask("The capital of"))
+    assert engine._llm.detokenize(tokens).decode() == "<|im_start|>The capital of"
+    assert len(tokens) < len(templated)  # no system prompt, no role markers
+    assert tokens.count(engine._llm.tokenize(b"<|im_start|>", add_bos=False, special=True)[0]) \
+        == 0  # a special token spelled in the prompt is text, not a marker
+    completion = await collect(engine.generate(raw))
+    assert completion.usage == TokenUsage(len(tokens), 8)
+    assert completion.finish_reason == "length"
+
+
+async def test_a_raw_prompt_longer_than_context_is_refused_naming_the_prompt(
+        engine: LlamaCppEngine) -> None:
+    with pytest.raises(RawPromptTooLong, match="shorten the prompt") as raised:
+        await collect(engine.generate(GenerationParams([], 8, prompt="word " * 2000)))
+    assert raised.value.param == "prompt"
 
 
 async def test_closing_the_stream_stops_generation_and_frees_the_engine(

@@ -154,3 +154,25 @@ async def test_an_anthropic_stream_that_fails_after_message_start_carries_the_bi
         await collect(provider.stream("c", PARAMS))
     usage = raised.value.usage
     assert usage is not None and usage.prompt_tokens > 0 and usage.completion_tokens == 0
+
+
+async def test_a_raw_prompt_goes_to_openais_completions_api(fake_openai) -> None:
+    fake_openai.enqueue(Reply(text="upon a time", prompt_tokens=3, completion_tokens=3,
+                              finish_reason="length"))
+    provider = openai_provider(fake_openai)
+    completion = await collect(provider.stream("gpt-3.5-turbo-instruct", GenerationParams(
+        [], 3, temperature=0.0, stop=["."], seed=7, prompt="Once")))
+    assert (completion.text, completion.finish_reason, completion.usage) == \
+        ("upon a time", "length", TokenUsage(3, 3))
+    (sent,) = fake_openai.requests
+    assert sent.path == "/v1/completions"
+    assert {k: sent.body[k] for k in ("model", "prompt", "max_tokens", "stop", "seed", "stream")} \
+        == {"model": "gpt-3.5-turbo-instruct", "prompt": "Once", "max_tokens": 3, "stop": ["."],
+            "seed": 7, "stream": True}
+
+
+async def test_a_completions_stream_cut_midway_is_a_provider_error(fake_openai) -> None:
+    fake_openai.enqueue(Fault(cut_after=1))
+    with pytest.raises(ProviderError):
+        await collect(openai_provider(fake_openai).stream(
+            "gpt-3.5-turbo-instruct", GenerationParams([], 5, prompt="Once")))

@@ -1,0 +1,141 @@
+"""A Responses request in the router's terms: its input items as chat messages, its function
+tools, tool choice and text format as GenerationParams; whatever the stateless subset cannot
+honour is a 400 naming it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.errors import InvalidRequest
+from core.generation import Tool
+from core.schema import SchemaError, check_schema
+from router.params import Fixed
+from router.responses_protocol import ResponsesRequest, TextFormat
+
+STATELESS = "this service keeps no state between responses: send the whole conversation in `input`"
+FIXED: Fixed = {
+    "store": ((None, False), f"only false: {STATELESS}"),
+    "previous_response_id": ((None,), STATELESS),
+    "background": ((None, False), "only false: responses are generated while the request waits"),
+    "include": ((None, []), "no extra output data is available"),
+    "reasoning": ((None,), "reasoning options are not supported by these models"),
+    "truncation": ((None, "disabled"), "only disabled: a prompt longer than the model's context "
+                                       "is a 400"),
+    "top_logprobs": ((None, 0), "log probabilities are not available"),
+    "max_tool_calls": ((None,), "only function tools are supported: limit the calls you run"),
+    "service_tier": ((None, "auto", "default"), "only auto or default"),
+}
+ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
+TEXT_PARTS = ("input_text", "output_text")
+
+
+def messages(request: ResponsesRequest) -> list[dict[str, Any]]:
+    """`instructions` as the system message, then the input items as chat messages: a function
+    call joins the assistant turn before it (or starts one), its output is a `tool` message."""
+    found: list[dict[str, Any]] = []
+    if request.instructions:
+        found.append({"role": "system", "content": request.instructions})
+    if isinstance(request.input, str):
+        return [*found, {"role": "user", "content": request.input}]
+    if not request.input:
+        raise InvalidRequest("input: send text or at least one item", param="input")
+    calls: set[str] = set()
+    for index, item in enumerate(request.input):
+        where = f"input.{index}"
+        kind = item.get("type", "message")
+        if kind == "message":
+            found.append(_message(item, where))
+        elif kind == "function_call":
+            call = _function_call(item, where)
+            calls.add(call["id"])
+            if not found or found[-1]["role"] != "assistant":
+                found.append({"role": "assistant", "content": ""})
+            found[-1].setdefault("tool_calls", []).append(call)
+        elif kind == "function_call_output":
+            found.append(_call_output(item, where, calls))
+        else:
+            raise InvalidRequest(f"{where}.type: {kind!r} items are not supported; send messages "
+                                 "(text), function_call and function_call_output items",
+                                 param=f"{where}.type")
+    return found
+
+
+def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
+    role = item.get("role")
+    if not isinstance(role, str) or role not in ROLES:
+        raise InvalidRequest(f"{where}.role: must be one of {', '.join(ROLES)}", param=f"{where}.role")
+    return {"role": ROLES[role], "content": _text(item.get("content"), f"{where}.content")}
+
+
+def _text(content: Any, where: str) -> str:
+    """Text, or text parts (input_text, output_text) joined."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}: must be text or a list of text parts", param=where)
+    for index, part in enumerate(content):
+        if not isinstance(part, dict) or part.get("type") not in TEXT_PARTS \
+                or not isinstance(part.get("text"), str):
+            raise InvalidRequest(f"{where}.{index}: only text parts ({', '.join(TEXT_PARTS)}) "
+                                 "are supported", param=f"{where}.{index}")
+    return "".join(part["text"] for part in content)
+
+
+def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
+    fields = {name: item.get(name) for name in ("call_id", "name", "arguments")}
+    for name, value in fields.items():
+        if not isinstance(value, str) or (name != "arguments" and not value):
+            raise InvalidRequest(f"{where}.{name}: required, a string", param=f"{where}.{name}")
+    return {"id": fields["call_id"], "type": "function",
+            "function": {"name": fields["name"], "arguments": fields["arguments"]}}
+
+
+def _call_output(item: dict[str, Any], where: str, calls: set[str]) -> dict[str, Any]:
+    call_id = item.get("call_id")
+    if not isinstance(call_id, str) or call_id not in calls:
+        raise InvalidRequest(f"{where}.call_id: no function_call item before it has call_id "
+                             f"{call_id!r}", param=f"{where}.call_id")
+    return {"role": "tool", "tool_call_id": call_id,
+            "content": _text(item.get("output"), f"{where}.output")}
+
+
+def tools(request: ResponsesRequest) -> tuple[Tool, ...]:
+    names = [tool.name for tool in request.tools]
+    for index, tool in enumerate(request.tools):
+        if names.index(tool.name) != index:
+            raise InvalidRequest(f"tools.{index}.name: {tool.name!r} is named twice",
+                                 param=f"tools.{index}.name")
+    return tuple(Tool(tool.name, tool.description or "",
+                      bounded(tool.parameters or {"type": "object", "properties": {}},
+                              f"tools.{index}.parameters"))
+                 for index, tool in enumerate(request.tools))
+
+
+def tool_choice(request: ResponsesRequest) -> str:
+    """GenerationParams' tool_choice: none, auto, required or the function's name."""
+    choice = request.tool_choice
+    if isinstance(choice, str):
+        if choice == "required" and not request.tools:
+            raise InvalidRequest("tool_choice: required needs tools", param="tool_choice")
+        return choice
+    if choice.name not in {tool.name for tool in request.tools}:
+        raise InvalidRequest(f"tool_choice.name: no tool is named {choice.name!r}",
+                             param="tool_choice.name")
+    return choice.name
+
+
+def json_schema(request: ResponsesRequest) -> dict[str, Any] | None:
+    """The output's schema ({} = any JSON object), bounded before any model sees it."""
+    form = request.text.format if request.text is not None else TextFormat()
+    if form.type == "text":
+        return None
+    return bounded(form.schema_ or {}, "text.format.schema")
+
+
+def bounded(schema: dict[str, Any], where: str) -> dict[str, Any]:
+    try:
+        check_schema(schema)
+    except SchemaError as error:
+        path = ".".join(filter(None, (where, error.where)))
+        raise InvalidRequest(f"{path}: {error.problem}", param=path) from None
+    return schema
