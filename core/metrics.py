@@ -144,6 +144,17 @@ def record_batch_size(size: int) -> None:
 
 
 @cache
+def _generations() -> metrics.Counter:
+    return _counter("learnx_llm_generations_total", "Generations of a local model replica, by how "
+                    "they ended: finished, cancelled (the caller left), rejected (the request's "
+                    "fault), failed", ("model", "replica", "outcome"))
+
+
+def record_generation(model: str, replica: str, outcome: str) -> None:
+    _generations().inc(tags={"model": model, "replica": replica, "outcome": outcome})
+
+
+@cache
 def _breaker_metrics() -> tuple[metrics.Gauge, metrics.Counter]:
     return (metrics.Gauge("learnx_circuit_breaker_state", description="Circuit breaker state per "
                           "provider/model: 0 closed, 1 half-open, 2 open",

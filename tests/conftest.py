@@ -227,6 +227,7 @@ def serve_root(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, own_redis
             "ledger": {"database_url": f"sqlite:///{tmp_path_factory.mktemp('ledger')}/usage.db",
                        "flush_interval_s": 0.05}}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             _system_config={"metrics_report_interval_ms": 500},  # tests read metrics
              runtime_env={"env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}})
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

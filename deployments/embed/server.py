@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,7 +81,6 @@ class Embedder:
                                      max_retries=2)
         self._health = Breakers(BreakerSettings(**(breaker or BreakerConfig()).model_dump()))
         self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
-        self._batch_sizes: Counter[int] = Counter()
         self._compute = self._embed_local if batched else self._embed_one
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -92,7 +90,6 @@ class Embedder:
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _embed_local(self, texts: list[str]) -> list[np.ndarray]:
-        self._batch_sizes[len(texts)] += 1
         metrics.record_batch_size(len(texts))
         return await asyncio.to_thread(embed_batch, self._encoder, texts, self._config.chunk_size)
 
@@ -195,10 +192,9 @@ class Embedder:
         if isinstance(self._cache, RedisCache):
             self._cache.breaker.reset()
 
-    def stats(self) -> dict[str, Any]:
-        return {"batch_sizes": dict(self._batch_sizes), "inflight": len(self._inflight),
-                "cache_items": len(self._cache) if isinstance(self._cache, MemoryCache) else None,
-                "cache_errors": getattr(self._cache, "errors", 0)}
+    def inflight(self) -> int:
+        """Texts being embedded now (shared by concurrent requests)."""
+        return len(self._inflight)
 
     async def aclose(self) -> None:
         """Release connections (OpenAI's, Redis's)."""

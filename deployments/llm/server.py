@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
+from ray import serve
+from ray.serve.exceptions import RayServeException
+
+from core import metrics
 from core.config import LocalModelConfig
-from core.generation import Delta, GenerationParams
+from core.generation import Delta, GenerationParams, RequestRejected
 from deployments.llm.engine import Engine
 
 log = logging.getLogger("ray.serve")
@@ -36,24 +39,30 @@ class LLMServer:
                  engine_factory: EngineFactory = default_engine):
         self.model = config.name
         self._engine = engine_factory(config, models_path)
-        self._counts = {"started": 0, "finished": 0, "cancelled": 0, "failed": 0}
+        self._replica = _replica_id()
         log.info("LLMServer %s ready (%s)", config.name, config.engine)
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta]:
-        self._counts["started"] += 1
         outcome = "failed"
         try:
             async for delta in self._engine.generate(params):
                 yield delta
             outcome = "finished"
+        except RequestRejected:
+            outcome = "rejected"
+            raise
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"
             raise
         finally:
-            self._counts[outcome] += 1
-
-    def stats(self) -> dict[str, Any]:
-        return {"model": self.model, **self._counts}
+            metrics.record_generation(self.model, self._replica, outcome)
 
     def check_health(self) -> None:
         self._engine.check_health()
+
+
+def _replica_id() -> str:
+    try:
+        return serve.get_replica_context().replica_tag
+    except RayServeException:  # constructed outside Serve (tests)
+        return "in-process"

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import random
 import string
+import time
 from typing import Any
 
 import httpx
 import pytest
-from ray import serve
 
-from tests.conftest import APP_NAME, AUTH
+from tests.conftest import AUTH
+from tests.metrics import samples
 
 MODEL = "smollm2-135m"
 HELLO = [{"role": "user", "content": "Say hello to a new student."}]
@@ -63,16 +64,29 @@ HOSTILE: dict[str, tuple[Any, str]] = {
 }
 
 
-def replica_stats() -> dict[str, int]:
-    handle = serve.get_deployment_handle(f"LLMServer:{MODEL}", app_name=APP_NAME)
-    stats: dict[str, int] = handle.stats.remote().result()
-    return stats
+def generations() -> dict[tuple[str, str], float]:
+    """(replica, outcome) -> the local model's generations so far, from its Ray metrics."""
+    return {(labels["replica"], labels["outcome"]): value
+            for labels, value in samples("ray_learnx_llm_generations_total")
+            if labels.get("model") == MODEL}
+
+
+def generated_since(before: dict[tuple[str, str], float],
+                    expected: int) -> dict[tuple[str, str], float]:
+    """What changed since `before`, once `expected` generations are reported (every 500 ms)."""
+    deadline = time.monotonic() + 30
+    while True:
+        now = generations()
+        changed = {k: v - before.get(k, 0) for k, v in now.items() if v != before.get(k, 0)}
+        if sum(changed.values()) >= expected or time.monotonic() > deadline:
+            return changed
+        time.sleep(0.2)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_hostile_schemas_are_400s_and_the_replica_keeps_serving(serve_url: str,
                                                                 stream: bool) -> None:
-    before = replica_stats()
+    before = generations()
     for name, (schema, param) in HOSTILE.items():
         response = post(serve_url, structured(schema, stream))
         assert response.status_code == 400, name
@@ -85,11 +99,12 @@ def test_hostile_schemas_are_400s_and_the_replica_keeps_serving(serve_url: str,
     assert served.status_code == 200
     assert served.headers["x-learnx-route"] == f"local/{MODEL}"
     json.loads(served.json()["choices"][0]["message"]["content"])
-    # The same replica served them all (a restarted one would count from zero): only the
-    # schema llama.cpp refused reached it, besides the good request.
-    after = replica_stats()
-    assert after["started"] == before["started"] + 2
-    assert after["finished"] == before["finished"] + 1
+    # Only the schema llama.cpp refused reached the replica, besides the good request, and the
+    # same replica served both (a restarted one would report under a new replica id).
+    changed = generated_since(before, expected=2)
+    (replica,) = {r for r, _ in changed}
+    assert changed == {(replica, "rejected"): 1, (replica, "finished"): 1}
+    assert not before or replica in {r for r, _ in before}
 
 
 HALF_EMOJI = "a broken emoji: \ud83d"

@@ -7,9 +7,11 @@ import time
 
 import httpx
 import pytest
-from ray import serve
 
-from tests.conftest import APP_NAME, AUTH
+from tests.conftest import AUTH
+from tests.metrics import total
+
+GENERATIONS = "ray_learnx_llm_generations_total"
 
 MODEL = "smollm2-135m"
 HELLO = [{"role": "user", "content": "Say hello to a new student."}]
@@ -136,8 +138,8 @@ def test_bad_input_gets_a_clear_4xx(serve_url: str, body, status: int, says: str
 
 
 def test_client_disconnect_stops_the_generation(serve_url: str, openai_client) -> None:
-    llm = serve.get_deployment_handle(f"LLMServer:{MODEL}", app_name=APP_NAME)
-    before = llm.stats.remote().result()
+    cancelled = {"model": MODEL, "outcome": "cancelled"}
+    before = total(GENERATIONS, **cancelled)
     body = {"model": MODEL, "max_tokens": 1500, "temperature": 0, "stream": True,
             "messages": [{"role": "user", "content": "Count from 1 to 2000, one number per line."}]}
     with httpx.stream("POST", f"{serve_url}/v1/chat/completions", json=body, timeout=60, headers=AUTH) as r:
@@ -145,7 +147,7 @@ def test_client_disconnect_stops_the_generation(serve_url: str, openai_client) -
         for _ in range(6):
             next(lines)
     deadline = time.monotonic() + 30
-    while llm.stats.remote().result()["cancelled"] == before["cancelled"]:
+    while total(GENERATIONS, **cancelled) == before:
         assert time.monotonic() < deadline, "the generation kept running after the client left"
         time.sleep(0.2)
     # The replica is free again: a new request is served.

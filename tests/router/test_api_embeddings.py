@@ -17,6 +17,7 @@ from ray import serve
 from core.errors import ProviderError
 from tests.conftest import APP_NAME, AUTH
 from tests.fakes import Fault
+from tests.metrics import total
 
 LOCAL = "all-minilm-l6-v2"
 REFERENCE = json.loads((Path(__file__).resolve().parents[1] / "data" /
@@ -79,15 +80,24 @@ def test_use_cache_false_neither_reads_nor_counts_hits(serve_url) -> None:
 
 
 async def test_concurrent_callers_share_model_calls(serve_url) -> None:
-    embedder = serve.get_deployment_handle("Embedder", app_name=APP_NAME)
-    before = (await embedder.stats.remote())["batch_sizes"]
+    def batches() -> tuple[float, float]:
+        """(batches, batches of one text) the Embedder reported so far."""
+        return (total("ray_learnx_embedding_batch_size_count"),
+                total("ray_learnx_embedding_batch_size_bucket", le="1.0"))
+
+    before = batches()
     async with httpx.AsyncClient(headers=AUTH, timeout=60) as client:
         await asyncio.gather(*(client.post(f"{serve_url}/api/v1/ai/embeddings",
                                            json={"texts": [t], "use_cache": False})
                                for t in unique("batch", 32)))
-    after = (await embedder.stats.remote())["batch_sizes"]
-    grown = {size: n - before.get(size, 0) for size, n in after.items() if n > before.get(size, 0)}
-    assert max(grown) > 1, f"no batching happened: {grown}"
+    deadline = time.monotonic() + 30
+    while batches()[0] == before[0]:  # reported every 500 ms
+        assert time.monotonic() < deadline, "no batch was reported"
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1)  # the last batches' report
+    after = batches()
+    calls, single = after[0] - before[0], after[1] - before[1]
+    assert calls < 32 and calls > single, f"no batching happened: {calls} calls, {single} of one"
 
 
 async def test_a_cancelled_caller_does_not_stall_the_others(serve_url) -> None:
@@ -106,7 +116,7 @@ async def test_a_cancelled_caller_does_not_stall_the_others(serve_url) -> None:
         # Shared work of the cancelled request is finished, not left hanging.
         embedder = serve.get_deployment_handle("Embedder", app_name=APP_NAME)
         deadline = time.monotonic() + 30
-        while (await embedder.stats.remote())["inflight"]:
+        while await embedder.inflight.remote():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
 
