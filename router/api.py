@@ -51,8 +51,20 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
     return error_response(InvalidRequest(validation_message(errors), param=_first_field(errors)))
 
 
-async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-    response = error_response(InvalidRequest(str(error.detail)))
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Routing's answers (404 no such route, 405 with the `Allow` header RFC 9110 requires) in the
+    one error shape."""
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        message = (f"{request.method} is not allowed on {request.url.path}; "
+                   f"allowed: {headers.get('Allow', 'none')}")
+        found = InvalidRequest(message, code="method_not_allowed")
+    elif error.status_code == 404:
+        found = InvalidRequest(f"no route {request.url.path} (the routes: /openapi.json)",
+                               code="not_found")
+    else:
+        found = InvalidRequest(str(error.detail))
+    response = error_response(found, headers=headers)
     response.status_code = error.status_code
     return response
 
@@ -65,7 +77,11 @@ def validation_message(errors: Any) -> str:
             lines.append(f"the request body is not valid JSON ({err.get('ctx', {}).get('error')})")
             continue
         loc = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
-        lines.append(f"{loc}: {err.get('msg')}" if loc else f"request body: {err.get('msg')}")
+        message = err.get("msg")
+        if err.get("type") == "extra_forbidden":
+            message = ("not a parameter this service supports; remove it (the README lists the "
+                       "supported and advisory parameters of each route)")
+        lines.append(f"{loc}: {message}" if loc else f"request body: {message}")
     return "; ".join(lines) or "invalid request"
 
 

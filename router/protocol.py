@@ -1,4 +1,11 @@
-"""OpenAI-compatible request and response models (the wire format of /v1/*)."""
+"""OpenAI-compatible request and response models (the wire format of /v1/*) and the seed's requests.
+
+Requests (`Wire`): a field this service does not act on is a 400 naming it, never silently dropped;
+the only exceptions are the few parameters OpenAI itself treats as hints (`OpenAIHints`), accepted
+with the values listed there and ignored. Responses: None is sent as null, as OpenAI's schemas require
+of many fields (a stream chunk's `finish_reason`, a choice's `logprobs`, a message's `refusal`);
+fields declared `omitted()` (our extensions, and optional fields OpenAI's schema does not let be null)
+are left out while None. Dump response models without `exclude_none`."""
 
 from __future__ import annotations
 
@@ -18,7 +25,13 @@ from pydantic import (
     field_validator,
 )
 
-from content.profile import LearnerProfile, LearningStyle, difficulty_level
+from content.profile import (
+    LearnerProfile,
+    LearningStyle,
+    PersonaText,
+    difficulty_level,
+    learning_style,
+)
 from content.templates import ContentType
 from core.errors import InvalidRequest
 from models.catalog import ProviderName
@@ -78,9 +91,9 @@ def _text_problem(value: Any, path: str) -> str | None:
 
 
 class Wire(BaseModel):
-    # Unknown fields from OpenAI clients (logit_bias, user, ...) are accepted and ignored, like OpenAI's
-    # own server does for fields it deprecates; what we act on is typed and validated.
-    model_config = ConfigDict(extra="ignore")
+    # Every field is typed and acted on: an unknown one (logit_bias, functions, ...) is a 400 naming
+    # it (router/api.py words it), since a silently dropped parameter is an answer to another request.
+    model_config = ConfigDict(extra="forbid")
 
     @field_validator("*")
     @classmethod
@@ -98,6 +111,8 @@ class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: Identifier | None = None
+    # What an earlier answer carried, sent back as history (`messages.append(choice.message)`).
+    refusal: None = None
 
     @field_validator("content")
     @classmethod
@@ -116,8 +131,33 @@ class ChatMessage(Wire):
         return "".join(part["text"] for part in self.content)
 
 
+class OpenAIHints(Wire):
+    """Parameters OpenAI itself treats as hints that do not change the answer, accepted with these
+    values and ignored (README: "Supported parameters"). A value that asks for something this
+    service does not do (`store: true`, `service_tier: "flex"`, `logprobs: true`, a penalty) is a
+    400."""
+
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16, description="Advisory: ignored (nothing is stored).")
+    store: Literal[False] | None = Field(
+        None, description="Advisory: only false; this service stores no completions.")
+    service_tier: Literal["auto", "default"] | None = Field(
+        None, description="Advisory: every request gets the default processing.")
+    prompt_cache_key: str | None = Field(None, max_length=1024, description="Advisory: ignored.")
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = Field(
+        None, description="Advisory: ignored.")
+    safety_identifier: str | None = Field(
+        None, max_length=64, description="Advisory: ignored; `user` names the end user here.")
+    logprobs: Literal[False] | None = Field(
+        None, description="Only false: log probabilities are not returned.")
+    frequency_penalty: Literal[0] | None = Field(None, description="Only 0: no penalties.")
+    presence_penalty: Literal[0] | None = Field(None, description="Only 0: no penalties.")
+
+
 class StreamOptions(Wire):
     include_usage: bool = False
+    include_obfuscation: bool | None = Field(
+        None, description="Advisory: ignored; chunks carry no obfuscation padding.")
 
 
 class ResponseFormat(Wire):
@@ -125,7 +165,7 @@ class ResponseFormat(Wire):
     json_schema: dict[str, Any] | None = None
 
 
-class ChatCompletionRequest(Wire):
+class ChatCompletionRequest(OpenAIHints):
     model: Identifier
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(None, ge=1)
@@ -161,6 +201,15 @@ class ChatCompletionRequest(Wire):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def omitted(description: str | None = None) -> Any:
+    """A response field that is left out of the body while None (see the module's docstring)."""
+    return Field(None, exclude_if=_is_none, description=description)
+
+
 class CompletionUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -177,13 +226,14 @@ def _now() -> int:
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    refusal: None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: str | None
+    finish_reason: str
     logprobs: None = None
 
 
@@ -195,12 +245,12 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: CompletionUsage
     # Our extension: which provider/model served the request and why (ignored by OpenAI clients).
-    route: dict[str, Any] | None = None
+    route: dict[str, Any] | None = omitted()
 
 
 class DeltaMessage(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
+    role: Literal["assistant"] | None = omitted()
+    content: str | None = omitted()
 
 
 class ChunkChoice(BaseModel):
@@ -216,8 +266,9 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: CompletionUsage | None = None
-    route: dict[str, Any] | None = None
+    # With stream_options.include_usage: on the last chunk, whose choices are empty.
+    usage: CompletionUsage | None = omitted()
+    route: dict[str, Any] | None = omitted()
 
 
 class ModelObject(BaseModel):
@@ -230,6 +281,41 @@ class ModelObject(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelObject]
+
+
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(
+        description="floats, or with encoding_format base64 a base64 string of little-endian "
+                    "float32s")
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[EmbeddingObject]
+    usage: EmbeddingUsage
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="the error's kind, e.g. invalid_request_error, rate_limit_error")
+    message: str = Field(description="what happened and what to do about it")
+    code: str | None = Field(description="a stable code, e.g. model_not_found, rate_limited")
+    param: str | None = Field(description="the parameter or header at fault, if one is")
+    tried: list[str] | None = omitted(
+        "all_providers_failed: the provider/model of each attempt, in order")
+
+
+class ErrorResponse(BaseModel):
+    """Every error, on every route, in OpenAI's shape (core/errors.py: the one status table)."""
+
+    error: ErrorDetail
 
 
 class EmbeddingsRequest(Wire):
@@ -260,7 +346,9 @@ class GenerateContentRequest(Wire):
 
     content: str = Field(min_length=1, max_length=50_000)
     content_type: ContentType
-    persona: LearnerProfile | LearningStyle | None = None
+    persona: LearnerProfile | LearningStyle | PersonaText | None = Field(None, description=(
+        "a learner profile, one of the learning styles, or a sentence describing the learner "
+        "(used as the learner's own words: it shapes the content, never the instructions)"))
     user_profile: LearnerProfile | None = None
     difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
@@ -283,11 +371,18 @@ class GenerateContentRequest(Wire):
         return level
 
     def profile(self) -> LearnerProfile:
-        if self.user_profile is not None:
-            return self.user_profile
-        if isinstance(self.persona, LearnerProfile):
-            return self.persona
-        return LearnerProfile(learning_style=self.persona) if self.persona else LearnerProfile()
+        """`user_profile`, else a profile `persona` gives; a persona that is text (not a learning
+        style's name) describes the learner, unless the profile has its own description."""
+        persona = self.persona
+        profile = self.user_profile or (persona if isinstance(persona, LearnerProfile) else None)
+        if isinstance(persona, str):
+            style = learning_style(persona)
+            if profile is None and style is not None:
+                return LearnerProfile(learning_style=style)
+            profile = profile or LearnerProfile()
+            if style is None and persona.strip() and profile.description is None:
+                return profile.model_copy(update={"description": persona.strip()})
+        return profile or LearnerProfile()
 
 
 _HEADER_ID = re.compile(r"[\x21-\x7e]{1,128}")

@@ -64,7 +64,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
                                      headers={**sse.HEADERS, "x-learnx-route": route})
         completion, route = await chat.complete(body, meter)
     meter.close()
-    return JSONResponse(completion.model_dump(exclude_none=True),
+    return JSONResponse(completion.model_dump(),
                         headers={"x-learnx-route": route})
 
 
