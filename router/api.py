@@ -15,12 +15,15 @@ from core.errors import InvalidRequest, ServiceError, error_response
 from router.auth import ApiKeyAuth
 from router.idempotency import Idempotency
 from router.limits import BodyLimit
+from router.openapi import document
+from router.openapi import install as install_openapi
 from router.routes import routes
 from router.services import Services
 
 
 def build_api(services: Services) -> FastAPI:
     app = _routed()
+    install_openapi(app, auth=services.config.auth.enabled)
     app.state.services = services
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -38,8 +41,9 @@ def _routed() -> FastAPI:
 
 
 def openapi_document() -> dict[str, Any]:
-    """What /openapi.json serves; docs/openapi.json is its snapshot (`python -m router.api`)."""
-    return _routed().openapi()
+    """What /openapi.json serves (with auth on); docs/openapi.json is its snapshot
+    (`python -m router.api`)."""
+    return document(_routed())
 
 
 async def _service_error(_: Request, error: ServiceError) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from core.breakers import Breakers
 from core.config import AppConfig, RouterConfig
@@ -92,11 +92,13 @@ class ChatService:
             raise LimitExceeded(f"{len(request.messages)} messages in one request; the limit is "
                                 f"{self._config.max_messages}: summarize or drop older turns",
                                 param="messages")
+        limit = self._config.max_tokens_limit
+        for name in ("max_completion_tokens", "max_tokens"):
+            value = getattr(request, name)
+            if value is not None and value > limit:
+                raise InvalidRequest(f"{name} is {value}; it must be between 1 and {limit}",
+                                     param=name)
         max_tokens = request.requested_max_tokens() or self._config.default_max_tokens
-        if max_tokens > self._config.max_tokens_limit:
-            raise InvalidRequest(
-                f"max_tokens is {max_tokens}; it must be between 1 and "
-                f"{self._config.max_tokens_limit}", param="max_tokens")
         return GenerationParams(
             messages=[{"role": _role(m.role), "content": m.text()} for m in request.messages],
             max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
@@ -165,13 +167,14 @@ def _json_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
     """The output's schema ({} = any JSON object), bounded before any model sees it."""
     if request.response_format is None or request.response_format.type == "text":
         return None
-    schema = (request.response_format.json_schema or {}).get("schema", {})
+    found = request.response_format.json_schema
+    schema = found.schema_ if found is not None else {}
     try:
         check_schema(schema)
     except SchemaError as error:
         where = ".".join(filter(None, ("response_format.json_schema.schema", error.where)))
         raise InvalidRequest(f"{where}: {error.problem}", param=where) from None
-    return cast(dict[str, Any], schema)
+    return schema
 
 
 def _role(role: str) -> str:

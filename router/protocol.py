@@ -12,18 +12,23 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     field_validator,
+    model_validator,
 )
+from pydantic.config import JsonDict
 
 from content.profile import (
     LearnerProfile,
@@ -62,8 +67,14 @@ def _identifier(value: str) -> str:
     return value
 
 
+# What the two rules allow, as JSON Schema patterns (the OpenAPI document states them).
+ID_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+TEXT_PATTERN = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]*$"
+
 # Ids and names: user ids (budgets, limits, the ledger), model names.
-Identifier = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_identifier)]
+Identifier = Annotated[str, Field(min_length=1, max_length=256,
+                                  json_schema_extra={"pattern": ID_PATTERN}),
+                       AfterValidator(_identifier)]
 
 
 def _text_problem(value: Any, path: str) -> str | None:
@@ -90,10 +101,34 @@ def _text_problem(value: Any, path: str) -> str | None:
     return None
 
 
+def _a_bool(value: Any) -> Any:
+    """A Literal of false: 0 is not false in JSON (in Python it equals False)."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("must be a boolean")
+    return value
+
+
+def _not_a_bool(value: Any) -> Any:
+    """A Literal of a number: true is not 1 in JSON (in Python it equals 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    return value
+
+
 class Wire(BaseModel):
     # Every field is typed and acted on: an unknown one (logit_bias, functions, ...) is a 400 naming
     # it (router/api.py words it), since a silently dropped parameter is an answer to another request.
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON's types as the OpenAPI document states them ("3" is no integer, 0 no boolean).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        """JSON Schema's integer: 3.0 is 3 (a strict int field would refuse it)."""
+        if not isinstance(data, dict):
+            return data
+        return {key: int(value) if isinstance(value, float) and value.is_integer() else value
+                for key, value in data.items()}
 
     @field_validator("*")
     @classmethod
@@ -107,9 +142,15 @@ class Wire(BaseModel):
         return value
 
 
+# OpenAI's text content part, the only kind served (no images, audio or files).
+TextParts = Annotated[list[dict[str, Any]], WithJsonSchema({"type": "array", "items": {
+    "type": "object", "required": ["type", "text"], "additionalProperties": False,
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}})]
+
+
 class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | TextParts | None = None
     name: Identifier | None = None
     # What an earlier answer carried, sent back as history (`messages.append(choice.message)`).
     refusal: None = None
@@ -120,8 +161,10 @@ class ChatMessage(Wire):
                    ) -> str | list[dict[str, Any]] | None:
         """Only text parts (errors name the message: `messages.2.content: part 0: ...`)."""
         for index, part in enumerate(content if isinstance(content, list) else []):
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ValueError(f"part {index}: only text content parts are supported")
+            if set(part) != {"type", "text"} or part["type"] != "text" \
+                    or not isinstance(part["text"], str):
+                raise ValueError(f"part {index}: only text content parts are supported "
+                                 '({"type": "text", "text": "..."})')
         return content
 
     def text(self) -> str:
@@ -139,7 +182,7 @@ class OpenAIHints(Wire):
 
     metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
         None, max_length=16, description="Advisory: ignored (nothing is stored).")
-    store: Literal[False] | None = Field(
+    store: Annotated[Literal[False] | None, BeforeValidator(_a_bool)] = Field(
         None, description="Advisory: only false; this service stores no completions.")
     service_tier: Literal["auto", "default"] | None = Field(
         None, description="Advisory: every request gets the default processing.")
@@ -148,10 +191,12 @@ class OpenAIHints(Wire):
         None, description="Advisory: ignored.")
     safety_identifier: str | None = Field(
         None, max_length=64, description="Advisory: ignored; `user` names the end user here.")
-    logprobs: Literal[False] | None = Field(
+    logprobs: Annotated[Literal[False] | None, BeforeValidator(_a_bool)] = Field(
         None, description="Only false: log probabilities are not returned.")
-    frequency_penalty: Literal[0] | None = Field(None, description="Only 0: no penalties.")
-    presence_penalty: Literal[0] | None = Field(None, description="Only 0: no penalties.")
+    frequency_penalty: Annotated[Literal[0] | None, BeforeValidator(_not_a_bool)] = Field(
+        None, description="Only 0: no penalties.")
+    presence_penalty: Annotated[Literal[0] | None, BeforeValidator(_not_a_bool)] = Field(
+        None, description="Only 0: no penalties.")
 
 
 class StreamOptions(Wire):
@@ -160,34 +205,46 @@ class StreamOptions(Wire):
         None, description="Advisory: ignored; chunks carry no obfuscation padding.")
 
 
+class JsonSchemaFormat(Wire):
+    name: str | None = Field(None, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(
+        default_factory=dict, alias="schema",
+        description="the answer's JSON Schema, within the supported subset and bounds (README: "
+                    "Structured output); {} = any JSON object")
+    strict: bool | None = None
+
+
 class ResponseFormat(Wire):
     type: Literal["text", "json_object", "json_schema"] = "text"
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
+
+
+# The default router.max_tokens_limit; a deployment may allow more.
+MAX_TOKENS: JsonDict = {"maximum": 4096,
+                        "description": "at most router.max_tokens_limit (4096 by default)"}
 
 
 class ChatCompletionRequest(OpenAIHints):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": "smollm2-135m", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Explain photosynthesis to a 10 year old."}]}]})
+
     model: Identifier
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, json_schema_extra=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, json_schema_extra=MAX_TOKENS)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    n: Literal[1] = 1
+    n: Annotated[Literal[1], BeforeValidator(_not_a_bool)] = 1
     user: Identifier | None = None  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(stop, list) and len(stop) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
-        return stop
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -318,13 +375,53 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    models: dict[str, str] = Field(description="per local model and the embedder: ok, or why not")
+
+
+class ContentEvent(BaseModel):
+    """An event of generate-content: content (text, or one JSON item of a structured type, with its
+    `metadata.structure`), `fallback` where the service switched provider, and last `done` (usage,
+    `cost_usd`, `provider_path`, the validated `data`) or `error` (`metadata.error`, `.status`)."""
+
+    content: str
+    type: ContentType | Literal["fallback", "done", "error"]
+    metadata: dict[str, Any]
+
+
+class GeneratedContent(BaseModel):
+    """generate-content with `stream: false`: the whole content and the `done` event's metadata."""
+
+    content: str
+    type: ContentType
+    metadata: dict[str, Any]
+    data: dict[str, Any] | None = omitted("quiz, flashcards, practice_problems: the validated JSON")
+
+
+class SeedEmbeddings(BaseModel):
+    """The seed's embeddings answer; `embeddings` in the order of `texts`."""
+
+    embeddings: list[list[float]]
+    model: str
+    dims: int
+    count: int
+    cache_hits: int = Field(description="texts answered from the cache")
+    deduplicated: int = Field(description="texts answered by an identical text of the request")
+    processing_time: float = Field(description="seconds")
+
+
 class EmbeddingsRequest(Wire):
     """OpenAI's /v1/embeddings (text input only)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "all-minilm-l6-v2", "input": ["Plants turn light into sugar."]}]})
 
     model: Identifier
     input: str | Annotated[list[str], Field(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, le=3072)
+    dimensions: int | None = Field(None, ge=1, le=3072, description=(
+        "only for text-embedding-3 models (the local model has 384)"))
     user: Identifier | None = None
 
     def texts(self) -> list[str]:
@@ -333,6 +430,9 @@ class EmbeddingsRequest(Wire):
 
 class SeedEmbeddingsRequest(Wire):
     """The seed's /api/v1/ai/embeddings."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"texts": ["Plants turn light into sugar.", "Cells divide."]}]})
 
     texts: Annotated[list[str], Field(min_length=1)]
     model: Identifier | None = None
@@ -344,13 +444,19 @@ class SeedEmbeddingsRequest(Wire):
 class GenerateContentRequest(Wire):
     """The seed's /api/v1/ai/generate-content."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "content": "Photosynthesis: plants use light, water and carbon dioxide to make sugar.",
+        "content_type": "explanation", "stream": True,
+        "persona": "A visual learner in grade 7 who loves football."}]})
+
     content: str = Field(min_length=1, max_length=50_000)
     content_type: ContentType
     persona: LearnerProfile | LearningStyle | PersonaText | None = Field(None, description=(
         "a learner profile, one of the learning styles, or a sentence describing the learner "
         "(used as the learner's own words: it shapes the content, never the instructions)"))
     user_profile: LearnerProfile | None = None
-    difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
+    difficulty: Annotated[int, Field(ge=1, le=5)] | Literal["beginner", "intermediate",
+                                                           "advanced"] = "intermediate"
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
     user_id: Identifier | None = None
     model: Identifier = "small"
@@ -384,6 +490,15 @@ class GenerateContentRequest(Wire):
                 return profile.model_copy(update={"description": persona.strip()})
         return profile or LearnerProfile()
 
+
+def _iso_date(value: Any) -> Any:
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) is None:
+        raise ValueError("must be a date written YYYY-MM-DD")
+    return value
+
+
+# A date in a query (the usage report's `from` and `to`): only as YYYY-MM-DD.
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 _HEADER_ID = re.compile(r"[\x21-\x7e]{1,128}")
 

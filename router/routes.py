@@ -17,12 +17,21 @@ from router.auth import require_admin
 from router.chat import prepend
 from router.content import collect as collect_content
 from router.embeddings import openai_response, seed_response
+from router.openapi import GENERATION, errors, streamed
 from router.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    ContentEvent,
+    EmbeddingList,
     EmbeddingsRequest,
     GenerateContentRequest,
+    GeneratedContent,
+    IsoDate,
     ModelList,
     ModelObject,
+    Readiness,
+    SeedEmbeddings,
     SeedEmbeddingsRequest,
     header_id,
 )
@@ -32,6 +41,8 @@ from router.usage.meter import Meter
 from router.usage.report import recent_records, usage_report
 
 routes = APIRouter()
+# Any POST may carry an Idempotency-Key (400 malformed, 409 still running, 422 reused) and a body.
+ADMIN_POST = (400, 401, 403, 409, 413, 422)
 
 
 def services(request: Request) -> Services:
@@ -52,7 +63,11 @@ async def start_meter(request: Request, user: str | None, operation: str, **deta
         **details)
 
 
-@routes.post("/v1/chat/completions")
+@routes.post("/v1/chat/completions", responses={
+    **streamed(ChatCompletion, ChatCompletionChunk,
+               "The completion, or with `stream: true` its chunks (SSE, ending with `data: [DONE]`; "
+               "with `stream_options.include_usage` the last chunk has `usage` and no choices)."),
+    **errors(*GENERATION)})
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     chat = services(request).chat
     meter = await start_meter(request, body.user, "chat.completions", streamed=body.stream)
@@ -68,7 +83,11 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
                         headers={"x-learnx-route": route})
 
 
-@routes.post("/api/v1/ai/generate-content")
+@routes.post("/api/v1/ai/generate-content", responses={
+    **streamed(GeneratedContent, ContentEvent,
+               "With `stream: true` (the default) the events (SSE): content, `fallback`, and last "
+               "`done` or `error`; with `stream: false` the whole content."),
+    **errors(*GENERATION)})
 async def generate_content(request: Request, body: GenerateContentRequest) -> Response:
     content = services(request).content
     meter = await start_meter(request, body.user_id, "generate-content",
@@ -77,13 +96,19 @@ async def generate_content(request: Request, body: GenerateContentRequest) -> Re
         events = await content.events(content.prepare(body), meter)
     if not body.stream:
         collected = collect_content([e async for e in events])
-        status = collected["metadata"].get("status", 200) if collected["type"] == "error" else 200
-        return JSONResponse(collected, status_code=status)
+        return _error_event(collected) if collected["type"] == "error" else JSONResponse(collected)
     first = await anext(events)  # a failure before any content is an HTTP error
     if first["type"] == "error":
-        return JSONResponse(first, status_code=first["metadata"]["status"])
+        return _error_event(first)
     return StreamingResponse(sse.encode_stream(prepend(first, events)),
                              media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+def _error_event(event: dict[str, Any]) -> JSONResponse:
+    """A content error event as an HTTP answer: with the error also at the top, in the one error
+    shape every route answers."""
+    metadata = event["metadata"]
+    return JSONResponse({"error": metadata["error"], **event}, status_code=metadata["status"])
 
 
 async def embed(request: Request, user: str | None, texts: list[str], model: str | None,
@@ -95,13 +120,14 @@ async def embed(request: Request, user: str | None, texts: list[str], model: str
     return result
 
 
-@routes.post("/v1/embeddings")
+@routes.post("/v1/embeddings", response_model=EmbeddingList, responses=errors(*GENERATION))
 async def openai_embeddings(request: Request, body: EmbeddingsRequest) -> JSONResponse:
     result = await embed(request, body.user, body.texts(), body.model, dimensions=body.dimensions)
     return JSONResponse(openai_response(result, body.encoding_format))
 
 
-@routes.post("/api/v1/ai/embeddings")
+@routes.post("/api/v1/ai/embeddings", response_model=SeedEmbeddings,
+              responses=errors(*GENERATION))
 async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSONResponse:
     started = time.perf_counter()
     result = await embed(request, body.user_id, body.texts, body.model,
@@ -109,11 +135,12 @@ async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSON
     return JSONResponse(seed_response(result, started))
 
 
-@routes.get("/api/v1/ai/usage")
-@routes.get("/v1/usage")
+@routes.get("/api/v1/ai/usage", responses=errors(400, 401, 403, 503))
+@routes.get("/v1/usage", responses=errors(400, 401, 403, 503))
 async def usage(request: Request, user_id: Annotated[str | None, Query(min_length=1)] = None,
-                since: Annotated[date | None, Query(alias="from")] = None,
-                until: Annotated[date | None, Query(alias="to")] = None) -> dict[str, Any]:
+                since: Annotated[IsoDate | None, Query(alias="from")] = None,
+                until: Annotated[IsoDate | None, Query(
+                    alias="to", description="not before `from`")] = None) -> dict[str, Any]:
     """Usage and cost per user (or in total when user_id is omitted: an admin key), by day,
     provider, model and operation, with the savings of local models; the last 30 days (UTC) by
     default."""
@@ -134,7 +161,7 @@ async def usage(request: Request, user_id: Annotated[str | None, Query(min_lengt
     return report
 
 
-@routes.get("/api/v1/ai/usage/records")
+@routes.get("/api/v1/ai/usage/records", responses=errors(400, 401, 503))
 async def usage_records(request: Request, user_id: Annotated[str, Query(min_length=1)],
                         limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
     """A user's latest ledger records (one per request), newest first."""
@@ -149,7 +176,7 @@ def _ledger(request: Request) -> Ledger:
     return ledger
 
 
-@routes.get("/v1/models")
+@routes.get("/v1/models", responses=errors(401))
 async def models(request: Request) -> ModelList:
     found = services(request)
     chat = [ModelObject(id=c.name, owned_by=c.provider) for c in found.chat.available_models()
@@ -165,8 +192,10 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@routes.get("/ready")
-@routes.get("/api/v1/ai/ready")
+@routes.get("/ready", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "not ready"}})
+@routes.get("/api/v1/ai/ready", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "not ready"}})
 async def ready(request: Request) -> JSONResponse:
     """Readiness: every local model replica and the embedder answer their health checks."""
     checks = services(request).readiness
@@ -180,8 +209,8 @@ async def ready(request: Request) -> JSONResponse:
                         status_code=200 if ok else 503)
 
 
-@routes.get("/health/providers")
-@routes.get("/api/v1/ai/health/providers")
+@routes.get("/health/providers", responses=errors(401))
+@routes.get("/api/v1/ai/health/providers", responses=errors(401))
 async def provider_health(request: Request) -> dict[str, Any]:
     """Circuit breakers per provider/model that has been called, of this router replica and of the
     Embedder replica that answers (OpenAI embeddings, the Redis vector cache), and the first-token
@@ -195,8 +224,8 @@ async def provider_health(request: Request) -> dict[str, Any]:
             "embedder_breakers": embedder, "first_token_limits": found.first_token.snapshot()}
 
 
-@routes.post("/health/providers/reset")
-@routes.post("/api/v1/ai/health/providers/reset")
+@routes.post("/health/providers/reset", responses=errors(*ADMIN_POST))
+@routes.post("/api/v1/ai/health/providers/reset", responses=errors(*ADMIN_POST))
 async def reset_provider_health(request: Request) -> dict[str, str]:
     """Close every breaker of this router replica and of the Embedder replica that answers
     (operators, after fixing a provider's key)."""

@@ -38,12 +38,12 @@ BASE: dict[str, Any] = {
 
 
 class EngineProvider:
-    """The local provider with engines in process instead of Serve handles."""
+    """The local provider with engines in process instead of Serve handles (or, named otherwise, a
+    hosted provider that answers like them)."""
 
-    name = "local"
-
-    def __init__(self, engines: dict[str, Engine]):
+    def __init__(self, engines: dict[str, Engine], name: str = "local"):
         self.engines = engines
+        self.name = name
 
     async def aclose(self) -> None:
         return None

@@ -121,3 +121,12 @@ async def test_an_error_in_a_stream_is_openais_error_shape(wire: InProcess, fake
     for chunk in chunks:
         check("CreateChatCompletionStreamResponse", chunk)
     check("ErrorResponse", error)
+
+
+async def test_a_method_a_path_does_not_serve_is_a_405_with_allow(wire: InProcess) -> None:
+    """RFC 9110: a 405 names the methods the path serves, in the Allow header."""
+    response = await wire.client.delete("/v1/models")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    check("ErrorResponse", response.json())
+    assert response.json()["error"]["code"] == "method_not_allowed"
