@@ -28,7 +28,8 @@ from core.errors import (
     RateLimited,
     ServiceError,
 )
-from router.protocol import TEXT_PATTERN, ChatCompletionChunk, ContentEvent, ErrorResponse
+from router.learnx_protocol import ContentEvent
+from router.protocol import TEXT_PATTERN, ChatCompletionChunk, ErrorResponse
 
 DESCRIPTION = """\
 OpenAI-compatible chat completions, embeddings and models (`/v1/*`), and the LEARN-X API the Node

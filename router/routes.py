@@ -17,22 +17,24 @@ from router.auth import require_admin
 from router.chat import prepend
 from router.content import collect as collect_content
 from router.embeddings import openai_response, seed_response
+from router.learnx_protocol import (
+    ContentEvent,
+    GenerateContentRequest,
+    GeneratedContent,
+    IsoDate,
+    Readiness,
+    SeedEmbeddings,
+    SeedEmbeddingsRequest,
+)
 from router.openapi import GENERATION, errors, streamed
 from router.protocol import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    ContentEvent,
     EmbeddingList,
     EmbeddingsRequest,
-    GenerateContentRequest,
-    GeneratedContent,
-    IsoDate,
     ModelList,
     ModelObject,
-    Readiness,
-    SeedEmbeddings,
-    SeedEmbeddingsRequest,
     header_id,
 )
 from router.services import Services
