@@ -21,7 +21,6 @@ from content.profile import (
     LearnerProfile,
     LearningStyle,
     PersonaText,
-    difficulty_level,
     learning_style,
 )
 from content.templates import ContentType
@@ -72,9 +71,8 @@ class GenerateContentRequest(Wire):
         try:
             level: int | str = handler(value)
         except ValidationError:
-            raise ValueError("difficulty must be 1-5 or one of beginner, intermediate, "
-                             "advanced") from None
-        difficulty_level(level)  # raises ValueError naming what is allowed
+            raise ValueError("difficulty must be between 1 and 5, or one of beginner, "
+                             "intermediate, advanced") from None
         return level
 
     def profile(self) -> LearnerProfile:

@@ -121,3 +121,12 @@ async def test_a_persona_is_bounded(api: InProcess) -> None:
         "content": "Photosynthesis.", "content_type": "summary", "persona": "x" * 1001})
     assert response.status_code == 400
     assert "persona" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("difficulty", [9, 0, "expert", True, "3"])
+async def test_a_difficulty_out_of_range_says_what_is_allowed(api: InProcess,
+                                                              difficulty: Any) -> None:
+    response = await api.post("/api/v1/ai/generate-content", {
+        "content": "Photosynthesis.", "content_type": "summary", "difficulty": difficulty})
+    assert response.status_code == 400
+    assert "between 1 and 5" in response.json()["error"]["message"]
