@@ -15,12 +15,15 @@ from core.errors import InvalidRequest, ServiceError, error_response
 from router.auth import ApiKeyAuth
 from router.idempotency import Idempotency
 from router.limits import BodyLimit
+from router.openapi import document
+from router.openapi import install as install_openapi
 from router.routes import routes
 from router.services import Services
 
 
 def build_api(services: Services) -> FastAPI:
     app = _routed()
+    install_openapi(app, auth=services.config.auth.enabled)
     app.state.services = services
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
@@ -38,8 +41,9 @@ def _routed() -> FastAPI:
 
 
 def openapi_document() -> dict[str, Any]:
-    """What /openapi.json serves; docs/openapi.json is its snapshot (`python -m router.api`)."""
-    return _routed().openapi()
+    """What /openapi.json serves (with auth on); docs/openapi.json is its snapshot
+    (`python -m router.api`)."""
+    return document(_routed())
 
 
 async def _service_error(_: Request, error: ServiceError) -> JSONResponse:
@@ -51,8 +55,20 @@ async def _validation_error(_: Request, error: RequestValidationError) -> JSONRe
     return error_response(InvalidRequest(validation_message(errors), param=_first_field(errors)))
 
 
-async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-    response = error_response(InvalidRequest(str(error.detail)))
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """Routing's answers (404 no such route, 405 with the `Allow` header RFC 9110 requires) in the
+    one error shape."""
+    headers = dict(error.headers or {})
+    if error.status_code == 405:
+        message = (f"{request.method} is not allowed on {request.url.path}; "
+                   f"allowed: {headers.get('Allow', 'none')}")
+        found = InvalidRequest(message, code="method_not_allowed")
+    elif error.status_code == 404:
+        found = InvalidRequest(f"no route {request.url.path} (the routes: /openapi.json)",
+                               code="not_found")
+    else:
+        found = InvalidRequest(str(error.detail))
+    response = error_response(found, headers=headers)
     response.status_code = error.status_code
     return response
 
@@ -65,7 +81,11 @@ def validation_message(errors: Any) -> str:
             lines.append(f"the request body is not valid JSON ({err.get('ctx', {}).get('error')})")
             continue
         loc = ".".join(str(part) for part in err.get("loc", ()) if part != "body")
-        lines.append(f"{loc}: {err.get('msg')}" if loc else f"request body: {err.get('msg')}")
+        message = err.get("msg")
+        if err.get("type") == "extra_forbidden":
+            message = ("not a parameter this service supports; remove it (the README lists the "
+                       "supported and advisory parameters of each route)")
+        lines.append(f"{loc}: {message}" if loc else f"request body: {message}")
     return "; ".join(lines) or "invalid request"
 
 

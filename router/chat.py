@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from core.breakers import Breakers
 from core.config import AppConfig, RouterConfig
@@ -106,6 +106,8 @@ class ChatService:
 
     def params(self, request: ChatCompletionRequest) -> GenerationParams:
         self.check_messages(len(request.messages))
+        for name in ("max_completion_tokens", "max_tokens"):  # each within the limit
+            self.max_tokens(getattr(request, name), param=name)
         return GenerationParams(
             messages=[{"role": _role(m.role), "content": m.text()} for m in request.messages],
             max_tokens=self.max_tokens(request.requested_max_tokens()),
@@ -175,13 +177,14 @@ def _json_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
     """The output's schema ({} = any JSON object), bounded before any model sees it."""
     if request.response_format is None or request.response_format.type == "text":
         return None
-    schema = (request.response_format.json_schema or {}).get("schema", {})
+    found = request.response_format.json_schema
+    schema = found.schema_ if found is not None else {}
     try:
         check_schema(schema)
     except SchemaError as error:
         where = ".".join(filter(None, ("response_format.json_schema.schema", error.where)))
         raise InvalidRequest(f"{where}: {error.problem}", param=where) from None
-    return cast(dict[str, Any], schema)
+    return schema
 
 
 def _role(role: str) -> str:

@@ -5,13 +5,13 @@ chunks (`CreateCompletionResponse`)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.catalog import ProviderName
-from router.params import Fixed
-from router.protocol import CompletionUsage, Identifier, StreamOptions, Wire, _now
+from router.params import Fixed, fixed_schema
+from router.protocol import MAX_TOKENS, CompletionUsage, Identifier, StreamOptions, Wire, _now
 
 FIXED: Fixed = {
     "echo": ((None, False), "only false: the prompt is not repeated in the answer"),
@@ -27,14 +27,14 @@ FIXED: Fixed = {
 
 class CompletionRequest(Wire):
     # Unknown parameters are kept to be refused by name (router/params.py), never dropped.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=fixed_schema(FIXED))
 
     model: Identifier
-    prompt: str | list[str]
-    max_tokens: int = Field(16, ge=1)  # OpenAI's default for this API
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: int = Field(16, ge=1, json_schema_extra=MAX_TOKENS)  # OpenAI's default: 16
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -21,8 +21,8 @@ from core.errors import InvalidRequest, ProviderError, ServiceError, status_of
 from core.generation import GenerationParams
 from router.chat import ChatService
 from router.fallback import Run, prompt_estimate
+from router.learnx_protocol import GenerateContentRequest
 from router.policy import resolve
-from router.protocol import GenerateContentRequest
 from router.route import RunReport, Switch
 from router.singleflight import Event, Flight, SingleFlight
 from router.usage.meter import Meter

@@ -4,7 +4,8 @@ false`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -31,3 +32,19 @@ def refuse_unsupported(request: BaseModel, fixed: Fixed) -> None:
 def _among(value: Any, allowed: tuple[Any, ...]) -> bool:
     """`value in allowed`, without Python's True == 1 and False == 0."""
     return any(type(value) is type(choice) and value == choice for choice in allowed)
+
+
+def fixed_schema(fixed: Fixed) -> Callable[[dict[str, Any]], None]:
+    """A model's `json_schema_extra`: each fixed parameter documented as the values it takes, and
+    no other parameter (the model keeps unknown ones only to name them in its 400), so that the
+    published schema promises no more than the service accepts."""
+    def document(schema: dict[str, Any]) -> None:
+        schema["additionalProperties"] = False
+        for name, (allowed, why) in fixed.items():
+            values: list[Any] = []
+            for value in allowed:
+                if not any(json.dumps(value) == json.dumps(v) or (value == v and type(value)
+                           in (int, float) and type(v) in (int, float)) for v in values):
+                    values.append(value)
+            schema["properties"][name] = {"enum": values, "description": why}
+    return document

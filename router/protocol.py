@@ -1,4 +1,12 @@
-"""OpenAI-compatible request and response models (the wire format of /v1/*)."""
+"""OpenAI-compatible request and response models (the wire format of /v1/*), and the rules every
+request model of the API follows (the seed's too: router/learnx_protocol.py).
+
+Requests (`Wire`): a field this service does not act on is a 400 naming it, never silently dropped;
+the only exceptions are the few parameters OpenAI itself treats as hints (`OpenAIHints`), accepted
+with the values listed there and ignored. Responses: None is sent as null, as OpenAI's schemas require
+of many fields (a stream chunk's `finish_reason`, a choice's `logprobs`, a message's `refusal`);
+fields declared `omitted()` (our extensions, and optional fields OpenAI's schema does not let be null)
+are left out while None. Dump response models without `exclude_none`."""
 
 from __future__ import annotations
 
@@ -10,16 +18,16 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
-    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
     field_validator,
+    model_validator,
 )
+from pydantic.config import JsonDict
 
-from content.profile import LearnerProfile, LearningStyle, difficulty_level
-from content.templates import ContentType
 from core.errors import InvalidRequest
 from models.catalog import ProviderName
 
@@ -49,8 +57,14 @@ def _identifier(value: str) -> str:
     return value
 
 
+# What the two rules allow, as JSON Schema patterns (the OpenAPI document states them).
+ID_PATTERN = "^[^\\x00-\\x1f\\x7f-\\x9f]*$"
+TEXT_PATTERN = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]*$"
+
 # Ids and names: user ids (budgets, limits, the ledger), model names.
-Identifier = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(_identifier)]
+Identifier = Annotated[str, Field(min_length=1, max_length=256,
+                                  json_schema_extra={"pattern": ID_PATTERN}),
+                       AfterValidator(_identifier)]
 
 
 def _text_problem(value: Any, path: str) -> str | None:
@@ -77,27 +91,65 @@ def _text_problem(value: Any, path: str) -> str | None:
     return None
 
 
+def _a_bool(value: Any) -> Any:
+    """A Literal of false: 0 is not false in JSON (in Python it equals False)."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("must be a boolean")
+    return value
+
+
+def _not_a_bool(value: Any) -> Any:
+    """A Literal of a number: true is not 1 in JSON (in Python it equals 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number")
+    return value
+
+
 class Wire(BaseModel):
-    # Unknown fields from OpenAI clients (logit_bias, user, ...) are accepted and ignored, like OpenAI's
-    # own server does for fields it deprecates; what we act on is typed and validated.
-    model_config = ConfigDict(extra="ignore")
+    # Every field is typed and acted on: an unknown one (logit_bias, functions, ...) is a 400 naming
+    # it (router/api.py words it), since a silently dropped parameter is an answer to another request.
+    # Strict: JSON's types as the OpenAPI document states them ("3" is no integer, 0 no boolean).
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        """JSON Schema's integer: 3.0 is 3 (a strict int field would refuse it)."""
+        if not isinstance(data, dict):
+            return data
+        return {key: int(value) if isinstance(value, float) and value.is_integer() else value
+                for key, value in data.items()}
 
     @field_validator("*")
     @classmethod
     def _valid_text(cls, value: Any, info: ValidationInfo) -> Any:
         """Text may hold tab, newline and carriage return, no other control character and no
         unpaired surrogate; the error names the field (and the item within it)."""
-        problem = _text_problem(value, info.field_name or "")
+        problem = _text_problem(cls._checked_text(info.field_name or "", value),
+                                info.field_name or "")
         if problem:
             raise ValueError(f"not valid text: {problem}; send well-formed UTF-8 without control "
                              "characters other than tab and newline")
         return value
 
+    @classmethod
+    def _checked_text(cls, field: str, value: Any) -> Any:
+        """What of a field's value the text rule applies to: all of it, unless a model says."""
+        return value
+
+
+# OpenAI's text content part, the only kind served (no images, audio or files).
+TextParts = Annotated[list[dict[str, Any]], WithJsonSchema({"type": "array", "items": {
+    "type": "object", "required": ["type", "text"], "additionalProperties": False,
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}})]
+
 
 class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | TextParts | None = None
     name: Identifier | None = None
+    # What an earlier answer carried, sent back as history (`messages.append(choice.message)`).
+    refusal: None = None
 
     @field_validator("content")
     @classmethod
@@ -105,8 +157,10 @@ class ChatMessage(Wire):
                    ) -> str | list[dict[str, Any]] | None:
         """Only text parts (errors name the message: `messages.2.content: part 0: ...`)."""
         for index, part in enumerate(content if isinstance(content, list) else []):
-            if part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise ValueError(f"part {index}: only text content parts are supported")
+            if set(part) != {"type", "text"} or part["type"] != "text" \
+                    or not isinstance(part["text"], str):
+                raise ValueError(f"part {index}: only text content parts are supported "
+                                 '({"type": "text", "text": "..."})')
         return content
 
     def text(self) -> str:
@@ -116,38 +170,77 @@ class ChatMessage(Wire):
         return "".join(part["text"] for part in self.content)
 
 
+class OpenAIHints(Wire):
+    """Parameters OpenAI itself treats as hints that do not change the answer, accepted with these
+    values and ignored (README: "Supported parameters"). A value that asks for something this
+    service does not do (`store: true`, `service_tier: "flex"`, `logprobs: true`, a penalty) is a
+    400."""
+
+    metadata: dict[str, Annotated[str, Field(max_length=512)]] | None = Field(
+        None, max_length=16, description="Advisory: ignored (nothing is stored).")
+    store: Annotated[Literal[False] | None, BeforeValidator(_a_bool)] = Field(
+        None, description="Advisory: only false; this service stores no completions.")
+    service_tier: Literal["auto", "default"] | None = Field(
+        None, description="Advisory: every request gets the default processing.")
+    prompt_cache_key: str | None = Field(None, max_length=1024, description="Advisory: ignored.")
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = Field(
+        None, description="Advisory: ignored.")
+    safety_identifier: str | None = Field(
+        None, max_length=64, description="Advisory: ignored; `user` names the end user here.")
+    logprobs: Annotated[Literal[False] | None, BeforeValidator(_a_bool)] = Field(
+        None, description="Only false: log probabilities are not returned.")
+    frequency_penalty: Annotated[Literal[0] | None, BeforeValidator(_not_a_bool)] = Field(
+        None, description="Only 0: no penalties.")
+    presence_penalty: Annotated[Literal[0] | None, BeforeValidator(_not_a_bool)] = Field(
+        None, description="Only 0: no penalties.")
+
+
 class StreamOptions(Wire):
     include_usage: bool = False
+    include_obfuscation: bool | None = Field(
+        None, description="Advisory: ignored; chunks carry no obfuscation padding.")
+
+
+class JsonSchemaFormat(Wire):
+    name: str | None = Field(None, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(
+        default_factory=dict, alias="schema",
+        description="the answer's JSON Schema, within the supported subset and bounds (README: "
+                    "Structured output); {} = any JSON object")
+    strict: bool | None = None
 
 
 class ResponseFormat(Wire):
     type: Literal["text", "json_object", "json_schema"] = "text"
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
 
 
-class ChatCompletionRequest(Wire):
+# The default router.max_tokens_limit; a deployment may allow more.
+MAX_TOKENS: JsonDict = {"maximum": 4096,
+                        "description": "at most router.max_tokens_limit (4096 by default)"}
+
+
+class ChatCompletionRequest(OpenAIHints):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "model": "smollm2-135m", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Explain photosynthesis to a 10 year old."}]}]})
+
     model: Identifier
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, json_schema_extra=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, json_schema_extra=MAX_TOKENS)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
-    n: Literal[1] = 1
+    n: Annotated[Literal[1], BeforeValidator(_not_a_bool)] = 1
     user: Identifier | None = None  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
-
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, stop: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(stop, list) and len(stop) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
-        return stop
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -159,6 +252,15 @@ class ChatCompletionRequest(Wire):
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def omitted(description: str | None = None) -> Any:
+    """A response field that is left out of the body while None (see the module's docstring)."""
+    return Field(None, exclude_if=_is_none, description=description)
 
 
 class CompletionUsage(BaseModel):
@@ -177,13 +279,14 @@ def _now() -> int:
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    refusal: None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: str | None
+    finish_reason: str
     logprobs: None = None
 
 
@@ -195,12 +298,12 @@ class ChatCompletion(BaseModel):
     choices: list[Choice]
     usage: CompletionUsage
     # Our extension: which provider/model served the request and why (ignored by OpenAI clients).
-    route: dict[str, Any] | None = None
+    route: dict[str, Any] | None = omitted()
 
 
 class DeltaMessage(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
+    role: Literal["assistant"] | None = omitted()
+    content: str | None = omitted()
 
 
 class ChunkChoice(BaseModel):
@@ -216,8 +319,9 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChunkChoice]
-    usage: CompletionUsage | None = None
-    route: dict[str, Any] | None = None
+    # With stream_options.include_usage: on the last chunk, whose choices are empty.
+    usage: CompletionUsage | None = omitted()
+    route: dict[str, Any] | None = omitted()
 
 
 class ModelObject(BaseModel):
@@ -232,62 +336,56 @@ class ModelList(BaseModel):
     data: list[ModelObject]
 
 
+class EmbeddingObject(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(
+        description="floats, or with encoding_format base64 a base64 string of little-endian "
+                    "float32s")
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    model: str
+    data: list[EmbeddingObject]
+    usage: EmbeddingUsage
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="the error's kind, e.g. invalid_request_error, rate_limit_error")
+    message: str = Field(description="what happened and what to do about it")
+    code: str | None = Field(description="a stable code, e.g. model_not_found, rate_limited")
+    param: str | None = Field(description="the parameter or header at fault, if one is")
+    tried: list[str] | None = omitted(
+        "all_providers_failed: the provider/model of each attempt, in order")
+
+
+class ErrorResponse(BaseModel):
+    """Every error, on every route, in OpenAI's shape (core/errors.py: the one status table)."""
+
+    error: ErrorDetail
+
+
 class EmbeddingsRequest(Wire):
     """OpenAI's /v1/embeddings (text input only)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"model": "all-minilm-l6-v2", "input": ["Plants turn light into sugar."]}]})
 
     model: Identifier
     input: str | Annotated[list[str], Field(min_length=1)]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, le=3072)
+    dimensions: int | None = Field(None, ge=1, le=3072, description=(
+        "only for text-embedding-3 models (the local model has 384)"))
     user: Identifier | None = None
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else self.input
-
-
-class SeedEmbeddingsRequest(Wire):
-    """The seed's /api/v1/ai/embeddings."""
-
-    texts: Annotated[list[str], Field(min_length=1)]
-    model: Identifier | None = None
-    use_cache: bool = True
-    deduplicate: bool = True
-    user_id: Identifier | None = None
-
-
-class GenerateContentRequest(Wire):
-    """The seed's /api/v1/ai/generate-content."""
-
-    content: str = Field(min_length=1, max_length=50_000)
-    content_type: ContentType
-    persona: LearnerProfile | LearningStyle | None = None
-    user_profile: LearnerProfile | None = None
-    difficulty: int | Literal["beginner", "intermediate", "advanced"] = "intermediate"
-    recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
-    user_id: Identifier | None = None
-    model: Identifier = "small"
-    preferred_providers: list[ProviderName] = Field(default_factory=list)
-    max_tokens: int | None = Field(None, ge=16, le=4096)
-    stream: bool = True
-
-    @field_validator("difficulty", mode="wrap")
-    @classmethod
-    def _difficulty(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> int | str:
-        """One clear error for the field, not one per member of its union."""
-        try:
-            level: int | str = handler(value)
-        except ValidationError:
-            raise ValueError("difficulty must be 1-5 or one of beginner, intermediate, "
-                             "advanced") from None
-        difficulty_level(level)  # raises ValueError naming what is allowed
-        return level
-
-    def profile(self) -> LearnerProfile:
-        if self.user_profile is not None:
-            return self.user_profile
-        if isinstance(self.persona, LearnerProfile):
-            return self.persona
-        return LearnerProfile(learning_style=self.persona) if self.persona else LearnerProfile()
 
 
 _HEADER_ID = re.compile(r"[\x21-\x7e]{1,128}")

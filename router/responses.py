@@ -19,6 +19,7 @@ from router.chat import ChatService, prepend
 from router.fallback import Run
 from router.params import refuse_unsupported
 from router.responses_protocol import (
+    FIXED,
     ArgumentsDelta,
     ArgumentsDone,
     ContentPartAdded,
@@ -168,7 +169,7 @@ class ResponsesService:
         self._chat = chat
 
     def params(self, request: ResponsesRequest) -> GenerationParams:
-        refuse_unsupported(request, given.FIXED)
+        refuse_unsupported(request, FIXED)
         messages = given.messages(request)
         self._chat.check_messages(len(messages), "input")
         return GenerationParams(

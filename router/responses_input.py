@@ -9,22 +9,8 @@ from typing import Any
 from core.errors import InvalidRequest
 from core.generation import Tool
 from core.schema import SchemaError, check_schema
-from router.params import Fixed
 from router.responses_protocol import ResponsesRequest, TextFormat
 
-STATELESS = "this service keeps no state between responses: send the whole conversation in `input`"
-FIXED: Fixed = {
-    "store": ((None, False), f"only false: {STATELESS}"),
-    "previous_response_id": ((None,), STATELESS),
-    "background": ((None, False), "only false: responses are generated while the request waits"),
-    "include": ((None, []), "no extra output data is available"),
-    "reasoning": ((None,), "reasoning options are not supported by these models"),
-    "truncation": ((None, "disabled"), "only disabled: a prompt longer than the model's context "
-                                       "is a 400"),
-    "top_logprobs": ((None, 0), "log probabilities are not available"),
-    "max_tool_calls": ((None,), "only function tools are supported: limit the calls you run"),
-    "service_tier": ((None, "auto", "default"), "only auto or default"),
-}
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 TEXT_PARTS = ("input_text", "output_text")
 

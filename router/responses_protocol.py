@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from models.catalog import ProviderName
-from router.protocol import Identifier, Wire
+from router.params import Fixed, fixed_schema
+from router.protocol import MAX_TOKENS, Identifier, Wire
 
 
 def _is_none(value: Any) -> bool:
@@ -26,6 +27,12 @@ class FunctionTool(Wire):
     strict: bool | None = None
 
 
+class ResponseStreamOptions(Wire):
+    """Advisory: OpenAI pads events against side channels; these events are not padded."""
+
+    include_obfuscation: bool | None = None
+
+
 class FunctionChoice(Wire):
     model_config = ConfigDict(extra="forbid")
 
@@ -34,10 +41,13 @@ class FunctionChoice(Wire):
 
 
 class TextFormat(Wire):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra={
+        "if": {"properties": {"type": {"const": "json_schema"}}, "required": ["type"]},
+        "then": {"required": ["name", "schema"],
+                 "properties": {"name": {"type": "string"}, "schema": {"type": "object"}}}})
 
     type: Literal["text", "json_object", "json_schema"] = "text"
-    name: str | None = Field(None, max_length=64)
+    name: str | None = Field(None, min_length=1, max_length=64)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
@@ -55,14 +65,59 @@ class TextParam(Wire):
     format: TextFormat = Field(default_factory=TextFormat)
 
 
+STATELESS = "this service keeps no state between responses: send the whole conversation in `input`"
+FIXED: Fixed = {
+    "store": ((None, False), f"only false: {STATELESS}"),
+    "previous_response_id": ((None,), STATELESS),
+    "background": ((None, False), "only false: responses are generated while the request waits"),
+    "include": ((None, []), "no extra output data is available"),
+    "reasoning": ((None,), "reasoning options are not supported by these models"),
+    "truncation": ((None, "disabled"), "only disabled: a prompt longer than the model's context "
+                                       "is a 400"),
+    "top_logprobs": ((None, 0), "log probabilities are not available"),
+    "max_tool_calls": ((None,), "only function tools are supported: limit the calls you run"),
+    "service_tier": ((None, "auto", "default"), "only auto or default"),
+}
+
+
+_PART = {"type": "object", "required": ["type", "text"],
+         "properties": {"type": {"enum": ["input_text", "output_text"]}, "text": {"type": "string"}}}
+_TEXT = {"anyOf": [{"type": "string"}, {"type": "array", "items": _PART}]}
+# The input items this stateless subset reads; other fields of an item (a replayed output item's
+# id, status, ...) are ignored. A function_call_output must follow the function_call item with its
+# call_id (a rule JSON Schema cannot state).
+INPUT_ITEM = {"oneOf": [
+    {"type": "object", "required": ["role", "content"], "properties": {
+        "type": {"const": "message"}, "content": _TEXT,
+        "role": {"enum": ["user", "system", "developer", "assistant"]}}},
+    {"type": "object", "required": ["type", "call_id", "name", "arguments"], "properties": {
+        "type": {"const": "function_call"}, "call_id": {"type": "string", "minLength": 1},
+        "name": {"type": "string", "minLength": 1}, "arguments": {"type": "string"}}},
+    {"type": "object", "required": ["type", "call_id", "output"], "properties": {
+        "type": {"const": "function_call_output"}, "call_id": {"type": "string"},
+        "output": _TEXT}}]}
+READ = {"type", "role", "content", "call_id", "name", "arguments", "output", "text"}
+
+
+def read_fields(value: Any) -> Any:
+    """The parts of input items the service reads (the text rule applies to those only)."""
+    if isinstance(value, list):
+        return [read_fields(item) for item in value]
+    if isinstance(value, dict):
+        return {key: read_fields(item) for key, item in value.items() if key in READ}
+    return value
+
+
 class ResponsesRequest(Wire):
     # Unknown parameters are kept to be refused by name (router/params.py), never dropped.
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=fixed_schema(FIXED))
 
     model: Identifier
-    input: str | list[dict[str, Any]]  # text, or input items (router/responses_input.py)
+    # Text, or input items (router/responses_input.py reads them, and refuses an empty list).
+    input: str | Annotated[list[dict[str, Any]], Field(json_schema_extra={
+        "items": INPUT_ITEM, "minItems": 1})]
     instructions: str | None = None
-    max_output_tokens: int | None = Field(None, ge=1)
+    max_output_tokens: int | None = Field(None, ge=1, json_schema_extra=MAX_TOKENS)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     tools: list[FunctionTool] = Field(default_factory=list)
@@ -77,7 +132,7 @@ class ResponsesRequest(Wire):
         = Field(None, max_length=16)
     safety_identifier: str | None = None
     prompt_cache_key: str | None = None
-    stream_options: dict[str, Any] | None = None
+    stream_options: ResponseStreamOptions | None = None
     # Accepted only at the values this stateless service honours (router/responses_input.py).
     store: Any = None
     previous_response_id: Any = None
@@ -90,6 +145,10 @@ class ResponsesRequest(Wire):
     service_tier: Any = None
     # Our extension: providers to try first, in order.
     preferred_providers: list[ProviderName] = Field(default_factory=list)
+
+    @classmethod
+    def _checked_text(cls, field: str, value: Any) -> Any:
+        return read_fields(value) if field == "input" else value
 
 
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
@@ -275,3 +334,11 @@ class ErrorEvent(Event):
     message: str
     param: str | None
 
+
+
+class ResponseStreamEvent(RootModel[Annotated[
+        ResponseCreated | ResponseInProgress | ResponseCompleted | ResponseIncomplete
+        | ResponseFailed | OutputItemAdded | OutputItemDone | ContentPartAdded | ContentPartDone
+        | TextDelta | TextDone | ArgumentsDelta | ArgumentsDone | ErrorEvent,
+        Field(discriminator="type")]]):
+    """One event of a streamed response (the SSE `data`; its `event:` line repeats `type`)."""

@@ -18,23 +18,36 @@ from router.chat import prepend
 from router.completions_protocol import CompletionRequest, TextCompletion
 from router.content import collect as collect_content
 from router.embeddings import openai_response, seed_response
-from router.protocol import (
-    ChatCompletionRequest,
-    EmbeddingsRequest,
+from router.learnx_protocol import (
+    ContentEvent,
     GenerateContentRequest,
+    GeneratedContent,
+    IsoDate,
+    Readiness,
+    SeedEmbeddings,
+    SeedEmbeddingsRequest,
+)
+from router.openapi import GENERATION, errors, streamed
+from router.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    EmbeddingList,
+    EmbeddingsRequest,
     ModelList,
     ModelObject,
-    SeedEmbeddingsRequest,
     header_id,
 )
 from router.responses_protocol import Response as ResponseObject
-from router.responses_protocol import ResponsesRequest
+from router.responses_protocol import ResponsesRequest, ResponseStreamEvent
 from router.services import Services
 from router.usage.ledger import Ledger
 from router.usage.meter import Meter
 from router.usage.report import recent_records, usage_report
 
 routes = APIRouter()
+# Any POST may carry an Idempotency-Key (400 malformed, 409 still running, 422 reused) and a body.
+ADMIN_POST = (400, 401, 403, 409, 413, 422)
 
 
 def services(request: Request) -> Services:
@@ -55,7 +68,11 @@ async def start_meter(request: Request, user: str | None, operation: str, **deta
         **details)
 
 
-@routes.post("/v1/chat/completions")
+@routes.post("/v1/chat/completions", responses={
+    **streamed(ChatCompletion, ChatCompletionChunk,
+               "The completion, or with `stream: true` its chunks (SSE, ending with `data: [DONE]`; "
+               "with `stream_options.include_usage` the last chunk has `usage` and no choices)."),
+    **errors(*GENERATION)})
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     chat = services(request).chat
     meter = await start_meter(request, body.user, "chat.completions", streamed=body.stream)
@@ -67,11 +84,15 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
                                      headers={**sse.HEADERS, "x-learnx-route": route})
         completion, route = await chat.complete(body, meter)
     meter.close()
-    return JSONResponse(completion.model_dump(exclude_none=True),
+    return JSONResponse(completion.model_dump(),
                         headers={"x-learnx-route": route})
 
 
-@routes.post("/v1/completions", response_model=TextCompletion)
+@routes.post("/v1/completions", responses={
+    **streamed(TextCompletion, TextCompletion,
+               "The completion, or with `stream: true` its chunks (SSE, ending with `data: [DONE]`; "
+               "a chunk's `finish_reason` is null until the last)."),
+    **errors(*GENERATION)})
 async def completions(request: Request, body: CompletionRequest) -> Response:
     """Legacy text completions: one raw prompt, continued as it is by a local model or an OpenAI
     completion model; streamed (SSE, ends with `data: [DONE]`) or not."""
@@ -88,7 +109,11 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     return JSONResponse(completion.wire(), headers={"x-learnx-route": route})
 
 
-@routes.post("/v1/responses", response_model=ResponseObject)
+@routes.post("/v1/responses", responses={
+    **streamed(ResponseObject, ResponseStreamEvent,
+               "The response, or with `stream: true` its semantic events (SSE with `event:` lines: "
+               "`response.created` ... `response.completed`, or `error` then `response.failed`)."),
+    **errors(*GENERATION)})
 async def responses(request: Request, body: ResponsesRequest) -> Response:
     """OpenAI's Responses API, stateless: text or input items (messages, function calls and their
     outputs), instructions, function tools, text formats; streamed as its semantic events."""
@@ -106,7 +131,11 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     return JSONResponse(response.model_dump(mode="json"), headers={"x-learnx-route": route})
 
 
-@routes.post("/api/v1/ai/generate-content")
+@routes.post("/api/v1/ai/generate-content", responses={
+    **streamed(GeneratedContent, ContentEvent,
+               "With `stream: true` (the default) the events (SSE): content, `fallback`, and last "
+               "`done` or `error`; with `stream: false` the whole content."),
+    **errors(*GENERATION)})
 async def generate_content(request: Request, body: GenerateContentRequest) -> Response:
     content = services(request).content
     meter = await start_meter(request, body.user_id, "generate-content",
@@ -115,13 +144,19 @@ async def generate_content(request: Request, body: GenerateContentRequest) -> Re
         events = await content.events(content.prepare(body), meter)
     if not body.stream:
         collected = collect_content([e async for e in events])
-        status = collected["metadata"].get("status", 200) if collected["type"] == "error" else 200
-        return JSONResponse(collected, status_code=status)
+        return _error_event(collected) if collected["type"] == "error" else JSONResponse(collected)
     first = await anext(events)  # a failure before any content is an HTTP error
     if first["type"] == "error":
-        return JSONResponse(first, status_code=first["metadata"]["status"])
+        return _error_event(first)
     return StreamingResponse(sse.encode_stream(prepend(first, events)),
                              media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
+
+
+def _error_event(event: dict[str, Any]) -> JSONResponse:
+    """A content error event as an HTTP answer: with the error also at the top, in the one error
+    shape every route answers."""
+    metadata = event["metadata"]
+    return JSONResponse({"error": metadata["error"], **event}, status_code=metadata["status"])
 
 
 async def embed(request: Request, user: str | None, texts: list[str], model: str | None,
@@ -133,13 +168,14 @@ async def embed(request: Request, user: str | None, texts: list[str], model: str
     return result
 
 
-@routes.post("/v1/embeddings")
+@routes.post("/v1/embeddings", response_model=EmbeddingList, responses=errors(*GENERATION))
 async def openai_embeddings(request: Request, body: EmbeddingsRequest) -> JSONResponse:
     result = await embed(request, body.user, body.texts(), body.model, dimensions=body.dimensions)
     return JSONResponse(openai_response(result, body.encoding_format))
 
 
-@routes.post("/api/v1/ai/embeddings")
+@routes.post("/api/v1/ai/embeddings", response_model=SeedEmbeddings,
+              responses=errors(*GENERATION))
 async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSONResponse:
     started = time.perf_counter()
     result = await embed(request, body.user_id, body.texts, body.model,
@@ -147,11 +183,12 @@ async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSON
     return JSONResponse(seed_response(result, started))
 
 
-@routes.get("/api/v1/ai/usage")
-@routes.get("/v1/usage")
+@routes.get("/api/v1/ai/usage", responses=errors(400, 401, 403, 503))
+@routes.get("/v1/usage", responses=errors(400, 401, 403, 503))
 async def usage(request: Request, user_id: Annotated[str | None, Query(min_length=1)] = None,
-                since: Annotated[date | None, Query(alias="from")] = None,
-                until: Annotated[date | None, Query(alias="to")] = None) -> dict[str, Any]:
+                since: Annotated[IsoDate | None, Query(alias="from")] = None,
+                until: Annotated[IsoDate | None, Query(
+                    alias="to", description="not before `from`")] = None) -> dict[str, Any]:
     """Usage and cost per user (or in total when user_id is omitted: an admin key), by day,
     provider, model and operation, with the savings of local models; the last 30 days (UTC) by
     default."""
@@ -172,7 +209,7 @@ async def usage(request: Request, user_id: Annotated[str | None, Query(min_lengt
     return report
 
 
-@routes.get("/api/v1/ai/usage/records")
+@routes.get("/api/v1/ai/usage/records", responses=errors(400, 401, 503))
 async def usage_records(request: Request, user_id: Annotated[str, Query(min_length=1)],
                         limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
     """A user's latest ledger records (one per request), newest first."""
@@ -187,7 +224,7 @@ def _ledger(request: Request) -> Ledger:
     return ledger
 
 
-@routes.get("/v1/models")
+@routes.get("/v1/models", responses=errors(401))
 async def models(request: Request) -> ModelList:
     found = services(request)
     chat = [ModelObject(id=c.name, owned_by=c.provider) for c in found.chat.available_models()
@@ -203,8 +240,10 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@routes.get("/ready")
-@routes.get("/api/v1/ai/ready")
+@routes.get("/ready", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "not ready"}})
+@routes.get("/api/v1/ai/ready", response_model=Readiness,
+            responses={503: {"model": Readiness, "description": "not ready"}})
 async def ready(request: Request) -> JSONResponse:
     """Readiness: every local model replica and the embedder answer their health checks."""
     checks = services(request).readiness
@@ -218,8 +257,8 @@ async def ready(request: Request) -> JSONResponse:
                         status_code=200 if ok else 503)
 
 
-@routes.get("/health/providers")
-@routes.get("/api/v1/ai/health/providers")
+@routes.get("/health/providers", responses=errors(401))
+@routes.get("/api/v1/ai/health/providers", responses=errors(401))
 async def provider_health(request: Request) -> dict[str, Any]:
     """Circuit breakers per provider/model that has been called, of this router replica and of the
     Embedder replica that answers (OpenAI embeddings, the Redis vector cache), and the first-token
@@ -233,8 +272,8 @@ async def provider_health(request: Request) -> dict[str, Any]:
             "embedder_breakers": embedder, "first_token_limits": found.first_token.snapshot()}
 
 
-@routes.post("/health/providers/reset")
-@routes.post("/api/v1/ai/health/providers/reset")
+@routes.post("/health/providers/reset", responses=errors(*ADMIN_POST))
+@routes.post("/api/v1/ai/health/providers/reset", responses=errors(*ADMIN_POST))
 async def reset_provider_health(request: Request) -> dict[str, str]:
     """Close every breaker of this router replica and of the Embedder replica that answers
     (operators, after fixing a provider's key)."""

@@ -20,7 +20,7 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: don
 
 
 def encode(data: BaseModel | dict[str, Any], event: str | None = None) -> bytes:
-    payload = data.model_dump_json(exclude_none=True) if isinstance(data, BaseModel) \
+    payload = data.model_dump_json() if isinstance(data, BaseModel) \
         else json.dumps(data, separators=(",", ":"))
     prefix = f"event: {event}\n" if event else ""
     return f"{prefix}data: {payload}\n\n".encode()

@@ -38,12 +38,12 @@ BASE: dict[str, Any] = {
 
 
 class EngineProvider:
-    """The local provider with engines in process instead of Serve handles."""
+    """The local provider with engines in process instead of Serve handles (or, named otherwise, a
+    hosted provider that answers like them)."""
 
-    name = "local"
-
-    def __init__(self, engines: dict[str, Engine]):
+    def __init__(self, engines: dict[str, Engine], name: str = "local"):
         self.engines = engines
+        self.name = name
 
     async def aclose(self) -> None:
         return None
@@ -106,12 +106,15 @@ def config(tmp_path: Any, **overrides: Any) -> AppConfig:
     return AppConfig.model_validate(args)
 
 
-def start(app_config: AppConfig, hosted: bool = True) -> InProcess:
+def start(app_config: AppConfig, hosted: bool = True,
+          providers: dict[str, Any] | None = None) -> InProcess:
+    """`providers` replaces the scripted hosted ones (e.g. the real adapters on the wire fakes)."""
     engine = FakeEngine()
     openai, anthropic = ScriptedProvider("openai"), ScriptedProvider("anthropic")
-    providers: dict[str, Any] = {"local": EngineProvider({LOCAL: engine})}
+    hosted_providers = providers or {"openai": openai, "anthropic": anthropic}
+    providers = {"local": EngineProvider({LOCAL: engine})}
     if hosted:
-        providers |= {"openai": openai, "anthropic": anthropic}
+        providers |= hosted_providers
     embedder = Embedder(app_config.embedder, openai_config=app_config.router.providers.openai,
                         encoder_factory=fake_encoder, batched=False,
                         breaker=app_config.router.breaker)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import AUTH
 from tests.metrics import total
+from tests.openai_schemas import check
 
 GENERATIONS = "ray_learnx_llm_generations_total"
 
@@ -21,6 +22,7 @@ def test_completion_reports_content_usage_and_route(openai_client) -> None:
     raw = openai_client.chat.completions.with_raw_response.create(
         model=MODEL, messages=HELLO, max_tokens=24, temperature=0)
     completion = raw.parse()
+    check("CreateChatCompletionResponse", raw.http_response.json())  # OpenAI's own schema
     assert raw.headers["x-learnx-route"] == f"local/{MODEL}"
     assert completion.object == "chat.completion"
     assert completion.model == MODEL
@@ -74,7 +76,8 @@ def test_stream_ends_with_done(serve_url: str) -> None:
         assert r.headers["content-type"].startswith("text/event-stream")
         events = [line for line in r.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "data: [DONE]"
-    assert all(json.loads(e[6:])["object"] == "chat.completion.chunk" for e in events[:-1])
+    for event in events[:-1]:
+        check("CreateChatCompletionStreamResponse", json.loads(event[6:]))  # OpenAI's own schema
 
 
 def test_json_mode_returns_json(openai_client) -> None:

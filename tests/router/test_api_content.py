@@ -143,7 +143,7 @@ def test_a_run_stops_when_its_only_client_leaves(serve_url) -> None:
     ({"content_type": "poem"}, "content_type"),
     ({"content_type": "summary", "content": ""}, "content"),
     ({"content_type": "summary", "difficulty": 9}, "between 1 and 5"),
-    ({"content_type": "summary", "persona": "telepathic"}, "persona"),
+    ({"content_type": "summary", "persona": "x" * 1001}, "persona"),
     ({"content_type": "summary", "recent_score": 2}, "recent_score"),
 ])
 def test_bad_content_requests_get_a_clear_400(serve_url, body, says) -> None:

@@ -91,7 +91,7 @@ UNBOUNDED = [
                  "must be a non-negative integer", id="non-numeric-bound"),
     pytest.param({"$defs": {"a": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"},
                  "response_format.json_schema.schema.$defs.a.$ref", "$ref cycle", id="ref-cycle"),
-    pytest.param("a schema", "response_format.json_schema.schema", "a schema must be a JSON object",
+    pytest.param("a schema", "response_format.json_schema.schema", "a valid dictionary",
                  id="not-an-object"),
 ]
 

@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from core.errors import ProviderError
 from core.generation import GenerationParams
-from router.protocol import GenerateContentRequest
+from router.learnx_protocol import GenerateContentRequest
 from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.scripted import Cut, Hang, Say
 

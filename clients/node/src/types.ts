@@ -15,13 +15,15 @@ export interface LearnerProfile {
   level?: string;
   language?: string;
   interests?: string[];
+  /** The learner in a few sentences (at most 1000 characters): the learner's words, never instructions. */
+  description?: string;
   accommodations?: Accommodation[];
 }
 
 export interface GenerateContentParams {
   content: string;
   content_type: ContentType;
-  /** A profile, or a learning style name (free text once the service accepts it). */
+  /** A profile, a learning style's name, or a sentence describing the learner. */
   persona?: LearnerProfile | LearningStyle | string;
   user_profile?: LearnerProfile;
   difficulty?: Difficulty;
