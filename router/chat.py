@@ -10,7 +10,7 @@ from typing import Any, TypeVar, cast
 from core.breakers import Breakers
 from core.config import AppConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
-from core.generation import Delta, GenerationParams, TokenUsage
+from core.generation import Completion, Delta, GenerationParams, TokenUsage
 from core.schema import SchemaError, check_schema
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
 from router.fallback import Run, prompt_estimate
@@ -24,10 +24,15 @@ from router.protocol import (
     ChunkChoice,
     CompletionUsage,
     DeltaMessage,
+    FunctionCallChunk,
+    FunctionCallOut,
+    ToolCallChunk,
+    ToolCallOut,
     _chat_id,
 )
 from router.providers import Provider
 from router.route import Route, Switch
+from router.tools import chat_messages, tool_calling, tool_fields
 from router.ttft import FirstTokenLimits
 from router.usage.meter import Allowance, Meter
 
@@ -66,7 +71,8 @@ class ChatService:
         return [c for c in self._catalog if c.provider in self._providers]
 
     def plan(self, model: str, preferred: list[str], params: GenerationParams) -> list[Route]:
-        ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred)),
+        ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred),
+                                   tool_calling(params)),
                       self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
 
@@ -97,10 +103,12 @@ class ChatService:
             raise InvalidRequest(
                 f"max_tokens is {max_tokens}; it must be between 1 and "
                 f"{self._config.max_tokens_limit}", param="max_tokens")
+        tools = tool_fields(request)
         return GenerationParams(
-            messages=[{"role": _role(m.role), "content": m.text()} for m in request.messages],
+            messages=chat_messages(request.messages, bool(tools["tools"])),
             max_tokens=max_tokens, temperature=request.temperature, top_p=request.top_p,
-            stop=request.stop_list(), seed=request.seed, json_schema=_json_schema(request))
+            stop=request.stop_list(), seed=request.seed, json_schema=_json_schema(request),
+            **tools)
 
     async def _run(self, request: ChatCompletionRequest,
                    meter: Meter | None) -> tuple[Run, GenerationParams]:
@@ -114,8 +122,7 @@ class ChatService:
         report = run.report()
         return ChatCompletion(
             model=route.model,
-            choices=[Choice(message=AssistantMessage(content=completion.text),
-                            finish_reason=completion.finish_reason)],
+            choices=[Choice(message=_message(completion), finish_reason=completion.finish_reason)],
             usage=_wire_usage(report.usage), route=report.route_info()), route.header()
 
     async def stream(self, request: ChatCompletionRequest, meter: Meter | None = None
@@ -138,9 +145,9 @@ class ChatService:
                 yield ChatCompletionChunk(**base, choices=[], route={"fallback": {
                     "from": event.from_route, "to": event.to_route, "error": event.error}})
                 continue
-            if event.text:
-                yield ChatCompletionChunk(
-                    **base, choices=[ChunkChoice(delta=DeltaMessage(content=event.text))])
+            if event.text or event.tool_calls:
+                yield ChatCompletionChunk(**base, choices=[ChunkChoice(delta=DeltaMessage(
+                    content=event.text or None, tool_calls=_call_chunks(event) or None))])
             if event.finish_reason is not None:
                 report = run.report()
                 yield ChatCompletionChunk(**base, route=report.route_info(), choices=[
@@ -154,6 +161,21 @@ async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     yield first
     async for delta in rest:
         yield delta
+
+
+def _message(completion: Completion) -> AssistantMessage:
+    """The answer's message: its text (null when it is only tool calls) and its calls."""
+    calls = [ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
+             for c in completion.tool_calls]
+    return AssistantMessage(content=completion.text if completion.text or not calls else None,
+                            tool_calls=calls or None)
+
+
+def _call_chunks(delta: Delta) -> list[ToolCallChunk]:
+    """Tool call pieces as OpenAI streams them: a call's first piece has its id, type and name."""
+    return [ToolCallChunk(index=c.index, id=c.id, type="function" if c.id else None,
+                          function=FunctionCallChunk(name=c.name, arguments=c.arguments))
+            for c in delta.tool_calls]
 
 
 def _wire_usage(usage: TokenUsage) -> CompletionUsage:
@@ -172,7 +194,3 @@ def _json_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
         where = ".".join(filter(None, ("response_format.json_schema.schema", error.where)))
         raise InvalidRequest(f"{where}: {error.problem}", param=where) from None
     return cast(dict[str, Any], schema)
-
-
-def _role(role: str) -> str:
-    return "system" if role == "developer" else role

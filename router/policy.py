@@ -6,8 +6,9 @@ Order of precedence, each a tie-breaker for the one before:
 3. with cost optimization, the lowest estimated cost;
 4. the default provider (AI_DEFAULT_PROVIDER);
 5. catalogue order.
-Only models of the requested tier whose provider is available and whose context fits the prompt
-are candidates; the rest of the ranking is the fallback order."""
+Only models of the requested tier whose provider is available, that can call tools the way the
+request needs (models/catalog.py `tool_calling`) and whose context fits the prompt are candidates;
+the rest of the ranking is the fallback order."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from core.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from core.pricing import estimate
 from models.catalog import TIERS, ModelCard
+from models.registry import ToolCalling
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class RouteRequest:
     prompt_tokens: int  # estimated
     max_tokens: int
     preferred_providers: tuple[str, ...] = ()
+    # What the request needs of tool calling: "auto" (tools the model may call when it sees fit),
+    # "required" (a call it must make: tool_choice "required" or a named function), or "none".
+    tool_calling: ToolCalling = "none"
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,12 @@ def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str
     in_tier = [c for c in catalog if c.kind == "chat" and c.tier == tier and c.provider in available]
     if not in_tier:
         raise ModelUnavailable(_unavailable(request.model, wanted, tier))
-    fitting = [c for c in in_tier if c.context_window > request.prompt_tokens]
+    capable = [c for c in in_tier if c.calls_tools(request.tool_calling)]
+    if not capable:
+        raise _incapable(request.tool_calling, tier, in_tier, catalog)
+    fitting = [c for c in capable if c.context_window > request.prompt_tokens]
     if not fitting:
-        largest = max(c.context_window for c in in_tier)
+        largest = max(c.context_window for c in capable)
         raise InvalidRequest(
             f"the prompt (~{request.prompt_tokens} tokens) does not fit any {tier} model "
             f"(largest context {largest} tokens): shorten the messages", param="messages")
@@ -86,7 +94,10 @@ def _reason(card: ModelCard, request: RouteRequest, wanted: ModelCard | None, ti
             settings: PolicySettings) -> str:
     if card == wanted:
         return "requested model" if request.model == card.name else f"alias {request.model!r}"
-    instead = f"; {wanted.name} unavailable" if wanted is not None else ""
+    instead = ""
+    if wanted is not None:
+        instead = f"; {wanted.name} " + ("unavailable" if wanted.calls_tools(request.tool_calling)
+                                         else f"cannot serve tool_choice {_NEEDS[request.tool_calling]}")
     if card.provider in request.preferred_providers:
         return f"preferred provider {card.provider} in tier {tier}{instead}"
     if settings.cost_optimization:
@@ -100,3 +111,24 @@ def _unavailable(requested: str, wanted: ModelCard | None, tier: str) -> str:
     needs = f"{wanted.name} needs the {wanted.provider} provider; " if wanted else ""
     return (f"no configured provider serves {requested!r}: {needs}no {tier}-tier model is "
             "available (set OPENAI_API_KEY / ANTHROPIC_API_KEY or enable a local model)")
+
+
+_NEEDS = {"auto": "'auto'", "required": "'required' or a named function", "none": "'none'"}
+
+
+def _incapable(need: ToolCalling, tier: str, available: list[ModelCard],
+               catalog: Sequence[ModelCard]) -> InvalidRequest | ModelUnavailable:
+    """No available model of the tier calls tools as the request needs: a 503 when a model of the
+    tier could (its provider is not configured), else a 400."""
+    models = ", ".join(f"{c.name} ({_CALLS[c.tool_calling]})" for c in available)
+    problem = (f"no available {tier}-tier model can serve tool_choice {_NEEDS[need]}: {models}; "
+               + ("send tool_choice 'required' or name a function" if need == "auto" else ""))
+    if any(c.calls_tools(need) for c in catalog if c.kind == "chat" and c.tier == tier):
+        joint = ", or " if need == "auto" else ""
+        return ModelUnavailable(f"{problem}{joint}configure a hosted provider (OPENAI_API_KEY / "
+                                "ANTHROPIC_API_KEY)")
+    return InvalidRequest(problem, param="tool_choice")
+
+
+_CALLS = {"none": "no tool calls", "required": "calls tools only when tool_choice is 'required' "
+          "or names a function", "auto": "calls tools"}

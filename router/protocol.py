@@ -5,17 +5,19 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_serializer,
 )
 
 from content.profile import LearnerProfile, LearningStyle, difficulty_level
@@ -94,10 +96,51 @@ class Wire(BaseModel):
         return value
 
 
+# OpenAI's rule for function names.
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+MAX_TOOLS = 128  # OpenAI's limit
+
+
+class FunctionDefinition(Wire):
+    name: ToolName
+    description: str | None = Field(None, max_length=4096)
+    parameters: dict[str, Any] | None = None  # a JSON schema of type object; bounded by core.schema
+    strict: bool | None = None
+
+
+class FunctionTool(Wire):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(Wire):
+    name: ToolName
+
+
+class NamedToolChoice(Wire):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class FunctionCall(Wire):
+    name: ToolName
+    arguments: str  # JSON text, as the model generated it
+
+
+class MessageToolCall(Wire):
+    """A call an earlier assistant turn made, sent back as part of the conversation."""
+
+    id: Identifier
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: Identifier | None = None
+    tool_calls: list[MessageToolCall] | None = None  # assistant turns
+    tool_call_id: Identifier | None = None  # tool turns: the call this result answers
 
     @field_validator("content")
     @classmethod
@@ -138,6 +181,9 @@ class ChatCompletionRequest(Wire):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Literal[1] = 1
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     user: Identifier | None = None  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
@@ -175,9 +221,38 @@ def _now() -> int:
     return int(time.time())
 
 
-class AssistantMessage(BaseModel):
+class KeepsNulls(BaseModel):
+    """A response object whose `NULLS` fields are sent as null when empty, never left out (OpenAI's
+    schema requires them), even where the response is dumped with exclude_none."""
+
+    NULLS: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _keep_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        for name in self.NULLS:
+            data.setdefault(name, None)
+        return data
+
+
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
+class AssistantMessage(KeepsNulls):
+    NULLS = ("content", "refusal")
+
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None  # null when the answer is only tool calls
+    refusal: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class Choice(BaseModel):
@@ -198,9 +273,24 @@ class ChatCompletion(BaseModel):
     route: dict[str, Any] | None = None
 
 
+class FunctionCallChunk(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallChunk(BaseModel):
+    """A piece of a streamed call: the first has its id, type and name, the rest only arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallChunk
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallChunk] | None = None
 
 
 class ChunkChoice(BaseModel):

@@ -26,7 +26,7 @@ async def test_a_named_hosted_model_answers_in_openai_shape(api: InProcess) -> N
     assert response.status_code == 200, body
     assert response.headers["x-learnx-route"] == "openai/gpt-4o-mini"
     assert body["object"] == "chat.completion" and body["model"] == "gpt-4o-mini"
-    assert body["choices"][0]["message"] == {"role": "assistant",
+    assert body["choices"][0]["message"] == {"role": "assistant", "refusal": None,
                                              "content": "Photosynthesis makes sugar."}
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
     assert body["route"]["reason"] == "requested model"
