@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar, cast
 
 from core.breakers import Breakers
-from core.config import AppConfig, RouterConfig
+from core.config import AppConfig, LocalModelConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
 from core.generation import Completion, Delta, GenerationParams, TokenUsage
 from core.schema import SchemaError, check_schema
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
+from models.registry import ToolCalling
 from router.fallback import Run, prompt_estimate
 from router.policy import PolicySettings, RouteRequest, rank
 from router.protocol import (
@@ -42,9 +43,16 @@ T = TypeVar("T")
 def build_catalog(config: AppConfig) -> list[ModelCard]:
     local = [local_card(m.name, m.llama_cpp.n_ctx if m.engine == "llama_cpp"
                         else (m.vllm.max_model_len or 10**9),
-                        m.input_per_million, m.output_per_million)
+                        m.input_per_million, m.output_per_million, _tool_calling(m))
              for m in config.served_local_models()]
     return [*local, *HOSTED_MODELS]
+
+
+def _tool_calling(model: LocalModelConfig) -> ToolCalling | None:
+    """A vLLM model with its tool parser and auto tool choice decides when to call tools; any
+    other local model calls them as its registry entry says."""
+    auto = model.engine == "vllm" and model.vllm.enable_auto_tool_choice
+    return "auto" if auto else None
 
 
 class ChatService:

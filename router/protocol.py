@@ -255,7 +255,9 @@ class AssistantMessage(KeepsNulls):
     tool_calls: list[ToolCallOut] | None = None
 
 
-class Choice(BaseModel):
+class Choice(KeepsNulls):
+    NULLS = ("logprobs",)
+
     index: int = 0
     message: AssistantMessage
     finish_reason: str | None
@@ -293,7 +295,9 @@ class DeltaMessage(BaseModel):
     tool_calls: list[ToolCallChunk] | None = None
 
 
-class ChunkChoice(BaseModel):
+class ChunkChoice(KeepsNulls):
+    NULLS = ("finish_reason",)
+
     index: int = 0
     delta: DeltaMessage
     finish_reason: str | None = None
