@@ -121,13 +121,13 @@ def _incapable(need: ToolCalling, tier: str, available: list[ModelCard],
     """No available model of the tier calls tools as the request needs: a 503 when a model of the
     tier could (its provider is not configured), else a 400."""
     models = ", ".join(f"{c.name} ({_CALLS[c.tool_calling]})" for c in available)
-    problem = (f"no available {tier}-tier model can serve tool_choice {_NEEDS[need]}: {models}; "
-               + ("send tool_choice 'required' or name a function" if need == "auto" else ""))
-    if any(c.calls_tools(need) for c in catalog if c.kind == "chat" and c.tier == tier):
-        joint = ", or " if need == "auto" else ""
-        return ModelUnavailable(f"{problem}{joint}configure a hosted provider (OPENAI_API_KEY / "
-                                "ANTHROPIC_API_KEY)")
-    return InvalidRequest(problem, param="tool_choice")
+    fixes = ["send tool_choice 'required' or name a function"] if need == "auto" else []
+    hosted = any(c.calls_tools(need) for c in catalog if c.kind == "chat" and c.tier == tier)
+    if hosted:
+        fixes.append("configure a hosted provider (OPENAI_API_KEY / ANTHROPIC_API_KEY)")
+    problem = f"no available {tier}-tier model can serve tool_choice {_NEEDS[need]}: {models}"
+    message = "; ".join([problem, ", or ".join(fixes)] if fixes else [problem])
+    return ModelUnavailable(message) if hosted else InvalidRequest(message, param="tool_choice")
 
 
 _CALLS = {"none": "no tool calls", "required": "calls tools only when tool_choice is 'required' "
