@@ -73,7 +73,7 @@ class FakeOpenAI(FakeProvider):
                 sse(self._events(body, reply, usage), fault, 1, reply.chunk_delay_s)))
         return await respond(fault, _error, lambda: JSONResponse({
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-            "created": int(time.time()), "model": body["model"], "system_fingerprint": None,
+            "created": int(time.time()), "model": body["model"], "system_fingerprint": "fp_fake",
             "choices": [{"index": 0, "logprobs": None, "finish_reason": reply.finish(),
                          "message": _message(reply)}],
             "usage": usage}))
