@@ -6,13 +6,19 @@ the fake local engine."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from core.generation import ToolCall
+from core.generation import Delta, GenerationParams, TokenUsage, Tool, ToolCall, ToolCallDelta
+from core.pricing import estimate_tokens
+from models.catalog import HOSTED_MODELS
+from router.fallback import prompt_estimate
+from router.policy import Candidate
+from router.route import Attempt, Route
 from tests.fakes.inprocess import InProcess, config, start
-from tests.fakes.scripted import Cut, Say
+from tests.fakes.scripted import Cut, Say, ScriptedProvider
 from tests.openai_schemas import assert_stream_valid, assert_valid
 
 WEATHER = {"type": "function", "function": {
@@ -273,3 +279,25 @@ async def test_a_tool_call_request_is_metered_and_billed_like_any_other(api: InP
         "success", "openai", "gpt-4o-mini")
     assert record["output_tokens"] == body["usage"]["completion_tokens"] > 0
     assert record["cost_usd"] == body["route"]["cost_usd"] > 0
+
+
+def test_tool_definitions_and_calls_count_in_the_prompt_estimate() -> None:
+    plain = GenerationParams(ASK, 16)
+    tools = (Tool("get_weather", "The weather now in a city.",
+                  WEATHER["function"]["parameters"]),)  # type: ignore[index]
+    with_tools = replace(plain, tools=tools)
+    called = replace(with_tools, messages=[*ASK, {**CALL, "content": ""}, RESULT])
+    assert prompt_estimate(plain) < prompt_estimate(with_tools) < prompt_estimate(called)
+    assert prompt_estimate(with_tools) - prompt_estimate(plain) >= \
+        estimate_tokens(json.dumps(WEATHER["function"]["parameters"]))
+
+
+def test_a_call_the_provider_did_not_count_is_billed_by_its_arguments() -> None:
+    """A stream cut short (or a client gone) is billed what was generated: a call's name and
+    arguments too, estimated when the provider counts no tokens per piece (Anthropic)."""
+    route = Route(ScriptedProvider("anthropic"), Candidate(HOSTED_MODELS[2], 0.0, ""))
+    attempt = Attempt(route, prompt_estimate=7)
+    arguments = '{"city": "Paris", "unit": "celsius"}'
+    attempt.count(Delta("", tool_calls=(ToolCallDelta(0, "toolu_1", "get_weather"),)))
+    attempt.count(Delta("", tool_calls=(ToolCallDelta(0, arguments=arguments),)))
+    assert attempt.billed() == TokenUsage(7, estimate_tokens("get_weather" + arguments))
