@@ -19,8 +19,8 @@ from deployments.llm.vllm import (
     output_schema,
     sampling_kwargs,
 )
-from router.chat import build_catalog
 from models import LocalModelSpec, find_local_model
+from router.chat import build_catalog
 
 
 def test_engine_args_come_from_the_registry_and_settings() -> None:
