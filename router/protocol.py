@@ -207,6 +207,15 @@ class ChatCompletionRequest(Wire):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def omitted(description: str | None = None) -> Any:
+    """A response field that is left out of the body while None (see the module's docstring)."""
+    return Field(None, exclude_if=_is_none, description=description)
+
+
 class CompletionUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -223,7 +232,8 @@ def _now() -> int:
 
 class KeepsNulls(BaseModel):
     """A response object whose `NULLS` fields are sent as null when empty, never left out (OpenAI's
-    schema requires them), even where the response is dumped with exclude_none."""
+    schema requires them), even where the response is dumped with exclude_none (router/routes.py,
+    router/sse.py)."""
 
     NULLS: ClassVar[tuple[str, ...]] = ()
 
@@ -251,8 +261,8 @@ class AssistantMessage(KeepsNulls):
 
     role: Literal["assistant"] = "assistant"
     content: str | None  # null when the answer is only tool calls
-    refusal: str | None = None
-    tool_calls: list[ToolCallOut] | None = None
+    refusal: None = None
+    tool_calls: list[ToolCallOut] | None = omitted()
 
 
 class Choice(KeepsNulls):
@@ -276,23 +286,23 @@ class ChatCompletion(BaseModel):
 
 
 class FunctionCallChunk(BaseModel):
-    name: str | None = None
-    arguments: str | None = None
+    name: str | None = omitted()
+    arguments: str | None = omitted()
 
 
 class ToolCallChunk(BaseModel):
     """A piece of a streamed call: the first has its id, type and name, the rest only arguments."""
 
     index: int
-    id: str | None = None
-    type: Literal["function"] | None = None
+    id: str | None = omitted()
+    type: Literal["function"] | None = omitted()
     function: FunctionCallChunk
 
 
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
-    tool_calls: list[ToolCallChunk] | None = None
+    tool_calls: list[ToolCallChunk] | None = omitted()
 
 
 class ChunkChoice(KeepsNulls):

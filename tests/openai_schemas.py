@@ -1,45 +1,40 @@
-"""What the service sends, checked against OpenAI's own published schemas
-(../shared/data/openai/openapi-schemas.json, see its README): `assert_valid("CreateChatCompletionResponse",
-body)`; `assert_stream_valid(sse_text)` for every chunk of a chat stream.
-
-The document marks nullable fields OpenAPI 3.0's way (`nullable: true`); they are translated to
-JSON Schema's null type before validating (Draft 2020-12)."""
+"""OpenAI's published component schemas (tests/data/openai/openapi-schemas.json) as validators:
+`check("CreateChatCompletionResponse", body)` fails naming every difference. The document marks
+nullable fields with OpenAPI 3.0's `nullable: true`; it is translated to JSON Schema's `null` type
+once, on load, and each schema is validated as `{"$ref": ..., "components": ...}` (Draft 2020-12)."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from jsonschema import Draft202012Validator
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "shared" / "data" / "openai" / "openapi-schemas.json"
+SCHEMAS = Path(__file__).resolve().parent / "data" / "openai" / "openapi-schemas.json"
 
 
 def _nullable(node: Any) -> Any:
-    """`node` with every `nullable: true` turned into a type that admits null."""
+    """`{"type": "string", "nullable": true, ...}` -> `{"anyOf": [{"type": "string", ...},
+    {"type": "null"}]}`, everywhere in the document (an `enum` must admit null too)."""
     if isinstance(node, list):
         return [_nullable(item) for item in node]
     if not isinstance(node, dict):
         return node
     node = {key: _nullable(value) for key, value in node.items()}
-    if not node.pop("nullable", False):
-        return node
-    if "enum" in node and None not in node["enum"]:
-        node["enum"] = [*node["enum"], None]
-    kind = node.get("type")
-    if isinstance(kind, str):
-        return {**node, "type": [kind, "null"]}
-    if isinstance(kind, list):
-        return {**node, "type": [*kind, "null"]} if "null" not in kind else node
-    return {"anyOf": [node, {"type": "null"}]}
+    if node.get("nullable") is True:
+        del node["nullable"]
+        return {"anyOf": [node, {"type": "null"}]}
+    return node
 
 
 @functools.cache
 def _components() -> dict[str, Any]:
-    document = json.loads(SCHEMAS.read_text())
-    return {"schemas": _nullable(document["components"]["schemas"])}
+    components: dict[str, Any] = _nullable(json.loads(SCHEMAS.read_text())["components"])
+    return components
 
 
 @functools.cache
@@ -49,27 +44,34 @@ def validator(name: str) -> Draft202012Validator:
 
 
 def problems(name: str, body: Any) -> list[str]:
-    """Each way `body` breaks OpenAI's schema `name`: where, and what."""
-    return [f"{'/'.join(map(str, error.absolute_path)) or '(root)'}: {error.message}"
+    """What in `body` does not match OpenAI's schema `name` (empty when it all does)."""
+    return [f"{'/'.join(str(p) for p in error.absolute_path) or '(root)'}: {error.message}"
             for error in validator(name).iter_errors(body)]
 
 
-def assert_valid(name: str, body: Any) -> None:
+def check(name: str, body: Any) -> None:
     found = problems(name, body)
     assert not found, f"not a valid {name}: {found}\n{json.dumps(body)[:2000]}"
 
 
-def stream_chunks(sse_text: str) -> list[dict[str, Any]]:
-    """The JSON of each `data:` line of an SSE body, up to `data: [DONE]` (which must end it)."""
-    data = [line[6:] for line in sse_text.splitlines() if line.startswith("data: ")]
-    assert data and data[-1] == "[DONE]", f"the stream does not end with data: [DONE]: {data[-1:]}"
-    return [json.loads(item) for item in data[:-1]]
+def check_embeddings(body: dict[str, Any], dims: int | None = None) -> list[list[float]]:
+    """A CreateEmbeddingResponse in either encoding: base64 vectors (little-endian float32s, what
+    OpenAI sends for `encoding_format: base64`) are decoded and checked as the float form."""
+    data = [{**item, "embedding": _decoded(item["embedding"])} for item in body["data"]]
+    check("CreateEmbeddingResponse", {**body, "data": data})
+    vectors: list[list[float]] = [item["embedding"] for item in data]
+    assert dims is None or all(len(v) == dims for v in vectors), [len(v) for v in vectors]
+    return vectors
 
 
-def assert_stream_valid(sse_text: str) -> list[dict[str, Any]]:
-    """Every chunk of a chat completion stream (an error event is an ErrorResponse); the chunks."""
-    chunks = stream_chunks(sse_text)
-    for chunk in chunks:
-        assert_valid("ErrorResponse" if "error" in chunk else "CreateChatCompletionStreamResponse",
-                     chunk)
-    return chunks
+def _decoded(embedding: Any) -> Any:
+    if not isinstance(embedding, str):
+        return embedding
+    return np.frombuffer(base64.b64decode(embedding, validate=True), "<f4").tolist()
+
+
+def sse_data(text: str) -> list[Any]:
+    """The JSON payloads of an SSE body, in order, after checking it ends with `data: [DONE]`."""
+    payloads = [line[len("data: "):] for line in text.splitlines() if line.startswith("data: ")]
+    assert payloads and payloads[-1] == "[DONE]", text[-500:]
+    return [json.loads(payload) for payload in payloads[:-1]]

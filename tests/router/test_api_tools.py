@@ -13,7 +13,8 @@ import pytest
 
 from tests.conftest import AUTH
 from tests.fakes import Call, FakeAnthropic, FakeOpenAI, Reply
-from tests.openai_schemas import assert_stream_valid, assert_valid
+from tests.openai_schemas import check
+from tests.router.test_tools import valid_chunks
 
 LOCAL = "smollm2-135m"
 WEATHER = {"type": "function", "function": {
@@ -84,7 +85,7 @@ def test_the_local_model_streams_a_named_call(openai_client, serve_url: str) -> 
     assert_fits("search_courses", calls[0]["arguments"])
     body = {"model": LOCAL, "messages": ASK, "tools": TOOLS, "tool_choice": named,
             "max_tokens": 64, "stream": True, "stream_options": {"include_usage": True}}
-    chunks = assert_stream_valid(raw(serve_url, body).text)
+    chunks = valid_chunks(raw(serve_url, body).text)
     first = next(c["choices"][0]["delta"]["tool_calls"][0] for c in chunks
                  if c["choices"] and c["choices"][0]["delta"].get("tool_calls"))
     assert set(first) == {"index", "id", "type", "function"}
@@ -98,7 +99,7 @@ def test_the_local_model_answers_from_a_tool_result(openai_client, serve_url: st
                 *ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"}]}
     response = raw(serve_url, body)
-    assert_valid("CreateChatCompletionResponse", response.json())
+    check("CreateChatCompletionResponse", response.json())
     message = response.json()["choices"][0]["message"]
     assert message["content"] and "tool_calls" not in message
 
@@ -127,7 +128,7 @@ def test_hosted_parallel_calls_then_the_answer_from_their_results(
     assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
         ("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Oslo"})]
     body = raw(serve_url, {"model": model, "messages": ask, "tools": TOOLS}).json()
-    assert_valid("CreateChatCompletionResponse", body)
+    check("CreateChatCompletionResponse", body)
     message = body["choices"][0]["message"]
     results = [{"role": "tool", "tool_call_id": c["id"], "content": text}
                for c, text in zip(message["tool_calls"], ("sunny", "snow"), strict=True)]

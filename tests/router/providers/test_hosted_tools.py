@@ -14,8 +14,9 @@ from core.generation import GenerationParams, Tool, ToolCall, collect
 from router.providers.anthropic import to_anthropic
 from router.providers.openai import to_openai
 from tests.fakes import Call, FakeAnthropic, FakeOpenAI, Reply
-from tests.openai_schemas import assert_stream_valid, assert_valid
+from tests.openai_schemas import check
 from tests.router.providers.test_hosted import anthropic_provider, openai_provider
+from tests.router.test_tools import valid_chunks
 
 WEATHER = Tool("get_weather", "The weather now in a city.", {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
@@ -70,9 +71,9 @@ async def test_the_fake_openai_speaks_tool_calls_in_openai_schema(
         "model": "gpt-4o-mini", "messages": [ASK], "stream": streamed,
         "stream_options": {"include_usage": True}})
     if streamed:
-        assert_stream_valid(response.text)
+        valid_chunks(response.text)
     else:
-        assert_valid("CreateChatCompletionResponse", response.json())
+        check("CreateChatCompletionResponse", response.json())
 
 
 async def test_openai_parallel_calls_stream_into_whole_calls(fake_openai: FakeOpenAI) -> None:
