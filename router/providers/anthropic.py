@@ -45,8 +45,9 @@ def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
                              "input_schema": params.json_schema}]
         request["tool_choice"] = {"type": "tool", "name": TOOL}
     elif params.tools:
-        request["tools"] = [{"name": t.name, "description": t.description,
-                             "input_schema": t.parameters} for t in params.tools]
+        request["tools"] = [{"name": t.name, "input_schema": t.parameters,
+                             **({"description": t.description} if t.description else {})}
+                            for t in params.tools]
         request["tool_choice"] = _tool_choice(params)
     return request
 
