@@ -16,7 +16,12 @@ from core.errors import InvalidRequest
 from core.generation import GenerationParams, Tool
 from core.schema import SchemaError, check_schema
 from models.registry import ToolCalling
-from router.protocol import ChatCompletionRequest, ChatMessage, FunctionDefinition
+from router.protocol import (
+    ChatCompletionRequest,
+    ChatMessage,
+    FunctionDefinition,
+    NamedToolChoice,
+)
 
 MODES = ("none", "auto", "required")
 
@@ -53,7 +58,8 @@ def tool_fields(request: ChatCompletionRequest) -> dict[str, Any]:
             and request.response_format.type != "text":
         raise InvalidRequest("response_format json_object / json_schema cannot be combined with "
                              "tools: drop one, or send tool_choice 'none'", param="response_format")
-    if choice in names and choice in MODES:  # a function named like a mode: call it, and only it
+    if isinstance(request.tool_choice, NamedToolChoice) and choice in MODES:
+        # A function named like a mode ("auto"): call it, and only it.
         tools, choice = tuple(t for t in tools if t.name == choice), "required"
     return {"tools": tools, "tool_choice": choice,
             "parallel_tool_calls": request.parallel_tool_calls is not False}

@@ -127,8 +127,10 @@ async def test_the_request_reaches_the_provider_in_generation_terms(api: InProce
 async def test_a_function_named_like_a_mode_is_called_when_named(api: InProcess) -> None:
     auto = {"type": "function", "function": {"name": "auto"}}
     await completion(api, chat(tools=[WEATHER, auto], tool_choice=auto))
-    (_, params), = api.openai.calls
-    assert ([t.name for t in params.tools], params.tool_choice) == (["auto"], "required")
+    await completion(api, chat(tools=[WEATHER, auto], tool_choice="auto"))
+    named, mode = (params for _, params in api.openai.calls)
+    assert ([t.name for t in named.tools], named.tool_choice) == (["auto"], "required")
+    assert ([t.name for t in mode.tools], mode.tool_choice) == (["get_weather", "auto"], "auto")
 
 
 async def test_a_multi_turn_exchange_sends_calls_and_results_back(api: InProcess) -> None:
