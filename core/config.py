@@ -85,6 +85,19 @@ class VLLMSettings(ConfigModel):
     dtype: Literal["auto", "float16", "bfloat16"] = "auto"
     quantization: str | None = None
     enforce_eager: bool = False
+    # vLLM's own tool call parser for the model's output format (e.g. "hermes", "llama3_json",
+    # "mistral"); with enable_auto_tool_choice the model decides when to call tools
+    # (tool_choice "auto"), as in `vllm serve --enable-auto-tool-choice --tool-call-parser ...`.
+    # Without them the model calls tools only when a call is required, under guided decoding.
+    tool_call_parser: str | None = Field(None, min_length=1)
+    enable_auto_tool_choice: bool = False
+
+    @model_validator(mode="after")
+    def _auto_needs_a_parser(self) -> VLLMSettings:
+        if self.enable_auto_tool_choice and not self.tool_call_parser:
+            raise ValueError("enable_auto_tool_choice needs tool_call_parser (the model's tool "
+                             "call format, e.g. hermes, llama3_json, mistral)")
+        return self
 
 
 class LocalModelConfig(DeploymentOptions):

@@ -17,6 +17,7 @@ class Tool:
     name: str
     description: str = ""
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None  # OpenAI's strict schema adherence, passed on where it exists
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ class GenerationParams:
     # chat template, and `messages` is empty. Engines and providers that cannot are never routed it.
     prompt: str | None = None
 
+    def required_tools(self) -> tuple[Tool, ...]:
+        """The tools of which the answer must call one or more: every tool with tool_choice
+        "required", the named one, none with "auto" or "none" (the model may answer in text)."""
+        if self.tool_choice in ("auto", "none"):
+            return ()
+        if self.tool_choice == "required":
+            return self.tools
+        return tuple(t for t in self.tools if t.name == self.tool_choice)
+
 
 @dataclass(frozen=True)
 class TokenUsage:
@@ -86,18 +96,38 @@ class Completion:
     text: str
     finish_reason: str
     usage: TokenUsage
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+class ToolCallAssembler:
+    """Streamed tool call pieces put back together into whole calls, by index."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+
+    def add(self, pieces: tuple[ToolCallDelta, ...]) -> None:
+        for piece in pieces:
+            call = self._calls.setdefault(piece.index, ["", "", ""])
+            call[0] = piece.id or call[0]
+            call[1] = piece.name or call[1]
+            call[2] += piece.arguments
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(ToolCall(*self._calls[index]) for index in sorted(self._calls))
 
 
 async def collect(deltas: AsyncIterator[Delta]) -> Completion:
     parts: list[str] = []
+    calls = ToolCallAssembler()
     finish_reason, usage = "stop", TokenUsage()
     async for delta in deltas:
         parts.append(delta.text)
+        calls.add(delta.tool_calls)
         if delta.finish_reason is not None:
             finish_reason = delta.finish_reason
         if delta.usage is not None:
             usage = delta.usage
-    return Completion("".join(parts), finish_reason, usage)
+    return Completion("".join(parts), finish_reason, usage, calls.calls())
 
 
 class EngineError(Exception):
@@ -133,3 +163,9 @@ class InvalidSchema(RequestRejected):
     engine's grammar compiler."""
 
     param = "response_format.json_schema"
+
+
+class InvalidTools(RequestRejected):
+    """The tools' parameter schemas cannot become a grammar (see InvalidSchema)."""
+
+    param = "tools"

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.registry import LOCAL_MODELS, Tier
+from models.registry import LOCAL_MODELS, Tier, ToolCalling
 
 ProviderName = Literal["local", "openai", "anthropic"]
 PROVIDERS: tuple[ProviderName, ...] = ("local", "openai", "anthropic")
@@ -28,6 +28,7 @@ class ModelCard(BaseModel):
     output_per_million: float = Field(ge=0)  # USD per 1M completion tokens
     aliases: tuple[str, ...] = ()
     kind: Literal["chat", "completion", "embedding"] = "chat"
+    tool_calling: ToolCalling = "none"
 
     def serves(self, kind: str) -> bool:
         """Whether the model serves requests of `kind`. A local model also completes raw prompts
@@ -35,19 +36,28 @@ class ModelCard(BaseModel):
         return self.kind == kind or (kind == "completion" and self.provider == "local"
                                      and self.kind == "chat")
 
+    def calls_tools(self, need: ToolCalling) -> bool:
+        """Whether the model can serve a request that needs `need` of it."""
+        return TOOL_LEVELS.index(self.tool_calling) >= TOOL_LEVELS.index(need)
+
+
+TOOL_LEVELS: tuple[ToolCalling, ...] = ("none", "required", "auto")
+
 
 # List prices (USD per million tokens) as published by the providers; update here only.
 HOSTED_MODELS: tuple[ModelCard, ...] = (
     ModelCard(name="gpt-4o-mini", provider="openai", tier="small", context_window=128_000,
-              input_per_million=0.15, output_per_million=0.60, aliases=("gpt-3.5-turbo",)),
+              input_per_million=0.15, output_per_million=0.60, aliases=("gpt-3.5-turbo",),
+              tool_calling="auto"),
     ModelCard(name="gpt-4o", provider="openai", tier="large", context_window=128_000,
-              input_per_million=2.50, output_per_million=10.00, aliases=("gpt-4", "gpt-4-turbo")),
+              input_per_million=2.50, output_per_million=10.00, aliases=("gpt-4", "gpt-4-turbo"),
+              tool_calling="auto"),
     ModelCard(name="claude-3-5-haiku-latest", provider="anthropic", tier="small",
               context_window=200_000, input_per_million=0.80, output_per_million=4.00,
-              aliases=("claude-haiku",)),
+              aliases=("claude-haiku",), tool_calling="auto"),
     ModelCard(name="claude-3-5-sonnet-latest", provider="anthropic", tier="large",
               context_window=200_000, input_per_million=3.00, output_per_million=15.00,
-              aliases=("claude-sonnet",)),
+              aliases=("claude-sonnet",), tool_calling="auto"),
     # Legacy text completions (/v1/completions); OpenAI serves no chat model there.
     ModelCard(name="gpt-3.5-turbo-instruct", provider="openai", tier="small", kind="completion",
               context_window=4096, input_per_million=1.50, output_per_million=2.00),
@@ -59,10 +69,12 @@ HOSTED_MODELS: tuple[ModelCard, ...] = (
 
 
 def local_card(name: str, context_window: int, input_per_million: float = 0.0,
-               output_per_million: float = 0.0) -> ModelCard:
-    """A served local model: registry facts, the deployed context size, an amortized price."""
+               output_per_million: float = 0.0, tool_calling: ToolCalling | None = None
+               ) -> ModelCard:
+    """A served local model: registry facts, the deployed context size, an amortized price, and
+    how it calls tools (the registry's answer unless its deployment says better)."""
     spec = next(s for s in LOCAL_MODELS if s.name == name)
     return ModelCard(name=spec.name, provider="local", tier=spec.tier,
                      context_window=min(context_window, spec.context_window),
                      input_per_million=input_per_million, output_per_million=output_per_million,
-                     aliases=spec.aliases)
+                     aliases=spec.aliases, tool_calling=tool_calling or spec.tool_calling)

@@ -11,6 +11,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 Tier = Literal["small", "large"]
+# How a model calls tools: "auto" when it can decide by itself whether to call one (every
+# tool_choice); "required" when it calls them only where the request requires a call (tool_choice
+# "required" or a named function), under a grammar built from the tools' schemas; "none" not at all.
+ToolCalling = Literal["none", "required", "auto"]
 
 
 class UnknownModel(LookupError):
@@ -31,6 +35,9 @@ class LocalModelSpec(BaseModel):
     context_window: int
     tier: Tier
     aliases: tuple[str, ...] = ()
+    # None of these was trained for tool calls: a grammar makes them call one when a call is
+    # required, and they cannot decide when to call (SmolLM2 measured: README, Tool calling).
+    tool_calling: ToolCalling = "required"
 
 
 LOCAL_MODELS: tuple[LocalModelSpec, ...] = (

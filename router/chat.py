@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from core.breakers import Breakers
-from core.config import AppConfig, RouterConfig
+from core.config import AppConfig, LocalModelConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
-from core.generation import Delta, GenerationParams, TokenUsage
+from core.generation import Completion, Delta, GenerationParams, TokenUsage
 from core.schema import SchemaError, check_schema
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
+from models.registry import ToolCalling
 from router.fallback import Run, prompt_estimate
 from router.policy import PolicySettings, RouteRequest, rank
 from router.protocol import (
@@ -24,10 +25,15 @@ from router.protocol import (
     ChunkChoice,
     CompletionUsage,
     DeltaMessage,
+    FunctionCallChunk,
+    FunctionCallOut,
+    ToolCallChunk,
+    ToolCallOut,
     _chat_id,
 )
 from router.providers import Provider
 from router.route import Route, Switch
+from router.tools import chat_messages, tool_calling, tool_fields
 from router.ttft import FirstTokenLimits
 from router.usage.meter import Allowance, Meter
 
@@ -37,9 +43,16 @@ T = TypeVar("T")
 def build_catalog(config: AppConfig) -> list[ModelCard]:
     local = [local_card(m.name, m.llama_cpp.n_ctx if m.engine == "llama_cpp"
                         else (m.vllm.max_model_len or 10**9),
-                        m.input_per_million, m.output_per_million)
+                        m.input_per_million, m.output_per_million, _tool_calling(m))
              for m in config.served_local_models()]
     return [*local, *HOSTED_MODELS]
+
+
+def _tool_calling(model: LocalModelConfig) -> ToolCalling | None:
+    """A vLLM model with its tool parser and auto tool choice decides when to call tools; any
+    other local model calls them as its registry entry says."""
+    auto = model.engine == "vllm" and model.vllm.enable_auto_tool_choice
+    return "auto" if auto else None
 
 
 class ChatService:
@@ -68,7 +81,8 @@ class ChatService:
     def plan(self, model: str, preferred: list[str], params: GenerationParams) -> list[Route]:
         kind = "chat" if params.prompt is None else "completion"
         ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred),
-                                   kind), self._catalog, set(self._providers), self._policy)
+                                   kind, tool_calling(params)),
+                      self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
 
     async def run(self, model: str, preferred: list[str], params: GenerationParams,
@@ -108,11 +122,13 @@ class ChatService:
         self.check_messages(len(request.messages))
         for name in ("max_completion_tokens", "max_tokens"):  # each within the limit
             self.max_tokens(getattr(request, name), param=name)
+        tools = tool_fields(request)
         return GenerationParams(
-            messages=[{"role": _role(m.role), "content": m.text()} for m in request.messages],
+            messages=chat_messages(request.messages, bool(tools["tools"])),
             max_tokens=self.max_tokens(request.requested_max_tokens()),
             temperature=request.temperature, top_p=request.top_p,
-            stop=request.stop_list(), seed=request.seed, json_schema=_json_schema(request))
+            stop=request.stop_list(), seed=request.seed, json_schema=_json_schema(request),
+            **tools)
 
     async def _run(self, request: ChatCompletionRequest,
                    meter: Meter | None) -> tuple[Run, GenerationParams]:
@@ -126,8 +142,7 @@ class ChatService:
         report = run.report()
         return ChatCompletion(
             model=route.model,
-            choices=[Choice(message=AssistantMessage(content=completion.text),
-                            finish_reason=completion.finish_reason)],
+            choices=[Choice(message=_message(completion), finish_reason=completion.finish_reason)],
             usage=_wire_usage(report.usage), route=report.route_info()), route.header()
 
     async def stream(self, request: ChatCompletionRequest, meter: Meter | None = None
@@ -150,9 +165,9 @@ class ChatService:
                 yield ChatCompletionChunk(**base, choices=[], route={"fallback": {
                     "from": event.from_route, "to": event.to_route, "error": event.error}})
                 continue
-            if event.text:
-                yield ChatCompletionChunk(
-                    **base, choices=[ChunkChoice(delta=DeltaMessage(content=event.text))])
+            if event.text or event.tool_calls:
+                yield ChatCompletionChunk(**base, choices=[ChunkChoice(delta=DeltaMessage(
+                    content=event.text or None, tool_calls=_call_chunks(event) or None))])
             if event.finish_reason is not None:
                 report = run.report()
                 yield ChatCompletionChunk(**base, route=report.route_info(), choices=[
@@ -166,6 +181,21 @@ async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
     yield first
     async for delta in rest:
         yield delta
+
+
+def _message(completion: Completion) -> AssistantMessage:
+    """The answer's message: its text (null when it is only tool calls) and its calls."""
+    calls = [ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
+             for c in completion.tool_calls]
+    return AssistantMessage(content=completion.text if completion.text or not calls else None,
+                            tool_calls=calls or None)
+
+
+def _call_chunks(delta: Delta) -> list[ToolCallChunk]:
+    """Tool call pieces as OpenAI streams them: a call's first piece has its id, type and name."""
+    return [ToolCallChunk(index=c.index, id=c.id, type="function" if c.id else None,
+                          function=FunctionCallChunk(name=c.name, arguments=c.arguments))
+            for c in delta.tool_calls]
 
 
 def _wire_usage(usage: TokenUsage) -> CompletionUsage:
@@ -185,7 +215,3 @@ def _json_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:
         where = ".".join(filter(None, ("response_format.json_schema.schema", error.where)))
         raise InvalidRequest(f"{where}: {error.problem}", param=where) from None
     return schema
-
-
-def _role(role: str) -> str:
-    return "system" if role == "developer" else role

@@ -12,9 +12,9 @@
   provider costs a fast failover rather than a backoff.
 - A text stream that fails after its first delta continues on the next candidate, with the text
   produced so far as context, so the client sees one stream; a `Switch` marks the seam. A JSON
-  answer (json_schema / json_object) cannot be continued by another model: `complete()` starts it
-  over on the next candidate; `stream()`, whose deltas already reached the client, ends with an
-  error instead.
+  answer (json_schema / json_object) or an answer that started a tool call cannot be continued by
+  another model: `complete()` starts it over on the next candidate; `stream()`, whose deltas
+  already reached the client, ends with an error instead.
 - Every attempt (first, fallback, retry, continuation) is first covered by the caller's budget:
   what the run has spent so far plus that attempt's estimate (for a continuation, its longer
   prompt); an attempt the budget cannot cover is skipped.
@@ -27,16 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Protocol
 
 from core.breakers import Breakers, CircuitBreaker, counts
 from core.config import RouterConfig
 from core.errors import AllProvidersFailed, ProviderError, ProviderTimeout, ServiceError
-from core.generation import Completion, Delta, GenerationParams, TokenUsage
+from core.generation import Completion, Delta, GenerationParams, TokenUsage, ToolCallAssembler
 from core.pricing import estimate, estimate_tokens
 from router.route import Attempt, Route, RunReport, Switch, report
 from router.ttft import FirstTokenLimits, learned_limits
@@ -83,17 +84,20 @@ class Run:
 
     async def complete(self, params: GenerationParams) -> tuple[Completion, Route]:
         """Non-streamed requests run as streams too, so the same first-token and idle limits catch
-        a hung provider long before the total deadline. A JSON answer that broke off starts over."""
+        a hung provider long before the total deadline. A JSON answer or tool call that broke off
+        starts over."""
         parts: list[str] = []
+        calls = ToolCallAssembler()
         async for event in self._events(params, restartable=True):
             if isinstance(event, Switch):
                 if event.restart:
-                    parts.clear()
+                    parts, calls = [], ToolCallAssembler()
                 continue
             parts.append(event.text)
+            calls.add(event.tool_calls)
             if event.finish_reason is not None:
-                return Completion("".join(parts), event.finish_reason,
-                                  event.usage or TokenUsage()), self.attempts[-1].route
+                return Completion("".join(parts), event.finish_reason, event.usage or TokenUsage(),
+                                  calls.calls()), self.attempts[-1].route
         raise self._exhausted()  # unreachable: _events() ends with a finish or raises
 
     def stream(self, params: GenerationParams,
@@ -104,12 +108,13 @@ class Run:
 
     async def _events(self, params: GenerationParams,
                       restartable: bool) -> AsyncIterator[Delta | Switch]:
-        """`restartable`: nothing was sent on yet, so a JSON answer that broke off can start over."""
-        produced, handover = "", None
+        """`restartable`: nothing was sent on yet, so an answer that cannot be continued by another
+        model (JSON, or one that started a tool call) can start over."""
+        produced, handover, restart = "", None, False
         structured = params.json_schema is not None
 
         def next_params() -> GenerationParams:  # read as each attempt starts: the text so far
-            return params if structured else continuation(params, produced)
+            return params if structured or restart else continuation(params, produced)
 
         async for attempt in self._tries(next_params):
             route, started, called = attempt.route, False, self._clock()
@@ -117,13 +122,14 @@ class Run:
             try:
                 if handover is not None:
                     yield Switch(handover[0].header(), route.header(), handover[1].message,
-                                 restart=structured)
+                                 restart=restart)
                 while True:
                     delta = await self._next(deltas, attempt, started)
                     if not started:
                         self._first_delta(route, called)
                     started = True
                     produced += delta.text
+                    restart = restart or bool(delta.tool_calls)
                     if delta.finish_reason is not None:
                         self._succeeded(attempt, delta.usage or TokenUsage())
                         yield delta
@@ -134,8 +140,10 @@ class Run:
                 return
             except ServiceError as error:
                 self._failed(attempt, error)
-                if started and structured and not restartable:
-                    raise interrupted(route) from None
+                restart = restart or structured
+                if started and restart and not restartable:
+                    raise interrupted(route, "a tool call" if not structured else "the JSON answer"
+                                      ) from None
                 handover = (route, error) if started else handover
             finally:
                 if attempt.usage is None and attempt.error is None:
@@ -269,17 +277,20 @@ class Run:
         return AllProvidersFailed(tried)
 
 
-def interrupted(route: Route) -> ProviderError:
-    return ProviderError("the JSON answer broke off mid-stream and cannot be continued by another "
+def interrupted(route: Route, what: str = "the JSON answer") -> ProviderError:
+    return ProviderError(f"{what} broke off mid-stream and cannot be continued by another "
                          "model; retry the request", provider=route.provider.name,
                          model=route.model, retryable=False)
 
 
 def prompt_estimate(params: GenerationParams) -> int:
     """The prompt's tokens, on the high side (core.pricing.estimate_tokens), with 4 per message for
-    the chat format's role markers."""
+    the chat format's role markers; tool calls and tool definitions count as their JSON."""
     raw = estimate_tokens(params.prompt) if params.prompt is not None else 0
-    return raw + sum(estimate_tokens(m["content"]) + 4 for m in params.messages)
+    messages = sum(estimate_tokens(m["content"] or "") + 4 for m in params.messages)
+    calls = [m["tool_calls"] for m in params.messages if m.get("tool_calls")]
+    tools = [(t.name, t.description, t.parameters) for t in params.tools]
+    return raw + messages + (estimate_tokens(json.dumps([calls, tools])) if calls or tools else 0)
 
 
 def continuation(params: GenerationParams, produced: str) -> GenerationParams:
@@ -288,9 +299,7 @@ def continuation(params: GenerationParams, produced: str) -> GenerationParams:
         return params
     remaining = max(1, params.max_tokens - estimate_tokens(produced))
     if params.prompt is not None:  # a raw prompt continues exactly where the text stopped
-        return replace(params, prompt=params.prompt + produced, max_tokens=remaining)
+        return dataclasses.replace(params, prompt=params.prompt + produced, max_tokens=remaining)
     messages = [*params.messages, {"role": "assistant", "content": produced},
                 {"role": "user", "content": CONTINUE}]
-    return GenerationParams(messages=messages, max_tokens=remaining, temperature=params.temperature,
-                            top_p=params.top_p, stop=params.stop, seed=params.seed,
-                            json_schema=params.json_schema)
+    return dataclasses.replace(params, messages=messages, max_tokens=remaining)

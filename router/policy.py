@@ -6,8 +6,9 @@ Order of precedence, each a tie-breaker for the one before:
 3. with cost optimization, the lowest estimated cost;
 4. the default provider (AI_DEFAULT_PROVIDER);
 5. catalogue order.
-Only models of the requested tier whose provider is available and whose context fits the prompt
-are candidates; the rest of the ranking is the fallback order."""
+Only models of the requested tier whose provider is available, that can call tools the way the
+request needs (models/catalog.py `tool_calling`) and whose context fits the prompt are candidates;
+the rest of the ranking is the fallback order."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from core.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from core.pricing import estimate
 from models.catalog import TIERS, ModelCard
+from models.registry import ToolCalling
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class RouteRequest:
     max_tokens: int
     preferred_providers: tuple[str, ...] = ()
     kind: str = "chat"  # or "completion": a raw prompt (ModelCard.serves)
+    # What the request needs of tool calling: "auto" (tools the model may call when it sees fit),
+    # "required" (a call it must make: tool_choice "required" or a named function), or "none".
+    tool_calling: ToolCalling = "none"
 
 
 @dataclass(frozen=True)
@@ -62,9 +67,12 @@ def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str
                and c.provider in available]
     if not in_tier:
         raise ModelUnavailable(_unavailable(request.model, wanted, tier))
-    fitting = [c for c in in_tier if c.context_window > request.prompt_tokens]
+    capable = [c for c in in_tier if c.calls_tools(request.tool_calling)]
+    if not capable:
+        raise _incapable(request.tool_calling, tier, in_tier, catalog)
+    fitting = [c for c in capable if c.context_window > request.prompt_tokens]
     if not fitting:
-        largest = max(c.context_window for c in in_tier)
+        largest = max(c.context_window for c in capable)
         raise InvalidRequest(
             f"the prompt (~{request.prompt_tokens} tokens) does not fit any {tier} model "
             f"(largest context {largest} tokens): shorten the messages", param="messages")
@@ -91,7 +99,10 @@ def _reason(card: ModelCard, request: RouteRequest, wanted: ModelCard | None, ti
             settings: PolicySettings) -> str:
     if card == wanted:
         return "requested model" if request.model == card.name else f"alias {request.model!r}"
-    instead = f"; {wanted.name} unavailable" if wanted is not None else ""
+    instead = ""
+    if wanted is not None:
+        instead = f"; {wanted.name} " + ("unavailable" if wanted.calls_tools(request.tool_calling)
+                                         else f"cannot serve tool_choice {_NEEDS[request.tool_calling]}")
     if card.provider in request.preferred_providers:
         return f"preferred provider {card.provider} in tier {tier}{instead}"
     if settings.cost_optimization:
@@ -109,3 +120,24 @@ def _unavailable(requested: str, wanted: ModelCard | None, tier: str) -> str:
 
 def _article(kind: str) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+_NEEDS = {"auto": "'auto'", "required": "'required' or a named function", "none": "'none'"}
+
+
+def _incapable(need: ToolCalling, tier: str, available: list[ModelCard],
+               catalog: Sequence[ModelCard]) -> InvalidRequest | ModelUnavailable:
+    """No available model of the tier calls tools as the request needs: a 503 when a model of the
+    tier could (its provider is not configured), else a 400."""
+    models = ", ".join(f"{c.name} ({_CALLS[c.tool_calling]})" for c in available)
+    fixes = ["send tool_choice 'required' or name a function"] if need == "auto" else []
+    hosted = any(c.calls_tools(need) for c in catalog if c.kind == "chat" and c.tier == tier)
+    if hosted:
+        fixes.append("configure a hosted provider (OPENAI_API_KEY / ANTHROPIC_API_KEY)")
+    problem = f"no available {tier}-tier model can serve tool_choice {_NEEDS[need]}: {models}"
+    message = "; ".join([problem, ", or ".join(fixes)] if fixes else [problem])
+    return ModelUnavailable(message) if hosted else InvalidRequest(message, param="tool_choice")
+
+
+_CALLS = {"none": "no tool calls", "required": "calls tools only when tool_choice is 'required' "
+          "or names a function", "auto": "calls tools"}

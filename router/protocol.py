@@ -144,12 +144,53 @@ TextParts = Annotated[list[dict[str, Any]], WithJsonSchema({"type": "array", "it
     "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}})]
 
 
+# OpenAI's rule for function names.
+ToolName = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]
+MAX_TOOLS = 128  # OpenAI's limit
+
+
+class FunctionDefinition(Wire):
+    name: ToolName
+    description: str | None = Field(None, max_length=4096)
+    parameters: dict[str, Any] | None = None  # a JSON schema of type object; bounded by core.schema
+    strict: bool | None = None
+
+
+class FunctionTool(Wire):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(Wire):
+    name: ToolName
+
+
+class NamedToolChoice(Wire):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class FunctionCall(Wire):
+    name: ToolName
+    arguments: str  # JSON text, as the model generated it
+
+
+class MessageToolCall(Wire):
+    """A call an earlier assistant turn made, sent back as part of the conversation."""
+
+    id: Identifier
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Wire):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | TextParts | None = None
     name: Identifier | None = None
     # What an earlier answer carried, sent back as history (`messages.append(choice.message)`).
     refusal: None = None
+    tool_calls: list[MessageToolCall] | None = None  # assistant turns
+    tool_call_id: Identifier | None = None  # tool turns: the call this result answers
 
     @field_validator("content")
     @classmethod
@@ -238,6 +279,9 @@ class ChatCompletionRequest(OpenAIHints):
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Annotated[Literal[1], BeforeValidator(_not_a_bool)] = 1
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     user: Identifier | None = None  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
@@ -277,10 +321,22 @@ def _now() -> int:
     return int(time.time())
 
 
+class FunctionCallOut(BaseModel):
+    name: str
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str | None
+    content: str | None  # null when the answer is only tool calls
     refusal: None = None
+    tool_calls: list[ToolCallOut] | None = omitted()
 
 
 class Choice(BaseModel):
@@ -301,9 +357,24 @@ class ChatCompletion(BaseModel):
     route: dict[str, Any] | None = omitted()
 
 
+class FunctionCallChunk(BaseModel):
+    name: str | None = omitted()
+    arguments: str | None = omitted()
+
+
+class ToolCallChunk(BaseModel):
+    """A piece of a streamed call: the first has its id, type and name, the rest only arguments."""
+
+    index: int
+    id: str | None = omitted()
+    type: Literal["function"] | None = omitted()
+    function: FunctionCallChunk
+
+
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = omitted()
     content: str | None = omitted()
+    tool_calls: list[ToolCallChunk] | None = omitted()
 
 
 class ChunkChoice(BaseModel):

@@ -52,7 +52,7 @@ class Attempt:
     skipped: str | None = None  # why the candidate was not called
     usage: TokenUsage | None = None  # the provider's own count, when the attempt finished
     tokens: int = 0  # generated so far, as counted by the provider per delta
-    uncounted: list[str] = field(default_factory=list)  # generated text without a token count
+    uncounted: list[str] = field(default_factory=list)  # generated text (and calls) uncounted
     first_token_at: float | None = None  # time.perf_counter() of the first delta
 
     def count(self, delta: Delta) -> None:
@@ -60,8 +60,9 @@ class Attempt:
             self.first_token_at = time.perf_counter()
         if delta.tokens is not None:
             self.tokens += delta.tokens
-        else:
-            self.uncounted.append(delta.text)
+        else:  # a tool call's name and arguments are generated tokens too
+            self.uncounted.append(delta.text + "".join(f"{c.name or ''}{c.arguments}"
+                                                       for c in delta.tool_calls))
 
     def billed(self) -> TokenUsage:
         """The provider's usage, or for an attempt cut short (failed, client gone): what the

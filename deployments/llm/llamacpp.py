@@ -21,12 +21,21 @@ from core.generation import (
     GenerationParams,
     InvalidMessages,
     InvalidSchema,
+    InvalidTools,
     PromptTooLong,
     RawPromptTooLong,
+    RequestRejected,
     TokenUsage,
 )
 from core.schema import SchemaError, check_schema, rewrite_subschemas
 from deployments.llm.stops import StopMatcher
+from deployments.llm.toolcalls import (
+    ToolCallStream,
+    call_schema,
+    joined,
+    text_messages,
+    to_calls,
+)
 
 _FINISHED = object()
 
@@ -60,7 +69,7 @@ class LlamaCppEngine:
             tokens = self._llm.tokenize(utf8(params.prompt, "the prompt"), add_bos=True,
                                         special=False)
         else:
-            text = render_prompt(self._format, params.messages)
+            text = render_prompt(self._format, text_messages(params))
             tokens = self._llm.tokenize(text, add_bos=False, special=True)
         if len(tokens) >= self._settings.n_ctx:
             raw = params.prompt is not None
@@ -70,30 +79,37 @@ class LlamaCppEngine:
         return tokens
 
     def grammar(self, params: GenerationParams) -> Any:
-        """The grammar that constrains the output, compiled by llama.cpp now: a schema it refuses is
-        the caller's error here, before sampling (llama.cpp would crash the process there)."""
+        """The grammar that constrains the output (a required tool call, or JSON), compiled by
+        llama.cpp now: a schema it refuses is the caller's error here, before sampling (llama.cpp
+        would crash the process there)."""
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if params.required_tools():
+            for tool in params.required_tools():
+                _checked(tool.parameters, InvalidTools, f"tools.{tool.name}.parameters")
+            return self._compiled(call_schema(params), InvalidTools, "tools")
         if params.json_schema is None:
             return None
-        from llama_cpp import llama_cpp as lib
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar, json_schema_to_gbnf
-
         if not params.json_schema:
             return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        try:
-            check_schema(params.json_schema)
-        except SchemaError as error:
-            raise InvalidSchema(f"response_format.json_schema: {error}") from None
-        refused = InvalidSchema("response_format.json_schema: llama.cpp cannot build a grammar "
-                                "for this schema; simplify it (fewer repetitions, patterns "
-                                "anchored ^...$)")
+        _checked(params.json_schema, InvalidSchema, "response_format.json_schema")
+        return self._compiled(params.json_schema, InvalidSchema, "response_format.json_schema")
+
+    def _compiled(self, schema: dict[str, Any], error: type[RequestRejected], what: str) -> Any:
+        """The grammar of a checked schema, which llama.cpp has compiled once without complaint."""
+        from llama_cpp import llama_cpp as lib
+        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+        refused = error(f"{what}: llama.cpp cannot build a grammar for this schema; simplify it "
+                        "(fewer repetitions, patterns anchored ^...$)")
         try:  # the converter's input is the caller's schema alone: its failures are the caller's
-            rules = json_strings(json_schema_to_gbnf(json.dumps(grammar_schema(params.json_schema))))
+            rules = json_strings(json_schema_to_gbnf(json.dumps(grammar_schema(schema))))
         except Exception:
             raise refused from None
         if len(rules) > MAX_GRAMMAR_BYTES:
-            raise InvalidSchema(f"response_format.json_schema: its grammar would be {len(rules)} "
-                                f"bytes; this model takes at most {MAX_GRAMMAR_BYTES}: use fewer "
-                                "or smaller repetition counts (maxItems, maxLength, minItems)")
+            raise error(f"{what}: its grammar would be {len(rules)} bytes; this model takes at "
+                        f"most {MAX_GRAMMAR_BYTES}: use fewer or smaller repetition counts "
+                        "(maxItems, maxLength, minItems)")
         compiled = lib.llama_sampler_init_grammar(self._llm._model.vocab, rules.encode(), b"root")
         if not compiled:
             raise refused
@@ -143,7 +159,9 @@ class LlamaCppEngine:
 
         budget = min(params.max_tokens, self._settings.n_ctx - len(tokens))
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = StopMatcher(params.stop)
+        # A required call is JSON under a grammar: stop sequences would only cut it short.
+        calls = ToolCallStream() if params.required_tools() else None
+        stops = StopMatcher([] if calls else params.stop)
         self._llm.set_seed(_seed(params.seed))  # every request: llama.cpp keeps the last one
         generated, counted, finish_reason, hit_stop = 0, 0, "length", False
         for token in self._llm.generate(
@@ -158,8 +176,9 @@ class LlamaCppEngine:
                 break
             generated += 1
             text, hit_stop = stops.feed(utf8.decode(self._llm.detokenize([token])))
-            if text:  # tokens whose text is held back (a possible stop) count with the next text
-                yield Delta(text, tokens=generated - counted)
+            delta = _delta(text, calls, generated - counted)
+            if delta is not None:  # tokens whose text is held back count with the next delta
+                yield delta
                 counted = generated
             if hit_stop:
                 finish_reason = "stop"
@@ -167,13 +186,30 @@ class LlamaCppEngine:
             if generated >= budget:
                 break
         tail = "" if hit_stop else stops.feed(utf8.decode(b"", final=True))[0] + stops.flush()
-        yield Delta(tail, finish_reason=finish_reason, usage=TokenUsage(len(tokens), generated))
+        last = Delta(tail, finish_reason=finish_reason, usage=TokenUsage(len(tokens), generated))
+        yield last if calls is None else to_calls(last, calls)
+
+
+def _delta(text: str, calls: ToolCallStream | None, tokens: int) -> Delta | None:
+    """What `text` adds to the answer (as text, or to its tool call), or None: nothing yet."""
+    if calls is None:
+        return Delta(text, tokens=tokens) if text else None
+    delta = to_calls(Delta(text, tokens=tokens), calls)
+    return delta if delta.tool_calls else None
 
 
 def _merge(deltas: list[Delta]) -> Delta:
     last = deltas[-1]
     return Delta("".join(d.text for d in deltas), last.finish_reason, last.usage,
-                 sum(d.tokens or 0 for d in deltas))
+                 sum(d.tokens or 0 for d in deltas),
+                 joined([c for d in deltas for c in d.tool_calls]))
+
+
+def _checked(schema: dict[str, Any], error: type[RequestRejected], what: str) -> None:
+    try:
+        check_schema(schema)
+    except SchemaError as problem:
+        raise error(f"{what}: {problem}") from None
 
 
 def render_prompt(formatter: Any, messages: list[dict[str, str]]) -> bytes:

@@ -8,7 +8,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from core.config import VLLMSettings
-from core.generation import Delta, GenerationParams, PromptTooLong, RawPromptTooLong, TokenUsage
+from core.generation import (
+    Delta,
+    GenerationParams,
+    PromptTooLong,
+    RawPromptTooLong,
+    TokenUsage,
+    ToolCallDelta,
+)
+from deployments.llm.toolcalls import ToolCallStream, call_schema, text_messages, to_calls
 from models import LocalModelSpec
 
 
@@ -40,6 +48,54 @@ def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
     }
 
 
+def chat_template_kwargs(params: GenerationParams, settings: VLLMSettings) -> dict[str, Any]:
+    """What the tokenizer's chat template renders: with a tool call parser configured (a model
+    trained for tool calls), the conversation and tools as OpenAI sends them, which such templates
+    render natively; otherwise text turns (deployments/llm/toolcalls.py)."""
+    if settings.tool_call_parser and params.tools and params.tool_choice != "none":
+        return {"conversation": params.messages, "tools": [
+            {"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": t.parameters}} for t in params.tools]}
+    return {"conversation": text_messages(params)}
+
+
+def output_schema(params: GenerationParams) -> dict[str, Any] | None:
+    """What guided decoding constrains the output to: a required tool call, or the JSON asked for."""
+    return call_schema(params) if params.required_tools() else params.json_schema
+
+
+def parsed_delta(message: Any, tokens: int) -> Delta:
+    """A vLLM tool parser's DeltaMessage (content and/or tool call pieces) as a Delta."""
+    calls = tuple(ToolCallDelta(c.index, c.id, c.function.name if c.function else None,
+                                (c.function.arguments if c.function else None) or "")
+                  for c in (message.tool_calls if message is not None else None) or ())
+    return Delta((message.content if message is not None else None) or "", tokens=tokens,
+                 tool_calls=calls)
+
+
+class ParsedCalls:
+    """vLLM's own tool call parser (tool_call_parser) over a generation the model may answer with
+    calls (tool_choice "auto"): each step's text, or the calls it found, as deltas."""
+
+    def __init__(self, parser: Any, request: Any):
+        self._parser = parser
+        self._request = request
+        self._text = ""
+        self._ids: list[int] = []
+        self._called = False
+
+    def step(self, delta: Delta, token_ids: list[int]) -> Delta:
+        text, ids = self._text + delta.text, list(token_ids)
+        message = self._parser.extract_tool_calls_streaming(
+            self._text, text, delta.text, self._ids, ids, ids[len(self._ids):], self._request)
+        self._text, self._ids = text, ids
+        parsed = parsed_delta(message, delta.tokens or 0)
+        self._called = self._called or bool(parsed.tool_calls)
+        finish = "tool_calls" if delta.finish_reason == "stop" and self._called \
+            else delta.finish_reason
+        return Delta(parsed.text, finish, delta.usage, parsed.tokens, parsed.tool_calls)
+
+
 class OutputTracker:
     """vLLM reports cumulative text and token ids; turn them into deltas with usage at the end."""
 
@@ -62,6 +118,7 @@ class VLLMEngine:
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
         self._engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**engine_args(spec, settings)))
+        self._settings = settings
         self._max_len = settings.max_model_len or spec.context_window
 
     def check_health(self) -> None:
@@ -72,7 +129,8 @@ class VLLMEngine:
         """The chat as the model's template renders it, or a raw prompt as it is."""
         tokenizer = await self._engine.get_tokenizer()
         prompt: str = params.prompt if params.prompt is not None else tokenizer.apply_chat_template(
-            params.messages, tokenize=False, add_generation_prompt=True)
+            **chat_template_kwargs(params, self._settings), tokenize=False,
+            add_generation_prompt=True)
         if len(tokenizer.encode(prompt)) >= self._max_len:
             raise (PromptTooLong if params.prompt is None else RawPromptTooLong)(
                 f"the prompt does not fit the {self._max_len}-token context")
@@ -82,18 +140,41 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         kwargs = sampling_kwargs(params)
-        if params.json_schema is not None:
-            kwargs["structured_outputs"] = _structured(params.json_schema)
+        schema = output_schema(params)
+        if schema is not None:
+            kwargs["structured_outputs"] = _structured(schema)
+        required = ToolCallStream() if params.required_tools() else None
+        parsed = await self._parsed_calls(params)
         request_id = uuid.uuid4().hex
         tracker = OutputTracker()
         try:
             async for output in self._engine.generate(
                     await self._prompt(params), SamplingParams(**kwargs), request_id):
                 choice = output.outputs[0]
-                yield tracker.delta(choice.text, len(output.prompt_token_ids or []),
-                                    len(choice.token_ids), choice.finish_reason)
+                delta = tracker.delta(choice.text, len(output.prompt_token_ids or []),
+                                      len(choice.token_ids), choice.finish_reason)
+                if required is not None:
+                    delta = to_calls(delta, required)
+                elif parsed is not None:
+                    delta = parsed.step(delta, list(choice.token_ids))
+                yield delta
         finally:
             await self._engine.abort(request_id)  # no-op when finished; frees the GPU when cancelled
+
+    async def _parsed_calls(self, params: GenerationParams) -> ParsedCalls | None:
+        """vLLM's tool parser, where the model decides whether to call (tool_choice "auto")."""
+        if not (self._settings.enable_auto_tool_choice and params.tools
+                and params.tool_choice == "auto"):
+            return None
+        # Where vLLM's OpenAI server keeps them (0.10-0.11): its parsers read its request type.
+        from vllm.entrypoints.openai.protocol import ChatCompletionRequest
+        from vllm.entrypoints.openai.tool_parsers import ToolParserManager
+
+        parser = ToolParserManager.get_tool_parser(self._settings.tool_call_parser)
+        request = ChatCompletionRequest(
+            model="local", messages=params.messages, tool_choice="auto",
+            tools=chat_template_kwargs(params, self._settings)["tools"])
+        return ParsedCalls(parser(await self._engine.get_tokenizer()), request)
 
 
 def _structured(schema: dict[str, Any]) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -9,7 +10,7 @@ import anthropic
 
 from core.config import HostedProviderConfig
 from core.errors import ProviderError, ServiceError
-from core.generation import Delta, GenerationParams, TokenUsage
+from core.generation import Delta, GenerationParams, TokenUsage, ToolCallDelta
 from core.sdk import translate_sdk_error
 
 TOOL = "emit_answer"
@@ -18,21 +19,23 @@ STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "leng
 
 
 def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
-    """System messages become `system`; consecutive same-role turns merge (Anthropic alternates)."""
+    """System messages become `system`; consecutive same-role turns merge (Anthropic alternates);
+    tool calls become `tool_use` blocks and their results `tool_result` blocks of a user turn."""
     system = [m["content"] for m in params.messages if m["role"] == "system"]
     if params.json_schema == {}:  # any JSON object: Anthropic has no JSON mode without a schema
         system.append("Respond with one JSON object only, no prose.")
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for message in params.messages:
         if message["role"] == "system":
             continue
         role = "assistant" if message["role"] == "assistant" else "user"
         if turns and turns[-1]["role"] == role:
-            turns[-1] = {"role": role, "content": f"{turns[-1]['content']}\n\n{message['content']}"}
+            turns[-1]["content"] = _merged(turns[-1]["content"], _blocks(message))
         else:
-            turns.append({"role": role, "content": message["content"]})
+            turns.append({"role": role, "content": _blocks(message)})
     # No temperature/top_p: the current Messages API (SDK 2.x) no longer takes sampling parameters.
-    request: dict[str, Any] = {"model": model, "messages": turns, "max_tokens": params.max_tokens}
+    request: dict[str, Any] = {"model": model, "max_tokens": params.max_tokens, "messages": [
+        {"role": t["role"], "content": _compact(t["content"])} for t in turns]}
     if system:
         request["system"] = "\n\n".join(system)
     if params.stop:
@@ -41,7 +44,47 @@ def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
         request["tools"] = [{"name": TOOL, "description": "Return the answer as this JSON object.",
                              "input_schema": params.json_schema}]
         request["tool_choice"] = {"type": "tool", "name": TOOL}
+    elif params.tools:
+        request["tools"] = [{"name": t.name, "input_schema": t.parameters,
+                             **({"description": t.description} if t.description else {})}
+                            for t in params.tools]
+        request["tool_choice"] = _tool_choice(params)
     return request
+
+
+def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
+    if message["role"] == "tool":
+        return [{"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                 "content": message["content"]}]
+    text = [{"type": "text", "text": message["content"]}]
+    calls = message.get("tool_calls") or []
+    uses = [{"type": "tool_use", "id": c["id"], "name": c["function"]["name"],
+             "input": json.loads(c["function"]["arguments"])} for c in calls]
+    return [*(text if message["content"] or not uses else []), *uses]
+
+
+def _merged(blocks: list[dict[str, Any]], more: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two turns' blocks as one turn's; adjacent texts joined by a blank line."""
+    if blocks and more and blocks[-1]["type"] == more[0]["type"] == "text":
+        joined = {"type": "text", "text": f"{blocks[-1]['text']}\n\n{more[0]['text']}"}
+        return [*blocks[:-1], joined, *more[1:]]
+    return [*blocks, *more]
+
+
+def _compact(blocks: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A turn of text only as a string, the Messages API's short form."""
+    if all(b["type"] == "text" for b in blocks):
+        return "".join(b["text"] for b in blocks)
+    return blocks
+
+
+def _tool_choice(params: GenerationParams) -> dict[str, Any]:
+    kinds: dict[str, dict[str, Any]] = {"auto": {"type": "auto"}, "required": {"type": "any"},
+                                        "none": {"type": "none"}}
+    choice = kinds.get(params.tool_choice, {"type": "tool", "name": params.tool_choice})
+    if not params.parallel_tool_calls and choice["type"] != "none":
+        choice = {**choice, "disable_parallel_tool_use": True}
+    return choice
 
 
 class AnthropicProvider:
@@ -65,6 +108,7 @@ class AnthropicProvider:
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
         prompt_tokens, completion_tokens, stop_reason, stopped = 0, 0, None, False
+        calls, answer = _ToolUses(), bool(params.json_schema)
         try:
             stream = await self._client.messages.create(**to_anthropic(model, params), stream=True)
             async with stream:
@@ -73,8 +117,14 @@ class AnthropicProvider:
                         prompt_tokens = event.message.usage.input_tokens
                     elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                         yield Delta(event.delta.text)
-                    elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                    elif answer and event.type == "content_block_delta" \
+                            and event.delta.type == "input_json_delta":
                         yield Delta(event.delta.partial_json)  # the forced tool's JSON arguments
+                    elif not answer and event.type in ("content_block_start", "content_block_delta",
+                                                       "content_block_stop"):
+                        delta = calls.delta(event)
+                        if delta is not None:
+                            yield delta
                     elif event.type == "message_delta":
                         stop_reason = event.delta.stop_reason
                         completion_tokens = event.usage.output_tokens
@@ -90,6 +140,33 @@ class AnthropicProvider:
             stop_reason = "end_turn"  # the tool call we forced is the answer, not a tool request
         yield Delta("", finish_reason=STOP_REASONS.get(stop_reason or "", "stop"),
                     usage=TokenUsage(prompt_tokens, completion_tokens))
+
+
+class _ToolUses:
+    """A stream's `tool_use` blocks as OpenAI tool call deltas, numbered from 0 in their order."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, int] = {}  # content block index -> tool call index
+        self._sent: set[int] = set()  # calls whose arguments have begun
+
+    def delta(self, event: Any) -> Delta | None:
+        if event.index not in self._calls and event.type != "content_block_start":
+            return None  # a text block's start or stop
+        if event.type == "content_block_start":
+            block = event.content_block
+            if block.type != "tool_use":
+                return None
+            self._calls[event.index] = len(self._calls)
+            return Delta("", tool_calls=(ToolCallDelta(self._calls[event.index], block.id,
+                                                       block.name),))
+        index = self._calls[event.index]
+        if event.type == "content_block_stop":  # a call without arguments sent none: {}
+            return None if index in self._sent else Delta("", tool_calls=(
+                ToolCallDelta(index, arguments="{}"),))
+        if event.delta.type != "input_json_delta" or not event.delta.partial_json:
+            return None
+        self._sent.add(index)
+        return Delta("", tool_calls=(ToolCallDelta(index, arguments=event.delta.partial_json),))
 
 
 def _billed(error: ServiceError, prompt_tokens: int, completion_tokens: int) -> ServiceError:

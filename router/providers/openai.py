@@ -6,17 +6,19 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import openai
+from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from core.config import HostedProviderConfig
 from core.errors import ProviderError
-from core.generation import Delta, GenerationParams, TokenUsage
+from core.generation import Delta, GenerationParams, TokenUsage, Tool, ToolCallDelta
 from core.sdk import openai_client, translate_openai_error
 
 
 def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
     request: dict[str, Any] = {
-        "model": model, "messages": params.messages, "max_completion_tokens": params.max_tokens,
-        "temperature": params.temperature, "top_p": params.top_p,
+        "model": model, "messages": [_message(m) for m in params.messages],
+        "max_completion_tokens": params.max_tokens, "temperature": params.temperature,
+        "top_p": params.top_p,
     }
     if params.stop:
         request["stop"] = params.stop
@@ -27,6 +29,11 @@ def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
             "name": "output", "schema": params.json_schema}}
     elif params.json_schema is not None:
         request["response_format"] = {"type": "json_object"}
+    if params.tools:
+        request["tools"] = [_tool(t) for t in params.tools]
+        request["tool_choice"] = params.tool_choice if params.tool_choice in MODES else {
+            "type": "function", "function": {"name": params.tool_choice}}
+        request["parallel_tool_calls"] = params.parallel_tool_calls
     return request
 
 
@@ -40,6 +47,31 @@ def to_openai_completion(model: str, params: GenerationParams) -> dict[str, Any]
     if params.seed is not None:
         request["seed"] = params.seed
     return request
+
+
+MODES = ("auto", "none", "required")
+
+
+def _message(message: dict[str, Any]) -> dict[str, Any]:
+    """An assistant turn that only called tools has null content, as OpenAI sends it."""
+    if message.get("tool_calls") and not message["content"]:
+        return {**message, "content": None}
+    return message
+
+
+def _call(chunk: ChoiceDeltaToolCall) -> ToolCallDelta:
+    function = chunk.function
+    return ToolCallDelta(chunk.index, chunk.id, function.name if function else None,
+                         (function.arguments if function else None) or "")
+
+
+def _tool(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+    if tool.description:
+        function["description"] = tool.description
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}
 
 
 class OpenAIProvider:
@@ -70,8 +102,9 @@ class OpenAIProvider:
                     if chunk.usage is not None:
                         usage = TokenUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                     for choice in chunk.choices:
-                        if choice.delta.content:
-                            yield Delta(choice.delta.content, tokens=1)  # a token per chunk
+                        calls = tuple(_call(c) for c in choice.delta.tool_calls or ())
+                        if choice.delta.content or calls:  # a token per chunk
+                            yield Delta(choice.delta.content or "", tokens=1, tool_calls=calls)
                         finish_reason = choice.finish_reason or finish_reason
         except (openai.APIError, ValueError) as error:  # ValueError: JSON that does not parse
             raise translate_openai_error(model, error) from None

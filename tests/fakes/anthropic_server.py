@@ -1,4 +1,5 @@
-"""Fake Anthropic: /v1/messages, JSON and SSE (`event:` + `data:` lines, Anthropic's event order)."""
+"""Fake Anthropic: /v1/messages, JSON and SSE (`event:` + `data:` lines, Anthropic's event order),
+text and tool_use blocks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.base import FakeProvider, Fault, Reply, pieces, respond, sse, streaming, words
+from tests.fakes.base import (
+    Call,
+    FakeProvider,
+    Fault,
+    Reply,
+    json_pieces,
+    pieces,
+    respond,
+    sse,
+    streaming,
+    words,
+)
 
 STOP = {"stop": "end_turn", "length": "max_tokens"}
 
@@ -40,23 +52,18 @@ class FakeAnthropic(FakeProvider):
         fault = behaviour if isinstance(behaviour, Fault) else None
         reply = behaviour if isinstance(behaviour, Reply) else Reply()
         input_tokens = reply.prompt_tokens or _prompt_tokens(body)
-        output_tokens = reply.completion_tokens or words(reply.text)
+        output_tokens = reply.completion_tokens or reply.output_words()
         message = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
                    "model": body["model"], "stop_sequence": None}
-        tool = (body.get("tool_choice") or {}).get("name")  # a forced tool: answer with its input
-        block = {"type": "tool_use", "id": f"toolu_{uuid.uuid4().hex}", "name": tool, "input": {}} \
-            if tool else {"type": "text", "text": ""}
-        delta_type, delta_key = ("input_json_delta", "partial_json") if tool else ("text_delta", "text")
-        stop = "tool_use" if tool else STOP[reply.finish_reason]
+        blocks = _blocks(reply, (body.get("tool_choice") or {}).get("name"))
+        stop = "tool_use" if any(b["type"] == "tool_use" for b in blocks) \
+            else STOP[reply.finish()]
         if body.get("stream"):
             events = [
                 _event("message_start", {"message": {
                     **message, "content": [], "stop_reason": None,
                     "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
-                _event("content_block_start", {"index": 0, "content_block": block}),
-                *[_event("content_block_delta", {"index": 0, "delta": {"type": delta_type, delta_key: p}})
-                  for p in pieces(reply.text)],
-                _event("content_block_stop", {"index": 0}),
+                *[frame for index, block in enumerate(blocks) for frame in _streamed(index, block)],
                 _event("message_delta", {"delta": {"stop_reason": stop,
                                                    "stop_sequence": None},
                                          "usage": {"output_tokens": output_tokens}}),
@@ -65,7 +72,34 @@ class FakeAnthropic(FakeProvider):
             return await respond(fault, _error, lambda: streaming(
                 sse(events, fault, 2, reply.chunk_delay_s)))
         return await respond(fault, _error, lambda: JSONResponse({
-            **message, "content": [{**block, "input": json.loads(reply.text)} if tool
-                                   else {"type": "text", "text": reply.text}],
-            "stop_reason": stop,
+            **message, "content": blocks, "stop_reason": stop,
             "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}))
+
+
+def _blocks(reply: Reply, forced: str | None) -> list[dict[str, Any]]:
+    """The answer's content blocks: its text, then a tool_use block per call. A forced tool with no
+    scripted calls (structured output) answers with `text` as the tool's input."""
+    if forced and not reply.tool_calls:
+        return [_tool_use(Call(forced, reply.text))]
+    text = [{"type": "text", "text": reply.text}] if reply.text or not reply.tool_calls else []
+    return [*text, *(_tool_use(c) for c in reply.tool_calls)]
+
+
+def _tool_use(call: Call) -> dict[str, Any]:
+    return {"type": "tool_use", "id": call.id.replace("call_", "toolu_"), "name": call.name,
+            "input": json.loads(call.arguments)}
+
+
+def _streamed(index: int, block: dict[str, Any]) -> list[bytes]:
+    """A block's events: its start (a tool_use with empty input), its deltas, its stop. The first
+    block's first delta is where `Fault.cut_after` counts from."""
+    if block["type"] == "text":
+        start, deltas = {"type": "text", "text": ""}, [
+            {"type": "text_delta", "text": p} for p in pieces(block["text"])]
+    else:
+        start, deltas = {**block, "input": {}}, [
+            {"type": "input_json_delta", "partial_json": p}
+            for p in json_pieces(json.dumps(block["input"]))]
+    return [_event("content_block_start", {"index": index, "content_block": start}),
+            *[_event("content_block_delta", {"index": index, "delta": d}) for d in deltas],
+            _event("content_block_stop", {"index": index})]

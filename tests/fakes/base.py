@@ -12,6 +12,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,15 +26,33 @@ from starlette.routing import Route
 
 
 @dataclass(frozen=True)
+class Call:
+    """A tool call in a scripted answer; `arguments` is JSON text."""
+
+    name: str
+    arguments: str = "{}"
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:24]}")
+
+
+@dataclass(frozen=True)
 class Reply:
-    """A normal answer. Token counts default to word counts of the prompt and of `text`."""
+    """A normal answer: text, tool calls, or both (with calls, the finish reason is the
+    provider's for tool calls unless `finish_reason` says otherwise). Token counts default to
+    word counts of the prompt and of `text` and the calls' arguments."""
 
     text: str = "Hello from the fake provider, happy to help you learn today."
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    finish_reason: str = "stop"
+    finish_reason: str | None = None  # "stop", or "tool_calls" with calls
     chunk_delay_s: float = 0.0
     usage: bool = True  # False: the body leaves usage out (some gateways do)
+    tool_calls: tuple[Call, ...] = ()
+
+    def finish(self) -> str:
+        return self.finish_reason or ("tool_calls" if self.tool_calls else "stop")
+
+    def output_words(self) -> int:
+        return words(self.text) + sum(words(c.arguments.replace(",", " ")) for c in self.tool_calls)
 
 
 @dataclass(frozen=True)
@@ -89,7 +108,11 @@ class FakeProvider:
         if request.method == "POST":
             for item in (await request.json())["behaviours"]:
                 kind, fields = next(iter(item.items()))
-                self.enqueue({"fault": Fault, "reply": Reply}[kind](**fields))
+                if kind == "reply":
+                    calls = tuple(Call(**c) for c in fields.pop("tool_calls", []))
+                    self.enqueue(Reply(**fields, tool_calls=calls))
+                else:
+                    self.enqueue(Fault(**fields))
         elif request.method == "DELETE":
             self.reset()
         return JSONResponse({"pending": len(self.script), "requests": len(self.requests)})
@@ -132,6 +155,11 @@ def pieces(text: str) -> list[str]:
     """Split text into stream chunks at word boundaries, keeping the spaces."""
     parts = text.split(" ")
     return [p if i == 0 else " " + p for i, p in enumerate(parts)]
+
+
+def json_pieces(text: str, size: int = 6) -> list[str]:
+    """Split JSON text into stream chunks of a few characters, as providers stream arguments."""
+    return [text[i:i + size] for i in range(0, len(text), size)]
 
 
 async def respond(fault: Fault | None, error_body: Callable[[int], dict[str, Any]],

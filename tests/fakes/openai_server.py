@@ -1,4 +1,5 @@
-"""Fake OpenAI: /v1/chat/completions and /v1/completions (JSON and SSE), /v1/embeddings (float and
+"""Fake OpenAI: /v1/chat/completions (JSON and SSE, text and tool calls), /v1/completions (JSON and
+SSE), /v1/embeddings (float and
 base64)."""
 
 from __future__ import annotations
@@ -15,13 +16,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.fakes.base import FakeProvider, Fault, Reply, pieces, respond, sse, streaming, words
+from tests.fakes.base import (
+    FakeProvider,
+    Fault,
+    Reply,
+    json_pieces,
+    pieces,
+    respond,
+    sse,
+    streaming,
+    words,
+)
 
 
 def _error(status: int) -> dict[str, Any]:
     kinds = {401: "invalid_request_error", 429: "rate_limit_error"}
     return {"error": {"message": f"fake failure {status}", "type": kinds.get(status, "server_error"),
                       "param": None, "code": None}}
+
+
+def _message(reply: Reply) -> dict[str, Any]:
+    content = reply.text if reply.text or not reply.tool_calls else None
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if reply.tool_calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+            "name": c.name, "arguments": c.arguments}} for c in reply.tool_calls]
+    return message
 
 
 def _prompt_tokens(body: dict[str, Any]) -> int:
@@ -48,16 +68,16 @@ class FakeOpenAI(FakeProvider):
         fault = behaviour if isinstance(behaviour, Fault) else None
         reply = behaviour if isinstance(behaviour, Reply) else Reply()
         usage = {"prompt_tokens": reply.prompt_tokens or _prompt_tokens(body),
-                 "completion_tokens": reply.completion_tokens or words(reply.text)}
+                 "completion_tokens": reply.completion_tokens or reply.output_words()}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         if body.get("stream"):
             return await respond(fault, _error, lambda: streaming(
                 sse(self._events(body, reply, usage), fault, 1, reply.chunk_delay_s)))
         return await respond(fault, _error, lambda: JSONResponse({
             "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-            "created": int(time.time()), "model": body["model"], "system_fingerprint": None,
-            "choices": [{"index": 0, "logprobs": None, "finish_reason": reply.finish_reason,
-                         "message": {"role": "assistant", "content": reply.text, "refusal": None}}],
+            "created": int(time.time()), "model": body["model"], "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "logprobs": None, "finish_reason": reply.finish(),
+                         "message": _message(reply)}],
             "usage": usage}))
 
     def _events(self, body: dict[str, Any], reply: Reply, usage: dict[str, int]) -> list[bytes]:
@@ -68,9 +88,16 @@ class FakeOpenAI(FakeProvider):
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode()
 
-        events = [chunk({"role": "assistant", "content": ""})]
-        events += [chunk({"content": piece}) for piece in pieces(reply.text)]
-        events.append(chunk({}, reply.finish_reason))
+        only_calls = reply.tool_calls and not reply.text
+        events = [chunk({"role": "assistant", "content": None if only_calls else "",
+                         "refusal": None})]
+        events += [chunk({"content": piece}) for piece in pieces(reply.text) if not only_calls]
+        for index, call in enumerate(reply.tool_calls):  # a call's first chunk names it
+            events.append(chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function",
+                                                 "function": {"name": call.name, "arguments": ""}}]}))
+            events += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                       for piece in json_pieces(call.arguments)]
+        events.append(chunk({}, reply.finish()))
         if (body.get("stream_options") or {}).get("include_usage"):
             events.append(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
         events.append(b"data: [DONE]\n\n")

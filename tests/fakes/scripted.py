@@ -17,17 +17,28 @@ import numpy as np
 
 from core.config import EmbedderConfig, LocalModelConfig
 from core.errors import ProviderError, ServiceError
-from core.generation import Delta, GenerationParams, RequestRejected, TokenUsage, ToolCallDelta
+from core.generation import (
+    Delta,
+    GenerationParams,
+    RequestRejected,
+    TokenUsage,
+    ToolCall,
+    ToolCallDelta,
+)
 
 
 @dataclass(frozen=True)
 class Say:
-    """An answer, streamed a word at a time. Usage defaults to word counts."""
+    """An answer, streamed a word at a time, then its tool calls (each a piece naming it, then its
+    arguments a few characters at a time; `cut_in_calls`: the stream breaks after the first call's
+    first piece). Usage defaults to word counts."""
 
     text: str = "A fine answer for the learner."
-    finish_reason: str = "stop"
+    finish_reason: str | None = None  # "stop", or "tool_calls" with calls
     usage: TokenUsage | None = None
     word_delay_s: float = 0.0  # a slow but steady stream: the pause after each word
+    tool_calls: tuple[ToolCall, ...] = ()
+    cut_in_calls: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,11 +98,25 @@ class ScriptedProvider:
             async for delta in _calls(step, params):
                 yield delta
         if isinstance(step, Say):
-            for word in words(step.text):
+            for word in words(step.text) if step.text or not step.tool_calls else []:
                 yield Delta(word, tokens=1)
                 await asyncio.sleep(step.word_delay_s)
+            for index, call in enumerate(step.tool_calls):
+                for delta in call_deltas(index, call):
+                    yield delta
+                    if step.cut_in_calls:
+                        raise ProviderError("stream cut", provider=self.name, model=model)
             usage = step.usage or TokenUsage(prompt_words(params), len(words(step.text)))
-            yield Delta("", finish_reason=step.finish_reason, usage=usage)
+            finish = step.finish_reason or ("tool_calls" if step.tool_calls else "stop")
+            yield Delta("", finish_reason=finish, usage=usage)
+
+
+def call_deltas(index: int, call: ToolCall) -> list[Delta]:
+    """A call as providers stream it: a piece with its id and name, then its arguments."""
+    arguments = [call.arguments[i:i + 5] for i in range(0, len(call.arguments), 5)]
+    return [Delta("", tokens=1, tool_calls=(ToolCallDelta(index, call.id, call.name),)),
+            *(Delta("", tokens=1, tool_calls=(ToolCallDelta(index, arguments=a),))
+              for a in arguments)]
 
 
 async def _calls(step: Call, params: GenerationParams) -> AsyncIterator[Delta]:
@@ -118,8 +143,9 @@ def prompt_words(params: GenerationParams) -> int:
 
 
 class FakeEngine:
-    """A complete Engine: counted tokens, max_tokens, stop sequences, JSON that fits a schema, and
-    generation that stops when the caller closes the stream."""
+    """A complete Engine: counted tokens, max_tokens, stop sequences, JSON that fits a schema, a
+    call of the first tool whose call is required (arguments that fit its schema), and generation
+    that stops when the caller closes the stream."""
 
     def __init__(self, text: str = "The fake engine explains it well.", delay_s: float = 0.0):
         self._text = text
@@ -134,6 +160,15 @@ class FakeEngine:
         self.generations += 1
         if self.refusal is not None:
             raise self.refusal
+        if params.required_tools():
+            tool = params.required_tools()[0]
+            call = ToolCall(f"call_{self.generations}", tool.name,
+                            json.dumps(example(tool.parameters)))
+            for delta in call_deltas(0, call):
+                yield delta
+            yield Delta("", finish_reason="tool_calls",
+                        usage=TokenUsage(prompt_words(params), len(call_deltas(0, call))))
+            return
         if params.json_schema is None:
             pieces = words(self._text)
         else:

@@ -1,13 +1,16 @@
-"""vLLM on a real GPU: one streamed generation through the engine (skipped without CUDA)."""
+"""vLLM on a real GPU: one streamed generation through the engine, and a required tool call under
+guided decoding (skipped without CUDA)."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from typing import Any
 
 import pytest
 
 from core.config import VLLMSettings
-from core.generation import GenerationParams, collect
+from core.generation import GenerationParams, Tool, collect
 from models import find_local_model
 
 pytestmark = [
@@ -16,14 +19,33 @@ pytestmark = [
 ]
 
 
-async def test_vllm_generates_with_usage() -> None:
+@pytest.fixture(scope="module")
+def engine() -> Any:
     pytest.importorskip("vllm")
     from deployments.llm.vllm import VLLMEngine
 
-    engine = VLLMEngine(find_local_model("smollm2-135m"),
-                        VLLMSettings(max_model_len=2048, gpu_memory_utilization=0.3))
+    return VLLMEngine(find_local_model("smollm2-135m"),
+                      VLLMSettings(max_model_len=2048, gpu_memory_utilization=0.3))
+
+
+async def test_vllm_generates_with_usage(engine: Any) -> None:
     completion = await collect(engine.generate(GenerationParams(
         messages=[{"role": "user", "content": "Say hi."}], max_tokens=16, temperature=0)))
     assert completion.text
     assert 0 < completion.usage.completion_tokens <= 16
     assert completion.usage.prompt_tokens > 0
+
+
+async def test_vllm_makes_a_required_tool_call_that_fits_the_schema(engine: Any) -> None:
+    import jsonschema
+
+    weather = Tool("get_weather", "The weather now in a city.", {
+        "type": "object", "properties": {"city": {"type": "string", "maxLength": 40}},
+        "required": ["city"], "additionalProperties": False})
+    completion = await collect(engine.generate(GenerationParams(
+        messages=[{"role": "user", "content": "Weather in Paris?"}], max_tokens=64,
+        temperature=0, tools=(weather,), tool_choice="required")))
+    assert completion.finish_reason == "tool_calls"
+    (call,) = completion.tool_calls
+    assert call.name == "get_weather" and call.id.startswith("call_")
+    jsonschema.validate(json.loads(call.arguments), weather.parameters)

@@ -8,7 +8,9 @@ them (negative cases are left alone). Loaded by the CLI through SCHEMATHESIS_HOO
   `parameters` are within the supported subset and bounds (core/schema.py, the same check the
   router makes).
 - A `tool_choice` naming a function names one of the request's tools; `required` needs tools.
-- A Responses `function_call_output` item follows the `function_call` item with its `call_id`."""
+- A Responses `function_call_output` item follows the `function_call` item with its `call_id`.
+- Tool names are unique. Chat conversations with tool turns (calls and their results, whose
+  pairing rules the document states in words) are left to tests/router/test_tools.py."""
 
 from __future__ import annotations
 
@@ -79,8 +81,23 @@ def _outputs_answer_calls(case: Any) -> bool:
     return True
 
 
-RULES = (_outputs_answer_calls, _dates_in_order, _dimensions_where_supported, _schema_supported,
-         _tool_choice_names_a_tool)
+def _tool_names_unique(case: Any) -> bool:
+    body = case.body if isinstance(case.body, dict) else {}
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    names = [(t.get("function") or t).get("name") for t in tools]
+    return len(names) == len(set(map(str, names)))
+
+
+def _no_tool_turns(case: Any) -> bool:
+    body = case.body if isinstance(case.body, dict) else {}
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    return not any(isinstance(m, dict) and (m.get("tool_calls") is not None or m.get("role") == "tool"
+                                            or m.get("tool_call_id") is not None)
+                   for m in messages)
+
+
+RULES = (_tool_names_unique, _no_tool_turns, _outputs_answer_calls, _dates_in_order,
+         _dimensions_where_supported, _schema_supported, _tool_choice_names_a_tool)
 
 
 @schemathesis.hook

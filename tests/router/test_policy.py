@@ -109,3 +109,37 @@ def test_a_model_of_another_kind_is_named_as_such(model: str, kind: str, problem
     with pytest.raises(ModelNotFound) as raised:
         rank(RouteRequest(model, 100, 200, kind=kind), CATALOG, ALL, COST)
     assert f"'{model}' {problem}, not served by this endpoint" in raised.value.message
+
+
+def tool_names(model: str, need: str, available=frozenset(ALL)) -> list[str]:
+    ranked = rank(RouteRequest(model, 100, 200, tool_calling=need), CATALOG,  # type: ignore[arg-type]
+                  set(available), COST)
+    return [c.card.name for c in ranked]
+
+
+def test_a_required_tool_call_may_go_to_the_local_model_an_auto_one_may_not() -> None:
+    assert tool_names("small", "required")[0] == "smollm2-135m"
+    assert tool_names("small", "auto") == ["gpt-4o-mini", "claude-3-5-haiku-latest"]
+    assert tool_names("smollm2", "none")[0] == "smollm2-135m"
+
+
+def test_the_reason_says_why_a_named_model_was_passed_over_for_tools() -> None:
+    ranked = rank(RouteRequest("smollm2-135m", 100, 200, tool_calling="auto"), CATALOG, ALL, COST)
+    assert ranked[0].reason == ("lowest estimated cost in tier small; smollm2-135m cannot serve "
+                                "tool_choice 'auto'")
+
+
+def test_auto_tools_without_a_capable_provider_is_a_503_naming_what_to_do() -> None:
+    with pytest.raises(ModelUnavailable, match="configure a hosted provider") as raised:
+        tool_names("small", "auto", available={"local"})
+    assert "smollm2-135m (calls tools only when tool_choice is 'required'" in raised.value.message
+
+
+def test_a_tier_whose_models_cannot_call_tools_at_all_is_the_callers_400() -> None:
+    only_local = [local_card("smollm2-135m", 4096)]
+    with pytest.raises(InvalidRequest) as raised:
+        rank(RouteRequest("small", 10, 10, tool_calling="auto"), only_local, ALL, COST)
+    assert raised.value.param == "tool_choice"
+    textless = [local_card("smollm2-135m", 4096, tool_calling="none")]
+    with pytest.raises(InvalidRequest, match="'required' or a named function"):
+        rank(RouteRequest("small", 10, 10, tool_calling="required"), textless, ALL, COST)

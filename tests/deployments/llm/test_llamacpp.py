@@ -7,6 +7,7 @@ import contextlib
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -16,10 +17,13 @@ from core.generation import (
     GenerationParams,
     InvalidMessages,
     InvalidSchema,
+    InvalidTools,
     PromptTooLong,
     RawPromptTooLong,
     RequestRejected,
     TokenUsage,
+    Tool,
+    ToolCallAssembler,
     collect,
 )
 from core.schema import SchemaError, check_schema
@@ -289,3 +293,62 @@ def test_every_bounded_schema_compiles_or_is_refused_as_the_callers_error(
         return
     with contextlib.suppress(InvalidSchema):  # anything else (a crash, a hang) fails the test
         engine.grammar(ask("", json_schema=schema))
+
+
+WEATHER = Tool("get_weather", "The weather now in a city.", {
+    "type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                     "unit": {"enum": ["celsius", "fahrenheit"]}},
+    "required": ["city"], "additionalProperties": False})
+COURSES = Tool("search_courses", "Search the course catalogue.", {
+    "type": "object", "properties": {"topic": {"type": "string", "maxLength": 40},
+                                     "level": {"type": "integer", "minimum": 1, "maximum": 5}},
+    "required": ["topic"], "additionalProperties": False})
+
+
+async def test_a_required_call_streams_as_calls_whose_arguments_fit_the_schema(
+        engine: LlamaCppEngine) -> None:
+    params = ask("What's the weather in Paris?", max_tokens=64, tools=(WEATHER, COURSES),
+                 tool_choice="required")
+    deltas = [d async for d in engine.generate(params)]
+    assert all(not d.text for d in deltas)
+    assert deltas[-1].finish_reason == "tool_calls"
+    first = next(d.tool_calls[0] for d in deltas if d.tool_calls)
+    assert first.index == 0 and first.id and first.name in ("get_weather", "search_courses")
+    calls = ToolCallAssembler()
+    for delta in deltas:
+        calls.add(delta.tool_calls)
+    (call,) = calls.calls()
+    tool = {"get_weather": WEATHER, "search_courses": COURSES}[call.name]
+    jsonschema.validate(json.loads(call.arguments), tool.parameters)
+    assert deltas[-1].usage is not None
+    assert deltas[-1].usage.completion_tokens == sum(d.tokens or 0 for d in deltas)
+
+
+async def test_a_named_call_is_that_function(engine: LlamaCppEngine) -> None:
+    completion = await collect(engine.generate(ask(
+        "Find me a course.", max_tokens=64, tools=(WEATHER, COURSES), tool_choice="search_courses")))
+    (call,) = completion.tool_calls
+    assert call.name == "search_courses"
+    jsonschema.validate(json.loads(call.arguments), COURSES.parameters)
+
+
+async def test_a_conversation_with_calls_and_results_is_answered_in_text(
+        engine: LlamaCppEngine) -> None:
+    messages = [{"role": "user", "content": "What's the weather in Paris?"},
+                {"role": "assistant", "content": "", "tool_calls": [{
+                    "id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"}]
+    completion = await collect(engine.generate(GenerationParams(
+        messages, 24, temperature=0, tools=(WEATHER,), tool_choice="none")))
+    assert completion.text and not completion.tool_calls
+    assert completion.finish_reason in ("stop", "length")
+
+
+async def test_tool_parameters_the_engine_cannot_enforce_are_the_callers_error(
+        engine: LlamaCppEngine) -> None:
+    digits = Tool("lookup", "", {"type": "object", "properties": {
+        "code": {"type": "string", "pattern": "^\\d{3}$"}}})
+    with pytest.raises(InvalidTools, match=r"^tools: llama\.cpp cannot build a grammar") as caught:
+        await collect(engine.generate(ask("Look up 123.", tools=(digits,), tool_choice="lookup")))
+    assert caught.value.param == "tools"

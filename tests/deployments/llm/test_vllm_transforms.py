@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-import pytest
+from types import SimpleNamespace
+from typing import Any
 
-from core.config import VLLMSettings
-from core.generation import GenerationParams, TokenUsage
-from deployments.llm.vllm import OutputTracker, engine_args, sampling_kwargs
+import pytest
+from pydantic import ValidationError
+
+from core.config import AppConfig, VLLMSettings
+from core.generation import Delta, GenerationParams, TokenUsage, Tool, ToolCallDelta
+from deployments.llm.toolcalls import call_schema, text_messages
+from deployments.llm.vllm import (
+    OutputTracker,
+    ParsedCalls,
+    chat_template_kwargs,
+    engine_args,
+    output_schema,
+    sampling_kwargs,
+)
 from models import LocalModelSpec, find_local_model
+from router.chat import build_catalog
 
 
 def test_engine_args_come_from_the_registry_and_settings() -> None:
@@ -38,3 +51,79 @@ def test_cumulative_outputs_become_deltas_with_final_usage() -> None:
     assert tracker.delta("Hello", 5, 2, None).text == "lo"
     last = tracker.delta("Hello!", 5, 3, "stop")
     assert (last.text, last.finish_reason, last.usage) == ("!", "stop", TokenUsage(5, 3))
+
+
+WEATHER = Tool("get_weather", "The weather now.", {
+    "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+CALLED = [{"role": "user", "content": "Weather in Oslo?"},
+          {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+           "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+          {"role": "tool", "tool_call_id": "call_1", "content": "4 C"}]
+
+
+def test_auto_tool_choice_needs_the_models_tool_call_parser() -> None:
+    with pytest.raises(ValidationError, match="enable_auto_tool_choice needs tool_call_parser"):
+        VLLMSettings(enable_auto_tool_choice=True)
+    assert VLLMSettings(enable_auto_tool_choice=True, tool_call_parser="hermes")
+
+
+def test_only_a_vllm_model_with_auto_tool_choice_decides_when_to_call() -> None:
+    config = AppConfig.model_validate({"auth": {"enabled": False}, "local_models": [
+        {"name": "llama-3-8b", "engine": "vllm",
+         "vllm": {"tool_call_parser": "llama3_json", "enable_auto_tool_choice": True}},
+        {"name": "mistral-7b", "engine": "vllm", "vllm": {"tool_call_parser": "mistral"}},
+        {"name": "smollm2-135m"}]})
+    calling = {c.name: c.tool_calling for c in build_catalog(config) if c.provider == "local"}
+    assert calling == {"llama-3-8b": "auto", "mistral-7b": "required", "smollm2-135m": "required"}
+
+
+def test_a_parser_model_gets_the_conversation_and_tools_as_openai_sends_them() -> None:
+    params = GenerationParams(CALLED, 16, tools=(WEATHER,))
+    native = chat_template_kwargs(params, VLLMSettings(tool_call_parser="hermes"))
+    assert native["conversation"] == CALLED
+    assert native["tools"][0]["function"]["parameters"] == WEATHER.parameters
+    plain = chat_template_kwargs(params, VLLMSettings())
+    assert plain == {"conversation": text_messages(params)}
+
+
+def test_guided_decoding_follows_a_required_call_or_the_json_asked_for() -> None:
+    required = GenerationParams(CALLED[:1], 16, tools=(WEATHER,), tool_choice="required")
+    assert output_schema(required) == call_schema(required)
+    assert output_schema(GenerationParams([], 16, json_schema={"type": "object"})) == \
+        {"type": "object"}
+    assert output_schema(GenerationParams([], 16, tools=(WEATHER,))) is None  # auto
+
+
+class FakeParser:
+    """vLLM's ToolParser contract: per step, the new text as content or tool call pieces."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, list[int]]] = []
+
+    def extract_tool_calls_streaming(self, previous_text: str, current_text: str, delta_text: str,
+                                     previous_ids: list[int], current_ids: list[int],
+                                     delta_ids: list[int], request: object) -> Any:
+        self.seen.append((previous_text, delta_text, delta_ids))
+        if "<call>" not in current_text:
+            return SimpleNamespace(content=delta_text, tool_calls=None)
+        if delta_text == "<call>":
+            return None  # the parser holds the marker back
+        function = SimpleNamespace(name="get_weather" if "{" in delta_text else None,
+                                   arguments=delta_text)
+        return SimpleNamespace(content=None, tool_calls=[
+            SimpleNamespace(index=0, id="call_v" if function.name else None, function=function)])
+
+
+def test_vllms_parser_turns_steps_into_text_or_call_deltas() -> None:
+    parser = FakeParser()
+    calls = ParsedCalls(parser, request=None)
+    steps = [calls.step(Delta("Sure. ", tokens=2), [1, 2]),
+             calls.step(Delta("<call>", tokens=1), [1, 2, 3]),
+             calls.step(Delta('{"city": "Oslo"}', tokens=4), [1, 2, 3, 4, 5, 6, 7]),
+             calls.step(Delta("", finish_reason="stop", usage=TokenUsage(9, 7), tokens=0),
+                        [1, 2, 3, 4, 5, 6, 7])]
+    assert [s.text for s in steps] == ["Sure. ", "", "", ""]
+    assert steps[2].tool_calls == (ToolCallDelta(0, "call_v", "get_weather", '{"city": "Oslo"}'),)
+    assert (steps[3].finish_reason, steps[3].usage) == ("tool_calls", TokenUsage(9, 7))
+    assert [s.tokens for s in steps] == [2, 1, 4, 0]
+    assert parser.seen[2] == ("Sure. <call>", '{"city": "Oslo"}', [4, 5, 6, 7])
