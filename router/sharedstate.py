@@ -39,12 +39,13 @@ class SharedState:
         self.breaker = breaker or CircuitBreaker(SETTINGS, on_change=_log_change)
 
     @classmethod
-    def connect(cls, url: str, max_connections: int = 64) -> SharedState:
+    def connect(cls, url: str, max_connections: int = 64,
+                timeout_s: float = TIMEOUT_S) -> SharedState:
         """A client whose calls wait their turn for a connection (redis-py's default pool raises
         at once past 100 calls in flight) and time out quickly."""
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=POOL_WAIT_S, socket_timeout=TIMEOUT_S,
-            socket_connect_timeout=TIMEOUT_S)
+            url, max_connections=max_connections, timeout=POOL_WAIT_S, socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s)
         return cls(aioredis.Redis.from_pool(pool))
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:

@@ -121,9 +121,9 @@ class FakeOpenAI(FakeProvider):
 
         if not body.get("stream"):
             return await respond(fault, _error, lambda: JSONResponse(
-                completion(reply.text, reply.finish_reason, usage=usage)))
+                completion(reply.text, reply.finish(), usage=usage)))
         chunks = [completion(piece, None) for piece in pieces(reply.text)]
-        chunks.append(completion("", reply.finish_reason))
+        chunks.append(completion("", reply.finish()))
         if (body.get("stream_options") or {}).get("include_usage"):
             chunks.append({**base, "choices": [], "usage": usage})
         frames = [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]

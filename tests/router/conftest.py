@@ -22,6 +22,7 @@ async def api(tmp_path: Any) -> AsyncIterator[InProcess]:
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def shared_state(own_redis: RedisServer) -> AsyncIterator[SharedState]:
-    state = SharedState.connect(own_redis.url)
+    # Generous timeouts: these tests are about the stores' logic, on a machine that may be busy.
+    state = SharedState.connect(own_redis.url, timeout_s=5.0)
     yield state
     await state.client.aclose()
