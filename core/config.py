@@ -57,6 +57,9 @@ class DeploymentOptions(ConfigModel):
     max_ongoing_requests: PositiveInt = 16
     ray_actor_options: ActorOptions = Field(default_factory=ActorOptions)
 
+    # Serve's access log line per request; the router's requests are in the ledger and metrics.
+    access_log: bool = True
+
     def serve_options(self) -> dict[str, Any]:
         """Keyword arguments for Deployment.options()."""
         opts: dict[str, Any] = {
@@ -67,6 +70,8 @@ class DeploymentOptions(ConfigModel):
             opts["autoscaling_config"] = self.autoscaling_config.model_dump()
         else:
             opts["num_replicas"] = self.num_replicas
+        if not self.access_log:
+            opts["logging_config"] = {"enable_access_log": False}
         return opts
 
 
@@ -161,6 +166,7 @@ class LearnedFirstTokenConfig(ConfigModel):
 
 class RouterConfig(DeploymentOptions):
     max_ongoing_requests: PositiveInt = 256
+    access_log: bool = False  # measured: a log line per request is CPU on the hot path
     ray_actor_options: ActorOptions = Field(default_factory=lambda: ActorOptions(num_cpus=0.25))
     max_body_bytes: PositiveInt = 1_000_000
     max_messages: PositiveInt = 256

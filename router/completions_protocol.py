@@ -4,11 +4,11 @@ chunks (`CreateCompletionResponse`)."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.ids import new_id
 from models.catalog import ProviderName
 from router.params import Fixed, fixed_schema
 from router.protocol import MAX_TOKENS, CompletionUsage, Identifier, StreamOptions, Wire, _now
@@ -81,7 +81,7 @@ def _is_none(value: Any) -> bool:
 
 
 def completion_id() -> str:
-    return f"cmpl-{uuid.uuid4().hex}"
+    return new_id("cmpl-")
 
 
 class CompletionChoice(BaseModel):

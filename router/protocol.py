@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,6 +28,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from core.errors import InvalidRequest
+from core.ids import new_id
 from models.catalog import ProviderName
 
 # Control characters (C0, DEL, C1) and lone surrogates: never in an id. Text may hold tab, newline
@@ -314,7 +314,7 @@ class CompletionUsage(BaseModel):
 
 
 def _chat_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex}"
+    return new_id("chatcmpl-")
 
 
 def _now() -> int:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import itertools
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from core.errors import RateLimited, ServiceError
 from core.generation import Delta, GenerationParams, ToolCallDelta
+from core.ids import new_id
 from router import responses_input as given
 from router.chat import ChatService, prepend
 from router.fallback import Run
@@ -52,8 +52,8 @@ TEMPERATURE = 0.7  # when the request sets none, as chat completions
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+def item_id(prefix: str) -> str:
+    return new_id(f"{prefix}_")
 
 
 class Assembly:
@@ -89,7 +89,7 @@ class Assembly:
         events = []
         message = self._message
         if message is None:
-            message = self._message = OutputMessage(id=new_id("msg"))
+            message = self._message = OutputMessage(id=item_id("msg"))
             self.response.output.append(message)
             events.append(self._event(OutputItemAdded, output_index=self._index(message),
                                       item=message))
@@ -104,7 +104,7 @@ class Assembly:
         events = []
         call = self._calls.get(piece.index)
         if call is None:
-            call = FunctionCall(id=new_id("fc"), call_id=piece.id or new_id("call"),
+            call = FunctionCall(id=item_id("fc"), call_id=piece.id or item_id("call"),
                                 name=piece.name or "")
             self._calls[piece.index] = call
             self.response.output.append(call)
@@ -236,7 +236,7 @@ def _response(request: ResponsesRequest, model: str) -> Response:
         if request.text else {"format": {"type": "text"}}
     choice = request.tool_choice
     return Response(
-        id=new_id("resp"), created_at=int(time.time()), model=model,
+        id=item_id("resp"), created_at=int(time.time()), model=model,
         instructions=request.instructions, max_output_tokens=request.max_output_tokens,
         parallel_tool_calls=request.parallel_tool_calls is not False,
         temperature=_temperature(request), top_p=_top_p(request), text=text,

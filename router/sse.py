@@ -1,10 +1,12 @@
-"""The one SSE encoder. Every stream the service sends goes through `encode_stream`, which guarantees
-an explicit terminal event: the stream's own end, or an error event, then `data: [DONE]`."""
+"""The one SSE encoder (and the decoder of upstream SSE bodies). Every stream the service sends goes
+through `encode_stream`, which guarantees an explicit terminal event: the stream's own end, or an
+error event, then `data: [DONE]`."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ log = logging.getLogger(__name__)
 
 DONE = b"data: [DONE]\n\n"
 MEDIA_TYPE = "text/event-stream"
+_EVENT_END = re.compile(rb"\r?\n\r?\n")  # a blank line ends an event
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: don't buffer
 
 
@@ -55,3 +58,20 @@ async def encode_stream(events: AsyncIterator[BaseModel | dict[str, Any]], *, na
 
 def _frame(event: BaseModel | dict[str, Any], named: bool) -> bytes:
     return encode(event, event["type"] if named and isinstance(event, dict) else None)
+
+
+async def decode_json(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    """The JSON of each `data:` event of an upstream SSE body, until `data: [DONE]`. The bytes are
+    split into events here and each payload is parsed once, nothing more (the router reads a few
+    fields of each)."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *events, pending = _EVENT_END.split(pending)
+        for event in events:
+            data = b"\n".join(line[5:].lstrip(b" ") for line in event.splitlines()
+                              if line.startswith(b"data:"))
+            if data == b"[DONE]":
+                return
+            if data:
+                yield json.loads(data)

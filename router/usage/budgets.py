@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +26,7 @@ from typing import TypeVar
 
 from core.config import BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
+from core.ids import new_id
 from router.sharedstate import StateUnavailable
 from router.usage.budget_stores import BudgetStore, Counter, Hold
 
@@ -63,7 +63,7 @@ class Budgets:
     async def reserve(self, user: str, usd: float, at: float | None = None) -> Hold | None:
         """Hold `usd` for `user` in the periods of time `at` (now by default), or None when it does
         not fit the budget."""
-        hold = Hold(uuid.uuid4().hex, tuple(self._counters(user, at)), to_nano(usd))
+        hold = Hold(new_id(), tuple(self._counters(user, at)), to_nano(usd))
         return await self._take(hold)
 
     async def top_up(self, hold: Hold, usd: float) -> Hold | None:

@@ -4,9 +4,10 @@ buffers it and the stores that write it; its fields are the table's columns, in 
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import astuple, dataclass, fields
 from typing import Literal
+
+from core.ids import new_id
 
 Outcome = Literal["success", "error", "client_disconnected", "shared"]
 
@@ -46,7 +47,7 @@ COLUMNS = tuple(f.name for f in fields(UsageRecord))
 
 
 def new_record_id() -> str:
-    return uuid.uuid4().hex
+    return new_id()
 
 
 def utc_day(ts: float) -> str:

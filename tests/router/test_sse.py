@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import pytest
+
 from core.errors import AllProvidersFailed
+from router import sse
 from router.sse import DONE, encode, encode_stream
 
 
@@ -64,3 +67,20 @@ async def test_a_named_stream_frames_each_event_under_its_type_and_ends_with_its
     assert out[1].startswith(b'event: error\ndata: {"type":"error","message":"all providers')
     assert out[2] == b'event: response.failed\ndata: {"type":"response.failed"}\n\n'
     assert len(out) == 3
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+async def test_upstream_events_are_decoded_whatever_the_chunking() -> None:
+    body = b'data: {"a": 1}\n\ndata: {"b": [2]}\r\n\r\n: a comment\n\ndata: [DONE]\n\ndata: {"c": 3}\n\n'
+    for size in (1, 3, 7, len(body)):
+        parts = [body[i:i + size] for i in range(0, len(body), size)]
+        assert [e async for e in sse.decode_json(_chunks(*parts))] == [{"a": 1}, {"b": [2]}]
+
+
+async def test_a_payload_that_is_not_json_raises() -> None:
+    with pytest.raises(ValueError):
+        [e async for e in sse.decode_json(_chunks(b"data: {not json\n\n"))]
