@@ -110,7 +110,7 @@ class LlamaCppEngine:
             raise error(f"{what}: its grammar would be {len(rules)} bytes; this model takes at "
                         f"most {MAX_GRAMMAR_BYTES}: use fewer or smaller repetition counts "
                         "(maxItems, maxLength, minItems)")
-        compiled = lib.llama_sampler_init_grammar(self._llm._model.vocab, rules.encode(), b"root")
+        compiled = lib.llama_sampler_init_grammar(_vocab(self._llm), rules.encode(), b"root")
         if not compiled:
             raise refused
         lib.llama_sampler_free(compiled)
@@ -163,6 +163,7 @@ class LlamaCppEngine:
         calls = ToolCallStream() if params.required_tools() else None
         stops = StopMatcher([] if calls else params.stop)
         self._llm.set_seed(_seed(params.seed))  # every request: llama.cpp keeps the last one
+        vocab = _vocab(self._llm)
         generated, counted, finish_reason, hit_stop = 0, 0, "length", False
         for token in self._llm.generate(
             tokens, temp=params.temperature, top_p=params.top_p,
@@ -171,7 +172,7 @@ class LlamaCppEngine:
             if cancel.is_set():
                 finish_reason = "cancelled"
                 break
-            if lib.llama_vocab_is_eog(self._llm._model.vocab, token):
+            if lib.llama_vocab_is_eog(vocab, token):
                 finish_reason = "stop"
                 break
             generated += 1
@@ -282,8 +283,21 @@ def _chat_formatter(llm: Any) -> Any:
     eos, bos = llm.token_eos(), llm.token_bos()
     formatter = Jinja2ChatFormatter(
         template=template,
-        eos_token=llm._model.token_get_text(eos) if eos != -1 else "",
-        bos_token=llm._model.token_get_text(bos) if bos != -1 else "",
+        eos_token=_token_text(llm, eos) if eos != -1 else "",
+        bos_token=_token_text(llm, bos) if bos != -1 else "",
     )
     formatter(messages=[{"role": "user", "content": "Hello"}])  # a template that cannot: fail now
     return formatter
+
+
+def _vocab(llm: Any) -> Any:
+    """The model's vocabulary, through llama.cpp's public C API (not llama-cpp-python's internals)."""
+    from llama_cpp import llama_cpp as lib
+
+    return lib.llama_model_get_vocab(llm.model)
+
+
+def _token_text(llm: Any, token: int) -> str:
+    from llama_cpp import llama_cpp as lib
+
+    return bytes(lib.llama_vocab_get_text(_vocab(llm), token)).decode("utf-8", errors="replace")

@@ -1,7 +1,8 @@
 """OpenAI (and OpenAI-compatible gateways). Chat completions, the hot path, are sent with the SDK's
-own base URL and headers (key, organization, project) but read as SSE bytes, decoding only the
-fields the router needs (measured: the SDK's pydantic object per chunk cost more CPU than the rest of
-the router's work per request, docs/benchmarks.md); legacy completions go through the SDK."""
+own base URL and headers (key, organization, project) over aiohttp and read as SSE bytes, decoding
+only the fields the router needs: measured, the SDK's pydantic object per chunk and its HTTP stack
+cost more CPU than the rest of the router's work per request (docs/benchmarks.md). Legacy
+completions go through the SDK."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import httpx2
+import aiohttp
 import openai
 
 from core.config import HostedProviderConfig
@@ -84,11 +85,19 @@ class OpenAIProvider:
 
     def __init__(self, client: openai.AsyncOpenAI, timeout_s: float = 60.0):
         self._client = client
-        headers = {**client.auth_headers, **{k: v for k, v in client.default_headers.items()
-                                              if isinstance(v, str)}}
-        self._http = httpx2.AsyncClient(
-            base_url=str(client.base_url), headers=headers, timeout=timeout_s,
-            limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100))
+        self._chat_url = f"{str(client.base_url).rstrip('/')}/chat/completions"
+        self._headers = {**client.auth_headers, **{k: v for k, v in client.default_headers.items()
+                                                    if isinstance(v, str)}}
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s,
+                                              sock_read=timeout_s)
+        self._session: aiohttp.ClientSession | None = None  # made on the event loop, at first use
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers=self._headers,
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0))
+        return self._session
 
     @classmethod
     def from_env(cls, config: HostedProviderConfig, environ: Mapping[str, str]) -> OpenAIProvider | None:
@@ -96,7 +105,8 @@ class OpenAIProvider:
         return cls(client, config.timeout_s) if client is not None else None
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
         await self._client.close()
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
@@ -112,11 +122,11 @@ class OpenAIProvider:
                            "stream_options": {"include_usage": True}}).encode()
         finish_reason, usage = None, TokenUsage()
         try:
-            async with self._http.stream("POST", "chat/completions", content=body) as response:
-                if response.status_code >= 400:
-                    raise upstream_error(self.name, model, status=response.status_code,
+            async with self._http().post(self._chat_url, data=body) as response:
+                if response.status >= 400:
+                    raise upstream_error(self.name, model, status=response.status,
                                          retry_after=retry_after_seconds(response.headers))
-                async for chunk in decode_json(response.aiter_bytes()):
+                async for chunk in decode_json(response.content.iter_any()):
                     if chunk.get("usage"):
                         usage = TokenUsage(chunk["usage"]["prompt_tokens"],
                                            chunk["usage"]["completion_tokens"])
@@ -126,9 +136,9 @@ class OpenAIProvider:
                         if delta.get("content") or calls:  # a token per chunk
                             yield Delta(delta.get("content") or "", tokens=1, tool_calls=calls)
                         finish_reason = choice.get("finish_reason") or finish_reason
-        except httpx2.TimeoutException:
+        except TimeoutError:  # aiohttp's socket timeouts
             raise upstream_error(self.name, model, timeout=True) from None
-        except httpx2.TransportError:
+        except aiohttp.ClientError:  # could not connect, or the connection broke
             raise upstream_error(self.name, model) from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:  # not OpenAI's shape
             raise ProviderError(f"malformed response ({type(error).__name__})",

@@ -3,11 +3,9 @@ before each test): transforms, env config, errors."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from core.config import AppConfig, HostedProviderConfig
 from core.errors import InvalidRequest, ProviderError, ProviderTimeout
@@ -25,14 +23,6 @@ PARAMS = GenerationParams(
 
 
 OPENED: list[OpenAIProvider | AnthropicProvider] = []
-
-
-@pytest_asyncio.fixture(autouse=True, loop_scope="function")
-async def _closed() -> AsyncIterator[None]:
-    """Each test's providers are closed on its own event loop."""
-    yield
-    while OPENED:
-        await OPENED.pop().aclose()
 
 
 def opened(provider: OpenAIProvider | AnthropicProvider | None) -> Any:
