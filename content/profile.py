@@ -11,6 +11,7 @@ LearningStyle = Literal["visual", "verbal", "example_first", "step_by_step"]
 # football"). Learner-supplied text: it goes where user text goes, never into the system message.
 PersonaText = Annotated[str, Field(max_length=1000)]
 Accommodation = Literal["short_sentences", "dyslexia_friendly", "extra_examples"]
+DEFAULT_LANGUAGE = "English"
 DIFFICULTY_NAMES = {1: "beginner", 2: "beginner", 3: "intermediate", 4: "advanced", 5: "advanced"}
 NAMED_DIFFICULTY = {"beginner": 1, "intermediate": 3, "advanced": 5}
 
@@ -21,7 +22,7 @@ class LearnerProfile(BaseModel):
     learning_style: LearningStyle = "verbal"
     # What the learner controls (bounded; placed in the user message, content/templates.py):
     level: str | None = Field(None, max_length=80, description="e.g. 'grade 7', 'first-year university'")
-    language: str = Field("English", min_length=1, max_length=40)
+    language: str = Field(DEFAULT_LANGUAGE, min_length=1, max_length=40)
     interests: list[Annotated[str, Field(max_length=60)]] = Field(default_factory=list, max_length=10)
     description: PersonaText | None = Field(None, description="the learner in a few sentences")
     accommodations: list[Accommodation] = Field(default_factory=list)

@@ -3,15 +3,18 @@
 // cosine similarity, from the service's own embedding route), not by words.
 //
 // The threshold, measured on this service's local model (SmolLM2-135M, temperature 0.4, 160
-// tokens) over 37 runs of the three topics (111 explanations, four personas, two difficulties):
-//   an explanation vs its own reference:              mean of the 3 topics 0.743-0.867 (single: 0.51-0.93)
+// tokens, template 2026-11-26.2) over 45 runs of the three topics (135 explanations):
+//   an explanation vs its own reference:              mean of the 3 topics 0.667-0.872, typically
+//                                                     0.72-0.86 (single: 0.48-0.93)
 //   vs the other topics' references:                  single 0.02-0.54
 //   vs a near miss (a neighbouring concept of the     mean of the 3 topics at most 0.481 (single: up to 0.63)
 //   same subject, e.g. respiration for photosynthesis)
 //   the hand-written near misses vs the references:   mean 0.461 (0.600, 0.398, 0.384)
-// So the mean over the three topics must reach 0.65: 0.09 under the worst run seen and 0.17 over the
-// best wrong-concept mean. A single explanation is too noisy to judge alone (one of 111 fell to
-// 0.51); it must only be closer to its own reference than to the other topics'.
+// So the mean over the three topics must reach 0.62: 0.05 under the worst run seen and 0.14 over the
+// best wrong-concept mean. A single explanation is too noisy to judge alone (one of 135 fell to
+// 0.48); it must only be closer to its own reference than to the other topics'.
+// (Template 2026-11-26.1, which opened every prompt with a block of the learner's defaults, went
+// off the task in one explanation in five, to a mean of 0.48: this test is what caught it.)
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -25,7 +28,7 @@ interface Topic {
   near_miss: string;
 }
 
-const THRESHOLD = 0.65;
+const THRESHOLD = 0.62;
 const { topics } = readJson<{ topics: Topic[] }>("test/data/parity.json");
 const api = client();
 
