@@ -195,6 +195,9 @@ class CacheConfig(ConfigModel):
     redis_url: str = "redis://127.0.0.1:6379/0"  # REDIS_URL
     ttl_s: PositiveInt = 7 * 24 * 3600
     max_items: PositiveInt = 100_000  # memory cache bound (LRU)
+    # Each router replica answers requests whose every item is cached before any Serve hop: from
+    # Redis itself, or (memory type) from its own LRU of the vectors it served, this big.
+    router_max_items: int = Field(10_000, ge=0)  # 0: every lookup goes to the Embedder
     key_prefix: str = "learnx:emb:"
     redis_timeout_s: float = Field(0.05, gt=0)  # past this, a lookup is a miss
 

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
+from core import metrics
 from core.config import EmbedderConfig
 from core.errors import (
     BudgetExceeded,
@@ -20,7 +21,8 @@ from core.errors import (
     ServiceError,
 )
 from core.pricing import estimate, estimate_tokens
-from deployments.embed.server import EmbedRequest, EmbedResult
+from deployments.embed.cache import MemoryCache, RedisCache, VectorCache
+from deployments.embed.server import EmbedRequest, EmbedResult, cache_dims, from_cache, remember
 from models import find_embedding_model
 from models.catalog import HOSTED_MODELS, ModelCard
 from router.usage.budget_stores import Hold
@@ -59,12 +61,26 @@ OPENAI_CARDS = {c.name: c for c in HOSTED_MODELS if c.kind == "embedding"}
 OPENAI_MODELS = set(OPENAI_CARDS)
 
 
+def front_cache(config: EmbedderConfig) -> VectorCache | None:
+    """What the router reads before the Serve hop to the Embedder: the shared Redis cache itself,
+    or its own LRU of the vectors it served (the Embedder's memory cache is in another process)."""
+    cache = config.cache
+    if not cache.enabled:
+        return None
+    if cache.type == "redis":
+        return RedisCache(cache.redis_url, cache.key_prefix, cache.ttl_s, cache.redis_timeout_s)
+    return MemoryCache(cache.router_max_items) if cache.router_max_items else None
+
+
 class EmbeddingService:
-    def __init__(self, config: EmbedderConfig, embedder: EmbedderClient | None, openai: bool):
+    def __init__(self, config: EmbedderConfig, embedder: EmbedderClient | None, openai: bool,
+                 cache: VectorCache | None = None):
         self._config = config
         self._embedder = embedder
         self._openai = openai
+        self._cache = cache
         spec = find_embedding_model(config.model)
+        self._local_dims = spec.dims
         self._local = {n: spec.name for n in (spec.name, *spec.aliases)} if embedder else {}
         self._local_card = ModelCard(name=spec.name, provider="local", tier="small", kind="embedding",
                                      context_window=spec.max_seq_tokens, input_per_million=0.0,
@@ -77,6 +93,12 @@ class EmbeddingService:
     async def reset_breakers(self) -> None:
         if self._embedder is not None:
             await self._embedder.reset_breakers()
+        if isinstance(self._cache, RedisCache):
+            self._cache.breaker.reset()
+
+    async def aclose(self) -> None:
+        if self._cache is not None:
+            await self._cache.aclose()
 
     def models(self) -> list[tuple[str, str]]:
         local = [(m, "local") for m in sorted(set(self._local.values()))]
@@ -128,11 +150,25 @@ class EmbeddingService:
 
     async def _call(self, texts: list[str], concrete: str, use_cache: bool, deduplicate: bool,
                     dimensions: int | None) -> EmbedResult:
+        request = EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions)
+        if self._cache is None or not use_cache:
+            return await self._remote(request)
+        dims = cache_dims(request, self._local_dims if concrete in self._local.values() else None)
+        cached = await from_cache(self._cache, request, dims)
+        if cached is not None:
+            metrics.record_embedding_cache(concrete, cached.cache_hits, 0)
+            return cached
+        result = await self._remote(request)
+        if isinstance(self._cache, MemoryCache):  # Redis: the Embedder has stored them
+            await remember(self._cache, request, result, dims)
+        return result
+
+    async def _remote(self, request: EmbedRequest) -> EmbedResult:
         if self._embedder is None:
             raise ModelUnavailable("the embedding service is disabled in this deployment")
+        concrete = request.model
         try:
-            return await self._embedder.embed(
-                EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions))
+            return await self._embedder.embed(request)
         except ServiceError:
             raise  # typed in the Embedder (a rejected request, an OpenAI outage)
         except Exception as error:

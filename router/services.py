@@ -14,7 +14,7 @@ from models.catalog import ModelCard
 from router.chat import ChatService, build_catalog
 from router.completions import CompletionsService
 from router.content import ContentService
-from router.embeddings import EmbedderClient, EmbeddingService
+from router.embeddings import EmbedderClient, EmbeddingService, front_cache
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
 from router.responses import ResponsesService
@@ -50,6 +50,7 @@ class Services:
         (graceful shutdown)."""
         await self.accounting.close()
         await self.chat.aclose()
+        await self.embeddings.aclose()
 
 
 def build_services(config: AppConfig, providers: dict[str, Provider],
@@ -64,7 +65,8 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
     return Services(
         config=config, chat=chat, content=ContentService(chat), responses=ResponsesService(chat),
         completions=CompletionsService(chat),
-        embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers),
+        embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,
+                                    front_cache(config.embedder) if embedder else None),
         accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
         readiness=dict(readiness or {}))
 

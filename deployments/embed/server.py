@@ -100,7 +100,7 @@ class Embedder:
         """Every input item is exactly one of: a cache hit, a duplicate of an earlier item of the
         request, or computed; `cache_hits + deduplicated + computed == len(texts)`."""
         local = request.model == self._encoder.model
-        dims = self._encoder.dims if local else (request.dimensions or 0)
+        dims = cache_dims(request, self._encoder.dims if local else None)
         keys = [cache_key(request.model, dims, text) for text in request.texts]
         slot_of, slots, slot_texts = _slots(keys, request.texts, request.deduplicate)
         vectors = await self._lookup(slots, request.use_cache)
@@ -206,6 +206,30 @@ class Embedder:
     def check_health(self) -> None:
         if self._encoder is None:
             raise RuntimeError("no encoder")
+
+
+def cache_dims(request: EmbedRequest, local_dims: int | None) -> int:
+    """The dimensions in an item's cache key: the local model's, or what was asked of OpenAI."""
+    return local_dims if local_dims is not None else (request.dimensions or 0)
+
+
+async def from_cache(cache: VectorCache, request: EmbedRequest, dims: int) -> EmbedResult | None:
+    """The whole answer when every item is cached (as the Embedder would give it), else None."""
+    keys = [cache_key(request.model, dims, text) for text in request.texts]
+    slot_of, slots, _ = _slots(keys, request.texts, request.deduplicate)
+    vectors = await cache.get_many(slots)
+    found = [v for v in vectors if v is not None]
+    if not slots or len(found) < len(slots):
+        return None
+    ordered = [found[s] for s in slot_of]
+    return EmbedResult(ordered, request.model, len(ordered[0]), cache_hits=len(slots),
+                       deduplicated=len(keys) - len(slots), prompt_tokens=0)
+
+
+async def remember(cache: VectorCache, request: EmbedRequest, result: EmbedResult,
+                   dims: int) -> None:
+    await cache.set_many({cache_key(request.model, dims, text): vector
+                          for text, vector in zip(request.texts, result.vectors, strict=True)})
 
 
 def _slots(keys: list[str], texts: list[str],

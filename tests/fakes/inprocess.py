@@ -59,8 +59,10 @@ class EngineProvider:
 class DirectEmbedder:
     def __init__(self, embedder: Embedder):
         self.embedder = embedder
+        self.calls = 0  # requests that crossed the (Serve) hop to the Embedder
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
+        self.calls += 1
         return await self.embedder.embed(request)
 
     async def breakers(self) -> dict[str, dict[str, object]]:

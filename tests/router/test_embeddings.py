@@ -11,7 +11,7 @@ import numpy as np
 import pytest_asyncio
 
 from tests.fakes import Fault
-from tests.fakes.inprocess import ADMIN_KEY, InProcess, config, start
+from tests.fakes.inprocess import ADMIN_KEY, DirectEmbedder, InProcess, config, start
 
 
 async def test_openai_format_keeps_input_order_in_float_and_base64(api: InProcess) -> None:
@@ -35,6 +35,36 @@ async def test_the_seed_format_reports_cache_hits_and_duplicates(api: InProcess)
     assert (again["deduplicated"], again["cache_hits"]) == (1, 2)
     assert first["embeddings"][0] == first["embeddings"][1] == again["embeddings"][0]
     assert first["dims"] == 384 and first["count"] == 3
+
+
+def embedder_calls(api: InProcess) -> int:
+    client = api.services.embeddings._embedder
+    assert isinstance(client, DirectEmbedder)
+    return client.calls
+
+
+async def test_a_fully_cached_request_is_answered_before_the_hop_to_the_embedder(
+        api: InProcess) -> None:
+    async def hits(texts: list[str], **extra: object) -> int:
+        response = await api.post("/api/v1/ai/embeddings", {"texts": texts, **extra})
+        assert response.status_code == 200, response.text
+        return int(response.json()["cache_hits"])
+
+    assert (await hits(["a cell", "an atom"]), embedder_calls(api)) == (0, 1)
+    assert (await hits(["an  atom", "a cell", "a cell"]), embedder_calls(api)) == (2, 1)
+    assert (await hits(["a cell", "a star"]), embedder_calls(api)) == (1, 2)  # one is new
+    assert (await hits(["a cell"], use_cache=False), embedder_calls(api)) == (0, 3)
+
+
+async def test_without_a_router_cache_every_request_crosses_the_hop(tmp_path) -> None:
+    api = start(config(tmp_path, embedder={"cache": {"router_max_items": 0}}))
+    try:
+        for _ in range(2):
+            assert (await api.post("/api/v1/ai/embeddings", {"texts": ["x"]})).status_code == 200
+        assert embedder_calls(api) == 2
+        assert api.embedder.inflight() == 0
+    finally:
+        await api.close()
 
 
 async def test_other_dimensions_for_the_local_model_is_a_400(api: InProcess) -> None:
