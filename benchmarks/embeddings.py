@@ -1,6 +1,7 @@
 """Embedding service, one run: the raw engine in process (the ceiling) vs the served graph with
 batching vs with max_batch_size=1, at concurrency 32 with short texts; cache-hit vs cache-miss
-latency for the memory and Redis caches; and the hit rate of a repeated workload.
+latency for the memory and Redis caches, with and without the router's lookup before the Serve hop;
+and the hit rate of a repeated workload.
 
     .venv/bin/python benchmarks/embeddings.py [--requests 640] [--threads 1]
 """
@@ -100,16 +101,19 @@ def main() -> None:
         print(f"served, max_batch_size={batch:<3d} {rates[batch]:7.0f} embeddings/s "
               f"({rates[batch] / raw:.2f}x raw)")
     print(f"batching vs unbatched: {rates[64] / rates[1]:.2f}x")
+    redis = {"type": "redis", "redis_url": opts.redis_url}
     for kind, cache in (("memory", {"type": "memory"}),
-                        ("redis", {"type": "redis", "redis_url": opts.redis_url,
-                                   "key_prefix": f"learnx-bench-{time.time_ns()}:"})):
+                        ("memory, no router lookup", {"type": "memory", "router_lookup": False}),
+                        ("redis", {**redis, "key_prefix": f"learnx-bench-{time.time_ns()}:"}),
+                        ("redis, no router lookup", {**redis, "router_lookup": False,
+                                                     "key_prefix": f"lx-bench-{time.time_ns()}:"})):
         with served(app_args(opts.threads, 64, cache)) as url:
             miss = latency_ms(url, short_texts(100, seed=hash(kind) % 1000))
             hit_text = short_texts(1, seed=7)
             latency_ms(url, hit_text)
             hit = latency_ms(url, hit_text * 100)
             rate = hit_rate(url) if kind == "memory" else None
-        print(f"{kind:6s} cache: miss p50 {miss:6.2f} ms, hit p50 {hit:6.2f} ms, "
+        print(f"{kind:24s} cache: miss p50 {miss:6.2f} ms, hit p50 {hit:6.2f} ms, "
               f"miss/hit {miss / hit:.2f}x" + (f"; repeated-course hit rate {rate:.1%}" if rate else ""))
 
 

@@ -197,7 +197,8 @@ class CacheConfig(ConfigModel):
     max_items: PositiveInt = 100_000  # memory cache bound (LRU)
     # Each router replica answers requests whose every item is cached before any Serve hop: from
     # Redis itself, or (memory type) from its own LRU of the vectors it served, this big.
-    router_max_items: int = Field(10_000, ge=0)  # 0: every lookup goes to the Embedder
+    router_lookup: bool = True
+    router_max_items: PositiveInt = 10_000
     key_prefix: str = "learnx:emb:"
     redis_timeout_s: float = Field(0.05, gt=0)  # past this, a lookup is a miss
 

@@ -65,11 +65,11 @@ def front_cache(config: EmbedderConfig) -> VectorCache | None:
     """What the router reads before the Serve hop to the Embedder: the shared Redis cache itself,
     or its own LRU of the vectors it served (the Embedder's memory cache is in another process)."""
     cache = config.cache
-    if not cache.enabled:
+    if not (cache.enabled and cache.router_lookup):
         return None
     if cache.type == "redis":
         return RedisCache(cache.redis_url, cache.key_prefix, cache.ttl_s, cache.redis_timeout_s)
-    return MemoryCache(cache.router_max_items) if cache.router_max_items else None
+    return MemoryCache(cache.router_max_items)
 
 
 class EmbeddingService:

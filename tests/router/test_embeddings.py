@@ -57,7 +57,7 @@ async def test_a_fully_cached_request_is_answered_before_the_hop_to_the_embedder
 
 
 async def test_without_a_router_cache_every_request_crosses_the_hop(tmp_path) -> None:
-    api = start(config(tmp_path, embedder={"cache": {"router_max_items": 0}}))
+    api = start(config(tmp_path, embedder={"cache": {"router_lookup": False}}))
     try:
         for _ in range(2):
             assert (await api.post("/api/v1/ai/embeddings", {"texts": ["x"]})).status_code == 200
