@@ -8,10 +8,12 @@ token and total at concurrency 1, and the CPU each gateway process spent per req
 at concurrency 32, streamed and not. Targets are interleaved round by round.
 
     .venv/bin/python benchmarks/hot_path.py [--requests 300] [--litellm /work/litellm-venv]
-                                            [--profile DIR]
+                                            [--floor] [--profile DIR]
 
 LiteLLM: `python3 -m venv V && V/bin/pip install 'litellm[proxy]'` (kept out of this project).
---profile writes py-spy flame graphs of the Router replica under load (json and stream).
+--floor adds a bare Ray Serve pass-through on the same ingress (benchmarks/_passthrough.py): what
+the framework alone costs. --profile writes py-spy flame graphs of the Router replica under load
+(json and stream).
 """
 
 from __future__ import annotations
@@ -107,10 +109,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
-def router_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ServeReplica:learnx-0:Router"], capture_output=True,
+def replica_pids(app: str, deployment: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"ServeReplica:{app}:{deployment}"], capture_output=True,
                          text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def floor(url: str, upstream: str) -> Target:
+    """The pass-through (benchmarks/_passthrough.py) on the same Serve, at /floor."""
+    from ray import serve
+
+    from benchmarks._passthrough import PassThrough
+
+    serve.run(PassThrough.bind(upstream), name="floor", route_prefix="/floor")
+    return Target("floor", f"{url}/floor/v1", replica_pids("floor", "PassThrough"))
 
 
 @contextlib.contextmanager
@@ -234,13 +246,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--litellm", type=Path, default=Path("/work/litellm-venv"))
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure a bare Serve pass-through (the framework's floor)")
     opts = parser.parse_args()
     port = free_port()
     upstream = f"http://127.0.0.1:{port}/v1"
     with contextlib.ExitStack() as stack:
         stack.enter_context(process([sys.executable, "benchmarks/_upstream.py", str(port)], port))
         url = stack.enter_context(served(app_args(upstream)))
-        targets = [Target("direct", upstream, []), Target("service", f"{url}/v1", router_pids())]
+        targets = [Target("direct", upstream, []),
+                   Target("service", f"{url}/v1", replica_pids("learnx-0", "Router"))]
+        if opts.floor:
+            targets.append(floor(url, upstream))
         if (opts.litellm / "bin" / "litellm").exists():
             lite_url, pids = stack.enter_context(litellm(opts.litellm, upstream))
             targets.append(Target("litellm", lite_url, pids, LITELLM_KEY))
