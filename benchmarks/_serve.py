@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.ports import free_port, replica_ports_env
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -14,16 +18,13 @@ os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/r
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # HAProxy's stats and metrics listeners default to fixed ports: free ones, so a benchmark can run
 # beside a test session or a running service.
 for _variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
     os.environ.setdefault(_variable, str(free_port()))
+# Replicas' own ports: not another Ray instance's (tests/ports.py says why).
+for _variable, _value in replica_ports_env().items():
+    os.environ.setdefault(_variable, _value)
 
 
 @contextlib.contextmanager

@@ -166,11 +166,11 @@ def litellm(venv: Path, upstream: str) -> Iterator[tuple[str, list[int]]]:
         yield f"http://127.0.0.1:{port}", [proc.pid]
 
 
-def app_args(upstream: str) -> dict[str, object]:
+def app_args(upstream: str, replicas: int = 1) -> dict[str, object]:
     """The embedded default's accounting (auth off on loopback, the SQLite ledger, key rate
     limits) on the hosted path only."""
     return {"enable_local_models": False, "embedder": {"enabled": False},
-            "router": {"max_ongoing_requests": 512,
+            "router": {"max_ongoing_requests": 512, "num_replicas": replicas,
                        "providers": {"openai": {"base_url": upstream}}},
             "ledger": {"database_url": "sqlite:///var/bench-hot-path.db"}}
 
@@ -246,6 +246,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--litellm", type=Path, default=Path("/work/litellm-venv"))
     parser.add_argument("--profile", type=Path)
+    parser.add_argument("--router-replicas", type=int, default=1)
     parser.add_argument("--floor", action="store_true",
                         help="also measure a bare Serve pass-through (the framework's floor)")
     opts = parser.parse_args()
@@ -253,7 +254,7 @@ def main() -> None:
     upstream = f"http://127.0.0.1:{port}/v1"
     with contextlib.ExitStack() as stack:
         stack.enter_context(process([sys.executable, "benchmarks/_upstream.py", str(port)], port))
-        url = stack.enter_context(served(app_args(upstream)))
+        url = stack.enter_context(served(app_args(upstream, opts.router_replicas)))
         targets = [Target("direct", upstream, []),
                    Target("service", f"{url}/v1", replica_pids("learnx-0", "Router"))]
         if opts.floor:

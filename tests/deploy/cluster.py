@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
+
+from tests.ports import free_ports, replica_ports_env
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
@@ -36,16 +37,6 @@ FAST_METRICS = {
     "RAY_USAGE_STATS_ENABLED": "0",
 }
 SYSTEM_CONFIG = '{"metrics_report_interval_ms": 1000}'
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def require(*programs: str) -> None:
@@ -97,7 +88,7 @@ class LocalCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="lx-ray-", dir="/tmp"))
         self.gcs_port, self.dashboard_port, haproxy_metrics, haproxy_stats = free_ports(4)
         # The HAProxy ingress's own ports are fixed by default (9101, 8404): others may hold them.
-        self.env = {**os.environ, **FAST_METRICS, **env,
+        self.env = {**os.environ, **FAST_METRICS, **env, **replica_ports_env(),
                     "RAY_SERVE_HAPROXY_METRICS_PORT": str(haproxy_metrics),
                     "RAY_SERVE_HAPROXY_STATS_PORT": str(haproxy_stats)}
         self.head: Node | None = None

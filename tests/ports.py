@@ -1,0 +1,52 @@
+"""Ports for Ray instances that share one machine (a test session, its two-node cluster, a
+benchmark, another session).
+
+Ray Serve's HAProxy mode binds each replica's own HTTP and gRPC servers to the first free ports of
+fixed ranges (30000-31000, 40000-41000) with SO_REUSEPORT. Two Ray instances on one machine then
+bind the same ports and the kernel hands one instance's connections to the other's replicas: a
+request answered by another app (seen as a 401: the other app has other keys). Each instance gets a
+block of its own below the ephemeral range."""
+
+from __future__ import annotations
+
+import random
+import socket
+
+BLOCK = 200  # replicas per instance, HTTP and gRPC each
+LOW, HIGH = 10_000, 30_000  # below Linux's ephemeral ports (32768-60999)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [int(s.getsockname()[1]) for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def replica_ports_env() -> dict[str, str]:
+    """Serve's replica port ranges for one Ray instance: a block nobody is bound in."""
+    bases = list(range(LOW, HIGH, 2 * BLOCK))
+    random.shuffle(bases)
+    for base in bases:
+        if all(_bindable(port) for port in range(base, base + 2 * BLOCK, 10)):
+            return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base),
+                    "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + BLOCK),
+                    "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + BLOCK),
+                    "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 2 * BLOCK)}
+    raise RuntimeError(f"no free block of {2 * BLOCK} ports between {LOW} and {HIGH}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
