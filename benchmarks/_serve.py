@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.ports import free_port, replica_ports_env
+from tests.ports import free_port, serve_ports_env
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -23,7 +23,7 @@ os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 for _variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
     os.environ.setdefault(_variable, str(free_port()))
 # Replicas' own ports: not another Ray instance's (tests/ports.py says why).
-for _variable, _value in replica_ports_env().items():
+for _variable, _value in serve_ports_env().items():
     os.environ.setdefault(_variable, _value)
 
 

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from router.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
-from tests.ports import free_port, replica_ports_env
+from tests.ports import free_port, serve_ports_env
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -28,7 +28,7 @@ os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/r
 # side by side on one machine.
 for _variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
     os.environ.setdefault(_variable, str(free_port()))
-for _variable, _value in replica_ports_env().items():  # not the ports of another Ray instance
+for _variable, _value in serve_ports_env().items():  # not the ports of another Ray instance
     os.environ.setdefault(_variable, _value)
 # Replicas stay reachable this long at shutdown for load balancers (30 s by default): none here.
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")

@@ -4,8 +4,9 @@ benchmark, another session).
 Ray Serve's HAProxy mode binds each replica's own HTTP and gRPC servers to the first free ports of
 fixed ranges (30000-31000, 40000-41000) with SO_REUSEPORT. Two Ray instances on one machine then
 bind the same ports and the kernel hands one instance's connections to the other's replicas: a
-request answered by another app (seen as a 401: the other app has other keys). Each instance gets a
-block of its own below the ephemeral range."""
+request answered by another app (seen as a 401: the other app has other keys). The fallback proxy
+behind HAProxy binds fixed ports the same way (8500, 9500). Each instance gets a block of its own
+below the ephemeral range, and fallback proxy ports of its own."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def replica_ports_env() -> dict[str, str]:
-    """Serve's replica port ranges for one Ray instance: a block nobody is bound in."""
+def serve_ports_env() -> dict[str, str]:
+    """Serve's replica port ranges for one Ray instance (a block nobody is bound in) and its
+    fallback proxy's ports."""
     bases = list(range(LOW, HIGH, 2 * BLOCK))
     random.shuffle(bases)
     for base in bases:
@@ -39,7 +41,9 @@ def replica_ports_env() -> dict[str, str]:
             return {"RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(base),
                     "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(base + BLOCK),
                     "RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT": str(base + BLOCK),
-                    "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 2 * BLOCK)}
+                    "RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT": str(base + 2 * BLOCK),
+                    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
+                    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
     raise RuntimeError(f"no free block of {2 * BLOCK} ports between {LOW} and {HIGH}")
 
 

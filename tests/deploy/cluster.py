@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
-from tests.ports import free_ports, replica_ports_env
+from tests.ports import free_ports, serve_ports_env
 
 T = TypeVar("T")
 BIN = Path(sys.executable).parent
@@ -88,7 +88,7 @@ class LocalCluster:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="lx-ray-", dir="/tmp"))
         self.gcs_port, self.dashboard_port, haproxy_metrics, haproxy_stats = free_ports(4)
         # The HAProxy ingress's own ports are fixed by default (9101, 8404): others may hold them.
-        self.env = {**os.environ, **FAST_METRICS, **env, **replica_ports_env(),
+        self.env = {**os.environ, **FAST_METRICS, **env, **serve_ports_env(),
                     "RAY_SERVE_HAPROXY_METRICS_PORT": str(haproxy_metrics),
                     "RAY_SERVE_HAPROXY_STATS_PORT": str(haproxy_stats)}
         self.head: Node | None = None
