@@ -34,7 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
-from benchmarks._serve import free_port, served  # noqa: E402
+from benchmarks._serve import served  # noqa: E402
+from tests.ports import free_port, wait_for_port  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Give me a one-line study tip."}]
 TOKENS = 12
@@ -131,25 +132,13 @@ def process(command: list[str], port: int, env: dict[str, str] | None = None,
     proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(port, wait_s)
+        wait_for_port(port, wait_s)
         yield proc
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
         proc.kill()
-
-
-def wait_for(port: int, timeout_s: float) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 @contextlib.contextmanager

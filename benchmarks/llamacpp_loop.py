@@ -16,12 +16,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.local_llm import MESSAGES, direct_run
 from core.config import LlamaCppSettings
 from core.generation import GenerationParams
 from deployments.llm.llamacpp import LlamaCppEngine
 from models import find_local_model, resolve_gguf
-
-MESSAGES = [{"role": "user", "content": "Explain how plants make food from sunlight, step by step."}]
 
 
 async def engine_run(engine: LlamaCppEngine, tokens: int) -> tuple[float, float, int]:
@@ -32,16 +31,6 @@ async def engine_run(engine: LlamaCppEngine, tokens: int) -> tuple[float, float,
         if delta.usage is not None:
             generated = delta.usage.completion_tokens
     return time.perf_counter() - start, first, generated
-
-
-def library_run(llm: object, tokens: int) -> tuple[float, float, int]:
-    start, first, pieces = time.perf_counter(), 0.0, 0
-    for chunk in llm.create_chat_completion(  # type: ignore[attr-defined]
-            MESSAGES, max_tokens=tokens, temperature=0, repeat_penalty=1.1, stream=True):
-        if chunk["choices"][0]["delta"].get("content"):
-            pieces += 1
-            first = first or time.perf_counter() - start
-    return time.perf_counter() - start, first, pieces
 
 
 def main() -> None:
@@ -56,7 +45,7 @@ def main() -> None:
     ours, theirs = [], []
     for _ in range(opts.rounds):
         ours.append(asyncio.run(engine_run(engine, opts.tokens)))
-        theirs.append(library_run(llm, opts.tokens))
+        theirs.append(direct_run(llm, opts.tokens))
     # Both run greedy to max_tokens, so wall time compares like with like (the library's stream
     # has no token count: a chunk can hold several tokens).
     for name, runs in (("engine loop", ours), ("create_chat_completion", theirs)):

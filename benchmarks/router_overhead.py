@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 from benchmarks._serve import served  # noqa: E402
 from router.auth import hash_key  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 BENCH_KEY = "sk-bench"  # the fake ignores it; the accounted app admits it
 
@@ -40,12 +40,6 @@ def start_fake(kind: str, fail_rate: float = 0.0) -> tuple[subprocess.Popen, str
                                cwd=ROOT)
     time.sleep(1.5)
     return process, f"http://127.0.0.1:{port}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def one(client, stream: bool, model: str = "gpt-4o-mini") -> float:

@@ -22,7 +22,14 @@ from core.errors import (
 )
 from core.pricing import estimate, estimate_tokens
 from deployments.embed.cache import MemoryCache, RedisCache, VectorCache
-from deployments.embed.server import EmbedRequest, EmbedResult, cache_dims, from_cache, remember
+from deployments.embed.server import (
+    EmbedRequest,
+    EmbedResult,
+    cache_dims,
+    from_cache,
+    make_cache,
+    remember,
+)
 from models import find_embedding_model
 from models.catalog import HOSTED_MODELS, ModelCard
 from router.usage.budget_stores import Hold
@@ -65,11 +72,7 @@ def front_cache(config: EmbedderConfig) -> VectorCache | None:
     """What the router reads before the Serve hop to the Embedder: the shared Redis cache itself,
     or its own LRU of the vectors it served (the Embedder's memory cache is in another process)."""
     cache = config.cache
-    if not (cache.enabled and cache.router_lookup):
-        return None
-    if cache.type == "redis":
-        return RedisCache(cache.redis_url, cache.key_prefix, cache.ttl_s, cache.redis_timeout_s)
-    return MemoryCache(cache.router_max_items)
+    return make_cache(config, cache.router_max_items) if cache.router_lookup else None
 
 
 class EmbeddingService:

@@ -6,9 +6,7 @@ import asyncio
 import copy
 import os
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,7 +17,7 @@ import redis.asyncio as aioredis
 
 from router.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
-from tests.ports import free_port, serve_ports_env
+from tests.ports import free_port, serve_ports_env, wait_for_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -101,13 +99,7 @@ class RedisServer:
         self._process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        wait_for_port(self.port)
 
     def stop(self) -> None:
         if self._process is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 
 BLOCK = 200  # replicas per instance, HTTP and gRPC each
 LOW, HIGH = 10_000, 30_000  # below Linux's ephemeral ports (32768-60999)
@@ -29,6 +30,17 @@ def free_ports(count: int) -> list[int]:
 
 def free_port() -> int:
     return free_ports(1)[0]
+
+
+def wait_for_port(port: int, timeout_s: float = 10) -> None:
+    """Until something listens on 127.0.0.1:`port`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout_s:g} s")
 
 
 def serve_ports_env() -> dict[str, str]:

@@ -46,13 +46,14 @@ class EmbedResult:
     prompt_tokens: int
 
 
-def make_cache(config: EmbedderConfig) -> VectorCache | None:
+def make_cache(config: EmbedderConfig, max_items: int | None = None) -> VectorCache | None:
+    """The configured cache; a memory cache holds `max_items` (default: the configured bound)."""
     cache = config.cache
     if not cache.enabled:
         return None
     if cache.type == "redis":
         return RedisCache(cache.redis_url, cache.key_prefix, cache.ttl_s, cache.redis_timeout_s)
-    return MemoryCache(cache.max_items)
+    return MemoryCache(max_items or cache.max_items)
 
 
 EncoderFactory = Callable[[EmbedderConfig, str | None], Encoder]

@@ -54,6 +54,7 @@ class LlamaCppEngine:
             verbose=False,
         )
         self._settings = settings
+        self._vocab = _vocab(self._llm)
         self._format = _chat_formatter(self._llm)
         self._lock = asyncio.Lock()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
@@ -110,7 +111,7 @@ class LlamaCppEngine:
             raise error(f"{what}: its grammar would be {len(rules)} bytes; this model takes at "
                         f"most {MAX_GRAMMAR_BYTES}: use fewer or smaller repetition counts "
                         "(maxItems, maxLength, minItems)")
-        compiled = lib.llama_sampler_init_grammar(_vocab(self._llm), rules.encode(), b"root")
+        compiled = lib.llama_sampler_init_grammar(self._vocab, rules.encode(), b"root")
         if not compiled:
             raise refused
         lib.llama_sampler_free(compiled)
@@ -163,7 +164,6 @@ class LlamaCppEngine:
         calls = ToolCallStream() if params.required_tools() else None
         stops = StopMatcher([] if calls else params.stop)
         self._llm.set_seed(_seed(params.seed))  # every request: llama.cpp keeps the last one
-        vocab = _vocab(self._llm)
         generated, counted, finish_reason, hit_stop = 0, 0, "length", False
         for token in self._llm.generate(
             tokens, temp=params.temperature, top_p=params.top_p,
@@ -172,7 +172,7 @@ class LlamaCppEngine:
             if cancel.is_set():
                 finish_reason = "cancelled"
                 break
-            if lib.llama_vocab_is_eog(vocab, token):
+            if lib.llama_vocab_is_eog(self._vocab, token):
                 finish_reason = "stop"
                 break
             generated += 1
