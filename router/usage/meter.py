@@ -24,6 +24,7 @@ from core.errors import BudgetExceeded, ProviderError, ServiceError, StorageUnav
 from core.generation import TokenUsage
 from core.pricing import cost
 from models.catalog import ModelCard
+from router.fallback import OVER_BUDGET
 from router.ratelimit import RateLimiter
 from router.route import Reporting, Route
 from router.sharedstate import SharedState
@@ -72,7 +73,7 @@ class Allowance:
 
     async def refusal(self, spent_usd: float, next_usd: float) -> str | None:
         try:
-            return None if await self.cover(spent_usd + next_usd) else "over budget"
+            return None if await self.cover(spent_usd + next_usd) else OVER_BUDGET
         except StorageUnavailable:
             return "budget store unavailable"
 
