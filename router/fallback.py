@@ -296,8 +296,9 @@ class Run:
             detail = "; ".join(f"{route} ({what})" for route, what in tried)
             return BudgetExceeded(f"the spending budget cannot cover another candidate after: "
                                   f"{detail}")
-        if called and all(isinstance(a.error, ContextExceeded) for a in called):
-            return called[-1].error  # type: ignore[return-value]  # no candidate tried fits it
+        too_long = [a.error for a in called if isinstance(a.error, ContextExceeded)]
+        if called and len(too_long) == len(called):
+            return too_long[-1]  # no candidate tried could fit the prompt: the caller's 400
         if self._left() <= 0:
             passed = (f"stream cap of {self._config.max_stream_s:g}s" if self._streaming_since
                       else f"request deadline of {self._config.request_timeout_s:g}s")
