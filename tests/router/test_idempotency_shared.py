@@ -15,6 +15,7 @@ from core.errors import ProviderError
 from tests.conftest import RedisServer
 from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.scripted import Hang, Say
+from tests.ports import free_port
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}],
         "user": "idem-shared"}
@@ -72,3 +73,15 @@ async def test_a_failure_on_one_replica_leaves_the_retry_to_run_on_another(
     b.openai.default = b.anthropic.default = Say()
     retry = await b.post("/v1/chat/completions", body, headers=headers)
     assert retry.status_code == 200 and "idempotent-replayed" not in retry.headers
+
+
+async def test_while_redis_does_not_answer_keyed_requests_run_as_if_unkeyed(tmp_path: Any) -> None:
+    api = start(config(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    try:
+        headers = keyed()
+        responses = [await api.post("/v1/chat/completions", CHAT, headers=headers)
+                     for _ in range(2)]
+        assert [r.status_code for r in responses] == [200, 200]
+        assert all("idempotent-replayed" not in r.headers for r in responses)
+    finally:
+        await api.close()
