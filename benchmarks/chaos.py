@@ -3,8 +3,10 @@
 Load: chat on the hosted fake (gpt-4o-mini) and on the local model, embeddings with the Redis vector
 cache, every request recorded in a PostgreSQL ledger; rate limits in Redis. Scenarios, each with an
 undisturbed phase, a fault of `--fault-s` seconds and a recovery phase: Redis killed, PostgreSQL
-stopped, the local model's replica killed, the hosted fake hanging. Redis and PostgreSQL are the
-benchmark's own instances (free ports, temporary directories), so stopping them disturbs nobody.
+stopped, the local model's replica killed, the hosted fake hanging, and Redis paused (SIGSTOP, then
+SIGCONT: connections stay open, nothing answers) under the load of users who have a budget, so
+the budget store is out while their requests need it. Redis and PostgreSQL are the benchmark's own
+instances (free ports, temporary directories), so stopping them disturbs nobody.
 
 Per scenario: requests that failed (HTTP 5xx or no answer), p99 while faulted against the
 undisturbed p99, ledger records lost (responses the client saw against the ledger's rows), and the
@@ -20,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,6 +60,14 @@ class Redis:
             self._process.kill()
             self._process.wait()
             self._process = None
+
+    def pause(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
 
 class Postgres:
@@ -149,11 +160,16 @@ class Load:
         return int(response.status_code)
 
 
+BUDGETED = "chaos-budgeted-"  # users with a budget (app_args): their load is one scenario's
+MAX_CONCURRENCY = 64
+
+
 @dataclass
 class Scenario:
     name: str
     fault: Callable[[], None]
     heal: Callable[[], None]
+    users: str | None = None  # the users' prefix, when not a fresh one of the scenario's own
 
 
 def p99(latencies: list[float]) -> float:
@@ -176,7 +192,7 @@ def recovery_s(outcomes: list[Outcome], healed: float, baseline_p99: float) -> f
 
 async def run_scenario(url: str, scenario: Scenario, fault_s: float, concurrency: int,
                        db: Postgres) -> dict[str, object]:
-    load = Load(url, f"chaos-{scenario.name}-{uuid.uuid4().hex[:6]}-")
+    load = Load(url, scenario.users or f"chaos-{scenario.name}-{uuid.uuid4().hex[:6]}-")
     task = asyncio.create_task(load.run(concurrency))
     await asyncio.sleep(fault_s)
     faulted = time.perf_counter()
@@ -219,6 +235,7 @@ def scenarios(redis: Redis, db: Postgres, fake: FakeOpenAI) -> list[Scenario]:
         Scenario("postgres", db.stop, db.start),
         Scenario("replica", kill_llm_replica, lambda: None),
         Scenario("hosted-hang", hang, fake.script.clear),
+        Scenario("redis-paused-budgets", redis.pause, redis.resume, users=BUDGETED),
     ]
 
 
@@ -245,6 +262,8 @@ def app_args(redis: Redis, db: Postgres, fake: FakeOpenAI) -> dict[str, object]:
         "embedder": {"n_threads": 1, "cache": {"type": "redis", "redis_url": redis.url}},
         "redis_url": redis.url,
         "ledger": {"database_url": db.url},
+        "budgets": {"users": {f"{BUDGETED}{n}": {"daily_usd": 100.0}
+                              for n in range(MAX_CONCURRENCY)}},
     }
 
 
@@ -254,6 +273,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=6)
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     opts = parser.parse_args()
+    assert opts.concurrency <= MAX_CONCURRENCY, f"at most {MAX_CONCURRENCY} (budgeted users)"
     with dependencies() as (redis, db, fake), served(app_args(redis, db, fake)) as url:
         chosen = [s for s in scenarios(redis, db, fake)
                   if not opts.only or s.name in opts.only.split(",")]

@@ -4,6 +4,7 @@
     ├── InvalidRequest                400 invalid_request_error
     │   ├── ModelNotFound             404
     │   ├── PayloadTooLarge           413
+    │   ├── ContextExceeded           400  (too long for one model: a larger candidate may fit it)
     │   ├── LimitExceeded             422  (too many messages / texts, a text too long)
     │   └── IdempotencyKeyReused      422  (an Idempotency-Key sent again with another request)
     ├── AuthenticationFailed          401 authentication_error
@@ -73,6 +74,11 @@ class ModelNotFound(InvalidRequest):
 
 class PayloadTooLarge(InvalidRequest):
     pass
+
+
+class ContextExceeded(InvalidRequest):
+    """The prompt does not fit one model's context window. The router moves on to the next
+    candidate; only when none fits is it the caller's answer."""
 
 
 class LimitExceeded(InvalidRequest):
@@ -191,6 +197,7 @@ STATUS: dict[type[ServiceError], int] = {
     InvalidRequest: 400,
     ModelNotFound: 404,
     PayloadTooLarge: 413,
+    ContextExceeded: 400,
     LimitExceeded: 422,
     IdempotencyKeyReused: 422,
     IdempotencyConflict: 409,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import ModuleType
 
+import httpx2
 import openai
 
 from core.config import HostedProviderConfig
@@ -55,10 +56,19 @@ def translate_sdk_error(sdk: ModuleType, provider: str, model: str,
     if isinstance(error, sdk.APIStatusError):
         return upstream_error(provider, model, status=error.status_code,
                               retry_after=retry_after_seconds(error.response.headers))
-    if isinstance(error, sdk.APIConnectionError):
+    if broken_transfer(sdk, error):
         return upstream_error(provider, model)
+    if isinstance(error, httpx2.TimeoutException):
+        return upstream_error(provider, model, timeout=True)
     return ProviderError(f"malformed response ({type(error).__name__})", provider=provider,
                          model=model)
+
+
+def broken_transfer(sdk: ModuleType, error: Exception) -> bool:
+    """The connection failed or broke mid-body. Both SDKs send over httpx2, whose transport errors
+    reach a stream's reader unwrapped once the response has begun."""
+    return isinstance(error, (sdk.APIConnectionError, httpx2.TransportError)) \
+        and not isinstance(error, sdk.APITimeoutError)
 
 
 def translate_openai_error(model: str, error: Exception) -> ServiceError:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.errors import InvalidRequest, ServiceError, error_response
 from router.auth import ApiKeyAuth
 from router.idempotency import Idempotency
+from router.idempotency_stores import MemoryStore, RedisStore
 from router.limits import BodyLimit
 from router.openapi import document
 from router.openapi import install as install_openapi
@@ -28,7 +29,9 @@ def build_api(services: Services) -> FastAPI:
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_middleware(Idempotency)  # inside auth (keys are scoped to the caller's API key)
+    shared = services.accounting.shared  # the Redis of every replica, when configured
+    app.add_middleware(Idempotency, store=RedisStore(shared) if shared else MemoryStore())
+    # ^ inside auth (keys are scoped to the caller's API key)
     app.add_middleware(BodyLimit, max_bytes=services.config.router.max_body_bytes)
     app.add_middleware(ApiKeyAuth, config=services.config.auth)  # outermost: 401 before a body
     return app

@@ -21,7 +21,10 @@
 - Open circuit breakers are skipped, except that the last candidate is called when nothing else
   could be: a request is never refused without trying something. The breaker's probe is taken
   after the budget check, and a call that ends without a verdict (cancelled, capped) releases it.
-- When every candidate failed: AllProvidersFailed, naming each provider/model tried."""
+- A prompt too long for one model's context (ContextExceeded) moves on to the next candidate, not
+  retried and not counted by its breaker; only when no candidate fits it is the caller's 400.
+- When every candidate failed: AllProvidersFailed, naming each provider/model tried; when the
+  budget refused a paid candidate that might have served it, BudgetExceeded (402) instead."""
 
 from __future__ import annotations
 
@@ -36,12 +39,21 @@ from typing import Protocol
 
 from core.breakers import Breakers, CircuitBreaker, counts
 from core.config import RouterConfig
-from core.errors import AllProvidersFailed, ProviderError, ProviderTimeout, ServiceError
+from core.errors import (
+    AllProvidersFailed,
+    BudgetExceeded,
+    ContextExceeded,
+    ProviderError,
+    ProviderTimeout,
+    ServiceError,
+)
 from core.generation import Completion, Delta, GenerationParams, TokenUsage, ToolCallAssembler
 from core.pricing import estimate, estimate_tokens
 from router.route import Attempt, Route, RunReport, Switch, report
 from router.ttft import FirstTokenLimits, learned_limits
 
+OVER_BUDGET = "over budget"  # a BudgetGate's refusal when the budget cannot cover the attempt
+TOOL_PROMPT_TOKENS = 400  # what a provider adds to a prompt with tools (Anthropic: 313-346)
 CONTINUE = ("Continue your previous answer exactly where it stopped. Do not repeat anything and "
             "do not mention the interruption.")
 
@@ -120,18 +132,18 @@ class Run:
             route, started, called = attempt.route, False, self._clock()
             deltas = route.provider.stream(route.model, next_params())
             try:
-                if handover is not None:
-                    yield Switch(handover[0].header(), route.header(), handover[1].message,
-                                 restart=restart)
                 while True:
                     delta = await self._next(deltas, attempt, started)
                     if not started:
                         self._first_delta(route, called)
+                        if handover is not None:  # announced by the candidate that takes over
+                            yield Switch(handover[0].header(), route.header(),
+                                         handover[1].message, restart=restart)
                     started = True
                     produced += delta.text
                     restart = restart or bool(delta.tool_calls)
                     if delta.finish_reason is not None:
-                        self._succeeded(attempt, delta.usage or TokenUsage())
+                        self._succeeded(attempt, delta.usage)
                         yield delta
                         return
                     yield delta
@@ -146,7 +158,7 @@ class Run:
                                       ) from None
                 handover = (route, error) if started else handover
             finally:
-                if attempt.usage is None and attempt.error is None:
+                if not attempt.finished and attempt.error is None and attempt.probe:
                     self._breaker(route).release()  # no verdict: cancelled, or the cap reached
                 # On cancellation (the client left) the provider's generator may still be running
                 # in the abandoned wait_for task, which closes it as it unwinds.
@@ -176,6 +188,7 @@ class Run:
         except TimeoutError:
             if self._streaming_since is not None and left <= limit:
                 raise StreamCapped from None
+            attempt.waited_out = not started
             raise ProviderTimeout(f"no answer within {max(0.0, min(limit, left)):.1f}s",
                                   provider=route.provider.name, model=route.model) from None
         attempt.count(delta)
@@ -202,11 +215,11 @@ class Run:
                 # when nothing else was tried, is called anyway: never cool the only option.
                 forced = index == last_index and not self._tried_other_than(route)
                 params = next_params()
-                skipped = await self._skipped(route, forced, params)
+                skipped, probe = await self._skipped(route, forced, params)
                 if skipped is not None:
                     self.attempts.append(Attempt(route, skipped=skipped))
                     break
-                attempt = Attempt(route, prompt_estimate(params))
+                attempt = Attempt(route, prompt_estimate(params), probe=probe)
                 self.attempts.append(attempt)
                 yield attempt
                 error = attempt.error
@@ -219,18 +232,19 @@ class Run:
                     break
                 await self._sleep(delay)
 
-    async def _skipped(self, route: Route, forced: bool, params: GenerationParams) -> str | None:
-        """Why `route` is not called now, or None. The breaker's probe is taken last, once the
-        budget covers the call, so that a skipped call never holds one."""
+    async def _skipped(self, route: Route, forced: bool,
+                       params: GenerationParams) -> tuple[str | None, bool]:
+        """Why `route` is not called now (or None), and whether the call holds its breaker's
+        pass. The probe is taken last, once the budget covers the call, so that a skipped call
+        never holds one; a forced call may go without."""
         breaker = self._breaker(route)
         if not (forced or breaker.available()):
-            return "circuit open"
+            return "circuit open", False
         refusal = await self._refusal(route, params)
         if refusal is not None:
-            return refusal
-        if not (breaker.allow() or forced):
-            return "circuit open"
-        return None
+            return refusal, False
+        probe = breaker.allow()
+        return (None if probe or forced else "circuit open"), probe
 
     async def _refusal(self, route: Route, params: GenerationParams) -> str | None:
         if self._budget is None:
@@ -256,20 +270,35 @@ class Run:
     def _breaker(self, route: Route) -> CircuitBreaker:
         return self._health.breaker(route.provider.name, route.model)
 
-    def _succeeded(self, attempt: Attempt, usage: TokenUsage) -> None:
-        attempt.usage = usage
+    def _succeeded(self, attempt: Attempt, usage: TokenUsage | None) -> None:
+        """`usage` None: the provider finished without reporting it (billed as estimated)."""
+        attempt.finished, attempt.usage = True, usage
         self._breaker(attempt.route).record_success()
 
     def _failed(self, attempt: Attempt, error: ServiceError) -> None:
         attempt.error = error
         verdict = counts(error)
-        self._breaker(attempt.route).record_failure(verdict)
-        if verdict == "ignore":
+        breaker = self._breaker(attempt.route)
+        if verdict != "ignore":
+            breaker.record_failure(verdict)
+            return
+        if attempt.probe:
+            breaker.release()  # the caller's request proves nothing about the provider
+        last = attempt.route == self._routes[-1]
+        if not isinstance(error, ContextExceeded) or last:
             raise error  # the caller's mistake: another provider would refuse it too
 
-    def _exhausted(self) -> AllProvidersFailed:
+    def _exhausted(self) -> ServiceError:
         tried = [(a.route.header(), a.skipped or (a.error.message if a.error else "unfinished"))
                  for a in self.attempts]
+        called = [a for a in self.attempts if not a.skipped]
+        if any(a.skipped == OVER_BUDGET for a in self.attempts):
+            detail = "; ".join(f"{route} ({what})" for route, what in tried)
+            return BudgetExceeded(f"the spending budget cannot cover another candidate after: "
+                                  f"{detail}")
+        too_long = [a.error for a in called if isinstance(a.error, ContextExceeded)]
+        if called and len(too_long) == len(called):
+            return too_long[-1]  # no candidate tried could fit the prompt: the caller's 400
         if self._left() <= 0:
             passed = (f"stream cap of {self._config.max_stream_s:g}s" if self._streaming_since
                       else f"request deadline of {self._config.request_timeout_s:g}s")
@@ -285,12 +314,16 @@ def interrupted(route: Route, what: str = "the JSON answer") -> ProviderError:
 
 def prompt_estimate(params: GenerationParams) -> int:
     """The prompt's tokens, on the high side (core.pricing.estimate_tokens), with 4 per message for
-    the chat format's role markers; tool calls and tool definitions count as their JSON."""
+    the chat format's role markers; tool calls, tool definitions and the JSON schema count as their
+    JSON, and tools (a schema is one at Anthropic) as the system prompt providers add for them."""
     raw = estimate_tokens(params.prompt) if params.prompt is not None else 0
     messages = sum(estimate_tokens(m["content"] or "") + 4 for m in params.messages)
     calls = [m["tool_calls"] for m in params.messages if m.get("tool_calls")]
     tools = [(t.name, t.description, t.parameters) for t in params.tools]
-    return raw + messages + (estimate_tokens(json.dumps([calls, tools])) if calls or tools else 0)
+    schema = params.json_schema or None
+    extra = [calls, tools, schema] if calls or tools or schema else None
+    tooled = TOOL_PROMPT_TOKENS if tools or schema else 0
+    return raw + messages + (estimate_tokens(json.dumps(extra)) + tooled if extra else 0)
 
 
 def continuation(params: GenerationParams, produced: str) -> GenerationParams:

@@ -2,20 +2,22 @@
 the first one's response instead of running (and billing) again.
 
 - The key (1-128 visible ASCII characters) is scoped to the calling API key.
-- A request that ends with a 2xx is kept for `ttl_s` (24 h) in this router replica's memory, within
-  `max_bytes` in all (oldest dropped first); a repeat with the same route and body gets it again,
-  streams included, with `Idempotent-Replayed: true`, and leaves no new ledger record.
+- A request that ends with a 2xx (and, streamed, without an error event) is kept for 24 h, in the
+  Redis every router replica shares when one is configured, else in this replica's memory (within
+  its bytes and entries, oldest dropped first; router/idempotency_stores.py); a repeat with the
+  same route and body gets it again, streams included, with `Idempotent-Replayed: true`, and
+  leaves no new ledger record.
 - A repeat while the first is still running: 409 (retry after a second).
 - The same key with another route or body: 422.
-- A first request that ends otherwise (an error, a client that left) keeps nothing: a retry runs."""
+- A first request that ends otherwise (an error, a stream that ended with an error event, a client
+  that left, a body refused as too large) keeps nothing: a retry runs. A refused body runs nothing.
+- While Redis does not answer, keyed requests run as if they had no key (logged): a retry in that
+  time may run twice, which is better than refusing every keyed request."""
 
 from __future__ import annotations
 
 import hashlib
-import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,37 +28,20 @@ from core.errors import (
     ServiceError,
     error_response,
 )
+from router.idempotency_stores import Entry, IdempotencyStore, MemoryStore, Response, Slot
 from router.protocol import header_id
+from router.sharedstate import StateUnavailable
+from router.sse import stream_failures
 
-Slot = tuple[str, str]  # (API key id, Idempotency-Key)
-
-
-@dataclass
-class Response:
-    status: int = 0
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    body: bytearray = field(default_factory=bytearray)
-    complete: bool = False
-
-
-@dataclass
-class Entry:
-    fingerprint: str
-    expires: float
-    response: Response | None = None  # None while the first request runs
+log = logging.getLogger("ray.serve")
 
 
 class Idempotency:
     """Pure ASGI middleware, inside auth (it needs the caller's key) and the body limit."""
 
-    def __init__(self, app: ASGIApp, ttl_s: float = 24 * 3600, max_bytes: int = 64_000_000,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(self, app: ASGIApp, store: IdempotencyStore | None = None):
         self.app = app
-        self._ttl_s = ttl_s
-        self._max_bytes = max_bytes
-        self._clock = clock
-        self._entries: OrderedDict[Slot, Entry] = OrderedDict()
-        self._bytes = 0
+        self.store = store or MemoryStore()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = dict(scope.get("headers", [])).get(b"idempotency-key")
@@ -72,66 +57,68 @@ class Idempotency:
             await self.app(scope, receive, send)
             return
         body = await _body(receive)
+        if body is None:
+            return  # refused by the body limit (its 413 is sent) or the client left: run nothing
         slot = (scope["state"]["api_key"].id, key)
         fingerprint = hashlib.sha256(scope["path"].encode() + b"?" + scope.get("query_string", b"")
                                      + b"\n" + body).hexdigest()
-        self._expire()
-        entry = self._entries.get(slot)
-        if entry is not None:
-            await self._repeat(entry, fingerprint, scope, receive, send)
-            return
-        self._entries[slot] = Entry(fingerprint, self._clock() + self._ttl_s)
-        response = Response()
         try:
-            await self.app(scope, _replay(body, receive), _captured(send, response))
-        finally:
-            self._settle(slot, response)
-
-    async def _repeat(self, entry: Entry, fingerprint: str, scope: Scope, receive: Receive,
-                      send: Send) -> None:
-        error: ServiceError | None = None
-        if entry.fingerprint != fingerprint:
-            error = IdempotencyKeyReused("this Idempotency-Key was used for another request: "
-                                         "use a new key for a new request")
-        elif entry.response is None:
-            error = IdempotencyConflict("a request with this Idempotency-Key is still running; "
-                                        "retry when it has finished")
-        if error is not None:
-            await error_response(error)(scope, receive, send)
+            held = await self.store.claim(slot, fingerprint)
+        except StateUnavailable as error:
+            log.warning("Idempotency-Key not checked: %s", error.reason)
+            await self.app(scope, _replay(body, receive), send)
             return
-        assert entry.response is not None
-        await send({"type": "http.response.start", "status": entry.response.status,
-                    "headers": [*entry.response.headers, (b"idempotent-replayed", b"true")]})
-        await send({"type": "http.response.body", "body": bytes(entry.response.body)})
+        if held is not None:
+            await _repeat(held, fingerprint, scope, receive, send)
+            return
+        await self._first(slot, fingerprint, scope, _replay(body, receive), send)
 
-    def _settle(self, slot: Slot, response: Response) -> None:
-        entry = self._entries.pop(slot, None)
-        if entry is None or not (response.complete and 200 <= response.status < 300):
-            return  # nothing kept: a retry runs
-        entry.response = response
-        self._entries[slot] = entry
-        self._bytes += len(response.body)
-        while self._bytes > self._max_bytes and self._entries:
-            self._drop(next(iter(self._entries)))
+    async def _first(self, slot: Slot, fingerprint: str, scope: Scope, receive: Receive,
+                     send: Send) -> None:
+        response = Response()
+        with stream_failures() as failures:
+            try:
+                await self.app(scope, receive, _captured(send, response, self.store.max_entry_bytes))
+            finally:
+                await self._settle(slot, fingerprint, response, failed=bool(failures))
 
-    def _expire(self) -> None:
-        """Entries are in the order they were kept, which is (nearly) the order they expire."""
-        now = self._clock()
-        while self._entries and next(iter(self._entries.values())).expires <= now:
-            self._drop(next(iter(self._entries)))
-
-    def _drop(self, slot: Slot) -> None:
-        entry = self._entries.pop(slot)
-        if entry.response is not None:
-            self._bytes -= len(entry.response.body)
+    async def _settle(self, slot: Slot, fingerprint: str, response: Response, failed: bool) -> None:
+        try:
+            if response.complete and 200 <= response.status < 300 and not failed:
+                await self.store.keep(slot, fingerprint, response)
+            else:
+                await self.store.release(slot)  # nothing kept: a retry runs
+        except StateUnavailable as error:
+            log.warning("Idempotency-Key entry not settled (its marker expires): %s", error.reason)
 
 
-async def _body(receive: Receive) -> bytes:
+async def _repeat(entry: Entry, fingerprint: str, scope: Scope, receive: Receive,
+                  send: Send) -> None:
+    error: ServiceError | None = None
+    if entry.fingerprint != fingerprint:
+        error = IdempotencyKeyReused("this Idempotency-Key was used for another request: "
+                                     "use a new key for a new request")
+    elif entry.response is None:
+        error = IdempotencyConflict("a request with this Idempotency-Key is still running; "
+                                    "retry when it has finished")
+    if error is not None:
+        await error_response(error)(scope, receive, send)
+        return
+    assert entry.response is not None
+    await send({"type": "http.response.start", "status": entry.response.status,
+                "headers": [*entry.response.headers, (b"idempotent-replayed", b"true")]})
+    await send({"type": "http.response.body", "body": bytes(entry.response.body)})
+
+
+async def _body(receive: Receive) -> bytes | None:
+    """The whole body, or None when the client left (or the body limit refused it) first."""
     chunks = []
     while True:
         message = await receive()
+        if message["type"] != "http.request":
+            return None
         chunks.append(message.get("body", b""))
-        if message["type"] != "http.request" or not message.get("more_body", False):
+        if not message.get("more_body", False):
             return b"".join(chunks)
 
 
@@ -148,13 +135,16 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-def _captured(send: Send, response: Response) -> Send:
+def _captured(send: Send, response: Response, limit: int) -> Send:
+    """Sends on, and keeps a copy up to `limit` bytes (past it, the response is not complete)."""
     async def capture(message: Message) -> None:
         if message["type"] == "http.response.start":
             response.status = message["status"]
             response.headers = list(message.get("headers", []))
-        elif message["type"] == "http.response.body":
+        elif message["type"] == "http.response.body" and response.status:
             response.body += message.get("body", b"")
             response.complete = not message.get("more_body", False)
+            if len(response.body) > limit:
+                response.status, response.body = 0, bytearray()  # too large to keep
         await send(message)
     return capture

@@ -50,7 +50,10 @@ class Attempt:
     prompt_estimate: int = 0
     error: ServiceError | None = None
     skipped: str | None = None  # why the candidate was not called
-    usage: TokenUsage | None = None  # the provider's own count, when the attempt finished
+    usage: TokenUsage | None = None  # the provider's own count, when it reported one
+    finished: bool = False  # the answer reached its finish_reason
+    waited_out: bool = False  # the router stopped waiting for its first token
+    probe: bool = False  # the call holds its breaker's half-open probe (or a closed breaker's pass)
     tokens: int = 0  # generated so far, as counted by the provider per delta
     uncounted: list[str] = field(default_factory=list)  # generated text (and calls) uncounted
     first_token_at: float | None = None  # time.perf_counter() of the first delta
@@ -65,17 +68,19 @@ class Attempt:
                                                        for c in delta.tool_calls))
 
     def billed(self) -> TokenUsage:
-        """The provider's usage, or for an attempt cut short (failed, client gone): what the
-        provider reported before failing (it bills that prompt), else, when anything was
-        generated, the prompt (estimated) and the tokens counted so far."""
+        """The provider's usage, or for an attempt without it (finished without a usage report,
+        failed, client gone): what the provider reported before failing (it bills that prompt),
+        else the prompt (estimated) and the tokens counted so far, when the provider took the
+        prompt: it finished, generated something, or was still working when the router stopped
+        waiting for its first token."""
         if self.usage is not None:
             return self.usage
         generated = self.tokens + estimate_tokens("".join(self.uncounted))
         reported = self.error.usage if isinstance(self.error, ProviderError) else None
         if reported is not None:
             return TokenUsage(reported.prompt_tokens, max(reported.completion_tokens, generated))
-        if not generated:
-            return TokenUsage()  # nothing was generated: providers bill no failed call
+        if not (generated or self.finished or self.waited_out):
+            return TokenUsage()  # refused before generating: providers bill no failed call
         return TokenUsage(self.prompt_estimate, generated)
 
     def describe(self) -> str:

@@ -2,7 +2,8 @@
 breaker (like the vector cache's): when Redis is down, or hung and answering nothing, a few calls
 wait out the short socket timeout, the breaker opens, and later calls fail at once instead of each
 costing the timeout. What a failure means is the caller's decision: rate limits let the request in
-(fail open), budgets refuse paid work with a 503 (fail closed)."""
+(fail open), budgets let only free local models serve (fail closed on money), Idempotency-Keys
+are not checked (router/idempotency.py)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ class SharedState:
 def _log_change(state: State) -> None:
     if state == "open":
         log.warning("shared-state store (Redis) unavailable: rate limits let requests in, "
-                    "budget-limited paid requests get 503 until it answers again")
+                    "budget-limited requests are served by free local models (503 where none "
+                    "can serve) until it answers again")
     elif state == "closed":
         log.warning("shared-state store (Redis) answers again")

@@ -4,10 +4,12 @@ error event, then `data: [DONE]`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any
 
 from pydantic import BaseModel
@@ -30,6 +32,27 @@ def encode(data: BaseModel | dict[str, Any], event: str | None = None) -> bytes:
 
 
 Failure = Callable[[ServiceError], list[dict[str, Any]]]
+_failures: ContextVar[list[ServiceError] | None] = ContextVar("stream_failures", default=None)
+
+
+@contextlib.contextmanager
+def stream_failures() -> Iterator[list[ServiceError]]:
+    """Collects the errors that end the streams encoded within the block (in this context and the
+    tasks it starts, as Starlette streams a response): a 200 whose stream ended with an error
+    event is not a success (the Idempotency middleware keeps no such response)."""
+    failures: list[ServiceError] = []
+    token = _failures.set(failures)
+    try:
+        yield failures
+    finally:
+        _failures.reset(token)
+
+
+def _failed(error: ServiceError) -> list[ServiceError]:
+    failures = _failures.get()
+    if failures is not None:
+        failures.append(error)
+    return [error]
 
 
 def _error_event(error: ServiceError) -> list[dict[str, Any]]:
@@ -46,11 +69,11 @@ async def encode_stream(events: AsyncIterator[BaseModel | dict[str, Any]], *, na
         async for event in events:
             yield _frame(event, named)
     except ServiceError as error:
-        for event in failure(error):
+        for event in failure(*_failed(error)):
             yield _frame(event, named)
     except Exception:  # a bug must still end the stream visibly, not cut it
         log.exception("stream failed")
-        for event in failure(ServiceError("internal error while streaming")):
+        for event in failure(*_failed(ServiceError("internal error while streaming"))):
             yield _frame(event, named)
     if done:
         yield DONE

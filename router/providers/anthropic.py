@@ -7,11 +7,12 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import anthropic
+import httpx2
 
 from core.config import HostedProviderConfig
 from core.errors import ProviderError, ServiceError
 from core.generation import Delta, GenerationParams, TokenUsage, ToolCallDelta
-from core.sdk import translate_sdk_error
+from core.sdk import broken_transfer, translate_sdk_error
 
 TOOL = "emit_answer"
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -130,8 +131,10 @@ class AnthropicProvider:
                         completion_tokens = event.usage.output_tokens
                     elif event.type == "message_stop":
                         stopped = True
-        except (anthropic.APIError, ValueError) as error:  # ValueError: JSON that does not parse
-            raise _billed(_translate(model, error), prompt_tokens, completion_tokens) from None
+        except (anthropic.APIError, ValueError, httpx2.TransportError) as error:  # ValueError: bad JSON
+            if stop_reason is None or not broken_transfer(anthropic, error):
+                raise _billed(_translate(model, error), prompt_tokens, completion_tokens) from None
+            stopped = True  # message_delta came: the answer and its usage are whole
         if not stopped:
             raise _billed(ProviderError("the stream ended without message_stop",
                                         provider="anthropic", model=model),

@@ -7,8 +7,8 @@ from typing import Any, cast
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from core.errors import InvalidRequest, ProviderError, ServiceError
-from core.generation import Delta, GenerationParams, RequestRejected
+from core.errors import ContextExceeded, InvalidRequest, ProviderError, ServiceError
+from core.generation import Delta, GenerationParams, PromptTooLong, RequestRejected
 
 
 class LocalProvider:
@@ -39,8 +39,11 @@ class LocalProvider:
 
 def engine_error(provider: str, model: str, error: Exception) -> ServiceError:
     """What an engine's failure means to the router, by type: a request the engine rejects is the
-    caller's (a 400, not retried, not counted by the breaker); anything else is an outage."""
-    if isinstance(error, RequestRejected):  # RayTaskError subclasses the replica's exception type
+    caller's (a 400, not retried, not counted by the breaker), a prompt too long for this model
+    only while no other candidate fits it; anything else is an outage."""
+    if isinstance(error, PromptTooLong):  # RayTaskError subclasses the replica's exception type
+        return ContextExceeded(str(getattr(error, "cause", error)), param=error.param)
+    if isinstance(error, RequestRejected):
         return InvalidRequest(str(getattr(error, "cause", error)), param=error.param)
     # A dead or unreachable replica, back-pressure or an engine error: an outage of this model.
     return ProviderError(f"local model failed ({type(error).__name__})", provider=provider,

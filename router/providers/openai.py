@@ -11,12 +11,19 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
+import httpx2
 import openai
 
 from core.config import HostedProviderConfig
 from core.errors import ProviderError
 from core.generation import Delta, GenerationParams, TokenUsage, Tool, ToolCallDelta
-from core.sdk import openai_client, retry_after_seconds, translate_openai_error, upstream_error
+from core.sdk import (
+    broken_transfer,
+    openai_client,
+    retry_after_seconds,
+    translate_openai_error,
+    upstream_error,
+)
 from router.sse import decode_json
 
 
@@ -120,7 +127,8 @@ class OpenAIProvider:
         SDK would build a pydantic object per chunk, a third of the router's CPU)."""
         body = json.dumps({**to_openai(model, params), "stream": True,
                            "stream_options": {"include_usage": True}}).encode()
-        finish_reason, usage = None, TokenUsage()
+        finish_reason: str | None = None
+        usage: TokenUsage | None = None  # None: no usage chunk came (the router estimates it)
         try:
             async with self._http().post(self._chat_url, data=body) as response:
                 if response.status >= 400:
@@ -136,10 +144,10 @@ class OpenAIProvider:
                         if delta.get("content") or calls:  # a token per chunk
                             yield Delta(delta.get("content") or "", tokens=1, tool_calls=calls)
                         finish_reason = choice.get("finish_reason") or finish_reason
-        except TimeoutError:  # aiohttp's socket timeouts
-            raise upstream_error(self.name, model, timeout=True) from None
-        except aiohttp.ClientError:  # could not connect, or the connection broke
-            raise upstream_error(self.name, model) from None
+        except (TimeoutError, aiohttp.ClientError) as error:  # timed out, or the connection broke
+            if finish_reason is None:  # after it, only the usage report and [DONE] are lost
+                raise upstream_error(self.name, model,
+                                     timeout=isinstance(error, TimeoutError)) from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:  # not OpenAI's shape
             raise ProviderError(f"malformed response ({type(error).__name__})",
                                 provider=self.name, model=model) from None
@@ -150,7 +158,8 @@ class OpenAIProvider:
 
     async def _complete(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
         """A raw prompt through the completions API, streamed as chat is."""
-        finish_reason, usage = None, TokenUsage()
+        finish_reason: str | None = None
+        usage: TokenUsage | None = None
         try:
             stream = await self._client.completions.create(
                 **to_openai_completion(model, params), stream=True,
@@ -163,8 +172,9 @@ class OpenAIProvider:
                         if choice.text:
                             yield Delta(choice.text, tokens=1)  # a token per chunk
                         finish_reason = choice.finish_reason or finish_reason
-        except (openai.APIError, ValueError) as error:  # ValueError: JSON that does not parse
-            raise translate_openai_error(model, error) from None
+        except (openai.APIError, ValueError, httpx2.TransportError) as error:  # ValueError: bad JSON
+            if finish_reason is None or not broken_transfer(openai, error):
+                raise translate_openai_error(model, error) from None
         if finish_reason is None:
             raise ProviderError("the stream ended without a finish_reason", provider="openai",
                                 model=model)

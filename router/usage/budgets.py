@@ -10,9 +10,10 @@ the hold of a replica that died before settling is released. A memory store star
 seeded once from the ledger's spend of the current periods before its first use.
 
 With Redis (REDIS_URL) every router replica shares the counters, behind the shared-state breaker;
-when Redis does not answer, budgets fail closed: StorageUnavailable (503,
-`budget_store_unavailable`), never a 402 or a silent downgrade. Without Redis each replica keeps its
-own counters, and forgets those of past periods."""
+when Redis does not answer, budgets fail closed on money, not on the learner: a budget-limited
+request is served by the free local models (a downgrade its route's reason names, Meter.reserve),
+and only one no free model can serve gets StorageUnavailable (503, `budget_store_unavailable`),
+never a 402. Without Redis each replica keeps its own counters, and forgets those of past periods."""
 
 from __future__ import annotations
 

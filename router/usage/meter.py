@@ -24,6 +24,7 @@ from core.errors import BudgetExceeded, ProviderError, ServiceError, StorageUnav
 from core.generation import TokenUsage
 from core.pricing import cost
 from models.catalog import ModelCard
+from router.fallback import OVER_BUDGET
 from router.ratelimit import RateLimiter
 from router.route import Reporting, Route
 from router.sharedstate import SharedState
@@ -72,7 +73,7 @@ class Allowance:
 
     async def refusal(self, spent_usd: float, next_usd: float) -> str | None:
         try:
-            return None if await self.cover(spent_usd + next_usd) else "over budget"
+            return None if await self.cover(spent_usd + next_usd) else OVER_BUDGET
         except StorageUnavailable:
             return "budget store unavailable"
 
@@ -158,6 +159,13 @@ class Spend:
         return spent
 
 
+def _free(routes: list[Route], why: str) -> list[Route]:
+    """The free candidates, each saying why the paid ones were left out."""
+    return [replace(r, candidate=replace(
+                r.candidate, reason=f"{why}, downgraded to a free model; {r.candidate.reason}"))
+            for r in routes if r.candidate.estimated_cost <= 0]
+
+
 @dataclass(frozen=True)
 class EmbeddingUse:
     """What an embedding request used: the model, its tokens, cache hits and the budget held."""
@@ -193,20 +201,26 @@ class Meter:
         run reserves its tokens of the rate limits. The first candidate's estimated cost is held
         now; every later attempt (fallback, retry, continuation) tops the hold up to what the run
         has spent plus that attempt's estimate first, or is skipped. When the budget cannot cover
-        the first candidate: only the free candidates (a downgrade), or BudgetExceeded; when the
-        budget store does not answer, StorageUnavailable (503)."""
+        the first candidate: only the free candidates (a downgrade), or BudgetExceeded. When the
+        budget store does not answer, the free candidates too (the learner is served, no money is
+        spent unchecked), or StorageUnavailable (503) when there are none."""
         await self.reserve_tokens(tokens)
         budget = self.accounting.budgets.policy(self.user)
         if budget is None or not routes:
             return routes, None
         allowance = Allowance(self.accounting.budgets, self.caller)
         first = routes[0].candidate.estimated_cost
-        if await allowance.cover(first):
+        try:
+            covered = await allowance.cover(first)
+        except StorageUnavailable:
+            unchecked = _free(routes, "budget store unavailable")
+            if not unchecked:
+                raise
+            self.downgraded = True
+            return unchecked, allowance
+        if covered:
             return routes, allowance
-        free = [replace(r, candidate=replace(
-                    r.candidate, reason=f"budget exhausted, downgraded to a free model; "
-                                        f"{r.candidate.reason}"))
-                for r in routes if r.candidate.estimated_cost <= 0]
+        free = _free(routes, "budget exhausted")
         if free and budget.on_exhausted == "downgrade":
             self.downgraded = True
             return free, allowance

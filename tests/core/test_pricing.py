@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import random
+import string
+
 import pytest
 
 from core.generation import TokenUsage
@@ -51,3 +55,24 @@ def test_token_estimate_is_on_the_high_side_in_every_script(text: str,
 
 def test_token_estimate_of_english_stays_near_four_characters_a_token() -> None:
     assert len(ENGLISH) / 4 <= estimate_tokens(ENGLISH) <= len(ENGLISH) / 2.5
+
+
+RANDOM = random.Random(7)
+# Tokens per character as SmolLM2's tokenizer counts them (measured with llama.cpp, vocab only):
+# the local model's context check must not undercount what its engine will count.
+MEASURED = {
+    "digits": ("".join(RANDOM.choice("0123456789") for _ in range(3000)), 1.00),
+    "base64": (base64.b64encode(RANDOM.randbytes(2250)).decode(), 0.80),
+    "hex": (RANDOM.randbytes(1500).hex(), 0.89),
+    "spaced-letters": (" ".join(RANDOM.choice(string.ascii_lowercase) for _ in range(1500)), 0.50),
+    "cjk": (CHINESE * 20, 2.00),
+    "emoji": ("😀🎉👍🔥💡" * 100, 3.00),
+    "punctuation": ("!?.,;:-_()[]{}<>/\\|@#$%^&*+=~`'\"" * 50, 0.75),
+    "code": ("def f(x):\n    return {'a': [x, x+1], \"b\": x ** 2}  # comment\n" * 20, 0.48),
+}
+
+
+@pytest.mark.parametrize(("text", "tokens_per_char"), MEASURED.values(), ids=MEASURED.keys())
+def test_token_estimate_covers_what_the_local_tokenizer_counts(text: str,
+                                                               tokens_per_char: float) -> None:
+    assert estimate_tokens(text) >= tokens_per_char * len(text)

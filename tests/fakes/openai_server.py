@@ -98,7 +98,7 @@ class FakeOpenAI(FakeProvider):
             events += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
                        for piece in json_pieces(call.arguments)]
         events.append(chunk({}, reply.finish()))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if (body.get("stream_options") or {}).get("include_usage") and reply.usage:
             events.append(f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode())
         events.append(b"data: [DONE]\n\n")
         return events

@@ -79,8 +79,10 @@ async def test_concurrent_large_requests_cannot_overrun_a_token_limit(tmp_path: 
     assert "user 'ada': 10000 tokens per minute" in refused.json()["error"]["message"]
 
 
-async def test_an_unreachable_budget_store_is_a_503_for_budgeted_paid_requests_only(
+async def test_an_unreachable_budget_store_serves_budgeted_requests_with_a_free_model(
         tmp_path: Path) -> None:
+    """Failing closed on money, not on the learner: what a free local model can serve, it serves
+    (the route says why); only what none can serve is a 503."""
     api = start(config(tmp_path, redis_url=f"redis://127.0.0.1:{free_port()}/0", budgets=BUDGETED,
                        rate_limits={"user_requests_per_minute": 1}))
     try:
@@ -88,26 +90,32 @@ async def test_an_unreachable_budget_store_is_a_503_for_budgeted_paid_requests_o
                                                        "user": "ada"})
         free = await api.post("/v1/chat/completions", {"model": "smollm2-135m", "messages": HELLO,
                                                        "user": "ada"})
+        large = await api.post("/v1/chat/completions", {"model": "large", "messages": HELLO,
+                                                        "user": "ada"})
         unbudgeted = [(await api.post("/v1/chat/completions", {
             "model": "gpt-4o-mini", "messages": HELLO, "user": "bob"})).status_code for _ in range(3)]
         usage = await api.client.get("/api/v1/ai/usage", params={"user_id": "ada"})
         records = await api.records("ada")
     finally:
         await api.close()
-    assert paid.status_code == 503, paid.text
-    error = paid.json()["error"]
-    assert (error["type"], error["code"]) == ("service_unavailable", "budget_store_unavailable")
-    assert "budget" in error["message"] and int(paid.headers["retry-after"]) >= 1
+    assert paid.status_code == 200, paid.text
+    assert paid.headers["x-learnx-route"] == "local/smollm2-135m"
+    assert paid.json()["route"]["reason"].startswith("budget store unavailable")
     assert free.status_code == 200  # a free model needs no budget; rate limits let it in
+    assert large.status_code == 503, large.text  # no free model serves the large tier here
+    error = large.json()["error"]
+    assert (error["type"], error["code"]) == ("service_unavailable", "budget_store_unavailable")
+    assert "budget" in error["message"] and int(large.headers["retry-after"]) >= 1
     assert unbudgeted == [200] * 3  # no budget to check; the rate limit (1 a minute) fails open
     assert usage.status_code == 503 and usage.json()["error"]["code"] == "budget_store_unavailable"
-    assert [r["status"] for r in records] == [503, 200]
+    assert [r["status"] for r in records] == [200, 200, 503]
+    assert [r["provider"] for r in records[:2]] == ["local", "local"]
 
 
 async def test_a_hung_redis_costs_a_few_requests_its_timeout_then_nothing(
         tmp_path: Path, own_redis: RedisServer) -> None:
     """Redis paused (SIGSTOP): a few calls wait out the 0.5 s timeout, then the breaker answers at
-    once; budgeted paid requests get 503, the others are served."""
+    once; budgeted requests are served by the free local model, the others as asked."""
     api = start(config(tmp_path, redis_url=own_redis.url, budgets=BUDGETED,
                        rate_limits={"user_requests_per_minute": 1_000}))
     body = {"model": "gpt-4o-mini", "messages": HELLO}
@@ -120,7 +128,9 @@ async def test_a_hung_redis_costs_a_few_requests_its_timeout_then_nothing(
                 started = time.perf_counter()
                 response = await api.post("/v1/chat/completions", {**body, "user": user})
                 timings.append(time.perf_counter() - started)
-                assert response.status_code == (503 if user == "ada" else 200), response.text
+                assert response.status_code == 200, response.text
+                assert response.headers["x-learnx-route"] == (
+                    "local/smollm2-135m" if user == "ada" else "openai/gpt-4o-mini")
         finally:
             own_redis.resume()
     finally:

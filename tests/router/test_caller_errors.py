@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from core.generation import InvalidMessages, InvalidSchema, PromptTooLong
-from tests.fakes.inprocess import LOCAL, InProcess
+from tests.fakes.inprocess import LOCAL, InProcess, config, start
 
 HELLO = {"role": "user", "content": "Hello there"}
 HALF_EMOJI = "a broken emoji: \ud83d"  # what JSON's "\ud83d" decodes to: an unpaired surrogate
@@ -111,7 +111,6 @@ async def test_an_unbounded_schema_is_a_400_before_any_model_sees_it(
 REJECTED = [
     pytest.param(InvalidMessages("this model's chat template refuses these messages"), "messages",
                  id="template"),
-    pytest.param(PromptTooLong("the prompt is 3000 tokens"), "messages", id="prompt-too-long"),
     pytest.param(InvalidSchema("response_format.json_schema: llama.cpp cannot build a grammar"),
                  "response_format.json_schema", id="grammar"),
 ]
@@ -135,3 +134,31 @@ async def test_what_the_engine_rejects_is_the_callers_fault(
     api.engine.refusal = None
     served = await api.post("/v1/chat/completions", chat([HELLO]))
     assert served.headers["x-learnx-route"] == f"local/{LOCAL}"
+
+
+async def test_a_prompt_too_long_for_the_local_model_is_served_by_a_larger_candidate(
+        api: InProcess) -> None:
+    api.engine.refusal = PromptTooLong("the prompt is 6000 tokens; the context is 2048")
+    for _ in range(6):  # more than the breaker's failure threshold
+        response = await api.post("/v1/chat/completions", chat([HELLO]))
+        assert response.status_code == 200
+        assert response.headers["x-learnx-route"] != f"local/{LOCAL}"
+    assert api.engine.generations == 6  # tried once each, never retried
+    health = (await api.client.get("/health/providers")).json()["breakers"]
+    assert health[f"local/{LOCAL}"]["state"] == "closed"
+    assert health[f"local/{LOCAL}"]["consecutive_failures"] == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_prompt_too_long_for_every_candidate_is_the_callers_400(
+        tmp_path: Any, stream: bool) -> None:
+    local_only = start(config(tmp_path), hosted=False)
+    try:
+        local_only.engine.refusal = PromptTooLong("the prompt is 6000 tokens")
+        response = await local_only.post("/v1/chat/completions", chat([HELLO], stream=stream))
+        assert response.status_code == 400
+        assert response.json()["error"] == {"type": "invalid_request_error", "code": None,
+                                            "message": "the prompt is 6000 tokens",
+                                            "param": "messages"}
+    finally:
+        await local_only.close()

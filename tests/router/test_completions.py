@@ -11,7 +11,7 @@ import pytest
 
 from core.errors import ProviderError
 from core.generation import RawPromptTooLong
-from tests.fakes.inprocess import InProcess
+from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.scripted import Cut, Say
 from tests.openai_schemas import check, validator
 
@@ -111,11 +111,16 @@ async def test_a_stream_cut_midway_continues_the_prompt_on_the_next_model(api: I
     assert api.engine.generations == 1  # the local model continued "Once upon a "
 
 
-async def test_a_prompt_longer_than_the_local_context_is_a_400_on_prompt(api: InProcess) -> None:
-    api.engine.refusal = RawPromptTooLong("the prompt is 9000 tokens")
-    response = await api.post("/v1/completions", {"model": "smollm2-135m", "prompt": "Once"})
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "prompt"
+async def test_a_prompt_longer_than_the_local_context_is_a_400_on_prompt(tmp_path: Any) -> None:
+    local_only = start(config(tmp_path), hosted=False)
+    try:
+        local_only.engine.refusal = RawPromptTooLong("the prompt is 9000 tokens")
+        response = await local_only.post("/v1/completions", {"model": "smollm2-135m",
+                                                             "prompt": "Once"})
+        assert response.status_code == 400
+        assert response.json()["error"]["param"] == "prompt"
+    finally:
+        await local_only.close()
 
 
 async def test_a_request_leaves_one_ledger_record_named_completions(api: InProcess) -> None:

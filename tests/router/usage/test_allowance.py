@@ -11,7 +11,7 @@ import pytest
 
 from core.breakers import Breakers, BreakerSettings
 from core.config import ApiKeyConfig, BudgetConfig, BudgetsConfig, RouterConfig
-from core.errors import AllProvidersFailed, ProviderError
+from core.errors import BudgetExceeded, ProviderError
 from core.generation import GenerationParams
 from core.pricing import estimate
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
@@ -89,7 +89,7 @@ async def test_a_fallback_that_the_budget_cannot_cover_with_the_spend_so_far_is_
     budget = first_estimate(HAIKU)
     gate, budgets = await gated(daily_usd=budget)
     run = run_over((openai, MINI), (anthropic, HAIKU), gate=gate)
-    with pytest.raises(AllProvidersFailed, match=r"\(over budget\)"):
+    with pytest.raises(BudgetExceeded, match=r"\(over budget\)"):  # a 402: the budget's doing
         await run.complete(PARAMS)
     assert anthropic.calls == []
     hold = gate.allowance.hold
@@ -103,7 +103,7 @@ async def test_retries_of_the_last_candidate_are_covered_too() -> None:
     gate, _ = await gated(daily_usd=budget)
     anthropic = ScriptedProvider("anthropic", [Cut("one "), Say()])
     run = run_over((anthropic, HAIKU), gate=gate, retries=2)
-    with pytest.raises(AllProvidersFailed, match=r"\(over budget\)"):
+    with pytest.raises(BudgetExceeded, match=r"\(over budget\)"):
         await run.complete(PARAMS)
     assert len(anthropic.calls) == 1  # the retry would spend past the budget: not made
     assert [refusal for *_, refusal in gate.asked] == [None, "over budget"]
