@@ -76,9 +76,15 @@ class DeploymentOptions(ConfigModel):
 
 
 class LlamaCppSettings(ConfigModel):
-    n_ctx: PositiveInt = 2048
-    n_threads: PositiveInt | None = None  # None: llama.cpp's default (all cores)
-    n_batch: PositiveInt = 512
+    n_ctx: PositiveInt = 2048  # one request's context: its prompt and answer
+    n_threads: PositiveInt | None = None  # None: half the cores, as llama-cpp-python
+    n_batch: PositiveInt = 512  # tokens decoded in one step, all sequences together
+    # Requests one replica generates at once (continuous batching): each has a slot and n_ctx
+    # tokens of KV cache, which its prompt's shared prefix shares with the other slots.
+    parallel: PositiveInt = Field(4, le=256)
+    # Requests that may wait for a slot; past it (or past a request's max_queue_wait_s) the
+    # replica refuses at once, and the router serves the request elsewhere or answers 429.
+    max_queued: int = Field(64, ge=0)
     n_gpu_layers: int = Field(0, ge=-1)  # -1 offloads every layer
     repeat_penalty: float = Field(1.1, ge=0)  # greedy decoding of small models loops without it
 
@@ -90,6 +96,7 @@ class VLLMSettings(ConfigModel):
     dtype: Literal["auto", "float16", "bfloat16"] = "auto"
     quantization: str | None = None
     enforce_eager: bool = False
+    enable_prefix_caching: bool = True  # requests that share a prompt prefix share its KV blocks
     # vLLM's own tool call parser for the model's output format (e.g. "hermes", "llama3_json",
     # "mistral"); with enable_auto_tool_choice the model decides when to call tools
     # (tool_choice "auto"), as in `vllm serve --enable-auto-tool-choice --tool-call-parser ...`.
@@ -108,11 +115,24 @@ class VLLMSettings(ConfigModel):
 class LocalModelConfig(DeploymentOptions):
     name: str
     engine: Literal["llama_cpp", "vllm"] = "llama_cpp"
+    # None: for llama.cpp, its slots and queue (llama_cpp.parallel + max_queued), so that the
+    # replica's own queue, which orders by priority, holds the waiting requests; vLLM: 64.
+    max_ongoing_requests: PositiveInt | None = None  # type: ignore[assignment]
     # Amortized cost of running the model (hardware, power), USD per million tokens; 0 by default.
     input_per_million: float = Field(0.0, ge=0)
     output_per_million: float = Field(0.0, ge=0)
     llama_cpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings)
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+
+    def serve_options(self) -> dict[str, Any]:
+        return {**super().serve_options(), "max_ongoing_requests": self.ongoing_limit()}
+
+    def ongoing_limit(self) -> int:
+        if self.max_ongoing_requests is not None:
+            return self.max_ongoing_requests
+        if self.engine == "vllm":
+            return 64
+        return self.llama_cpp.parallel + self.llama_cpp.max_queued
 
     @field_validator("name")
     @classmethod
@@ -178,6 +198,9 @@ class RouterConfig(DeploymentOptions):
     first_token_timeout_s: float = Field(30.0, gt=0)  # per attempt, until its first delta
     learned_first_token: LearnedFirstTokenConfig = Field(default_factory=LearnedFirstTokenConfig)
     idle_timeout_s: float = Field(15.0, gt=0)  # per attempt, between deltas
+    # A local model that expects a request to wait longer than this for a slot hands it to the
+    # next candidate (a hosted model the budget allows) while one remains; None: it waits.
+    spill_over_wait_s: float | None = Field(2.0, gt=0)
     max_stream_s: float = Field(600.0, gt=0)  # from the answer's first delta to its end
     max_retries: int = Field(3, ge=0)
     retry_backoff_s: float = Field(0.25, ge=0)

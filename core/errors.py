@@ -11,6 +11,7 @@
     ├── PermissionDenied              403 permission_error     (the key's role does not allow it)
     ├── BudgetExceeded                402 budget_exceeded      (the user's spend limit is reached)
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
+    │   └── ModelBusy                 429  (a local model's slots and queue are full)
     ├── IdempotencyConflict           409 conflict_error       (its Idempotency-Key still runs)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
     ├── StorageUnavailable            503 service_unavailable  (the ledger's database, the budget store)
@@ -118,6 +119,17 @@ class RateLimited(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil(self.retry_after)))}
+
+
+class ModelBusy(RateLimited):
+    """A local model cannot start the request soon enough (its slots are busy and its queue is
+    full or longer than the request may wait). Load, not an outage: the router hands the request to
+    the next candidate without counting it against the model's health; the last candidate's
+    refusal is the caller's 429."""
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message, retry_after=retry_after)
+        self.code = "model_busy"
 
 
 class IdempotencyConflict(ServiceError):

@@ -59,6 +59,11 @@ class GenerationParams:
     # A raw prompt (legacy text completions): the model continues this text as it is, without a
     # chat template, and `messages` is empty. Engines and providers that cannot are never routed it.
     prompt: str | None = None
+    # Where a local engine queues it: higher first, then in order of arrival.
+    priority: int = 0
+    # A local engine refuses the request at once (EngineBusy) when it expects it to wait longer
+    # than this for a slot, so the router can hand it to the next candidate; None: it waits.
+    max_queue_wait_s: float | None = None
 
     def required_tools(self) -> tuple[Tool, ...]:
         """The tools of which the answer must call one or more: every tool with tool_choice
@@ -163,6 +168,30 @@ class InvalidSchema(RequestRejected):
     engine's grammar compiler."""
 
     param = "response_format.json_schema"
+
+
+@dataclass(frozen=True)
+class EngineLoad:
+    """A local engine's queue as it stands: requests waiting, slots generating, slots in all, and
+    how long a request arriving now is expected to wait for a slot."""
+
+    queued: int
+    busy: int
+    slots: int
+    estimated_wait_s: float
+
+
+class EngineBusy(Exception):
+    """The engine cannot start the request soon enough: its slots are busy and its queue is full or
+    longer than the request may wait. Load, not an outage: the router moves on without counting it
+    against the model's health, and answers 429 with Retry-After when nothing else can serve."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.retry_after_s))
 
 
 class InvalidTools(RequestRejected):

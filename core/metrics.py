@@ -13,6 +13,8 @@ from typing import Protocol
 
 from ray.util import metrics
 
+from core.generation import EngineLoad
+
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 LATENCY_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0]
 TTFT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]
@@ -147,11 +149,33 @@ def record_batch_size(size: int) -> None:
 def _generations() -> metrics.Counter:
     return _counter("learnx_llm_generations_total", "Generations of a local model replica, by how "
                     "they ended: finished, cancelled (the caller left), rejected (the request's "
-                    "fault), failed", ("model", "replica", "outcome"))
+                    "fault), busy (no slot soon enough), failed", ("model", "replica", "outcome"))
 
 
 def record_generation(model: str, replica: str, outcome: str) -> None:
     _generations().inc(tags={"model": model, "replica": replica, "outcome": outcome})
+
+
+@cache
+def _engine_gauges() -> dict[str, metrics.Gauge]:
+    tags = ("model", "replica")
+    return {
+        "queued": metrics.Gauge("learnx_llm_queue_depth", description="Requests waiting for a "
+                                "slot of a local model replica", tag_keys=tags),
+        "busy": metrics.Gauge("learnx_llm_slots_busy", description="Slots of a local model "
+                              "replica generating now", tag_keys=tags),
+        "slots": metrics.Gauge("learnx_llm_slots", description="Slots of a local model replica "
+                               "(requests it generates at once)", tag_keys=tags),
+        "estimated_wait_s": metrics.Gauge("learnx_llm_estimated_wait_seconds", description="How "
+                                          "long a request arriving now is expected to wait for a "
+                                          "slot", tag_keys=tags),
+    }
+
+
+def record_engine_load(model: str, replica: str, load: EngineLoad) -> None:
+    tags = {"model": model, "replica": replica}
+    for field, gauge in _engine_gauges().items():
+        gauge.set(float(getattr(load, field)), tags=tags)
 
 
 @cache

@@ -238,9 +238,10 @@ class _Walk:
             # pattern that llama.cpp's grammar converter loops on forever.
             raise SchemaError(path, "a literal [, ], { or } must be escaped with a backslash")
         try:
-            re.compile(value)
+            parsed = re._parser.parse(value)  # type: ignore[attr-defined]
         except re.error as error:
             raise SchemaError(path, f"is not a valid regular expression ({error})") from None
+        _check_pattern_cost(parsed, path)
 
     def _check_ranges(self, node: dict[str, Any], path: str) -> None:
         for low, high in (("minLength", "maxLength"), ("minItems", "maxItems")):
@@ -250,6 +251,62 @@ class _Walk:
     def _at_most(self, count: int, limit: int, path: str, what: str) -> None:
         if count > limit:
             raise SchemaError(path, f"has {count} {what}; at most {limit} are allowed")
+
+
+MAX_PATTERN_POSITIONS = 1024  # characters a pattern spells out once its repetitions are expanded
+
+
+def _check_pattern_cost(parsed: Any, path: str) -> None:
+    """A grammar sampler follows every way the text so far can match: a repeated part that can
+    match nothing (`(a?){200}`, `(a*)+`) makes those ways multiply, and each token then costs seconds
+    to minutes (measured: `^(a?){200}a{200}$`, 102.8 s for one token); nested counts multiply the
+    grammar's size. Both are refused before any model sees the pattern."""
+    if _positions(parsed, path) > MAX_PATTERN_POSITIONS:
+        raise SchemaError(path, f"spells out more than {MAX_PATTERN_POSITIONS} characters once its "
+                                "repetitions are expanded: use smaller or fewer nested counts")
+
+
+def _positions(items: Any, path: str) -> int:
+    total = 0
+    for op, arg in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, body = arg
+            if high > 1 and _nullable(body):
+                raise SchemaError(path, "repeats a part that can match nothing (like (a?){n} or "
+                                        "(a*)+), which makes enforcing it cost minutes per token: "
+                                        "repeat a part that always matches a character")
+            total += _positions(body, path) * (high if high != re._constants.MAXREPEAT  # type: ignore[attr-defined]
+                                              else low + 1)
+        elif name == "SUBPATTERN":
+            total += _positions(arg[-1], path)
+        elif name == "BRANCH":
+            total += sum(_positions(branch, path) for branch in arg[1])
+        elif name in ("ASSERT", "ASSERT_NOT"):
+            total += _positions(arg[1], path)
+        elif name != "AT":
+            total += 1
+        if total > MAX_PATTERN_POSITIONS:
+            return total
+    return total
+
+
+def _nullable(items: Any) -> bool:
+    """Whether the parsed pattern `items` can match the empty string."""
+    for op, arg in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            if arg[0] > 0 and not _nullable(arg[2]):
+                return False
+        elif name == "SUBPATTERN":
+            if not _nullable(arg[-1]):
+                return False
+        elif name == "BRANCH":
+            if not any(_nullable(branch) for branch in arg[1]):
+                return False
+        elif name not in ("AT", "ASSERT", "ASSERT_NOT"):
+            return False
+    return True
 
 
 KEYWORDS = frozenset({"properties", "$defs", "items", "additionalProperties", "$ref", "type", "enum",

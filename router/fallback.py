@@ -23,6 +23,10 @@
   after the budget check, and a call that ends without a verdict (cancelled, capped) releases it.
 - A prompt too long for one model's context (ContextExceeded) moves on to the next candidate, not
   retried and not counted by its breaker; only when no candidate fits it is the caller's 400.
+- Load spills over: a candidate other than the last is sent with max_queue_wait_s
+  (router.spill_over_wait_s), and a local model that expects to keep it waiting longer refuses at
+  once (ModelBusy), not counted by its breaker; the next candidate serves it. The last candidate
+  waits in its queue; only a full queue refuses it (429 with Retry-After).
 - When every candidate failed: AllProvidersFailed, naming each provider/model tried; when the
   budget refused a paid candidate that might have served it, BudgetExceeded (402) instead."""
 
@@ -43,6 +47,7 @@ from core.errors import (
     AllProvidersFailed,
     BudgetExceeded,
     ContextExceeded,
+    ModelBusy,
     ProviderError,
     ProviderTimeout,
     ServiceError,
@@ -130,7 +135,7 @@ class Run:
 
         async for attempt in self._tries(next_params):
             route, started, called = attempt.route, False, self._clock()
-            deltas = route.provider.stream(route.model, next_params())
+            deltas = route.provider.stream(route.model, self._waiting(route, next_params()))
             try:
                 while True:
                     delta = await self._next(deltas, attempt, started)
@@ -165,6 +170,13 @@ class Run:
                 with contextlib.suppress(RuntimeError):
                     await deltas.aclose()
         raise self._exhausted()
+
+    def _waiting(self, route: Route, params: GenerationParams) -> GenerationParams:
+        """A candidate other than the last is not kept waiting in a busy local model's queue."""
+        wait = self._config.spill_over_wait_s
+        if wait is None or route == self._routes[-1]:
+            return params
+        return dataclasses.replace(params, max_queue_wait_s=wait)
 
     def _first_delta(self, route: Route, called: float) -> None:
         """An attempt's first delta: its model's time to first token is learned, and the answer
@@ -285,7 +297,7 @@ class Run:
         if attempt.probe:
             breaker.release()  # the caller's request proves nothing about the provider
         last = attempt.route == self._routes[-1]
-        if not isinstance(error, ContextExceeded) or last:
+        if not isinstance(error, ContextExceeded | ModelBusy) or last:
             raise error  # the caller's mistake: another provider would refuse it too
 
     def _exhausted(self) -> ServiceError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from core.generation import Delta, GenerationParams
+from core.generation import Delta, EngineLoad, GenerationParams
 
 
 class Engine(Protocol):
@@ -18,4 +18,8 @@ class Engine(Protocol):
 
     def check_health(self) -> None:
         """Raise if the engine cannot serve."""
+        ...
+
+    def load(self) -> EngineLoad | None:
+        """Its queue and slots now, or None where the engine keeps its own (vLLM)."""
         ...

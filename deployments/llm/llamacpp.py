@@ -1,23 +1,25 @@
 """llama.cpp engine (llama-cpp-python) for GGUF models.
 
-llama.cpp is not re-entrant: one generation at a time per replica (others wait on a lock), on one
-dedicated thread. Tokens are pushed from that thread to the event loop; tokens that are ready together
-are coalesced into one delta, because every streamed item costs a hop through Ray."""
+A replica serves `parallel` requests at once with continuous batching (deployments/llm/batching.py)
+over one llama.cpp context of its own, with a slot and n_ctx tokens of KV cache per request;
+requests beyond them wait in the replica's queue. Prompts are turned into tokens and schemas into
+grammars here, on the event loop, before a request is queued: what cannot be served is refused
+before it takes a slot. Deltas that are ready together are coalesced into one, because every
+streamed item costs a hop through Ray."""
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import json
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from core.config import LlamaCppSettings
 from core.generation import (
     Delta,
+    EngineLoad,
     GenerationParams,
     InvalidMessages,
     InvalidSchema,
@@ -25,43 +27,42 @@ from core.generation import (
     PromptTooLong,
     RawPromptTooLong,
     RequestRejected,
-    TokenUsage,
 )
 from core.schema import SchemaError, check_schema, rewrite_subschemas
-from deployments.llm.stops import StopMatcher
-from deployments.llm.toolcalls import (
-    ToolCallStream,
-    call_schema,
-    joined,
-    text_messages,
-    to_calls,
-)
-
-_FINISHED = object()
+from deployments.llm.batching import Request, Scheduler, merge_ready
+from deployments.llm.output import merge
+from deployments.llm.toolcalls import call_schema, text_messages
 
 
 class LlamaCppEngine:
     def __init__(self, model_path: Path, settings: LlamaCppSettings):
         from llama_cpp import Llama  # lazy: the [local] extra
 
-        self._llm = Llama(
-            model_path=str(model_path),
-            n_ctx=settings.n_ctx,
-            n_threads=settings.n_threads,
-            n_threads_batch=settings.n_threads,
-            n_batch=settings.n_batch,
-            n_gpu_layers=settings.n_gpu_layers,
-            verbose=False,
-        )
+        threads = settings.n_threads or max(multiprocessing.cpu_count() // 2, 1)
+        # The model, its tokenizer and template; its own small context is not used for decoding.
+        self._llm = Llama(model_path=str(model_path), n_ctx=64, n_batch=64, n_threads=threads,
+                          n_gpu_layers=settings.n_gpu_layers, verbose=False)
         self._settings = settings
         self._vocab = _vocab(self._llm)
         self._format = _chat_formatter(self._llm)
-        self._lock = asyncio.Lock()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama.cpp")
+        self._ctx = _context(self._llm, settings, threads)
+        self._scheduler = Scheduler(self._llm.model, self._ctx, parallel=settings.parallel,
+                                    n_batch=settings.n_batch, max_queued=settings.max_queued,
+                                    detokenize=lambda t: self._llm.detokenize([t]),
+                                    repeat_penalty=settings.repeat_penalty)
 
     def check_health(self) -> None:
-        if self._llm is None or self._thread._shutdown:
-            raise RuntimeError("llama.cpp engine is closed")
+        if not self._scheduler.alive():
+            raise RuntimeError("llama.cpp engine is closed or its decoding thread died")
+
+    def load(self) -> EngineLoad:
+        return self._scheduler.load()
+
+    def close(self) -> None:
+        from llama_cpp import llama_cpp as lib
+
+        self._scheduler.close()
+        lib.llama_free(self._ctx)
 
     def prompt_tokens(self, params: GenerationParams) -> list[int]:
         """The chat as the model's template renders it, or a raw prompt as it is: its text is text
@@ -79,11 +80,11 @@ class LlamaCppEngine:
                 f"{self._settings.n_ctx} tokens: shorten the {'prompt' if raw else 'messages'}")
         return tokens
 
-    def grammar(self, params: GenerationParams) -> Any:
-        """The grammar that constrains the output (a required tool call, or JSON), compiled by
-        llama.cpp now: a schema it refuses is the caller's error here, before sampling (llama.cpp
-        would crash the process there)."""
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+    def grammar(self, params: GenerationParams) -> str | None:
+        """The grammar (GBNF) that constrains the output (a required tool call, or JSON), which
+        llama.cpp has compiled once without complaint: a schema it refuses is the caller's error
+        here, before sampling (llama.cpp would crash the process there)."""
+        from llama_cpp.llama_grammar import JSON_GBNF
 
         if params.required_tools():
             for tool in params.required_tools():
@@ -92,14 +93,13 @@ class LlamaCppEngine:
         if params.json_schema is None:
             return None
         if not params.json_schema:
-            return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+            return str(JSON_GBNF)
         _checked(params.json_schema, InvalidSchema, "response_format.json_schema")
         return self._compiled(params.json_schema, InvalidSchema, "response_format.json_schema")
 
-    def _compiled(self, schema: dict[str, Any], error: type[RequestRejected], what: str) -> Any:
-        """The grammar of a checked schema, which llama.cpp has compiled once without complaint."""
+    def _compiled(self, schema: dict[str, Any], error: type[RequestRejected], what: str) -> str:
         from llama_cpp import llama_cpp as lib
-        from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
 
         refused = error(f"{what}: llama.cpp cannot build a grammar for this schema; simplify it "
                         "(fewer repetitions, patterns anchored ^...$)")
@@ -115,95 +115,48 @@ class LlamaCppEngine:
         if not compiled:
             raise refused
         lib.llama_sampler_free(compiled)
-        return LlamaGrammar.from_string(rules, verbose=False)
+        return rules
 
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
         tokens, grammar = self.prompt_tokens(params), self.grammar(params)
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            queue: asyncio.Queue[Any] = asyncio.Queue()
-            cancel = threading.Event()
-
-            def emit(item: Any) -> None:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-            work = loop.run_in_executor(self._thread, self._run, tokens, params, grammar, cancel,
-                                        emit)
-            try:
-                while True:
-                    items = [await queue.get()]
-                    while not queue.empty():
-                        items.append(queue.get_nowait())
-                    for error in (i for i in items if isinstance(i, BaseException)):
-                        raise error
-                    deltas = [i for i in items if i is not _FINISHED]
-                    if deltas:
-                        yield _merge(deltas)
-                    if _FINISHED in items:
-                        return
-            finally:
-                cancel.set()
-                await asyncio.wait([work])  # hold the lock until llama.cpp has really stopped
-
-    def _run(self, tokens: list[int], params: GenerationParams, grammar: Any,
-             cancel: threading.Event, emit: Callable[[Any], None]) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        request = Request(tokens, params, grammar, _seed(params.seed),
+                          emit=lambda item: loop.call_soon_threadsafe(queue.put_nowait, item),
+                          budget=min(params.max_tokens, self._settings.n_ctx - len(tokens)))
+        self._scheduler.submit(request)
         try:
-            for delta in self._decode(tokens, params, grammar, cancel):
-                emit(delta)
-        except Exception as error:  # surfaces in generate() on the event loop
-            emit(error)
-        emit(_FINISHED)
-
-    def _decode(self, tokens: list[int], params: GenerationParams, grammar: Any,
-                cancel: threading.Event) -> Iterator[Delta]:
-        from llama_cpp import llama_cpp as lib
-
-        budget = min(params.max_tokens, self._settings.n_ctx - len(tokens))
-        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        # A required call is JSON under a grammar: stop sequences would only cut it short.
-        calls = ToolCallStream() if params.required_tools() else None
-        stops = StopMatcher([] if calls else params.stop)
-        self._llm.set_seed(_seed(params.seed))  # every request: llama.cpp keeps the last one
-        generated, counted, finish_reason, hit_stop = 0, 0, "length", False
-        for token in self._llm.generate(
-            tokens, temp=params.temperature, top_p=params.top_p,
-            repeat_penalty=self._settings.repeat_penalty, grammar=grammar,
-        ):
-            if cancel.is_set():
-                finish_reason = "cancelled"
-                break
-            if lib.llama_vocab_is_eog(self._vocab, token):
-                finish_reason = "stop"
-                break
-            generated += 1
-            text, hit_stop = stops.feed(utf8.decode(self._llm.detokenize([token])))
-            delta = _delta(text, calls, generated - counted)
-            if delta is not None:  # tokens whose text is held back count with the next delta
-                yield delta
-                counted = generated
-            if hit_stop:
-                finish_reason = "stop"
-                break
-            if generated >= budget:
-                break
-        tail = "" if hit_stop else stops.feed(utf8.decode(b"", final=True))[0] + stops.flush()
-        last = Delta(tail, finish_reason=finish_reason, usage=TokenUsage(len(tokens), generated))
-        yield last if calls is None else to_calls(last, calls)
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                deltas, error, finished = merge_ready(items)
+                if error is not None:
+                    raise error
+                if deltas:
+                    yield merge(deltas)
+                if finished:
+                    return
+        finally:
+            request.cancel()  # a closed stream frees its slot before the next decoding step
 
 
-def _delta(text: str, calls: ToolCallStream | None, tokens: int) -> Delta | None:
-    """What `text` adds to the answer (as text, or to its tool call), or None: nothing yet."""
-    if calls is None:
-        return Delta(text, tokens=tokens) if text else None
-    delta = to_calls(Delta(text, tokens=tokens), calls)
-    return delta if delta.tool_calls else None
+def _context(llm: Any, settings: LlamaCppSettings, threads: int) -> Any:
+    """A context of its own over the loaded model: a KV cache of n_ctx per slot, unified so that
+    slots share the cells of a common prefix."""
+    from llama_cpp import llama_cpp as lib
 
-
-def _merge(deltas: list[Delta]) -> Delta:
-    last = deltas[-1]
-    return Delta("".join(d.text for d in deltas), last.finish_reason, last.usage,
-                 sum(d.tokens or 0 for d in deltas),
-                 joined([c for d in deltas for c in d.tool_calls]))
+    params = lib.llama_context_default_params()
+    params.n_ctx = settings.n_ctx * settings.parallel
+    params.n_batch = params.n_ubatch = settings.n_batch
+    params.n_seq_max = settings.parallel
+    params.n_threads = params.n_threads_batch = threads
+    params.kv_unified = True
+    params.no_perf = True
+    ctx = lib.llama_init_from_model(llm.model, params)
+    if not ctx:
+        raise RuntimeError("llama.cpp could not create a context (out of memory?)")
+    return ctx
 
 
 def _checked(schema: dict[str, Any], error: type[RequestRejected], what: str) -> None:

@@ -11,7 +11,7 @@ from ray.serve.exceptions import RayServeException
 
 from core import metrics
 from core.config import LocalModelConfig
-from core.generation import Delta, GenerationParams, RequestRejected
+from core.generation import Delta, EngineBusy, GenerationParams, RequestRejected
 from deployments.llm.engine import Engine
 
 log = logging.getLogger("ray.serve")
@@ -44,6 +44,7 @@ class LLMServer:
 
     async def stream(self, params: GenerationParams) -> AsyncIterator[Delta]:
         outcome = "failed"
+        self._record_load()
         try:
             async for delta in self._engine.generate(params):
                 yield delta
@@ -54,8 +55,17 @@ class LLMServer:
         except (asyncio.CancelledError, GeneratorExit):
             outcome = "cancelled"
             raise
+        except EngineBusy:
+            outcome = "busy"
+            raise
         finally:
             metrics.record_generation(self.model, self._replica, outcome)
+            self._record_load()
+
+    def _record_load(self) -> None:
+        load = self._engine.load()
+        if load is not None:
+            metrics.record_engine_load(self.model, self._replica, load)
 
     def check_health(self) -> None:
         self._engine.check_health()

@@ -10,6 +10,7 @@ from typing import Any
 from core.config import VLLMSettings
 from core.generation import (
     Delta,
+    EngineLoad,
     GenerationParams,
     PromptTooLong,
     RawPromptTooLong,
@@ -29,6 +30,10 @@ def engine_args(spec: LocalModelSpec, settings: VLLMSettings) -> dict[str, Any]:
         "gpu_memory_utilization": settings.gpu_memory_utilization,
         "dtype": settings.dtype,
         "enforce_eager": settings.enforce_eager,
+        # A class's shared prefix (lesson, template) is computed once and its KV blocks reused.
+        "enable_prefix_caching": settings.enable_prefix_caching,
+        # Requests queue by GenerationParams.priority (vLLM serves lower values first).
+        "scheduling_policy": "priority",
     }
     if settings.max_model_len:
         args["max_model_len"] = settings.max_model_len
@@ -121,6 +126,9 @@ class VLLMEngine:
         self._settings = settings
         self._max_len = settings.max_model_len or spec.context_window
 
+    def load(self) -> EngineLoad | None:
+        return None  # vLLM schedules and reports its own queue (vllm:num_requests_waiting)
+
     def check_health(self) -> None:
         if getattr(self._engine, "errored", False):
             raise RuntimeError("vLLM engine has errored")
@@ -149,7 +157,8 @@ class VLLMEngine:
         tracker = OutputTracker()
         try:
             async for output in self._engine.generate(
-                    await self._prompt(params), SamplingParams(**kwargs), request_id):
+                    await self._prompt(params), SamplingParams(**kwargs), request_id,
+                    priority=-params.priority):
                 choice = output.outputs[0]
                 delta = tracker.delta(choice.text, len(output.prompt_token_ids or []),
                                       len(choice.token_ids), choice.finish_reason)

@@ -7,8 +7,14 @@ from typing import Any, cast
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from core.errors import ContextExceeded, InvalidRequest, ProviderError, ServiceError
-from core.generation import Delta, GenerationParams, PromptTooLong, RequestRejected
+from core.errors import ContextExceeded, InvalidRequest, ModelBusy, ProviderError, ServiceError
+from core.generation import (
+    Delta,
+    EngineBusy,
+    GenerationParams,
+    PromptTooLong,
+    RequestRejected,
+)
 
 
 class LocalProvider:
@@ -43,6 +49,9 @@ def engine_error(provider: str, model: str, error: Exception) -> ServiceError:
     only while no other candidate fits it; anything else is an outage."""
     if isinstance(error, PromptTooLong):  # RayTaskError subclasses the replica's exception type
         return ContextExceeded(str(getattr(error, "cause", error)), param=error.param)
+    if isinstance(error, EngineBusy):
+        return ModelBusy(f"{model}: {getattr(error, 'cause', error)}; retry later",
+                         retry_after=error.retry_after_s)
     if isinstance(error, RequestRejected):
         return InvalidRequest(str(getattr(error, "cause", error)), param=error.param)
     # A dead or unreachable replica, back-pressure or an engine error: an outage of this model.

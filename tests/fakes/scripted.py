@@ -19,6 +19,8 @@ from core.config import EmbedderConfig, LocalModelConfig
 from core.errors import ProviderError, ServiceError
 from core.generation import (
     Delta,
+    EngineBusy,
+    EngineLoad,
     GenerationParams,
     RequestRejected,
     TokenUsage,
@@ -152,14 +154,20 @@ class FakeEngine:
         self._delay = delay_s
         self.generations = 0
         self.refusal: RequestRejected | None = None  # raised by every generation while set
+        self.busy: EngineBusy | None = None  # raised while set: its slots and queue are full
 
     def check_health(self) -> None:
+        return None
+
+    def load(self) -> EngineLoad | None:
         return None
 
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
         self.generations += 1
         if self.refusal is not None:
             raise self.refusal
+        if self.busy is not None and params.max_queue_wait_s is not None:
+            raise self.busy
         if params.required_tools():
             tool = params.required_tools()[0]
             call = ToolCall(f"call_{self.generations}", tool.name,

@@ -158,7 +158,7 @@ def test_grammar_schema_translates_subschemas_only() -> None:
 def test_strings_of_a_schema_exclude_raw_control_characters(engine: LlamaCppEngine) -> None:
     schema = {"type": "object", "properties": {"poem": {"type": "string"},
                                                "title": {"type": "string", "maxLength": 20}}}
-    rules = engine.grammar(ask("", json_schema=schema))._grammar.splitlines()
+    rules = (engine.grammar(ask("", json_schema=schema)) or "").splitlines()
     char = next(r for r in rules if r.startswith("char ::= "))
     assert char.startswith(r'char ::= [^"\\\x7F\x00-\x1F] ')  # JSON forbids a raw newline
 

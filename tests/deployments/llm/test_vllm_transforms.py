@@ -32,6 +32,14 @@ def test_engine_args_come_from_the_registry_and_settings() -> None:
     assert "quantization" not in args
 
 
+def test_engine_args_cache_shared_prefixes_and_queue_by_priority() -> None:
+    args = engine_args(find_local_model("llama-3-8b"), VLLMSettings())
+    assert args["enable_prefix_caching"] is True
+    assert args["scheduling_policy"] == "priority"
+    assert engine_args(find_local_model("llama-3-8b"), VLLMSettings(
+        enable_prefix_caching=False))["enable_prefix_caching"] is False
+
+
 def test_model_without_hf_id_cannot_be_served_by_vllm() -> None:
     spec = LocalModelSpec(name="x", gguf_file="x.gguf", context_window=10, tier="small")
     with pytest.raises(ValueError, match="no hf_id"):
