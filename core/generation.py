@@ -6,7 +6,7 @@ speak the same GenerationParams/Delta to local and hosted models alike."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, ClassVar
 
 
@@ -72,12 +72,31 @@ class GenerationParams:
 
 @dataclass(frozen=True)
 class TokenUsage:
+    """A generation's tokens as its provider counted them, in OpenAI's convention: `prompt_tokens`
+    is every prompt token, those read from the provider's prompt cache (`cached_tokens`) and those
+    written to it (`cache_write_tokens`) included (Anthropic's `input_tokens` counts neither: its
+    adapter adds them); `completion_tokens` includes `reasoning_tokens`. `cache_write_1h_tokens`
+    are the cache writes kept for an hour (Anthropic's `ttl: "1h"`), priced apart from the
+    5-minute ones."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        """Prompt tokens neither read from nor written to a cache: billed at the input rate."""
+        return max(0, self.prompt_tokens - self.cached_tokens - self.cache_write_tokens)
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,16 @@ class ModelCard(BaseModel):
     context_window: int = Field(gt=0)
     input_per_million: float = Field(ge=0)  # USD per 1M prompt tokens
     output_per_million: float = Field(ge=0)  # USD per 1M completion tokens
+    # USD per 1M prompt tokens read from the provider's prompt cache; None: no discount.
+    cached_input_per_million: float | None = Field(None, ge=0)
+    # USD per 1M prompt tokens written to the cache, kept 5 minutes / an hour; None: the input rate.
+    cache_write_per_million: float | None = Field(None, ge=0)
+    cache_write_1h_per_million: float | None = Field(None, ge=0)
+    # USD per 1M reasoning tokens, where billed apart from output; None: the output rate (as
+    # OpenAI and Anthropic bill them).
+    reasoning_per_million: float | None = Field(None, ge=0)
+    # The shortest prompt prefix the provider caches, in tokens (OpenAI: 1024; Anthropic: per model).
+    min_cacheable_tokens: int = Field(1024, gt=0)
     aliases: tuple[str, ...] = ()
     kind: Literal["chat", "completion", "embedding"] = "chat"
     tool_calling: ToolCalling = "none"

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from core.breakers import Breakers
 from core.config import AppConfig, LocalModelConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
-from core.generation import Completion, Delta, GenerationParams, TokenUsage
+from core.generation import Completion, Delta, GenerationParams
 from core.schema import SchemaError, check_schema
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
 from models.registry import ToolCalling
@@ -143,7 +143,7 @@ class ChatService:
         return ChatCompletion(
             model=route.model,
             choices=[Choice(message=_message(completion), finish_reason=completion.finish_reason)],
-            usage=_wire_usage(report.usage), route=report.route_info()), route.header()
+            usage=CompletionUsage.of(report.usage), route=report.route_info()), route.header()
 
     async def stream(self, request: ChatCompletionRequest, meter: Meter | None = None
                      ) -> tuple[AsyncIterator[ChatCompletionChunk], str]:
@@ -173,7 +173,7 @@ class ChatService:
                 yield ChatCompletionChunk(**base, route=report.route_info(), choices=[
                     ChunkChoice(delta=DeltaMessage(), finish_reason=event.finish_reason)])
                 if request.include_usage():
-                    yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(report.usage))
+                    yield ChatCompletionChunk(**base, choices=[], usage=CompletionUsage.of(report.usage))
 
 
 async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -198,9 +198,6 @@ def _call_chunks(delta: Delta) -> list[ToolCallChunk]:
             for c in delta.tool_calls]
 
 
-def _wire_usage(usage: TokenUsage) -> CompletionUsage:
-    return CompletionUsage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                 total_tokens=usage.total_tokens)
 
 
 def _json_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:

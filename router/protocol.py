@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from core.errors import InvalidRequest
+from core.generation import TokenUsage
 from core.ids import new_id
 from models.catalog import ProviderName
 
@@ -307,10 +308,36 @@ def omitted(description: str | None = None) -> Any:
     return Field(None, exclude_if=_is_none, description=description)
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # read from the provider's prompt cache
+    cache_write_tokens: int = 0  # written to it (Anthropic's cache_creation_input_tokens)
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
 class CompletionUsage(BaseModel):
+    """OpenAI's convention, whichever provider served: prompt_tokens counts every prompt token,
+    those read from or written to the provider's prompt cache included (the details say how many);
+    completion_tokens includes the reasoning tokens."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
+    completion_tokens_details: CompletionTokensDetails = Field(
+        default_factory=CompletionTokensDetails)
+
+    @classmethod
+    def of(cls, usage: TokenUsage) -> CompletionUsage:
+        return cls(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   total_tokens=usage.total_tokens,
+                   prompt_tokens_details=PromptTokensDetails(
+                       cached_tokens=usage.cached_tokens,
+                       cache_write_tokens=usage.cache_write_tokens),
+                   completion_tokens_details=CompletionTokensDetails(
+                       reasoning_tokens=usage.reasoning_tokens))
 
 
 def _chat_id() -> str:

@@ -107,14 +107,15 @@ class AnthropicProvider:
         await self._client.close()
 
     async def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
-        prompt_tokens, completion_tokens, stop_reason, stopped = 0, 0, None, False
+        counts: dict[str, Any] = {}  # the usage reported so far (message_delta's is cumulative)
+        stop_reason, stopped = None, False
         calls, answer = _ToolUses(), bool(params.json_schema)
         try:
             stream = await self._client.messages.create(**to_anthropic(model, params), stream=True)
             async with stream:
                 async for event in stream:
                     if event.type == "message_start":
-                        prompt_tokens = event.message.usage.input_tokens
+                        counts = reported(counts, event.message.usage, skip="output_tokens")
                     elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                         yield Delta(event.delta.text)
                     elif answer and event.type == "content_block_delta" \
@@ -127,19 +128,19 @@ class AnthropicProvider:
                             yield delta
                     elif event.type == "message_delta":
                         stop_reason = event.delta.stop_reason
-                        completion_tokens = event.usage.output_tokens
+                        counts = reported(counts, event.usage)
                     elif event.type == "message_stop":
                         stopped = True
         except (anthropic.APIError, ValueError) as error:  # ValueError: JSON that does not parse
-            raise _billed(_translate(model, error), prompt_tokens, completion_tokens) from None
+            raise _billed(_translate(model, error), anthropic_usage(counts)) from None
         if not stopped:
             raise _billed(ProviderError("the stream ended without message_stop",
                                         provider="anthropic", model=model),
-                          prompt_tokens, completion_tokens)
+                          anthropic_usage(counts))
         if stop_reason == "tool_use" and params.json_schema:
             stop_reason = "end_turn"  # the tool call we forced is the answer, not a tool request
         yield Delta("", finish_reason=STOP_REASONS.get(stop_reason or "", "stop"),
-                    usage=TokenUsage(prompt_tokens, completion_tokens))
+                    usage=anthropic_usage(counts))
 
 
 class _ToolUses:
@@ -169,10 +170,33 @@ class _ToolUses:
         return Delta("", tool_calls=(ToolCallDelta(index, arguments=event.delta.partial_json),))
 
 
-def _billed(error: ServiceError, prompt_tokens: int, completion_tokens: int) -> ServiceError:
+def reported(counts: dict[str, Any], usage: Any, skip: str = "") -> dict[str, Any]:
+    """`counts` updated with the counts a message_start or message_delta event reports (a
+    message_delta's are cumulative and may leave the prompt's out; message_start's output_tokens
+    is a placeholder, skipped)."""
+    return {**counts, **{k: v for k, v in usage.model_dump().items() if v is not None and k != skip}}
+
+
+def anthropic_usage(usage: Mapping[str, Any]) -> TokenUsage:
+    """Anthropic's usage (a message's, or a stream's events' together) in OpenAI's convention: its
+    input_tokens exclude the cache's reads and writes, which are added to the prompt's tokens.
+    Writes are split by lifetime where `cache_creation` reports them so."""
+    read = usage.get("cache_read_input_tokens") or 0
+    lifetimes = usage.get("cache_creation") or {}
+    written_1h = lifetimes.get("ephemeral_1h_input_tokens") or 0
+    written = ((lifetimes.get("ephemeral_5m_input_tokens") or 0) + written_1h if lifetimes
+               else usage.get("cache_creation_input_tokens") or 0)
+    thinking = (usage.get("output_tokens_details") or {}).get("thinking_tokens") or 0
+    return TokenUsage((usage.get("input_tokens") or 0) + read + written,
+                      usage.get("output_tokens") or 0, cached_tokens=read,
+                      cache_write_tokens=written, cache_write_1h_tokens=written_1h,
+                      reasoning_tokens=thinking)
+
+
+def _billed(error: ServiceError, usage: TokenUsage) -> ServiceError:
     """Once message_start reported the prompt's tokens, a stream that then fails is billed them."""
-    if isinstance(error, ProviderError) and prompt_tokens:
-        error.usage = TokenUsage(prompt_tokens, completion_tokens)
+    if isinstance(error, ProviderError) and usage.prompt_tokens:
+        error.usage = usage
     return error
 
 

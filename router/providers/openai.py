@@ -58,6 +58,16 @@ def to_openai_completion(model: str, params: GenerationParams) -> dict[str, Any]
 MODES = ("auto", "none", "required")
 
 
+def openai_usage(usage: dict[str, Any]) -> TokenUsage:
+    """OpenAI's usage object (Chat Completions and legacy completions, streamed or not): its
+    prompt_tokens include the cached ones, its completion_tokens the reasoning ones."""
+    prompt = usage.get("prompt_tokens_details") or {}
+    completion = usage.get("completion_tokens_details") or {}
+    return TokenUsage(usage["prompt_tokens"], usage["completion_tokens"],
+                      cached_tokens=prompt.get("cached_tokens") or 0,
+                      reasoning_tokens=completion.get("reasoning_tokens") or 0)
+
+
 def _message(message: dict[str, Any]) -> dict[str, Any]:
     """An assistant turn that only called tools has null content, as OpenAI sends it."""
     if message.get("tool_calls") and not message["content"]:
@@ -128,8 +138,7 @@ class OpenAIProvider:
                                          retry_after=retry_after_seconds(response.headers))
                 async for chunk in decode_json(response.content.iter_any()):
                     if chunk.get("usage"):
-                        usage = TokenUsage(chunk["usage"]["prompt_tokens"],
-                                           chunk["usage"]["completion_tokens"])
+                        usage = openai_usage(chunk["usage"])
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         calls = tuple(_call(c) for c in delta.get("tool_calls") or ())
@@ -158,7 +167,7 @@ class OpenAIProvider:
             async with stream:
                 async for chunk in stream:
                     if chunk.usage is not None:
-                        usage = TokenUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                        usage = openai_usage(chunk.usage.model_dump())
                     for choice in chunk.choices:
                         if choice.text:
                             yield Delta(choice.text, tokens=1)  # a token per chunk
