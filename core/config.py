@@ -131,6 +131,11 @@ class HostedProviderConfig(ConfigModel):
     enabled: bool = True
     base_url: str | None = None  # None: the SDK's own OPENAI_BASE_URL / ANTHROPIC_BASE_URL, or the API
     timeout_s: float = Field(60.0, gt=0)
+    # Prompt caching on purpose (router/providers/caching.py): the shared prefix (tools, leading
+    # system messages) of this many estimated tokens or more is cached (Anthropic: a breakpoint
+    # at its end; OpenAI: a prompt_cache_key derived from it); null turns it off. A request turns
+    # it off with `prompt_cache: false`.
+    prompt_cache_min_tokens: PositiveInt | None = 1024
 
 
 class ProvidersConfig(ConfigModel):

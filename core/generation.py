@@ -41,6 +41,16 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True)
+class CacheBreakpoint:
+    """A caller's `cache_control` on a content part: the prompt up to the end of that part (the
+    part's end in message `message`'s text, `offset` characters in) is cached for `ttl`."""
+
+    message: int
+    offset: int
+    ttl: str = "5m"
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     # OpenAI's chat message shape: {"role", "content"} where content is text; an assistant turn may
     # carry "tool_calls" ([{"id", "type": "function", "function": {"name", "arguments"}}]) and a
@@ -59,6 +69,13 @@ class GenerationParams:
     # A raw prompt (legacy text completions): the model continues this text as it is, without a
     # chat template, and `messages` is empty. Engines and providers that cannot are never routed it.
     prompt: str | None = None
+    # Prompt caching: unless False, the provider adapter caches the shared prefix (tools and the
+    # leading system messages) on purpose where it is long enough (Anthropic: a cache_control
+    # breakpoint at its end; OpenAI: a prompt_cache_key derived from it). The caller's own key and
+    # breakpoints are passed on either way.
+    prompt_cache: bool = True
+    prompt_cache_key: str | None = None
+    cache_breakpoints: tuple[CacheBreakpoint, ...] = ()
 
     def required_tools(self) -> tuple[Tool, ...]:
         """The tools of which the answer must call one or more: every tool with tool_choice

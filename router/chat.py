@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from core.breakers import Breakers
 from core.config import AppConfig, LocalModelConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
-from core.generation import Completion, Delta, GenerationParams
+from core.generation import CacheBreakpoint, Completion, Delta, GenerationParams
 from core.schema import SchemaError, check_schema
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
 from models.registry import ToolCalling
@@ -128,6 +128,10 @@ class ChatService:
             max_tokens=self.max_tokens(request.requested_max_tokens()),
             temperature=request.temperature, top_p=request.top_p,
             stop=request.stop_list(), seed=request.seed, json_schema=_json_schema(request),
+            prompt_cache=request.prompt_cache, prompt_cache_key=request.prompt_cache_key,
+            cache_breakpoints=tuple(CacheBreakpoint(index, offset, ttl)
+                                    for index, message in enumerate(request.messages)
+                                    for offset, ttl in message.cache_ends()),
             **tools)
 
     async def _run(self, request: ChatCompletionRequest,

@@ -24,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.fakes.caching import InvoiceLine
+
 
 @dataclass(frozen=True)
 class Call:
@@ -46,6 +48,7 @@ class Reply:
     finish_reason: str | None = None  # "stop", or "tool_calls" with calls
     chunk_delay_s: float = 0.0
     usage: bool = True  # False: the body leaves usage out (some gateways do)
+    reasoning_tokens: int = 0  # generated before the answer, counted in its completion tokens
     tool_calls: tuple[Call, ...] = ()
 
     def finish(self) -> str:
@@ -83,6 +86,7 @@ class FakeProvider:
 
     script: deque[Behaviour] = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
+    invoice: list[InvoiceLine] = field(default_factory=list)  # what the fake bills, per request
     url: str = ""
     fail_rate: float = 0.0  # share of unscripted requests answered with HTTP 503 (benchmarks)
     _rng: random.Random = field(default_factory=lambda: random.Random(7))
@@ -93,8 +97,14 @@ class FakeProvider:
         self.script.extend(behaviours)
 
     def reset(self) -> None:
+        """Forget the script, the requests, the invoice and the prompt cache."""
         self.script.clear()
         self.requests.clear()
+        self.invoice.clear()
+        self.forget_cache()
+
+    def forget_cache(self) -> None:
+        """Subclasses with a prompt cache empty it."""
 
     def next_behaviour(self) -> Behaviour:
         if self.script:
