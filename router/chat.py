@@ -12,7 +12,7 @@ from core.config import AppConfig, LocalModelConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
 from core.generation import CacheBreakpoint, Completion, Delta, GenerationParams
 from core.schema import SchemaError, check_schema
-from models.catalog import HOSTED_MODELS, ModelCard, local_card
+from models.catalog import ModelCard, local_card
 from models.registry import ToolCalling
 from router.fallback import Run, prompt_estimate
 from router.policy import PolicySettings, RouteRequest, rank
@@ -45,7 +45,7 @@ def build_catalog(config: AppConfig) -> list[ModelCard]:
                         else (m.vllm.max_model_len or 10**9),
                         m.input_per_million, m.output_per_million, _tool_calling(m))
              for m in config.served_local_models()]
-    return [*local, *HOSTED_MODELS]
+    return [*local, *config.catalog.hosted()]
 
 
 def _tool_calling(model: LocalModelConfig) -> ToolCalling | None:

@@ -55,9 +55,16 @@ def resolve(name: str, catalog: Sequence[ModelCard], kind: str = "chat") -> tupl
         if card.serves(kind):
             return card, card.tier
     served = sorted({c.name for c in catalog if c.serves(kind)})
-    raise ModelNotFound(name, [*served, *TIERS],
-                        f"is {_article(named[0].kind)} model, not served by this endpoint" if named
-                        else "")
+    if named:
+        raise ModelNotFound(name, [*served, *TIERS],
+                            f"is {_article(named[0].kind)} model, not served by this endpoint")
+    raise ModelNotFound(name, [*served, *TIERS], how=ADD_A_MODEL)
+
+
+# What an unknown model's error says to do.
+ADD_A_MODEL = ("to offer a hosted model, declare it in the config file's catalog.models (provider, "
+               "name, tier, context_window and its prices per million tokens; README: Model "
+               "catalogue)")
 
 
 def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str],
