@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.config import HostedProviderConfig  # noqa: E402
-from models.catalog import HOSTED_MODELS, ModelCard  # noqa: E402
-from router.providers.anthropic import AnthropicProvider  # noqa: E402
-from router.providers.openai import OpenAIProvider  # noqa: E402
-from tests.fakes import FakeAnthropic, FakeOpenAI  # noqa: E402
-from tests.fakes.caching import InvoiceLine  # noqa: E402
-from tests.fakes.inprocess import config, start  # noqa: E402
+from core.config import HostedProviderConfig
+from models.catalog import HOSTED_MODELS, ModelCard
+from router.providers.anthropic import AnthropicProvider
+from router.providers.openai import OpenAIProvider
+from tests.fakes import FakeAnthropic, FakeOpenAI
+from tests.fakes.caching import InvoiceLine
+from tests.fakes.inprocess import config, start
 
 CARDS = {c.name: c for c in HOSTED_MODELS}
 PER = 1_000_000

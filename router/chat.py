@@ -16,6 +16,7 @@ from models.catalog import ModelCard, local_card
 from models.registry import ToolCalling
 from router.fallback import Run, prompt_estimate
 from router.policy import PolicySettings, RouteRequest, rank
+from router.prompt_caches import KnownCaches
 from router.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -64,6 +65,7 @@ class ChatService:
         self._health = health
         self._first_token = first_token
         self._policy = PolicySettings(config.default_provider, config.enable_cost_optimization)
+        self.caches = KnownCaches()
 
     def catalog(self) -> list[ModelCard]:
         return self._catalog
@@ -81,7 +83,8 @@ class ChatService:
     def plan(self, model: str, preferred: list[str], params: GenerationParams) -> list[Route]:
         kind = "chat" if params.prompt is None else "completion"
         ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred),
-                                   kind, tool_calling(params)),
+                                   kind, tool_calling(params),
+                                   tuple(self.caches.held(params).items())),
                       self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
 
@@ -144,6 +147,7 @@ class ChatService:
         run, params = await self._run(request, meter)
         completion, route = await run.complete(params)
         report = run.report()
+        self.caches.learn(params, report)
         return ChatCompletion(
             model=route.model,
             choices=[Choice(message=_message(completion), finish_reason=completion.finish_reason)],
@@ -157,10 +161,11 @@ class ChatService:
         events = run.stream(params)
         first = await anext(events)
         route = run.attempts[-1].route
-        return self._chunks(request, run, route, prepend(first, events)), route.header()
+        return self._chunks(request, params, run, route, prepend(first, events)), route.header()
 
-    async def _chunks(self, request: ChatCompletionRequest, run: Run, route: Route,
-                      events: AsyncIterator[Delta | Switch]) -> AsyncIterator[ChatCompletionChunk]:
+    async def _chunks(self, request: ChatCompletionRequest, params: GenerationParams, run: Run,
+                      route: Route, events: AsyncIterator[Delta | Switch]
+                      ) -> AsyncIterator[ChatCompletionChunk]:
         base = {"id": _chat_id(), "created": int(time.time()), "model": route.model}
         yield ChatCompletionChunk(
             **base, choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
@@ -174,6 +179,7 @@ class ChatService:
                     content=event.text or None, tool_calls=_call_chunks(event) or None))])
             if event.finish_reason is not None:
                 report = run.report()
+                self.caches.learn(params, report)
                 yield ChatCompletionChunk(**base, route=report.route_info(), choices=[
                     ChunkChoice(delta=DeltaMessage(), finish_reason=event.finish_reason)])
                 if request.include_usage():

@@ -31,6 +31,9 @@ class RouteRequest:
     # What the request needs of tool calling: "auto" (tools the model may call when it sees fit),
     # "required" (a call it must make: tool_choice "required" or a named function), or "none".
     tool_calling: ToolCalling = "none"
+    # model -> prompt tokens its provider's cache is known to hold (router/prompt_caches.py):
+    # estimated at the cached rate, the rest of the prompt at the input rate.
+    cached: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,9 @@ def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str
             f"the prompt (~{request.prompt_tokens} tokens) does not fit any {tier} model "
             f"(largest context {largest} tokens): shorten the messages", param="messages")
 
-    costs = {card.name: estimate(card, request.prompt_tokens, request.max_tokens)
+    held = dict(request.cached)
+    costs = {card.name: estimate(card, request.prompt_tokens, request.max_tokens,
+                                 min(held.get(card.name, 0), request.prompt_tokens))
              for card in fitting}
 
     def key(card: ModelCard) -> tuple[int, int, float, int, int]:

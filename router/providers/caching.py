@@ -36,13 +36,20 @@ def worth_caching(params: GenerationParams, min_tokens: int) -> bool:
     return params.prompt_cache and estimate_tokens(shared_prefix(params)) >= min_tokens
 
 
+def prefix_digest(params: GenerationParams) -> str | None:
+    """The shared prefix's digest, or None when the request has none or turns caching off."""
+    prefix = shared_prefix(params)
+    if not prefix or not params.prompt_cache:
+        return None
+    return hashlib.sha256(prefix.encode()).hexdigest()[:32]
+
+
 def prompt_cache_key(params: GenerationParams, min_tokens: int) -> str | None:
     """The caller's key, else one derived from the shared prefix when it is worth caching."""
     if params.prompt_cache_key is not None:
         return params.prompt_cache_key
-    if not worth_caching(params, min_tokens):
-        return None
-    return "lx-" + hashlib.sha256(shared_prefix(params).encode()).hexdigest()[:32]
+    digest = prefix_digest(params)
+    return f"lx-{digest}" if digest is not None and worth_caching(params, min_tokens) else None
 
 
 def control(ttl: str) -> dict[str, Any]:

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest_asyncio
 
 from core.config import HostedProviderConfig
-from core.generation import TokenUsage
-from core.pricing import cost
+from core.generation import GenerationParams, TokenUsage
+from core.pricing import cost, estimate
+from models.catalog import HOSTED_MODELS
+from router.fallback import prompt_estimate
 from router.providers.anthropic import AnthropicProvider
 from router.providers.openai import OpenAIProvider
 from tests.fakes import FakeAnthropic, FakeOpenAI
@@ -124,3 +127,24 @@ async def test_an_unknown_model_is_refused_saying_how_to_add_it(app: InProcess) 
     assert response.status_code == 404  # OpenAI's status for model_not_found
     error = response.json()["error"]
     assert error["code"] == "model_not_found" and "catalog.models" in error["message"]
+
+
+async def test_reservations_price_the_prefix_at_the_cached_rate_once_the_cache_holds_it(
+        app: InProcess) -> None:
+    chat, card = app.services.chat, next(c for c in HOSTED_MODELS
+                                         if c.name == "claude-3-5-sonnet-latest")
+    params = GenerationParams([{"role": "system", "content": LESSON},
+                               {"role": "user", "content": "What is a cell?"}], 50)
+
+    def reserved(params: GenerationParams) -> float:
+        return chat.plan(card.name, [], params)[0].candidate.estimated_cost
+
+    before = reserved(params)
+    assert before == estimate(card, prompt_estimate(params), 50)  # nothing known: full price
+    await ask(app, card.name, "Why are leaves green?", stream=False)  # writes the lesson
+    assert reserved(params) == estimate(card, prompt_estimate(params), 50, cached_tokens=1500)
+    assert reserved(params) < before
+    assert reserved(replace(params, prompt_cache=False)) == before
+    another = LESSON.replace("lesson0 ", "lessonX ", 1)  # as long, not the one cached
+    assert reserved(replace(params, messages=[{"role": "system", "content": another},
+                                              *params.messages[1:]])) == before
