@@ -3,7 +3,8 @@ and a uvicorn server on a free loopback port in a background thread.
 
 Tests in other processes (the Node client's) script a fake over HTTP: POST /_fake/script with
 `{"behaviours": [{"fault": {"status": 503}}, {"reply": {"text": "..."}}]}` enqueues, GET reads how
-many behaviours are pending and how many requests arrived, DELETE resets."""
+many behaviours are pending, how many requests arrived and the fake's invoice (its own token counts
+per request, tests/fakes/caching.py), DELETE resets."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import uvicorn
@@ -125,7 +126,8 @@ class FakeProvider:
                     self.enqueue(Fault(**fields))
         elif request.method == "DELETE":
             self.reset()
-        return JSONResponse({"pending": len(self.script), "requests": len(self.requests)})
+        return JSONResponse({"pending": len(self.script), "requests": len(self.requests),
+                             "invoice": [asdict(line) for line in self.invoice]})
 
     async def record(self, request: Request) -> dict[str, Any]:
         body = await request.json()

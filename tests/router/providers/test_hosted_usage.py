@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 
 from core.generation import CacheBreakpoint, GenerationParams, TokenUsage, Tool, collect
@@ -167,3 +168,14 @@ def test_a_callers_own_breakpoints_and_key_are_passed_on() -> None:
     assert request["system"] == "Be brief."  # short: no breakpoint of ours
     assert to_openai("m", params, 1024)["prompt_cache_key"] == "class-7"
     assert to_openai("m", params, None)["prompt_cache_key"] == "class-7"
+
+
+async def test_the_fakes_invoice_can_be_read_over_http(fake_anthropic: FakeAnthropic) -> None:
+    """For tests in other processes (the Node client's): GET /_fake/script has the invoice."""
+    provider = anthropic_provider(base_url=fake_anthropic.url)
+    for question in ("What is a cell?", "What is a leaf?"):
+        await collect(provider.stream("claude-3-5-sonnet-latest", asking(question)))
+    async with httpx.AsyncClient() as client:
+        invoice = (await client.get(f"{fake_anthropic.url}/_fake/script")).json()["invoice"]
+    assert [(line["cache_write_5m"], line["cache_read"], line["input"]) for line in invoice] == [
+        (1500, 0, 4), (0, 1500, 4)]
