@@ -107,15 +107,23 @@ async def main() -> None:
     args = parser.parse_args()
     lesson = " ".join(f"w{i % 997}" for i in range(args.lesson_tokens))  # a token a word (fakes)
     fakes = {"openai": FakeOpenAI().start(), "anthropic": FakeAnthropic().start()}
+    failures = []
     try:
         for model in ("claude-3-5-sonnet-latest", "claude-3-5-haiku-latest", "gpt-4o-mini"):
             fake = fakes[CARDS[model].provider]
             on = await run_class(model, True, fake, args.learners, lesson)
             off = await run_class(model, False, fake, args.learners, lesson)
             report(model, on, off)
+            failures += [f"{model}: the ledger is {b.ledger_usd / b.total_usd - 1:+.2%} off the "
+                         "invoice" for b in (on, off) if abs(b.ledger_usd / b.total_usd - 1) > 0.01]
+            if model == "claude-3-5-sonnet-latest" and on.input_usd > 0.2 * off.input_usd:
+                failures.append(f"{model}: caching on costs over 20 % of off")
     finally:
         for fake in fakes.values():
             fake.stop()
+    print("\n" + ("\n".join(failures) if failures else
+                  "ok: every ledger within 1 % of its invoice; Sonnet on <= 20 % of off"))
+    sys.exit(1 if failures else 0)
 
 
 if __name__ == "__main__":
