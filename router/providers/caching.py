@@ -58,9 +58,12 @@ def control(ttl: str) -> dict[str, Any]:
 
 def split_text(text: str, message: int, params: GenerationParams) -> list[dict[str, Any]]:
     """A message's text as text blocks, cut where the caller placed breakpoints in it."""
+    points = sorted((b for b in params.cache_breakpoints if b.message == message),
+                    key=lambda b: b.offset)
+    if not points:
+        return [{"type": "text", "text": text}]
     blocks, start = [], 0
-    for point in sorted((b for b in params.cache_breakpoints if b.message == message),
-                        key=lambda b: b.offset):
+    for point in points:
         if point.offset > start:
             blocks.append({"type": "text", "text": text[start:point.offset],
                            "cache_control": control(point.ttl)})
