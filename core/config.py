@@ -19,7 +19,7 @@ from pydantic import (
 
 from core.env import env_overrides, explain
 from models import UnknownModel, find_embedding_model, find_local_model
-from models.catalog import ProviderName
+from models.catalog import HOSTED_MODELS, ModelCard, ProviderName
 
 
 class ConfigModel(BaseModel):
@@ -151,6 +151,11 @@ class HostedProviderConfig(ConfigModel):
     enabled: bool = True
     base_url: str | None = None  # None: the SDK's own OPENAI_BASE_URL / ANTHROPIC_BASE_URL, or the API
     timeout_s: float = Field(60.0, gt=0)
+    # Prompt caching on purpose (router/providers/caching.py): the shared prefix (tools, leading
+    # system messages) of this many estimated tokens or more is cached (Anthropic: a breakpoint
+    # at its end; OpenAI: a prompt_cache_key derived from it); null turns it off. A request turns
+    # it off with `prompt_cache: false`.
+    prompt_cache_min_tokens: PositiveInt | None = 1024
 
 
 class ProvidersConfig(ConfigModel):
@@ -339,6 +344,37 @@ class LedgerConfig(ConfigModel):
     retry_max_s: float = Field(5.0, gt=0)
 
 
+class CatalogConfig(ConfigModel):
+    """The hosted models on offer: the built-in defaults (models/catalog.py HOSTED_MODELS, list
+    prices with their sources) and the operator's own `models`, each a model card (provider,
+    name, tier, context_window, input/cached input/cache write (5m, 1h)/output/reasoning prices per
+    million tokens, aliases, tool_calling, min_cacheable_tokens). A model of a built-in's name
+    replaces it (new prices); `builtins: false` offers only the operator's. Local models are
+    declared in `local_models`."""
+
+    builtins: bool = True
+    models: list[ModelCard] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _hosted_and_unique(self) -> CatalogConfig:
+        local = [m.name for m in self.models if m.provider == "local"]
+        if local:
+            raise ValueError(f"catalog.models declares {', '.join(local)} with provider local: "
+                             "declare local models in local_models")
+        names = [n for card in self.hosted() for n in (card.name, *card.aliases)]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"the catalogue names {', '.join(dupes)} more than once (as a model or "
+                             "an alias): give each name to one model")
+        return self
+
+    def hosted(self) -> list[ModelCard]:
+        """The operator's models, then the built-ins they do not replace."""
+        own = {m.name for m in self.models}
+        builtins = [c for c in HOSTED_MODELS if c.name not in own] if self.builtins else []
+        return [*self.models, *builtins]
+
+
 class AppConfig(ConfigModel):
     enable_local_models: bool = True
     local_models_path: str | None = None
@@ -349,6 +385,7 @@ class AppConfig(ConfigModel):
     rate_limits: RateLimitConfig = Field(default_factory=RateLimitConfig)
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    catalog: CatalogConfig = Field(default_factory=CatalogConfig)
     # Budgets and rate limits shared by every router replica (REDIS_URL); None: per replica.
     redis_url: str | None = None
     # Fail at start-up when the cluster lacks the GPUs a config asks for (a pending replica waits

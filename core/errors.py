@@ -66,11 +66,13 @@ class InvalidRequest(ServiceError):
 
 
 class ModelNotFound(InvalidRequest):
-    def __init__(self, model: str, available: list[str], problem: str = ""):
-        """`problem`: what is wrong with the model, when it exists (`is a chat model, ...`)."""
+    def __init__(self, model: str, available: list[str], problem: str = "", how: str = ""):
+        """`problem`: what is wrong with the model, when it exists (`is a chat model, ...`);
+        `how`: what an operator does to offer it."""
         super().__init__(
             f"The model {model!r} {problem or 'does not exist here'}; available models: "
-            f"{', '.join(available)}", code="model_not_found", param="model")
+            f"{', '.join(available)}" + (f"; {how}" if how else ""), code="model_not_found",
+            param="model")
 
 
 class PayloadTooLarge(InvalidRequest):
@@ -217,6 +219,7 @@ STATUS: dict[type[ServiceError], int] = {
     PermissionDenied: 403,
     BudgetExceeded: 402,
     RateLimited: 429,
+    ModelBusy: 429,
     ModelUnavailable: 503,
     StorageUnavailable: 503,
     ProviderError: 502,

@@ -6,7 +6,7 @@ speak the same GenerationParams/Delta to local and hosted models alike."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, ClassVar
 
 
@@ -41,6 +41,16 @@ class ToolCallDelta:
 
 
 @dataclass(frozen=True)
+class CacheBreakpoint:
+    """A caller's `cache_control` on a content part: the prompt up to the end of that part (the
+    part's end in message `message`'s text, `offset` characters in) is cached for `ttl`."""
+
+    message: int
+    offset: int
+    ttl: str = "5m"
+
+
+@dataclass(frozen=True)
 class GenerationParams:
     # OpenAI's chat message shape: {"role", "content"} where content is text; an assistant turn may
     # carry "tool_calls" ([{"id", "type": "function", "function": {"name", "arguments"}}]) and a
@@ -64,6 +74,13 @@ class GenerationParams:
     # A local engine refuses the request at once (EngineBusy) when it expects it to wait longer
     # than this for a slot, so the router can hand it to the next candidate; None: it waits.
     max_queue_wait_s: float | None = None
+    # Prompt caching: unless False, the provider adapter caches the shared prefix (tools and the
+    # leading system messages) on purpose where it is long enough (Anthropic: a cache_control
+    # breakpoint at its end; OpenAI: a prompt_cache_key derived from it). The caller's own key and
+    # breakpoints are passed on either way.
+    prompt_cache: bool = True
+    prompt_cache_key: str | None = None
+    cache_breakpoints: tuple[CacheBreakpoint, ...] = ()
 
     def required_tools(self) -> tuple[Tool, ...]:
         """The tools of which the answer must call one or more: every tool with tool_choice
@@ -77,12 +94,31 @@ class GenerationParams:
 
 @dataclass(frozen=True)
 class TokenUsage:
+    """A generation's tokens as its provider counted them, in OpenAI's convention: `prompt_tokens`
+    is every prompt token, those read from the provider's prompt cache (`cached_tokens`) and those
+    written to it (`cache_write_tokens`) included (Anthropic's `input_tokens` counts neither: its
+    adapter adds them); `completion_tokens` includes `reasoning_tokens`. `cache_write_1h_tokens`
+    are the cache writes kept for an hour (Anthropic's `ttl: "1h"`), priced apart from the
+    5-minute ones."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def uncached_prompt_tokens(self) -> int:
+        """Prompt tokens neither read from nor written to a cache: billed at the input rate."""
+        return max(0, self.prompt_tokens - self.cached_tokens - self.cache_write_tokens)
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 @dataclass(frozen=True)

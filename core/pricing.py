@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from core.generation import TokenUsage
 from models.catalog import ModelCard
 
-_PER = 1_000_000
+_PER = Decimal(1_000_000)
+_PLACES = Decimal("1e-10")
 
 
 def cost(card: ModelCard, usage: TokenUsage) -> float:
-    """What a finished request cost, from the provider's own token counts."""
-    return round((usage.prompt_tokens * card.input_per_million
-                  + usage.completion_tokens * card.output_per_million) / _PER, 10)
+    """What a finished request cost, from the provider's own token counts: each kind of token at
+    its own rate (prompt tokens read from the cache, written to it for 5 minutes or an hour, the
+    rest of the prompt; reasoning where billed apart, the rest of the completion), summed exactly
+    in decimal and rounded to 1e-10 USD."""
+    writes_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
+    reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
+    usd = (_usd(usage.uncached_prompt_tokens, card.input_per_million)
+           + _usd(usage.cached_tokens, _rate(card.cached_input_per_million, card.input_per_million))
+           + _usd(usage.cache_write_tokens - writes_1h,
+                  _rate(card.cache_write_per_million, card.input_per_million))
+           + _usd(writes_1h, _rate(card.cache_write_1h_per_million, card.input_per_million))
+           + _usd(usage.completion_tokens - reasoning, card.output_per_million)
+           + _usd(reasoning, _rate(card.reasoning_per_million, card.output_per_million)))
+    return float(usd.quantize(_PLACES))
 
 
-def estimate(card: ModelCard, prompt_tokens: int, max_tokens: int) -> float:
-    """Upper-bound estimate before the call: the whole prompt and every allowed output token."""
-    return cost(card, TokenUsage(prompt_tokens, max_tokens))
+def _rate(price: float | None, otherwise: float) -> float:
+    return otherwise if price is None else price
+
+
+def _usd(tokens: int, per_million: float) -> Decimal:
+    return Decimal(tokens) * Decimal(str(per_million)) / _PER
+
+
+def estimate(card: ModelCard, prompt_tokens: int, max_tokens: int, cached_tokens: int = 0) -> float:
+    """Upper-bound estimate before the call: the whole prompt and every allowed output token;
+    `cached_tokens` of the prompt at the cached rate, only where the cache is known to hold them."""
+    return cost(card, TokenUsage(prompt_tokens, max_tokens, cached_tokens=cached_tokens))
 
 
 def estimate_tokens(text: str) -> int:

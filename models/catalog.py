@@ -26,6 +26,16 @@ class ModelCard(BaseModel):
     context_window: int = Field(gt=0)
     input_per_million: float = Field(ge=0)  # USD per 1M prompt tokens
     output_per_million: float = Field(ge=0)  # USD per 1M completion tokens
+    # USD per 1M prompt tokens read from the provider's prompt cache; None: no discount.
+    cached_input_per_million: float | None = Field(None, ge=0)
+    # USD per 1M prompt tokens written to the cache, kept 5 minutes / an hour; None: the input rate.
+    cache_write_per_million: float | None = Field(None, ge=0)
+    cache_write_1h_per_million: float | None = Field(None, ge=0)
+    # USD per 1M reasoning tokens, where billed apart from output; None: the output rate (as
+    # OpenAI and Anthropic bill them).
+    reasoning_per_million: float | None = Field(None, ge=0)
+    # The shortest prompt prefix the provider caches, in tokens (OpenAI: 1024; Anthropic: per model).
+    min_cacheable_tokens: int = Field(1024, gt=0)
     aliases: tuple[str, ...] = ()
     kind: Literal["chat", "completion", "embedding"] = "chat"
     tool_calling: ToolCalling = "none"
@@ -44,20 +54,38 @@ class ModelCard(BaseModel):
 TOOL_LEVELS: tuple[ToolCalling, ...] = ("none", "required", "auto")
 
 
-# List prices (USD per million tokens) as published by the providers; update here only.
+# The built-in defaults: list prices in USD per million tokens (standard tier, no batch), which the
+# config file's `catalog` section extends or overrides (core/config.py CatalogConfig). Sources,
+# read 2026-12-03 through the search tool (third-party copies of the providers' pages; the providers'
+# own pages could not be opened from here, so each price is as verified as its source says):
+# - OpenAI gpt-4o-mini, gpt-4o (input, cached input, output): developers.openai.com/api/docs/pricing
+#   as tabled by chatgptpricing-akr.pages.dev/api-pricing and the openai-models crate; cached input
+#   is half the input rate for the 4o family. OpenAI bills reasoning tokens as output and charges
+#   nothing for cache writes. gpt-3.5-turbo-instruct and the embeddings: the seed's prices, not
+#   re-verified.
+# - Anthropic (input, 5-minute and 1-hour cache writes, cache hits, output):
+#   docs.anthropic.com/en/docs/about-claude/pricing (Claude 3.5 Haiku, Claude Sonnet 3.5): writes
+#   1.25x (5m) and 2x (1h) the input rate, hits 0.1x. Anthropic bills thinking tokens as output.
+#   Minimum cacheable prompt: 1024 tokens (Sonnet), 2048 (Haiku 3.5). Anthropic lists Sonnet 3.5 as
+#   deprecated: configs/serve.yaml shows its successors (Claude Haiku 4.5, Sonnet 4.5) declared in
+#   the catalog section. The built-ins keep the seed's models, so that routing by tier and cost is
+#   unchanged until an operator adds models.
 HOSTED_MODELS: tuple[ModelCard, ...] = (
     ModelCard(name="gpt-4o-mini", provider="openai", tier="small", context_window=128_000,
-              input_per_million=0.15, output_per_million=0.60, aliases=("gpt-3.5-turbo",),
-              tool_calling="auto"),
+              input_per_million=0.15, cached_input_per_million=0.075, output_per_million=0.60,
+              aliases=("gpt-3.5-turbo",), tool_calling="auto"),
     ModelCard(name="gpt-4o", provider="openai", tier="large", context_window=128_000,
-              input_per_million=2.50, output_per_million=10.00, aliases=("gpt-4", "gpt-4-turbo"),
-              tool_calling="auto"),
+              input_per_million=2.50, cached_input_per_million=1.25, output_per_million=10.00,
+              aliases=("gpt-4", "gpt-4-turbo"), tool_calling="auto"),
     ModelCard(name="claude-3-5-haiku-latest", provider="anthropic", tier="small",
-              context_window=200_000, input_per_million=0.80, output_per_million=4.00,
-              aliases=("claude-haiku",), tool_calling="auto"),
+              context_window=200_000, input_per_million=0.80, cached_input_per_million=0.08,
+              cache_write_per_million=1.00, cache_write_1h_per_million=1.60,
+              output_per_million=4.00, min_cacheable_tokens=2048, aliases=("claude-haiku",),
+              tool_calling="auto"),
     ModelCard(name="claude-3-5-sonnet-latest", provider="anthropic", tier="large",
-              context_window=200_000, input_per_million=3.00, output_per_million=15.00,
-              aliases=("claude-sonnet",), tool_calling="auto"),
+              context_window=200_000, input_per_million=3.00, cached_input_per_million=0.30,
+              cache_write_per_million=3.75, cache_write_1h_per_million=6.00,
+              output_per_million=15.00, aliases=("claude-sonnet",), tool_calling="auto"),
     # Legacy text completions (/v1/completions); OpenAI serves no chat model there.
     ModelCard(name="gpt-3.5-turbo-instruct", provider="openai", tier="small", kind="completion",
               context_window=4096, input_per_million=1.50, output_per_million=2.00),

@@ -10,12 +10,13 @@ from typing import Any, TypeVar
 from core.breakers import Breakers
 from core.config import AppConfig, LocalModelConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
-from core.generation import Completion, Delta, GenerationParams, TokenUsage
+from core.generation import CacheBreakpoint, Completion, Delta, GenerationParams
 from core.schema import SchemaError, check_schema
-from models.catalog import HOSTED_MODELS, ModelCard, local_card
+from models.catalog import ModelCard, local_card
 from models.registry import ToolCalling
 from router.fallback import Run, prompt_estimate
 from router.policy import PolicySettings, RouteRequest, rank
+from router.prompt_caches import KnownCaches
 from router.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -45,7 +46,7 @@ def build_catalog(config: AppConfig) -> list[ModelCard]:
                         else (m.vllm.max_model_len or 10**9),
                         m.input_per_million, m.output_per_million, _tool_calling(m))
              for m in config.served_local_models()]
-    return [*local, *HOSTED_MODELS]
+    return [*local, *config.catalog.hosted()]
 
 
 def _tool_calling(model: LocalModelConfig) -> ToolCalling | None:
@@ -64,6 +65,7 @@ class ChatService:
         self._health = health
         self._first_token = first_token
         self._policy = PolicySettings(config.default_provider, config.enable_cost_optimization)
+        self.caches = KnownCaches()
 
     def catalog(self) -> list[ModelCard]:
         return self._catalog
@@ -81,7 +83,8 @@ class ChatService:
     def plan(self, model: str, preferred: list[str], params: GenerationParams) -> list[Route]:
         kind = "chat" if params.prompt is None else "completion"
         ranked = rank(RouteRequest(model, prompt_estimate(params), params.max_tokens, tuple(preferred),
-                                   kind, tool_calling(params)),
+                                   kind, tool_calling(params),
+                                   tuple(self.caches.held(params).items())),
                       self._catalog, set(self._providers), self._policy)
         return [Route(self._providers[c.card.provider], c) for c in ranked]
 
@@ -128,6 +131,10 @@ class ChatService:
             max_tokens=self.max_tokens(request.requested_max_tokens()),
             temperature=request.temperature, top_p=request.top_p,
             stop=request.stop_list(), seed=request.seed, json_schema=_json_schema(request),
+            prompt_cache=request.prompt_cache, prompt_cache_key=request.prompt_cache_key,
+            cache_breakpoints=tuple(CacheBreakpoint(index, offset, ttl)
+                                    for index, message in enumerate(request.messages)
+                                    for offset, ttl in message.cache_ends()),
             **tools)
 
     async def _run(self, request: ChatCompletionRequest,
@@ -140,10 +147,11 @@ class ChatService:
         run, params = await self._run(request, meter)
         completion, route = await run.complete(params)
         report = run.report()
+        self.caches.learn(params, report)
         return ChatCompletion(
             model=route.model,
             choices=[Choice(message=_message(completion), finish_reason=completion.finish_reason)],
-            usage=_wire_usage(report.usage), route=report.route_info()), route.header()
+            usage=CompletionUsage.of(report.usage), route=report.route_info()), route.header()
 
     async def stream(self, request: ChatCompletionRequest, meter: Meter | None = None
                      ) -> tuple[AsyncIterator[ChatCompletionChunk], str]:
@@ -153,10 +161,11 @@ class ChatService:
         events = run.stream(params)
         first = await anext(events)
         route = run.attempts[-1].route
-        return self._chunks(request, run, route, prepend(first, events)), route.header()
+        return self._chunks(request, params, run, route, prepend(first, events)), route.header()
 
-    async def _chunks(self, request: ChatCompletionRequest, run: Run, route: Route,
-                      events: AsyncIterator[Delta | Switch]) -> AsyncIterator[ChatCompletionChunk]:
+    async def _chunks(self, request: ChatCompletionRequest, params: GenerationParams, run: Run,
+                      route: Route, events: AsyncIterator[Delta | Switch]
+                      ) -> AsyncIterator[ChatCompletionChunk]:
         base = {"id": _chat_id(), "created": int(time.time()), "model": route.model}
         yield ChatCompletionChunk(
             **base, choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
@@ -170,10 +179,11 @@ class ChatService:
                     content=event.text or None, tool_calls=_call_chunks(event) or None))])
             if event.finish_reason is not None:
                 report = run.report()
+                self.caches.learn(params, report)
                 yield ChatCompletionChunk(**base, route=report.route_info(), choices=[
                     ChunkChoice(delta=DeltaMessage(), finish_reason=event.finish_reason)])
                 if request.include_usage():
-                    yield ChatCompletionChunk(**base, choices=[], usage=_wire_usage(report.usage))
+                    yield ChatCompletionChunk(**base, choices=[], usage=CompletionUsage.of(report.usage))
 
 
 async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
@@ -198,9 +208,6 @@ def _call_chunks(delta: Delta) -> list[ToolCallChunk]:
             for c in delta.tool_calls]
 
 
-def _wire_usage(usage: TokenUsage) -> CompletionUsage:
-    return CompletionUsage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                 total_tokens=usage.total_tokens)
 
 
 def _json_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from core.generation import Delta, GenerationParams, TokenUsage
+from core.generation import Delta, GenerationParams
 from router.chat import ChatService, prepend
 from router.completions_protocol import (
     FIXED,
@@ -50,7 +50,7 @@ class CompletionsService:
         report = run.report()
         choice = CompletionChoice(text=completion.text,
                                   finish_reason=_finish_reason(completion.finish_reason))
-        return TextCompletion(model=route.model, choices=[choice], usage=_usage(report.usage),
+        return TextCompletion(model=route.model, choices=[choice], usage=CompletionUsage.of(report.usage),
                               route=report.route_info()), route.header()
 
     async def stream(self, request: CompletionRequest, meter: Meter | None = None
@@ -83,7 +83,7 @@ async def _chunks(request: CompletionRequest, run: Run, model: str,
             yield TextCompletion(**base, route=report.route_info(), choices=[CompletionChoice(
                 text="", finish_reason=_finish_reason(delta.finish_reason))]).wire()
             if request.stream_options is not None and request.stream_options.include_usage:
-                yield TextCompletion(**base, choices=[], usage=_usage(report.usage)).wire()
+                yield TextCompletion(**base, choices=[], usage=CompletionUsage.of(report.usage)).wire()
 
 
 def _finish_reason(reason: str) -> Literal["stop", "length", "content_filter"]:
@@ -93,6 +93,3 @@ def _finish_reason(reason: str) -> Literal["stop", "length", "content_filter"]:
     return "content_filter" if reason == "content_filter" else "stop"
 
 
-def _usage(usage: TokenUsage) -> CompletionUsage:
-    return CompletionUsage(prompt_tokens=usage.prompt_tokens,
-                           completion_tokens=usage.completion_tokens, total_tokens=usage.total_tokens)

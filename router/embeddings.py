@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -64,8 +65,9 @@ class HandleEmbedder:
         await self._handle.reset_breakers.remote()
 
 
-OPENAI_CARDS = {c.name: c for c in HOSTED_MODELS if c.kind == "embedding"}
-OPENAI_MODELS = set(OPENAI_CARDS)
+def openai_cards(catalog: Sequence[ModelCard]) -> dict[str, ModelCard]:
+    """The catalogue's OpenAI embedding models (built-in or the operator's), by name."""
+    return {c.name: c for c in catalog if c.kind == "embedding" and c.provider == "openai"}
 
 
 def front_cache(config: EmbedderConfig) -> VectorCache | None:
@@ -77,8 +79,9 @@ def front_cache(config: EmbedderConfig) -> VectorCache | None:
 
 class EmbeddingService:
     def __init__(self, config: EmbedderConfig, embedder: EmbedderClient | None, openai: bool,
-                 cache: VectorCache | None = None):
+                 cache: VectorCache | None = None, catalog: Sequence[ModelCard] = HOSTED_MODELS):
         self._config = config
+        self._openai_cards = openai_cards(catalog)
         self._embedder = embedder
         self._openai = openai
         self._cache = cache
@@ -105,18 +108,18 @@ class EmbeddingService:
 
     def models(self) -> list[tuple[str, str]]:
         local = [(m, "local") for m in sorted(set(self._local.values()))]
-        return local + [(m, "openai") for m in sorted(OPENAI_MODELS) if self._openai]
+        return local + [(m, "openai") for m in sorted(self._openai_cards) if self._openai]
 
     def resolve(self, model: str | None) -> str:
         if model is None:
             return next(iter(self._local.values()), "text-embedding-3-small")
         if model in self._local:
             return self._local[model]
-        if model in OPENAI_MODELS:
+        if model in self._openai_cards:
             if self._openai:
                 return model
             raise ModelUnavailable(f"{model} needs OPENAI_API_KEY")
-        raise ModelNotFound(model, [*sorted(self._local), *sorted(OPENAI_MODELS)])
+        raise ModelNotFound(model, [*sorted(self._local), *sorted(self._openai_cards)])
 
     async def embed(self, texts: list[str], model: str | None, meter: Meter, use_cache: bool = True,
                     deduplicate: bool = True, dimensions: int | None = None) -> EmbedResult:
@@ -127,7 +130,7 @@ class EmbeddingService:
         if concrete in self._local.values() and dimensions not in (None, 384):
             raise InvalidRequest(f"{concrete} has 384 dimensions; omit dimensions",
                                  param="dimensions")
-        card = OPENAI_CARDS.get(concrete, self._local_card)
+        card = self._openai_cards.get(concrete, self._local_card)
         await meter.reserve_tokens(sum(estimate_tokens(t) for t in texts))
         hold = await self._reserve(card, texts, meter)
         try:

@@ -31,6 +31,9 @@ class RouteRequest:
     # What the request needs of tool calling: "auto" (tools the model may call when it sees fit),
     # "required" (a call it must make: tool_choice "required" or a named function), or "none".
     tool_calling: ToolCalling = "none"
+    # model -> prompt tokens its provider's cache is known to hold (router/prompt_caches.py):
+    # estimated at the cached rate, the rest of the prompt at the input rate.
+    cached: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,16 @@ def resolve(name: str, catalog: Sequence[ModelCard], kind: str = "chat") -> tupl
         if card.serves(kind):
             return card, card.tier
     served = sorted({c.name for c in catalog if c.serves(kind)})
-    raise ModelNotFound(name, [*served, *TIERS],
-                        f"is {_article(named[0].kind)} model, not served by this endpoint" if named
-                        else "")
+    if named:
+        raise ModelNotFound(name, [*served, *TIERS],
+                            f"is {_article(named[0].kind)} model, not served by this endpoint")
+    raise ModelNotFound(name, [*served, *TIERS], how=ADD_A_MODEL)
+
+
+# What an unknown model's error says to do.
+ADD_A_MODEL = ("to offer a hosted model, declare it in the config file's catalog.models (provider, "
+               "name, tier, context_window and its prices per million tokens; README: Model "
+               "catalogue)")
 
 
 def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str],
@@ -77,7 +87,9 @@ def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str
             f"the prompt (~{request.prompt_tokens} tokens) does not fit any {tier} model "
             f"(largest context {largest} tokens): shorten the messages", param="messages")
 
-    costs = {card.name: estimate(card, request.prompt_tokens, request.max_tokens)
+    held = dict(request.cached)
+    costs = {card.name: estimate(card, request.prompt_tokens, request.max_tokens,
+                                 min(held.get(card.name, 0), request.prompt_tokens))
              for card in fitting}
 
     def key(card: ModelCard) -> tuple[int, int, float, int, int]:

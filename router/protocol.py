@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from core.errors import InvalidRequest
+from core.generation import TokenUsage
 from core.ids import new_id
 from models.catalog import ProviderName
 
@@ -138,10 +139,27 @@ class Wire(BaseModel):
         return value
 
 
-# OpenAI's text content part, the only kind served (no images, audio or files).
+# OpenAI's text content part, the only kind served (no images, audio or files), with Anthropic's
+# `cache_control`: the prompt up to the end of the part is cached (on Anthropic models; ignored by
+# the others, which cache by themselves).
+CACHE_CONTROL: JsonDict = {
+    "type": "object", "required": ["type"], "additionalProperties": False,
+    "properties": {"type": {"const": "ephemeral"}, "ttl": {"enum": ["5m", "1h"]}}}
 TextParts = Annotated[list[dict[str, Any]], WithJsonSchema({"type": "array", "items": {
     "type": "object", "required": ["type", "text"], "additionalProperties": False,
-    "properties": {"type": {"const": "text"}, "text": {"type": "string"}}}})]
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"},
+                   "cache_control": CACHE_CONTROL}}})]
+
+
+def _part_problem(part: dict[str, Any]) -> str | None:
+    if not {"type", "text"} <= set(part) <= {"type", "text", "cache_control"} \
+            or part["type"] != "text" or not isinstance(part["text"], str):
+        return 'only text content parts are supported ({"type": "text", "text": "..."})'
+    control = part.get("cache_control", {"type": "ephemeral"})
+    if not isinstance(control, dict) or control.get("type") != "ephemeral" \
+            or not set(control) <= {"type", "ttl"} or control.get("ttl", "5m") not in ("5m", "1h"):
+        return 'cache_control must be {"type": "ephemeral"} with an optional ttl "5m" or "1h"'
+    return None
 
 
 # OpenAI's rule for function names.
@@ -198,11 +216,19 @@ class ChatMessage(Wire):
                    ) -> str | list[dict[str, Any]] | None:
         """Only text parts (errors name the message: `messages.2.content: part 0: ...`)."""
         for index, part in enumerate(content if isinstance(content, list) else []):
-            if set(part) != {"type", "text"} or part["type"] != "text" \
-                    or not isinstance(part["text"], str):
-                raise ValueError(f"part {index}: only text content parts are supported "
-                                 '({"type": "text", "text": "..."})')
+            problem = _part_problem(part)
+            if problem:
+                raise ValueError(f"part {index}: {problem}")
         return content
+
+    def cache_ends(self) -> list[tuple[int, str]]:
+        """(characters of text() up to the part's end, TTL) of each part with cache_control."""
+        ends, length = [], 0
+        for part in self.content if isinstance(self.content, list) else []:
+            length += len(part["text"])
+            if "cache_control" in part:
+                ends.append((length, str(part["cache_control"].get("ttl", "5m"))))
+        return ends
 
     def text(self) -> str:
         """The content as one text (OpenAI content parts joined)."""
@@ -223,7 +249,9 @@ class OpenAIHints(Wire):
         None, description="Advisory: only false; this service stores no completions.")
     service_tier: Literal["auto", "default"] | None = Field(
         None, description="Advisory: every request gets the default processing.")
-    prompt_cache_key: str | None = Field(None, max_length=1024, description="Advisory: ignored.")
+    prompt_cache_key: str | None = Field(
+        None, max_length=1024, description="Sent on to OpenAI models (otherwise one is derived "
+        "from the shared prefix: tools and leading system messages); ignored by the others.")
     prompt_cache_retention: Literal["in_memory", "24h"] | None = Field(
         None, description="Advisory: ignored.")
     safety_identifier: str | None = Field(
@@ -285,6 +313,10 @@ class ChatCompletionRequest(OpenAIHints):
     user: Identifier | None = None  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
+    prompt_cache: bool = Field(True, description=(
+        "Our extension: false keeps the service from caching the shared prefix on purpose (no "
+        "cache_control breakpoint of ours, no derived prompt_cache_key); the caller's own are "
+        "sent either way."))
 
     def stop_list(self) -> list[str]:
         if self.stop is None:
@@ -307,10 +339,36 @@ def omitted(description: str | None = None) -> Any:
     return Field(None, exclude_if=_is_none, description=description)
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # read from the provider's prompt cache
+    cache_write_tokens: int = 0  # written to it (Anthropic's cache_creation_input_tokens)
+
+
+class CompletionTokensDetails(BaseModel):
+    reasoning_tokens: int = 0
+
+
 class CompletionUsage(BaseModel):
+    """OpenAI's convention, whichever provider served: prompt_tokens counts every prompt token,
+    those read from or written to the provider's prompt cache included (the details say how many);
+    completion_tokens includes the reasoning tokens."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
+    completion_tokens_details: CompletionTokensDetails = Field(
+        default_factory=CompletionTokensDetails)
+
+    @classmethod
+    def of(cls, usage: TokenUsage) -> CompletionUsage:
+        return cls(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                   total_tokens=usage.total_tokens,
+                   prompt_tokens_details=PromptTokensDetails(
+                       cached_tokens=usage.cached_tokens,
+                       cache_write_tokens=usage.cache_write_tokens),
+                   completion_tokens_details=CompletionTokensDetails(
+                       reasoning_tokens=usage.reasoning_tokens))
 
 
 def _chat_id() -> str:

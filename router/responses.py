@@ -28,10 +28,12 @@ from router.responses_protocol import (
     Event,
     FunctionCall,
     IncompleteDetails,
+    InputTokensDetails,
     OutputItemAdded,
     OutputItemDone,
     OutputMessage,
     OutputText,
+    OutputTokensDetails,
     Response,
     ResponseCompleted,
     ResponseCreated,
@@ -135,9 +137,11 @@ class Assembly:
             events.append(self._event(OutputItemDone, output_index=index, item=item))
         response = self.response
         usage = report.usage
-        response.usage = ResponseUsage(input_tokens=usage.prompt_tokens,
-                                       output_tokens=usage.completion_tokens,
-                                       total_tokens=usage.total_tokens)
+        response.usage = ResponseUsage(
+            input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens, input_tokens_details=InputTokensDetails(
+                cached_tokens=usage.cached_tokens, cache_write_tokens=usage.cache_write_tokens),
+            output_tokens_details=OutputTokensDetails(reasoning_tokens=usage.reasoning_tokens))
         response.route = report.route_info()
         if reason:
             response.status = "incomplete"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from core.errors import ProviderError, ServiceError
@@ -78,7 +78,7 @@ class Attempt:
         generated = self.tokens + estimate_tokens("".join(self.uncounted))
         reported = self.error.usage if isinstance(self.error, ProviderError) else None
         if reported is not None:
-            return TokenUsage(reported.prompt_tokens, max(reported.completion_tokens, generated))
+            return replace(reported, completion_tokens=max(reported.completion_tokens, generated))
         if not (generated or self.finished or self.waited_out):
             return TokenUsage()  # refused before generating: providers bill no failed call
         return TokenUsage(self.prompt_estimate, generated)
@@ -143,8 +143,7 @@ def report(attempts: list[Attempt]) -> RunReport:
         final=attempts[-1].route if attempts else None, charges=charges,
         path=tuple(a.describe() for a in attempts),
         served_by=called[-1].route.card if called else None,
-        usage=TokenUsage(sum(c.usage.prompt_tokens for c in charges),
-                         sum(c.usage.completion_tokens for c in charges)),
+        usage=sum((c.usage for c in charges), TokenUsage()),
         first_token_at=min(firsts) if firsts else None, retries=sum(same),
         fallbacks=len(same) - sum(same),
         failures=tuple((a.route, a.error) for a in called if a.error is not None))

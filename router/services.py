@@ -66,7 +66,7 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
         config=config, chat=chat, content=ContentService(chat), responses=ResponsesService(chat),
         completions=CompletionsService(chat),
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,
-                                    front_cache(config.embedder) if embedder else None),
+                                    front_cache(config.embedder) if embedder else None, catalog),
         accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
         readiness=dict(readiness or {}))
 

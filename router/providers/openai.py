@@ -24,10 +24,14 @@ from core.sdk import (
     translate_openai_error,
     upstream_error,
 )
+from router.providers.caching import prompt_cache_key
 from router.sse import decode_json
 
 
-def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
+def to_openai(model: str, params: GenerationParams,
+              cache_min_tokens: int | None = None) -> dict[str, Any]:
+    """With `cache_min_tokens`, a prompt_cache_key derived from a shared prefix that long (or the
+    caller's own key) routes a class's requests to the same prompt cache."""
     request: dict[str, Any] = {
         "model": model, "messages": [_message(m) for m in params.messages],
         "max_completion_tokens": params.max_tokens, "temperature": params.temperature,
@@ -47,6 +51,10 @@ def to_openai(model: str, params: GenerationParams) -> dict[str, Any]:
         request["tool_choice"] = params.tool_choice if params.tool_choice in MODES else {
             "type": "function", "function": {"name": params.tool_choice}}
         request["parallel_tool_calls"] = params.parallel_tool_calls
+    key = params.prompt_cache_key if cache_min_tokens is None \
+        else prompt_cache_key(params, cache_min_tokens)
+    if key is not None:
+        request["prompt_cache_key"] = key
     return request
 
 
@@ -63,6 +71,16 @@ def to_openai_completion(model: str, params: GenerationParams) -> dict[str, Any]
 
 
 MODES = ("auto", "none", "required")
+
+
+def openai_usage(usage: dict[str, Any]) -> TokenUsage:
+    """OpenAI's usage object (Chat Completions and legacy completions, streamed or not): its
+    prompt_tokens include the cached ones, its completion_tokens the reasoning ones."""
+    prompt = usage.get("prompt_tokens_details") or {}
+    completion = usage.get("completion_tokens_details") or {}
+    return TokenUsage(usage["prompt_tokens"], usage["completion_tokens"],
+                      cached_tokens=prompt.get("cached_tokens") or 0,
+                      reasoning_tokens=completion.get("reasoning_tokens") or 0)
 
 
 def _message(message: dict[str, Any]) -> dict[str, Any]:
@@ -90,8 +108,10 @@ def _tool(tool: Tool) -> dict[str, Any]:
 class OpenAIProvider:
     name = "openai"
 
-    def __init__(self, client: openai.AsyncOpenAI, timeout_s: float = 60.0):
+    def __init__(self, client: openai.AsyncOpenAI, timeout_s: float = 60.0,
+                 cache_min_tokens: int | None = None):
         self._client = client
+        self._cache_min_tokens = cache_min_tokens
         self._chat_url = f"{str(client.base_url).rstrip('/')}/chat/completions"
         self._headers = {**client.auth_headers, **{k: v for k, v in client.default_headers.items()
                                                     if isinstance(v, str)}}
@@ -109,7 +129,8 @@ class OpenAIProvider:
     @classmethod
     def from_env(cls, config: HostedProviderConfig, environ: Mapping[str, str]) -> OpenAIProvider | None:
         client = openai_client(config, environ, max_retries=0)  # our retries, not the SDK's
-        return cls(client, config.timeout_s) if client is not None else None
+        return cls(client, config.timeout_s, config.prompt_cache_min_tokens) \
+            if client is not None else None
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -125,7 +146,7 @@ class OpenAIProvider:
     async def _chat(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
         """Chat completions, read as SSE bytes: only the fields the router needs are decoded (the
         SDK would build a pydantic object per chunk, a third of the router's CPU)."""
-        body = json.dumps({**to_openai(model, params), "stream": True,
+        body = json.dumps({**to_openai(model, params, self._cache_min_tokens), "stream": True,
                            "stream_options": {"include_usage": True}}).encode()
         finish_reason: str | None = None
         usage: TokenUsage | None = None  # None: no usage chunk came (the router estimates it)
@@ -136,8 +157,7 @@ class OpenAIProvider:
                                          retry_after=retry_after_seconds(response.headers))
                 async for chunk in decode_json(response.content.iter_any()):
                     if chunk.get("usage"):
-                        usage = TokenUsage(chunk["usage"]["prompt_tokens"],
-                                           chunk["usage"]["completion_tokens"])
+                        usage = openai_usage(chunk["usage"])
                     for choice in chunk.get("choices") or ():
                         delta = choice.get("delta") or {}
                         calls = tuple(_call(c) for c in delta.get("tool_calls") or ())
@@ -167,7 +187,7 @@ class OpenAIProvider:
             async with stream:
                 async for chunk in stream:
                     if chunk.usage is not None:
-                        usage = TokenUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                        usage = openai_usage(chunk.usage.model_dump())
                     for choice in chunk.choices:
                         if choice.text:
                             yield Delta(choice.text, tokens=1)  # a token per chunk

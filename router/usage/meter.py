@@ -140,6 +140,9 @@ class Accounting:
 class Spend:
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     cost_usd: float = 0.0
     hosted_equivalent_usd: float = 0.0
     savings_usd: float = 0.0
@@ -150,6 +153,9 @@ class Spend:
         spent = cost(card, usage)
         self.input_tokens += usage.prompt_tokens
         self.output_tokens += usage.completion_tokens
+        self.cached_input_tokens += usage.cached_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
         self.cost_usd += spent
         if card.provider == "local" and baseline is not None:
             equivalent = cost(baseline, usage)
@@ -334,7 +340,9 @@ class Meter:
             cache_hits=self.embedding.cache_hits if self.embedding else 0,
             latency_ms=round((time.perf_counter() - self.started) * 1000, 3), outcome=outcome,
             status=status, error_type=error_type, fallback_path=json.dumps(path) if len(path) > 1 else None,
-            usage_source="estimated" if spend.estimated else "provider", streamed=self.streamed)
+            usage_source="estimated" if spend.estimated else "provider", streamed=self.streamed,
+            cached_input_tokens=spend.cached_input_tokens,
+            cache_write_tokens=spend.cache_write_tokens, reasoning_tokens=spend.reasoning_tokens)
 
     def _sample(self, record: UsageRecord, error: BaseException | None) -> metrics.RequestSample:
         """The record as a metrics sample, with what only the runs know: time to the first token,

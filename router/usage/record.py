@@ -38,6 +38,11 @@ class UsageRecord:
     fallback_path: str | None  # JSON list of the attempts, when there was more than one
     usage_source: Literal["provider", "estimated"]
     streamed: bool
+    # Of input_tokens (every prompt token, OpenAI's convention): those read from the provider's
+    # prompt cache and those written to it; of output_tokens, the reasoning ones (migration 3).
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def row(self) -> tuple[object, ...]:
         return astuple(self)

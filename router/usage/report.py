@@ -12,7 +12,9 @@ from router.usage.stores import LedgerStore
 
 DIMENSIONS = ("day", "provider", "model", "operation")
 _SUMS = ("COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), "
-         "COALESCE(SUM(cost_usd), 0)")
+         "COALESCE(SUM(cost_usd), 0), COALESCE(SUM(cached_input_tokens), 0), "
+         "COALESCE(SUM(cache_write_tokens), 0), COALESCE(SUM(reasoning_tokens), 0)")
+_WIDTH = 7  # the columns of _SUMS
 
 
 def _where(user_id: str | None, since: date, until: date) -> tuple[str, list[Any]]:
@@ -24,10 +26,13 @@ def _where(user_id: str | None, since: date, until: date) -> tuple[str, list[Any
 
 
 def _totals(row: tuple[Any, ...]) -> dict[str, Any]:
-    requests, tokens_in, tokens_out, cost = row[:4]
+    """Input tokens count every prompt token (OpenAI's convention), the cached ones and the cache
+    writes included; output tokens the reasoning ones."""
+    requests, tokens_in, tokens_out, cost, cached, written, reasoning = row[:_WIDTH]
     return {"requests": int(requests), "input_tokens": int(tokens_in),
             "output_tokens": int(tokens_out), "total_tokens": int(tokens_in) + int(tokens_out),
-            "cost_usd": round(float(cost), 8)}
+            "cached_input_tokens": int(cached), "cache_write_tokens": int(written),
+            "reasoning_tokens": int(reasoning), "cost_usd": round(float(cost), 8)}
 
 
 async def usage_report(store: LedgerStore, user_id: str | None, since: date,
@@ -39,7 +44,8 @@ async def usage_report(store: LedgerStore, user_id: str | None, since: date,
         f"FROM usage_records {where}", params)
     report: dict[str, Any] = {
         "user_id": user_id, "from": since.isoformat(), "to": until.isoformat(),
-        "totals": {**_totals(total), "cache_hits": int(total[4]), "errors": int(total[5])}}
+        "totals": {**_totals(total), "cache_hits": int(total[_WIDTH]),
+                   "errors": int(total[_WIDTH + 1])}}
     for dimension in DIMENSIONS:
         rows = await store.fetch(
             f"SELECT COALESCE({dimension}, 'none') AS k, {_SUMS} FROM usage_records {where} "

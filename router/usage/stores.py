@@ -99,6 +99,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ts DOUBLE PRECISION NOT NULL,
             error TEXT NOT NULL,
             record TEXT NOT NULL)"""]),
+    # Prompt cache reads and writes and reasoning tokens, each priced at its own rate.
+    (3, ["ALTER TABLE usage_records ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0",
+         "ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0",
+         "ALTER TABLE usage_records ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0"]),
 ]
 
 INSERT = (f"INSERT INTO usage_records ({', '.join(COLUMNS)}) VALUES "

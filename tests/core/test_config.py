@@ -140,3 +140,33 @@ def test_shipped_configs_listen_beyond_loopback_only_with_auth(path: Path) -> No
     for application in serve_config["applications"]:
         auth = load_config(application["args"], environ=PRODUCTION_ENV).auth
         check_exposure(auth, host)
+
+
+HAIKU_45 = {"name": "claude-haiku-4-5", "provider": "anthropic", "tier": "small",
+            "context_window": 200_000, "input_per_million": 1.0, "output_per_million": 5.0,
+            "cached_input_per_million": 0.1, "cache_write_per_million": 1.25}
+
+
+def test_catalog_models_join_the_builtins_and_replace_one_of_the_same_name() -> None:
+    cheaper = {**HAIKU_45, "name": "gpt-4o-mini", "provider": "openai", "input_per_million": 0.1}
+    config = AppConfig.model_validate({"auth": {"enabled": False},
+                                       "catalog": {"models": [HAIKU_45, cheaper]}})
+    hosted = {c.name: c for c in config.catalog.hosted()}
+    assert hosted["claude-haiku-4-5"].cache_write_per_million == 1.25
+    assert hosted["gpt-4o-mini"].input_per_million == 0.1  # the operator's price
+    assert "gpt-4o" in hosted  # the other built-ins stay
+    only = AppConfig.model_validate({"auth": {"enabled": False},
+                                     "catalog": {"builtins": False, "models": [HAIKU_45]}})
+    assert [c.name for c in only.catalog.hosted()] == ["claude-haiku-4-5"]
+
+
+@pytest.mark.parametrize(("model", "problem"), [
+    ({**HAIKU_45, "aliases": ["claude-haiku"]}, "claude-haiku more than once"),
+    ({**HAIKU_45, "provider": "local"}, "declare local models in local_models"),
+    ({**HAIKU_45, "input_per_million": -1}, "greater than or equal to 0"),
+    ({**HAIKU_45, "price": 1}, "price"),
+])
+def test_a_bad_catalog_model_fails_at_start_naming_the_problem(model: dict[str, object],
+                                                               problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        AppConfig.model_validate({"auth": {"enabled": False}, "catalog": {"models": [model]}})

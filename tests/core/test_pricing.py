@@ -76,3 +76,41 @@ MEASURED = {
 def test_token_estimate_covers_what_the_local_tokenizer_counts(text: str,
                                                                tokens_per_char: float) -> None:
     assert estimate_tokens(text) >= tokens_per_char * len(text)
+
+
+HAIKU = next(c for c in HOSTED_MODELS if c.name == "claude-3-5-haiku-latest")
+GPT4O = next(c for c in HOSTED_MODELS if c.name == "gpt-4o")
+
+
+def test_openai_cached_prompt_tokens_cost_the_cached_rate_worked_example() -> None:
+    """gpt-4o: 2,000,000 prompt tokens of which 1,500,000 cached, 400,000 completion tokens of
+    which 100,000 reasoning: 500,000 x $2.50 + 1,500,000 x $1.25 + 400,000 x $10 (reasoning is
+    output) = $1.25 + $1.875 + $4.00 = $7.125."""
+    usage = TokenUsage(2_000_000, 400_000, cached_tokens=1_500_000, reasoning_tokens=100_000)
+    assert cost(GPT4O, usage) == 7.125
+
+
+def test_anthropic_cache_reads_and_writes_by_lifetime_worked_example() -> None:
+    """claude-3-5-haiku: a prompt of 100,000 uncached + 300,000 read + 200,000 written for 5
+    minutes + 100,000 written for an hour, 50,000 output: $0.08 + $0.024 + $0.20 + $0.16 + $0.20
+    = $0.664 (input $0.80, hits $0.08, 5m writes $1.00, 1h writes $1.60, output $4.00)."""
+    usage = TokenUsage(700_000, 50_000, cached_tokens=300_000, cache_write_tokens=300_000,
+                       cache_write_1h_tokens=100_000)
+    assert cost(HAIKU, usage) == 0.664
+
+
+def test_without_a_cached_rate_cached_tokens_cost_the_input_rate() -> None:
+    instruct = next(c for c in HOSTED_MODELS if c.name == "gpt-3.5-turbo-instruct")
+    assert cost(instruct, TokenUsage(1_000_000, 0, cached_tokens=600_000)) == 1.5
+
+
+def test_costs_add_up_exactly_in_decimal() -> None:
+    """A million one-token requests cost exactly what one million-token request costs."""
+    one = cost(MINI, TokenUsage(1, 0, cached_tokens=1))
+    assert one == 0.000000075
+    assert cost(MINI, TokenUsage(10**6, 0, cached_tokens=10**6)) == 0.075
+
+
+def test_reservations_price_the_cached_share_only_when_told() -> None:
+    assert estimate(HAIKU, 10_000, 0) == 0.008
+    assert estimate(HAIKU, 10_000, 0, cached_tokens=9_000) == 0.00152  # 1,000 x $0.80 + 9,000 x $0.08

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -21,7 +22,13 @@ from tests.fakes.base import (
     respond,
     sse,
     streaming,
-    words,
+)
+from tests.fakes.caching import (
+    AnthropicCache,
+    AnthropicUse,
+    InvoiceLine,
+    anthropic_minimum,
+    anthropic_segments,
 )
 
 STOP = {"stop": "end_turn", "length": "max_tokens"}
@@ -33,16 +40,43 @@ def _error(status: int) -> dict[str, Any]:
             "error": {"type": kinds.get(status, "api_error"), "message": f"fake failure {status}"}}
 
 
-def _prompt_tokens(body: dict[str, Any]) -> int:
-    system = words(str(body.get("system", "")))
-    return system + sum(words(str(m.get("content", ""))) for m in body.get("messages", []))
+def _usage(use: AnthropicUse, input_tokens: int, output_tokens: int,
+           thinking: int) -> dict[str, Any]:
+    """Anthropic's usage object: input_tokens exclude the cache's reads and writes."""
+    usage: dict[str, Any] = {
+        "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "cache_read_input_tokens": use.read,
+        "cache_creation_input_tokens": use.written_5m + use.written_1h,
+        "cache_creation": {"ephemeral_5m_input_tokens": use.written_5m,
+                           "ephemeral_1h_input_tokens": use.written_1h}}
+    if thinking:
+        usage["output_tokens_details"] = {"thinking_tokens": thinking}
+    return usage
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
     return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n".encode()
 
 
+@dataclass
 class FakeAnthropic(FakeProvider):
+    cache: AnthropicCache = field(default_factory=AnthropicCache)
+
+    def forget_cache(self) -> None:
+        self.cache.entries.clear()
+
+    def _bill(self, body: dict[str, Any], reply: Reply, output_tokens: int) -> dict[str, Any]:
+        """The request's usage, as Anthropic reports it, and its line on the fake's invoice. A
+        scripted prompt_tokens is reported as it is, uncached."""
+        segments = anthropic_segments(body)
+        use = AnthropicUse() if reply.prompt_tokens else self.cache.use(
+            segments, anthropic_minimum(body["model"]))
+        total = reply.prompt_tokens or sum(len(s.tokens) for s in segments)
+        input_tokens = total - use.read - use.written_5m - use.written_1h
+        self.invoice.append(InvoiceLine(body["model"], input_tokens, use.read, use.written_5m,
+                                        use.written_1h, output_tokens, reply.reasoning_tokens))
+        return _usage(use, input_tokens, output_tokens, reply.reasoning_tokens)
+
     def routes(self) -> list[Route]:
         return [Route("/v1/messages", self.messages, methods=["POST"])]
 
@@ -51,8 +85,8 @@ class FakeAnthropic(FakeProvider):
         behaviour = self.next_behaviour()
         fault = behaviour if isinstance(behaviour, Fault) else None
         reply = behaviour if isinstance(behaviour, Reply) else Reply()
-        input_tokens = reply.prompt_tokens or _prompt_tokens(body)
-        output_tokens = reply.completion_tokens or reply.output_words()
+        output_tokens = (reply.completion_tokens or reply.output_words()) + reply.reasoning_tokens
+        usage = self._bill(body, reply, output_tokens)
         message = {"id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant",
                    "model": body["model"], "stop_sequence": None}
         blocks = _blocks(reply, (body.get("tool_choice") or {}).get("name"))
@@ -62,18 +96,18 @@ class FakeAnthropic(FakeProvider):
             events = [
                 _event("message_start", {"message": {
                     **message, "content": [], "stop_reason": None,
-                    "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
+                    "usage": {**usage, "output_tokens": 1}}}),
                 *[frame for index, block in enumerate(blocks) for frame in _streamed(index, block)],
                 _event("message_delta", {"delta": {"stop_reason": stop,
                                                    "stop_sequence": None},
-                                         "usage": {"output_tokens": output_tokens}}),
+                                         "usage": usage}),  # cumulative, as Anthropic sends
                 _event("message_stop", {}),
             ]
             return await respond(fault, _error, lambda: streaming(
                 sse(events, fault, 2, reply.chunk_delay_s)))
         return await respond(fault, _error, lambda: JSONResponse({
             **message, "content": blocks, "stop_reason": stop,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens}}))
+            "usage": usage}))
 
 
 def _blocks(reply: Reply, forced: str | None) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@ and a uvicorn server on a free loopback port in a background thread.
 
 Tests in other processes (the Node client's) script a fake over HTTP: POST /_fake/script with
 `{"behaviours": [{"fault": {"status": 503}}, {"reply": {"text": "..."}}]}` enqueues, GET reads how
-many behaviours are pending and how many requests arrived, DELETE resets."""
+many behaviours are pending, how many requests arrived and the fake's invoice (its own token counts
+per request, tests/fakes/caching.py), DELETE resets."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import uvicorn
@@ -23,6 +24,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.caching import InvoiceLine
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Reply:
     finish_reason: str | None = None  # "stop", or "tool_calls" with calls
     chunk_delay_s: float = 0.0
     usage: bool = True  # False: the body leaves usage out (some gateways do)
+    reasoning_tokens: int = 0  # generated before the answer, counted in its completion tokens
     tool_calls: tuple[Call, ...] = ()
 
     def finish(self) -> str:
@@ -83,6 +87,7 @@ class FakeProvider:
 
     script: deque[Behaviour] = field(default_factory=deque)
     requests: list[Recorded] = field(default_factory=list)
+    invoice: list[InvoiceLine] = field(default_factory=list)  # what the fake bills, per request
     url: str = ""
     fail_rate: float = 0.0  # share of unscripted requests answered with HTTP 503 (benchmarks)
     _rng: random.Random = field(default_factory=lambda: random.Random(7))
@@ -93,8 +98,14 @@ class FakeProvider:
         self.script.extend(behaviours)
 
     def reset(self) -> None:
+        """Forget the script, the requests, the invoice and the prompt cache."""
         self.script.clear()
         self.requests.clear()
+        self.invoice.clear()
+        self.forget_cache()
+
+    def forget_cache(self) -> None:
+        """Subclasses with a prompt cache empty it."""
 
     def next_behaviour(self) -> Behaviour:
         if self.script:
@@ -115,7 +126,8 @@ class FakeProvider:
                     self.enqueue(Fault(**fields))
         elif request.method == "DELETE":
             self.reset()
-        return JSONResponse({"pending": len(self.script), "requests": len(self.requests)})
+        return JSONResponse({"pending": len(self.script), "requests": len(self.requests),
+                             "invoice": [asdict(line) for line in self.invoice]})
 
     async def record(self, request: Request) -> dict[str, Any]:
         body = await request.json()

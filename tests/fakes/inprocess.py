@@ -130,3 +130,8 @@ def start(app_config: AppConfig, hosted: bool = True,
 
 async def _ready() -> None:
     return None
+
+
+# The usage details of an answer that read, wrote and reasoned nothing (OpenAI sends them all).
+NO_CACHE = {"prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0}}

@@ -10,6 +10,7 @@ import json
 import struct
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -27,6 +28,7 @@ from tests.fakes.base import (
     streaming,
     words,
 )
+from tests.fakes.caching import InvoiceLine, OpenAICache
 
 
 def _error(status: int) -> dict[str, Any]:
@@ -44,8 +46,20 @@ def _message(reply: Reply) -> dict[str, Any]:
     return message
 
 
-def _prompt_tokens(body: dict[str, Any]) -> int:
-    return sum(words(str(m.get("content", ""))) for m in body.get("messages", []))
+def _prompt(body: dict[str, Any]) -> list[str]:
+    """The prompt's tokens (words), in order."""
+    return [w for m in body.get("messages", []) for w in str(m.get("content", "")).split()]
+
+
+def _usage(prompt: int, completion: int, cached: int, reasoning: int) -> dict[str, Any]:
+    """OpenAI's usage object: prompt_tokens include the cached ones, completion_tokens the
+    reasoning ones."""
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0,
+                                          "rejected_prediction_tokens": 0}}
 
 
 def fake_vector(text: str, dims: int) -> list[float]:
@@ -56,7 +70,23 @@ def fake_vector(text: str, dims: int) -> list[float]:
     return [v / norm for v in raw]
 
 
+@dataclass
 class FakeOpenAI(FakeProvider):
+    cache: OpenAICache = field(default_factory=OpenAICache)
+
+    def forget_cache(self) -> None:
+        self.cache.entries.clear()
+
+    def _bill(self, body: dict[str, Any], reply: Reply, prompt: list[str],
+              completion: int) -> dict[str, Any]:
+        """The request's usage, as OpenAI reports it, and its line on the fake's invoice. A scripted
+        prompt_tokens is reported as it is, uncached."""
+        cached = 0 if reply.prompt_tokens else self.cache.use(prompt, body.get("prompt_cache_key"))
+        tokens = reply.prompt_tokens or len(prompt)
+        self.invoice.append(InvoiceLine(body["model"], tokens - cached, cache_read=cached,
+                                        output=completion, reasoning=reply.reasoning_tokens))
+        return _usage(tokens, completion, cached, reply.reasoning_tokens)
+
     def routes(self) -> list[Route]:
         return [Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/v1/completions", self.completions, methods=["POST"]),
@@ -67,9 +97,8 @@ class FakeOpenAI(FakeProvider):
         behaviour = self.next_behaviour()
         fault = behaviour if isinstance(behaviour, Fault) else None
         reply = behaviour if isinstance(behaviour, Reply) else Reply()
-        usage = {"prompt_tokens": reply.prompt_tokens or _prompt_tokens(body),
-                 "completion_tokens": reply.completion_tokens or reply.output_words()}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        completion = (reply.completion_tokens or reply.output_words()) + reply.reasoning_tokens
+        usage = self._bill(body, reply, _prompt(body), completion)
         if body.get("stream"):
             return await respond(fault, _error, lambda: streaming(
                 sse(self._events(body, reply, usage), fault, 1, reply.chunk_delay_s)))
@@ -80,7 +109,7 @@ class FakeOpenAI(FakeProvider):
                          "message": _message(reply)}],
             "usage": usage}))
 
-    def _events(self, body: dict[str, Any], reply: Reply, usage: dict[str, int]) -> list[bytes]:
+    def _events(self, body: dict[str, Any], reply: Reply, usage: dict[str, Any]) -> list[bytes]:
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": body["model"]}
 
@@ -109,9 +138,8 @@ class FakeOpenAI(FakeProvider):
         behaviour = self.next_behaviour()
         fault = behaviour if isinstance(behaviour, Fault) else None
         reply = behaviour if isinstance(behaviour, Reply) else Reply()
-        usage = {"prompt_tokens": reply.prompt_tokens or words(str(body["prompt"])),
-                 "completion_tokens": reply.completion_tokens or words(reply.text)}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        usage = self._bill(body, reply, str(body["prompt"]).split(),
+                           reply.completion_tokens or words(reply.text))
         base = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
                 "created": int(time.time()), "model": body["model"]}
 

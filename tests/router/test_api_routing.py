@@ -13,6 +13,7 @@ from core.pricing import cost
 from models.catalog import HOSTED_MODELS
 from tests.conftest import ANTHROPIC_KEY, AUTH, OPENAI_KEY
 from tests.fakes import Reply
+from tests.fakes.inprocess import NO_CACHE
 
 CARDS = {c.name: c for c in HOSTED_MODELS}
 ASK = [{"role": "system", "content": "You are a patient tutor."},
@@ -69,7 +70,8 @@ def test_usage_and_cost_match_the_provider_exactly(serve_url, fake_openai, fake_
     fake.enqueue(Reply(text="A fraction is a part of a whole.", prompt_tokens=1234,
                        completion_tokens=56))
     body = chat(serve_url, model=model).json()
-    assert body["usage"] == {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290}
+    assert body["usage"] == {"prompt_tokens": 1234, "completion_tokens": 56, "total_tokens": 1290,
+                             **NO_CACHE}
     assert body["route"]["cost_usd"] == cost(CARDS[model], TokenUsage(1234, 56))
     assert body["choices"][0]["message"]["content"] == "A fraction is a part of a whole."
 
@@ -86,7 +88,8 @@ def test_streamed_usage_and_cost_match_the_provider_exactly(serve_url, fake_open
     finish = next(e for e in events if e["choices"] and e["choices"][0].get("finish_reason"))
     assert finish["choices"][0]["finish_reason"] == "stop"
     assert finish["route"]["cost_usd"] == cost(CARDS[model], TokenUsage(777, 9))
-    assert events[-1]["usage"] == {"prompt_tokens": 777, "completion_tokens": 9, "total_tokens": 786}
+    assert events[-1]["usage"] == {"prompt_tokens": 777, "completion_tokens": 9, "total_tokens": 786,
+                                   **NO_CACHE}
 
 
 def test_anthropic_receives_a_faithful_translation(serve_url, fake_anthropic) -> None:

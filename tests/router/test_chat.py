@@ -7,7 +7,7 @@ import json
 import time
 
 from core.errors import ProviderError
-from tests.fakes.inprocess import InProcess, config, start
+from tests.fakes.inprocess import NO_CACHE, InProcess, config, start
 from tests.fakes.scripted import Cut, Hang, Say
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -28,7 +28,7 @@ async def test_a_named_hosted_model_answers_in_openai_shape(api: InProcess) -> N
     assert body["object"] == "chat.completion" and body["model"] == "gpt-4o-mini"
     assert body["choices"][0]["message"] == {"role": "assistant", "refusal": None,
                                              "content": "Photosynthesis makes sugar."}
-    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5, **NO_CACHE}
     assert body["route"]["reason"] == "requested model"
     assert body["route"]["cost_usd"] == round((2 * 0.15 + 3 * 0.60) / 1e6, 10)
 

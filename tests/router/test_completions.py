@@ -11,7 +11,7 @@ import pytest
 
 from core.errors import ProviderError
 from core.generation import RawPromptTooLong
-from tests.fakes.inprocess import InProcess, config, start
+from tests.fakes.inprocess import NO_CACHE, InProcess, config, start
 from tests.fakes.scripted import Cut, Say
 from tests.openai_schemas import check, validator
 
@@ -54,7 +54,7 @@ async def test_an_openai_completion_model_answers_a_text_completion(api: InProce
     assert body["id"].startswith("cmpl-") and body["object"] == "text_completion"
     assert body["choices"] == [{"index": 0, "text": "upon a time", "logprobs": None,
                                 "finish_reason": "stop"}]
-    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}
+    assert body["usage"] == {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4, **NO_CACHE}
     assert body["route"]["cost_usd"] == round((1 * 1.50 + 3 * 2.00) / 1e6, 10)
     (model, params), = api.openai.calls
     assert (model, params.prompt, params.messages) == (INSTRUCT, "Once", [])

@@ -129,3 +129,20 @@ async def test_the_embedders_breakers_are_visible_and_reset_with_the_routers(
     assert reset.json() == {"status": "reset", "embedder": "reset"}
     assert await embedder_breaker(with_openai) is None  # closed and forgotten
     assert (await embed(with_openai, ["cells"])).status_code == 200
+
+
+async def test_openai_embeddings_are_priced_from_the_configured_catalogue(
+        tmp_path, fake_openai) -> None:
+    repriced = {"name": SMALL, "provider": "openai", "tier": "small", "kind": "embedding",
+                "context_window": 8191, "input_per_million": 1000.0, "output_per_million": 0.0}
+    running = start(config(tmp_path, catalog={"models": [repriced]}, router={
+        "providers": {"openai": {"base_url": f"{fake_openai.url}/v1"}}}))
+    try:
+        response = await running.post("/api/v1/ai/embeddings", {"texts": ["two words"],
+                                                                 "model": SMALL,
+                                                                 "user_id": "priced"})
+        assert response.status_code == 200, response.text
+        (record,) = await running.records("priced")
+        assert record["cost_usd"] == 0.002  # 2 tokens at the operator's $1000 per million
+    finally:
+        await running.close()

@@ -71,7 +71,9 @@ export interface FallbackEvent {
 }
 
 export interface Usage {
+  /** Every prompt token, those read from or written to the provider's prompt cache included. */
   prompt_tokens: number;
+  /** Reasoning tokens included. */
   completion_tokens: number;
   total_tokens: number;
 }
@@ -157,9 +159,15 @@ export interface EmbeddingsResult {
 
 export interface Totals {
   requests: number;
+  /** Every prompt token (OpenAI's convention): the cached and cache-written ones included. */
   input_tokens: number;
   output_tokens: number;
   total_tokens: number;
+  /** Of input_tokens: read from the provider's prompt cache, written to it. */
+  cached_input_tokens: number;
+  cache_write_tokens: number;
+  /** Of output_tokens: reasoning. */
+  reasoning_tokens: number;
   cost_usd: number;
 }
 

@@ -19,7 +19,8 @@ FALLBACK = '["anthropic/claude-3-5-haiku", "openai/gpt-4o-mini"]'
 
 HOSTED = usage_record(request_id="a", ts=MARCH_1 + HOUR, day="2026-03-01", provider="openai",
                       model="gpt-4o-mini", input_tokens=100, output_tokens=50, cost_usd=0.01,
-                      fallback_path=FALLBACK, streamed=True)
+                      fallback_path=FALLBACK, streamed=True, cached_input_tokens=60,
+                      cache_write_tokens=5, reasoning_tokens=20)
 LOCAL_CHAT = usage_record(request_id="b", ts=MARCH_1 + 2 * HOUR, day="2026-03-01", provider="local",
                           model="smollm2-135m", input_tokens=200, output_tokens=100, cost_usd=0.0005,
                           hosted_equivalent_usd=0.004, savings_usd=0.0035)
@@ -42,9 +43,11 @@ FEBRUARY = usage_record(request_id="g", ts=MARCH_1 - HOUR, day="2026-02-28", use
 RECORDS = [HOSTED, LOCAL_CHAT, FAILED, LOCAL_EMBED, OTHER_USER, APRIL, FEBRUARY]
 
 
-def sums(requests: int, input_tokens: int, output_tokens: int, cost_usd: float) -> dict[str, float]:
+def sums(requests: int, input_tokens: int, output_tokens: int, cost_usd: float,
+         cached: int = 0, written: int = 0, reasoning: int = 0) -> dict[str, float]:
     return {"requests": requests, "input_tokens": input_tokens, "output_tokens": output_tokens,
-            "total_tokens": input_tokens + output_tokens, "cost_usd": cost_usd}
+            "total_tokens": input_tokens + output_tokens, "cached_input_tokens": cached,
+            "cache_write_tokens": written, "reasoning_tokens": reasoning, "cost_usd": cost_usd}
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -61,23 +64,24 @@ async def march(store: LedgerStore, user_id: str | None) -> dict:
 async def test_totals_count_every_request_of_the_window(store: LedgerStore) -> None:
     report = await march(store, None)
     assert (report["user_id"], report["from"], report["to"]) == (None, "2026-03-01", "2026-03-31")
-    assert report["totals"] == {**sums(5, 1340, 650, 0.0605), "cache_hits": 3, "errors": 1}
+    assert report["totals"] == {**sums(5, 1340, 650, 0.0605, 60, 5, 20), "cache_hits": 3, "errors": 1}
 
 
 async def test_spend_is_grouped_by_day_provider_model_and_operation(store: LedgerStore) -> None:
     report = await march(store, None)
-    assert report["by_day"] == [{"day": "2026-03-01", **sums(2, 300, 150, 0.0105)},
+    assert report["by_day"] == [{"day": "2026-03-01", **sums(2, 300, 150, 0.0105, 60, 5, 20)},
                                 {"day": "2026-03-02", **sums(3, 1040, 500, 0.05)}]
     assert report["by_provider"] == [{"provider": "anthropic", **sums(1, 1000, 500, 0.05)},
                                      {"provider": "local", **sums(2, 230, 100, 0.0005)},
                                      {"provider": "none", **sums(1, 10, 0, 0.0)},
-                                     {"provider": "openai", **sums(1, 100, 50, 0.01)}]
+                                     {"provider": "openai", **sums(1, 100, 50, 0.01, 60, 5, 20)}]
     assert report["by_model"] == [{"model": "bge-small", **sums(1, 30, 0, 0.0)},
                                   {"model": "claude-3-5-haiku", **sums(1, 1000, 500, 0.05)},
-                                  {"model": "gpt-4o-mini", **sums(1, 100, 50, 0.01)},
+                                  {"model": "gpt-4o-mini", **sums(1, 100, 50, 0.01, 60, 5, 20)},
                                   {"model": "none", **sums(1, 10, 0, 0.0)},
                                   {"model": "smollm2-135m", **sums(1, 200, 100, 0.0005)}]
-    assert report["by_operation"] == [{"operation": "chat.completions", **sums(2, 300, 150, 0.0105)},
+    assert report["by_operation"] == [{"operation": "chat.completions",
+                                       **sums(2, 300, 150, 0.0105, 60, 5, 20)},
                                       {"operation": "embeddings", **sums(2, 40, 0, 0.0)},
                                       {"operation": "generate-content", **sums(1, 1000, 500, 0.05)}]
 
@@ -93,7 +97,7 @@ async def test_savings_compare_local_requests_with_the_cheapest_hosted_model(sto
 async def test_a_users_report_counts_only_their_requests(store: LedgerStore) -> None:
     report = await march(store, "u1")
     assert report["user_id"] == "u1"
-    assert report["totals"] == {**sums(4, 340, 150, 0.0105), "cache_hits": 3, "errors": 1}
+    assert report["totals"] == {**sums(4, 340, 150, 0.0105, 60, 5, 20), "cache_hits": 3, "errors": 1}
     assert [p["provider"] for p in report["by_provider"]] == ["local", "none", "openai"]
     other = await march(store, "u2")
     assert other["totals"] == {**sums(1, 1000, 500, 0.05), "cache_hits": 0, "errors": 0}

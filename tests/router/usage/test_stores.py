@@ -20,6 +20,8 @@ from router.usage.stores import (
 )
 from tests.router.usage.conftest import Database, usage_record
 
+V2_COLUMNS = COLUMNS[:COLUMNS.index("cached_input_tokens")]  # before migration 3
+
 
 async def versions(db: Database) -> list[tuple[int, ...]]:
     return [tuple(r) for r in await db.open().fetch("SELECT version FROM schema_migrations", [])]
@@ -30,14 +32,14 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await store.migrate()
     await store.insert([usage_record(id="kept").row()])
     await store.migrate()
-    assert await versions(database) == [(1,), (2,)]
+    assert await versions(database) == [(1,), (2,), (3,)]
     assert await store.fetch("SELECT id FROM usage_records", []) == [("kept",)]
 
 
 async def test_replicas_migrating_together_apply_each_migration_once(database: Database) -> None:
     stores = [database.open() for _ in range(3)]
     await asyncio.gather(*(s.migrate() for s in stores))
-    assert await versions(database) == [(1,), (2,)]
+    assert await versions(database) == [(1,), (2,), (3,)]
     await asyncio.gather(*(s.insert([usage_record().row()]) for s in stores))
     assert await stores[0].fetch("SELECT COUNT(*) FROM usage_records", []) == [(3,)]
 
@@ -124,14 +126,38 @@ async def test_records_of_the_first_schema_keep_their_request_id_and_gain_a_key(
         await store.fetch(statement, [])
     await store.fetch("INSERT INTO schema_migrations VALUES (1, 0)", [])
     old = usage_record(request_id="client-7")
-    await store.fetch(f"INSERT INTO usage_records VALUES ({', '.join('?' for _ in COLUMNS[2:])})",
-                      list(old.row()[1:2] + old.row()[3:]))
+    v1_values = old.row()[1:2] + old.row()[3:len(V2_COLUMNS)]
+    await store.fetch(f"INSERT INTO usage_records VALUES ({', '.join('?' for _ in v1_values)})",
+                      list(v1_values))
     await store.migrate()
     (row,) = await store.fetch(f"SELECT {', '.join(COLUMNS)} FROM usage_records", [])
     migrated = dict(zip(COLUMNS, row, strict=True))
     assert (migrated["id"], migrated["request_id"], migrated["idempotency_key"]) == (
         "client-7", "client-7", None)
     assert migrated["cost_usd"] == old.cost_usd and migrated["user_id"] == old.user_id
+
+
+async def test_records_of_the_second_schema_count_no_cached_or_reasoning_tokens(
+        database: Database) -> None:
+    store = database.open()
+    await store.fetch(_MIGRATIONS_TABLE, [])
+    for version, statements in MIGRATIONS[:2]:
+        for statement in statements:
+            await store.fetch(statement, [])
+        await store.fetch("INSERT INTO schema_migrations VALUES (?, 0)", [version])
+    old = usage_record(request_id="before-3")
+    await store.fetch(f"INSERT INTO usage_records ({', '.join(V2_COLUMNS)}) VALUES "
+                      f"({', '.join('?' for _ in V2_COLUMNS)})", list(old.row()[:len(V2_COLUMNS)]))
+    await store.migrate()
+    (row,) = await store.fetch(f"SELECT {', '.join(COLUMNS)} FROM usage_records", [])
+    migrated = dict(zip(COLUMNS, row, strict=True))
+    assert (migrated["cached_input_tokens"], migrated["cache_write_tokens"],
+            migrated["reasoning_tokens"]) == (0, 0, 0)
+    assert migrated["input_tokens"] == old.input_tokens and migrated["request_id"] == "before-3"
+    await store.insert([usage_record(cached_input_tokens=7, cache_write_tokens=3,
+                                     reasoning_tokens=2).row()])
+    assert await store.fetch("SELECT SUM(cached_input_tokens), SUM(cache_write_tokens), "
+                             "SUM(reasoning_tokens) FROM usage_records", []) == [(7, 3, 2)]
 
 
 async def test_rows_the_database_cannot_store_are_rejected_as_such(database: Database) -> None:
