@@ -9,18 +9,20 @@ from typing import Any
 import anthropic
 
 from core.config import HostedProviderConfig
-from core.errors import ProviderError, ServiceError
+from core.errors import InvalidRequest, ProviderError, ServiceError
 from core.generation import Delta, GenerationParams, TokenUsage, ToolCallDelta
 from core.sdk import translate_sdk_error
 
 TOOL = "emit_answer"
+MAX_TEMPERATURE = 1.0  # Anthropic's range is 0-1 (OpenAI's 0-2)
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
                 "tool_use": "tool_calls", "refusal": "content_filter", "pause_turn": "stop"}
 
 
 def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
     """System messages become `system`; consecutive same-role turns merge (Anthropic alternates);
-    tool calls become `tool_use` blocks and their results `tool_result` blocks of a user turn."""
+    tool calls become `tool_use` blocks and their results `tool_result` blocks of a user turn.
+    What cannot be translated is the caller's error (InvalidRequest), raised before any call."""
     system = [m["content"] for m in params.messages if m["role"] == "system"]
     if params.json_schema == {}:  # any JSON object: Anthropic has no JSON mode without a schema
         system.append("Respond with one JSON object only, no prose.")
@@ -33,9 +35,9 @@ def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
             turns[-1]["content"] = _merged(turns[-1]["content"], _blocks(message))
         else:
             turns.append({"role": role, "content": _blocks(message)})
-    # No temperature/top_p: the current Messages API (SDK 2.x) no longer takes sampling parameters.
     request: dict[str, Any] = {"model": model, "max_tokens": params.max_tokens, "messages": [
-        {"role": t["role"], "content": _compact(t["content"])} for t in turns]}
+        {"role": t["role"], "content": _compact(t["content"])} for t in turns],
+        "extra_body": _sampling(params)}
     if system:
         request["system"] = "\n\n".join(system)
     if params.stop:
@@ -52,6 +54,29 @@ def to_anthropic(model: str, params: GenerationParams) -> dict[str, Any]:
     return request
 
 
+def _sampling(params: GenerationParams) -> dict[str, float]:
+    """temperature, and top_p unless 1 (no cut). SDK 2.x has no arguments for them, so they go in
+    the body as the Messages API of the Claude 3.5 models takes them."""
+    if params.temperature > MAX_TEMPERATURE:
+        raise InvalidRequest(f"temperature: Anthropic models take 0 to {MAX_TEMPERATURE}; send "
+                             f"at most {MAX_TEMPERATURE} or pick another model",
+                             param="temperature")
+    return {"temperature": params.temperature,
+            **({"top_p": params.top_p} if params.top_p < 1 else {})}
+
+
+def _arguments(call: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments as tool_use `input`: a JSON object (the router checks it; this keeps
+    any other path from making our translation look like Anthropic's failure)."""
+    try:
+        arguments = json.loads(call["function"]["arguments"])
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise InvalidRequest(f"the arguments of tool call {call['id']!r} must be a JSON object")
+    return arguments
+
+
 def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     if message["role"] == "tool":
         return [{"type": "tool_result", "tool_use_id": message["tool_call_id"],
@@ -59,7 +84,7 @@ def _blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     text = [{"type": "text", "text": message["content"]}]
     calls = message.get("tool_calls") or []
     uses = [{"type": "tool_use", "id": c["id"], "name": c["function"]["name"],
-             "input": json.loads(c["function"]["arguments"])} for c in calls]
+             "input": _arguments(c)} for c in calls]
     return [*(text if message["content"] or not uses else []), *uses]
 
 
@@ -109,8 +134,9 @@ class AnthropicProvider:
     async def stream(self, model: str, params: GenerationParams) -> AsyncGenerator[Delta, None]:
         prompt_tokens, completion_tokens, stop_reason, stopped = 0, 0, None, False
         calls, answer = _ToolUses(), bool(params.json_schema)
+        request = to_anthropic(model, params)  # outside the try: our translation is no outage
         try:
-            stream = await self._client.messages.create(**to_anthropic(model, params), stream=True)
+            stream = await self._client.messages.create(**request, stream=True)
             async with stream:
                 async for event in stream:
                     if event.type == "message_start":
