@@ -96,6 +96,7 @@ class VLLMSettings(ConfigModel):
     # Without them the model calls tools only when a call is required, under guided decoding.
     tool_call_parser: str | None = Field(None, min_length=1)
     enable_auto_tool_choice: bool = False
+    repetition_penalty: float = Field(1.1, gt=0)  # vLLM's: 1 is none; as llama_cpp.repeat_penalty
 
     @model_validator(mode="after")
     def _auto_needs_a_parser(self) -> VLLMSettings:
@@ -339,6 +340,15 @@ class AppConfig(ConfigModel):
         if dupes:
             raise ValueError(f"local_models lists {', '.join(dupes)} more than once (an alias "
                              "names the same model): list each model once")
+        return self
+
+    @model_validator(mode="after")
+    def _holds_outlast_requests(self) -> AppConfig:
+        longest = self.router.request_timeout_s + self.router.max_stream_s
+        if self.budgets.hold_ttl_s < longest:
+            raise ValueError(f"budgets.hold_ttl_s ({self.budgets.hold_ttl_s:g} s) must be at least "
+                             f"router.request_timeout_s + router.max_stream_s ({longest:g} s): a "
+                             "hold that expires while its request runs leaves the spend uncounted")
         return self
 
     def gpus_needed(self) -> float:
