@@ -10,6 +10,8 @@ them (negative cases are left alone). Loaded by the CLI through SCHEMATHESIS_HOO
 - A `tool_choice` naming a function names one of the request's tools; `required` needs tools.
 - A Responses `function_call_output` item follows the `function_call` item with its `call_id`,
   and a `function_call` item's `arguments` are a JSON object as text.
+- A `seed` is within int64 (the document states the bounds; a generator comparing as floats
+  crosses them by one).
 - A tool's `parameters` are a schema of type object; callable tools exclude a JSON answer format.
 - Tool names are unique. Chat conversations with tool turns (calls and their results, whose
   pairing rules the document states in words) are left to tests/router/test_tools.py."""
@@ -126,7 +128,13 @@ def _tools_as_chat_takes_them(case: Any) -> bool:
     return not (tools and json_format and body.get("tool_choice") != "none")
 
 
-RULES = (_tool_names_unique, _arguments_are_objects, _tools_as_chat_takes_them,
+def _seed_in_int64(case: Any) -> bool:
+    body = case.body if isinstance(case.body, dict) else {}
+    seed = body.get("seed")
+    return not isinstance(seed, int) or -(2**63) <= seed < 2**63
+
+
+RULES = (_seed_in_int64, _tool_names_unique, _arguments_are_objects, _tools_as_chat_takes_them,
          _no_tool_turns, _outputs_answer_calls, _dates_in_order,
          _dimensions_where_supported, _schema_supported, _tool_choice_names_a_tool)
 
