@@ -17,6 +17,7 @@ from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService, front_cache
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from router.readiness import HealthCheck, Readiness
 from router.responses import ResponsesService
 from router.sharedstate import SharedState
 from router.ttft import FirstTokenLimits, learned_limits
@@ -29,9 +30,6 @@ from router.usage.stores import open_store
 
 log = logging.getLogger("ray.serve")
 
-HealthCheck = Callable[[], Awaitable[None]]
-
-
 @dataclass
 class Services:
     config: AppConfig
@@ -43,7 +41,7 @@ class Services:
     accounting: Accounting
     breakers: Breakers
     first_token: FirstTokenLimits
-    readiness: dict[str, HealthCheck] = field(default_factory=dict)  # name -> raises if not ready
+    readiness: Readiness = field(default_factory=lambda: Readiness({}))
 
     async def close(self) -> None:
         """Settle what is in flight, write what the ledger still buffers and release connections
@@ -68,7 +66,7 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,
                                     front_cache(config.embedder) if embedder else None),
         accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
-        readiness=dict(readiness or {}))
+        readiness=Readiness(dict(readiness or {})))
 
 
 def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
