@@ -245,14 +245,22 @@ KeyRole = Literal["service", "admin"]
 
 class ApiKeyConfig(ConfigModel):
     """A calling service's key, stored only as the SHA-256 of the key (python -m router.auth new-key).
-    A `service` key calls the AI API and reads usage one user at a time; an `admin` key can also
-    read every user's usage and reset breakers (the operator routes)."""
+    A `service` key calls the AI API and reads usage one user at a time, of its tenant's users; an
+    `admin` key can also read every user's usage, across tenants, and reset breakers (the operator
+    routes). User ids belong to the key's tenant: the key itself unless `tenant` names one that
+    other keys share (two apps of one platform, one set of learners)."""
 
-    id: str = Field(min_length=1, max_length=64)  # names the caller in the ledger and rate limits
+    id: str = Field(min_length=1, max_length=64,  # names the caller in the ledger and rate limits
+                    pattern=r"^[^\x00-\x1f]+$")
+    tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     role: KeyRole = "service"
     requests_per_minute: PositiveInt | None = None  # None: rate_limits.key_requests_per_minute
     tokens_per_minute: PositiveInt | None = None
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant or self.id
 
 
 class AuthConfig(ConfigModel):
@@ -269,6 +277,10 @@ class AuthConfig(ConfigModel):
         if len(set(ids)) != len(ids):
             raise ValueError("api_keys ids must be unique")
         return self
+
+    def keys_of(self, tenant: str) -> list[str]:
+        """The ids of the keys whose users are `tenant`'s."""
+        return [key.id for key in self.api_keys if key.tenant_id == tenant]
 
 
 class RateLimitConfig(ConfigModel):
@@ -293,8 +305,9 @@ class BudgetConfig(ConfigModel):
 
 
 class BudgetsConfig(ConfigModel):
-    """Per-user spend limits. `default` applies to every identified user; requests without a user
-    id are limited only by an entry named `anonymous` in `users`."""
+    """Per-user spend limits, counted per tenant (a user id belongs to its key's tenant). `default`
+    applies to every identified user; requests without a user id are limited only by an entry
+    named `anonymous` in `users` (with counters of their own, apart from a user of that name)."""
 
     default: BudgetConfig = Field(default_factory=BudgetConfig)
     users: dict[str, BudgetConfig] = Field(default_factory=dict)

@@ -82,13 +82,18 @@ def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
         limiter = RateLimiter(config.rate_limits, RedisBuckets(state))
         return Accounting(ledger, budgets, limiter, catalog, state)
     budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
-                      seed=_ledger_spend(ledger) if ledger else None)
+                      seed=_ledger_spend(ledger, config) if ledger else None)
     return Accounting(ledger, budgets, RateLimiter(config.rate_limits, MemoryBuckets()), catalog)
 
 
-def _ledger_spend(ledger: Ledger) -> Callable[[str], Awaitable[list[SpendRow]]]:
+def _ledger_spend(ledger: Ledger,
+                  config: AppConfig) -> Callable[[str], Awaitable[list[SpendRow]]]:
+    """The ledger's spend per tenant, user and day ("" in the ledger: no user)."""
+    tenants = {key.id: key.tenant_id for key in config.auth.api_keys}
+
     async def spend(since: str) -> list[SpendRow]:
-        return await ledger.read(lambda store: spend_by_user_day(store, since))
+        rows = await ledger.read(lambda store: spend_by_user_day(store, since))
+        return [(tenants.get(key, key), user or None, day, usd) for key, user, day, usd in rows]
     return spend
 
 
