@@ -103,6 +103,7 @@ class VLLMSettings(ConfigModel):
     # Without them the model calls tools only when a call is required, under guided decoding.
     tool_call_parser: str | None = Field(None, min_length=1)
     enable_auto_tool_choice: bool = False
+    repetition_penalty: float = Field(1.1, gt=0)  # vLLM's: 1 is none; as llama_cpp.repeat_penalty
 
     @model_validator(mode="after")
     def _auto_needs_a_parser(self) -> VLLMSettings:
@@ -272,14 +273,22 @@ KeyRole = Literal["service", "admin"]
 
 class ApiKeyConfig(ConfigModel):
     """A calling service's key, stored only as the SHA-256 of the key (python -m router.auth new-key).
-    A `service` key calls the AI API and reads usage one user at a time; an `admin` key can also
-    read every user's usage and reset breakers (the operator routes)."""
+    A `service` key calls the AI API and reads usage one user at a time, of its tenant's users; an
+    `admin` key can also read every user's usage, across tenants, and reset breakers (the operator
+    routes). User ids belong to the key's tenant: the key itself unless `tenant` names one that
+    other keys share (two apps of one platform, one set of learners)."""
 
-    id: str = Field(min_length=1, max_length=64)  # names the caller in the ledger and rate limits
+    id: str = Field(min_length=1, max_length=64,  # names the caller in the ledger and rate limits
+                    pattern=r"^[^\x00-\x1f]+$")
+    tenant: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     role: KeyRole = "service"
     requests_per_minute: PositiveInt | None = None  # None: rate_limits.key_requests_per_minute
     tokens_per_minute: PositiveInt | None = None
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant or self.id
 
 
 class AuthConfig(ConfigModel):
@@ -296,6 +305,10 @@ class AuthConfig(ConfigModel):
         if len(set(ids)) != len(ids):
             raise ValueError("api_keys ids must be unique")
         return self
+
+    def keys_of(self, tenant: str) -> list[str]:
+        """The ids of the keys whose users are `tenant`'s."""
+        return [key.id for key in self.api_keys if key.tenant_id == tenant]
 
 
 class RateLimitConfig(ConfigModel):
@@ -320,8 +333,9 @@ class BudgetConfig(ConfigModel):
 
 
 class BudgetsConfig(ConfigModel):
-    """Per-user spend limits. `default` applies to every identified user; requests without a user
-    id are limited only by an entry named `anonymous` in `users`."""
+    """Per-user spend limits, counted per tenant (a user id belongs to its key's tenant). `default`
+    applies to every identified user; requests without a user id are limited only by an entry
+    named `anonymous` in `users` (with counters of their own, apart from a user of that name)."""
 
     default: BudgetConfig = Field(default_factory=BudgetConfig)
     users: dict[str, BudgetConfig] = Field(default_factory=dict)
@@ -399,6 +413,15 @@ class AppConfig(ConfigModel):
         if dupes:
             raise ValueError(f"local_models lists {', '.join(dupes)} more than once (an alias "
                              "names the same model): list each model once")
+        return self
+
+    @model_validator(mode="after")
+    def _holds_outlast_requests(self) -> AppConfig:
+        longest = self.router.request_timeout_s + self.router.max_stream_s
+        if self.budgets.hold_ttl_s < longest:
+            raise ValueError(f"budgets.hold_ttl_s ({self.budgets.hold_ttl_s:g} s) must be at least "
+                             f"router.request_timeout_s + router.max_stream_s ({longest:g} s): a "
+                             "hold that expires while its request runs leaves the spend uncounted")
         return self
 
     def gpus_needed(self) -> float:

@@ -327,3 +327,16 @@ def rewrite_subschemas(schema: dict[str, Any], rewrite: Callable[[dict[str, Any]
         elif keyword in _BRANCHES and isinstance(value, list):
             node[keyword] = [rewrite_subschemas(v, rewrite) for v in value]
     return rewrite(node)
+
+
+def without_patterns(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` without `pattern`s: grammar engines cannot bound what an ambiguous one costs per
+    token (`^(a?){200}a{200}$`), so a grammar leaves them out and the output is checked after."""
+    return rewrite_subschemas(schema, lambda node: {k: v for k, v in node.items() if k != "pattern"})
+
+
+def grammar_safe(schema: dict[str, Any], max_length: int) -> dict[str, Any]:
+    """A checked schema a grammar engine can enforce at a bounded cost: no patterns, and no
+    `maxLength` above `max_length` (a grammar repeats a character rule that many times)."""
+    return rewrite_subschemas(without_patterns(schema), lambda node: node if node.get(
+        "maxLength", 0) <= max_length else {k: v for k, v in node.items() if k != "maxLength"})

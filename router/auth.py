@@ -74,7 +74,8 @@ def presented_key(scope: Scope) -> str | None:
 
 
 class ApiKeyAuth:
-    """Pure ASGI middleware: 401 in the error shape before anything else runs."""
+    """Pure ASGI middleware: 401 in the error shape before anything else runs. Every scope but
+    lifespan needs a key (a websocket without one is closed with 1008)."""
 
     def __init__(self, app: ASGIApp, config: AuthConfig):
         self.app = app
@@ -82,13 +83,16 @@ class ApiKeyAuth:
         self.keys = KeyRing(config.api_keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":  # startup and shutdown: no request
             await self.app(scope, receive, send)
             return
         key = DEV_KEY
         if self.enabled and _path(scope) not in OPEN_PATHS:
             presented = presented_key(scope)
             found = self.keys.identify(presented) if presented else None
+            if found is None and scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
+                return
             if found is None:
                 await self._reject(presented is None)(scope, receive, send)
                 return

@@ -11,7 +11,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from core.ids import new_id
 from models.catalog import ProviderName
 from router.params import Fixed, fixed_schema
-from router.protocol import MAX_TOKENS, CompletionUsage, Identifier, StreamOptions, Wire, _now
+from router.protocol import (
+    MAX_TOKENS,
+    CompletionUsage,
+    Identifier,
+    Seed,
+    StreamOptions,
+    Wire,
+    _now,
+)
 
 FIXED: Fixed = {
     "echo": ((None, False), "only false: the prompt is not repeated in the answer"),
@@ -35,7 +43,7 @@ class CompletionRequest(Wire):
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Identifier | None = None  # the end user: budgets, limits

@@ -150,7 +150,7 @@ class EmbeddingService:
             return None
         hold = await meter.hold(usd)
         if hold is None:
-            raise BudgetExceeded(f"the spending budget of user {meter.user!r} cannot cover this "
+            raise BudgetExceeded(f"the spending budget of {meter.whose()} cannot cover this "
                                  f"request (estimated ${usd:.6f}); use the local embedding model")
         return hold
 

@@ -17,7 +17,8 @@ from router.api import build_api
 from router.auth import check_exposure
 from router.embeddings import HandleEmbedder
 from router.providers import build_providers
-from router.services import HealthCheck, Services, build_services
+from router.readiness import HealthCheck
+from router.services import Services, build_services
 
 log = logging.getLogger("ray.serve")
 

@@ -285,6 +285,9 @@ class ResponseFormat(Wire):
     json_schema: JsonSchemaFormat | None = None
 
 
+# A seed as engines take it (torch and vLLM: a 64-bit integer), as OpenAI bounds it.
+Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+
 # The default router.max_tokens_limit; a deployment may allow more.
 MAX_TOKENS: JsonDict = {"maximum": 4096,
                         "description": "at most router.max_tokens_limit (4096 by default)"}
@@ -302,7 +305,7 @@ class ChatCompletionRequest(OpenAIHints):
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None

@@ -165,9 +165,9 @@ class RateLimiter:
         c = self._config
         pairs = [(f"key:{key.id}:{kind}", (key.requests_per_minute or c.key_requests_per_minute)
                   if kind == "req" else (key.tokens_per_minute or c.key_tokens_per_minute))]
-        if user is not None:
-            pairs.append((f"user:{user}:{kind}", c.user_requests_per_minute if kind == "req"
-                          else c.user_tokens_per_minute))
+        if user is not None:  # the user of the key's tenant
+            pairs.append((f"user:{key.tenant_id}\x1f{user}:{kind}",
+                          c.user_requests_per_minute if kind == "req" else c.user_tokens_per_minute))
         return [(name, limit) for name, limit in pairs if limit is not None]
 
     async def _check(self, buckets: list[Bucket]) -> None:
@@ -189,8 +189,8 @@ class RateLimiter:
 
 
 def _describe(bucket: Bucket) -> str:
-    """`user 'u1': 60 requests per minute` from the bucket key `user:u1:req`."""
+    """`user 'u1': 60 requests per minute` from the bucket key `user:<tenant>\x1fu1:req`."""
     scope, _, rest = bucket.key.partition(":")
     name, _, kind = rest.rpartition(":")
     unit = "requests" if kind == "req" else "tokens"
-    return f"{scope} {name!r}: {bucket.per_minute} {unit} per minute"
+    return f"{scope} {name.rpartition(chr(0x1f))[2]!r}: {bucket.per_minute} {unit} per minute"

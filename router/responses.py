@@ -174,15 +174,12 @@ class ResponsesService:
 
     def params(self, request: ResponsesRequest) -> GenerationParams:
         refuse_unsupported(request, FIXED)
-        messages = given.messages(request)
-        self._chat.check_messages(len(messages), "input")
+        self._chat.check_messages(given.item_count(request), "input")
         return GenerationParams(
-            messages=messages,
+            messages=given.messages(request),
             max_tokens=self._chat.max_tokens(request.max_output_tokens, "max_output_tokens"),
             temperature=_temperature(request), top_p=_top_p(request),
-            json_schema=given.json_schema(request), tools=given.tools(request),
-            tool_choice=given.tool_choice(request),
-            parallel_tool_calls=request.parallel_tool_calls is not False)
+            json_schema=given.json_schema(request), **given.tool_fields(request))
 
     async def _run(self, request: ResponsesRequest,
                    meter: Meter | None) -> tuple[Run, GenerationParams]:

@@ -7,12 +7,24 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import InvalidRequest
-from core.generation import Tool
 from core.schema import SchemaError, check_schema
-from router.responses_protocol import ResponsesRequest, TextFormat
+from router.responses_protocol import FunctionChoice, ResponsesRequest, TextFormat
+from router.tools import (
+    check_json_object,
+    check_unique,
+    checked_tool,
+    named_choice,
+    refuse_json_with_tools,
+)
 
 ROLES = {"user": "user", "system": "system", "developer": "system", "assistant": "assistant"}
 TEXT_PARTS = ("input_text", "output_text")
+
+
+def item_count(request: ResponsesRequest) -> int:
+    """The messages the request sends, counted before function calls merge into assistant turns."""
+    items = 1 if isinstance(request.input, str) else len(request.input)
+    return items + bool(request.instructions)
 
 
 def messages(request: ResponsesRequest) -> list[dict[str, Any]]:
@@ -72,6 +84,7 @@ def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
     for name, value in fields.items():
         if not isinstance(value, str) or (name != "arguments" and not value):
             raise InvalidRequest(f"{where}.{name}: required, a string", param=f"{where}.{name}")
+    check_json_object(str(fields["arguments"]), f"{where}.arguments")
     return {"id": fields["call_id"], "type": "function",
             "function": {"name": fields["name"], "arguments": fields["arguments"]}}
 
@@ -85,20 +98,22 @@ def _call_output(item: dict[str, Any], where: str, calls: set[str]) -> dict[str,
             "content": _text(item.get("output"), f"{where}.output")}
 
 
-def tools(request: ResponsesRequest) -> tuple[Tool, ...]:
-    names = [tool.name for tool in request.tools]
-    for index, tool in enumerate(request.tools):
-        if names.index(tool.name) != index:
-            raise InvalidRequest(f"tools.{index}.name: {tool.name!r} is named twice",
-                                 param=f"tools.{index}.name")
-    return tuple(Tool(tool.name, tool.description or "",
-                      bounded(tool.parameters or {"type": "object", "properties": {}},
-                              f"tools.{index}.parameters"))
-                 for index, tool in enumerate(request.tools))
+def tool_fields(request: ResponsesRequest) -> dict[str, Any]:
+    """GenerationParams' tools, tool_choice and parallel_tool_calls, by chat's rules
+    (router/tools.py)."""
+    tools = tuple(checked_tool(tool, f"tools.{index}") for index, tool in enumerate(request.tools))
+    check_unique((tool.name for tool in tools), "tools.{}.name")
+    choice = _choice(request)
+    json_format = request.text is not None and request.text.format.type != "text"
+    refuse_json_with_tools(tools, choice, json_format, "text.format")
+    if isinstance(request.tool_choice, FunctionChoice):
+        tools, choice = named_choice(tools, choice)
+    return {"tools": tools, "tool_choice": choice,
+            "parallel_tool_calls": request.parallel_tool_calls is not False}
 
 
-def tool_choice(request: ResponsesRequest) -> str:
-    """GenerationParams' tool_choice: none, auto, required or the function's name."""
+def _choice(request: ResponsesRequest) -> str:
+    """None, auto, required or the function's name."""
     choice = request.tool_choice
     if isinstance(choice, str):
         if choice == "required" and not request.tools:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from models.catalog import ProviderName
 from router.params import Fixed, fixed_schema
-from router.protocol import MAX_TOKENS, Identifier, Wire
+from router.protocol import MAX_TOKENS, MAX_TOOLS, Identifier, Wire
 
 
 def _is_none(value: Any) -> bool:
@@ -97,14 +97,20 @@ INPUT_ITEM = {"oneOf": [
         "type": {"const": "function_call_output"}, "call_id": {"type": "string"},
         "output": _TEXT}}]}
 READ = {"type", "role", "content", "call_id", "name", "arguments", "output", "text"}
+# The deepest text read: input (0) > item (1) > content (2) > part (3) > text (4).
+READ_DEPTH = 4
 
 
-def read_fields(value: Any) -> Any:
-    """The parts of input items the service reads (the text rule applies to those only)."""
+def read_fields(value: Any, depth: int = 0) -> Any:
+    """The parts of input items the service reads (the text rule applies to those only). Deeper
+    values are not text the service reads (router/responses_input.py refuses them), so they are
+    not walked: nesting never costs more than these few levels."""
+    if depth > READ_DEPTH:
+        return None
     if isinstance(value, list):
-        return [read_fields(item) for item in value]
+        return [read_fields(item, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {key: read_fields(item) for key, item in value.items() if key in READ}
+        return {key: read_fields(item, depth + 1) for key, item in value.items() if key in READ}
     return value
 
 
@@ -120,7 +126,7 @@ class ResponsesRequest(Wire):
     max_output_tokens: int | None = Field(None, ge=1, json_schema_extra=MAX_TOKENS)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    tools: list[FunctionTool] = Field(default_factory=list)
+    tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] = Field(default_factory=list)
     tool_choice: Literal["none", "auto", "required"] | FunctionChoice = "auto"
     parallel_tool_calls: bool | None = None
     text: TextParam | None = None

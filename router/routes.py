@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from core.config import ApiKeyConfig
 from core.errors import InvalidRequest, ModelUnavailable
 from deployments.embed.server import EmbedResult
 from router import sse
@@ -200,9 +201,11 @@ async def usage(request: Request, user_id: Annotated[str | None, Query(min_lengt
     since = since or until - timedelta(days=min(29, (until - date.min).days))
     if since > until:
         raise InvalidRequest("'from' must not be after 'to'", param="from")
-    report = await ledger.read(lambda store: usage_report(store, user_id, since, until))
+    key: ApiKeyConfig = request.state.api_key
+    keys = _tenant_keys(request)
+    report = await ledger.read(lambda store: usage_report(store, user_id, since, until, keys))
     if user_id is not None:
-        report["budget"] = await accounting.budget_status(user_id)
+        report["budget"] = await accounting.budget_status(user_id, key.tenant_id)
     report["ledger"] = {"buffered": ledger.buffered, "dropped": ledger.stats.dropped,
                         "write_failures": ledger.stats.failures,
                         "dead_lettered": ledger.stats.dead_lettered}
@@ -212,9 +215,20 @@ async def usage(request: Request, user_id: Annotated[str | None, Query(min_lengt
 @routes.get("/api/v1/ai/usage/records", responses=errors(400, 401, 503))
 async def usage_records(request: Request, user_id: Annotated[str, Query(min_length=1)],
                         limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> dict[str, Any]:
-    """A user's latest ledger records (one per request), newest first."""
-    records = await _ledger(request).read(lambda store: recent_records(store, user_id, limit))
+    """A user's latest ledger records (one per request), newest first: of the key's tenant (an
+    admin key: of every tenant)."""
+    keys = _tenant_keys(request)
+    records = await _ledger(request).read(lambda store: recent_records(store, user_id, limit, keys))
     return {"user_id": user_id, "records": records}
+
+
+def _tenant_keys(request: Request) -> list[str] | None:
+    """The ids of the keys of the caller's tenant, whose users it may read; None for an admin key
+    (every tenant's)."""
+    key: ApiKeyConfig = request.state.api_key
+    if key.role == "admin":
+        return None
+    return services(request).config.auth.keys_of(key.tenant_id) or [key.id]
 
 
 def _ledger(request: Request) -> Ledger:
@@ -245,14 +259,9 @@ async def health() -> dict[str, str]:
 @routes.get("/api/v1/ai/ready", response_model=Readiness,
             responses={503: {"model": Readiness, "description": "not ready"}})
 async def ready(request: Request) -> JSONResponse:
-    """Readiness: every local model replica and the embedder answer their health checks."""
-    checks = services(request).readiness
-    names = sorted(checks)
-    results = await asyncio.gather(*(asyncio.wait_for(checks[n](), timeout=5) for n in names),
-                                   return_exceptions=True)
-    models = {n: "ok" if r is None else f"unavailable ({type(r).__name__})"
-              for n, r in zip(names, results, strict=True)}
-    ok = all(r is None for r in results)
+    """Readiness: every local model replica and the embedder answer their health checks (the
+    fan-out's result is reused for 1.5 s)."""
+    ok, models = await services(request).readiness.results()
     return JSONResponse({"status": "ready" if ok else "not_ready", "models": models},
                         status_code=200 if ok else 503)
 

@@ -17,6 +17,7 @@ from router.content import ContentService
 from router.embeddings import EmbedderClient, EmbeddingService, front_cache
 from router.providers import Provider
 from router.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from router.readiness import HealthCheck, Readiness
 from router.responses import ResponsesService
 from router.sharedstate import SharedState
 from router.ttft import FirstTokenLimits, learned_limits
@@ -29,9 +30,6 @@ from router.usage.stores import open_store
 
 log = logging.getLogger("ray.serve")
 
-HealthCheck = Callable[[], Awaitable[None]]
-
-
 @dataclass
 class Services:
     config: AppConfig
@@ -43,7 +41,7 @@ class Services:
     accounting: Accounting
     breakers: Breakers
     first_token: FirstTokenLimits
-    readiness: dict[str, HealthCheck] = field(default_factory=dict)  # name -> raises if not ready
+    readiness: Readiness = field(default_factory=lambda: Readiness({}))
 
     async def close(self) -> None:
         """Settle what is in flight, write what the ledger still buffers and release connections
@@ -68,7 +66,7 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,
                                     front_cache(config.embedder) if embedder else None, catalog),
         accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
-        readiness=dict(readiness or {}))
+        readiness=Readiness(dict(readiness or {})))
 
 
 def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
@@ -84,13 +82,18 @@ def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
         limiter = RateLimiter(config.rate_limits, RedisBuckets(state))
         return Accounting(ledger, budgets, limiter, catalog, state)
     budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
-                      seed=_ledger_spend(ledger) if ledger else None)
+                      seed=_ledger_spend(ledger, config) if ledger else None)
     return Accounting(ledger, budgets, RateLimiter(config.rate_limits, MemoryBuckets()), catalog)
 
 
-def _ledger_spend(ledger: Ledger) -> Callable[[str], Awaitable[list[SpendRow]]]:
+def _ledger_spend(ledger: Ledger,
+                  config: AppConfig) -> Callable[[str], Awaitable[list[SpendRow]]]:
+    """The ledger's spend per tenant, user and day ("" in the ledger: no user)."""
+    tenants = {key.id: key.tenant_id for key in config.auth.api_keys}
+
     async def spend(since: str) -> list[SpendRow]:
-        return await ledger.read(lambda store: spend_by_user_day(store, since))
+        rows = await ledger.read(lambda store: spend_by_user_day(store, since))
+        return [(tenants.get(key, key), user or None, day, usd) for key, user, day, usd in rows]
     return spend
 
 

@@ -10,7 +10,8 @@ anything else)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from core.errors import InvalidRequest
 from core.generation import GenerationParams, Tool
@@ -19,14 +20,26 @@ from models.registry import ToolCalling
 from router.protocol import (
     ChatCompletionRequest,
     ChatMessage,
-    FunctionDefinition,
     NamedToolChoice,
 )
 
 MODES = ("none", "auto", "required")
 
 
-def checked_tool(function: FunctionDefinition, where: str) -> Tool:
+class Function(Protocol):
+    """A function tool's definition, as chat (`tools.N.function`) and Responses (`tools.N`) send it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def description(self) -> str | None: ...
+    @property
+    def parameters(self) -> dict[str, Any] | None: ...
+    @property
+    def strict(self) -> bool | None: ...
+
+
+def checked_tool(function: Function, where: str) -> Tool:
     """A function definition as a Tool, its parameters a bounded JSON schema of an object (`where`
     is the definition's path in the request, for errors: `tools.0.function`)."""
     parameters = function.parameters if function.parameters is not None else {
@@ -49,20 +62,41 @@ def tool_fields(request: ChatCompletionRequest) -> dict[str, Any]:
     tools = tuple(checked_tool(t.function, f"tools.{i}.function")
                   for i, t in enumerate(request.tools or []))
     names = [t.name for t in tools]
-    for index, name in enumerate(names):
-        if name in names[:index]:
-            raise InvalidRequest(f"tools.{index}.function.name: {name!r} is defined twice",
-                                 param=f"tools.{index}.function.name")
+    check_unique(names, "tools.{}.function.name")
     choice = _choice(request, names)
-    if tools and choice != "none" and request.response_format is not None \
-            and request.response_format.type != "text":
-        raise InvalidRequest("response_format json_object / json_schema cannot be combined with "
-                             "tools: drop one, or send tool_choice 'none'", param="response_format")
-    if isinstance(request.tool_choice, NamedToolChoice) and choice in MODES:
-        # A function named like a mode ("auto"): call it, and only it.
-        tools, choice = tuple(t for t in tools if t.name == choice), "required"
+    json_format = request.response_format is not None and request.response_format.type != "text"
+    refuse_json_with_tools(tools, choice, json_format, "response_format")
+    if isinstance(request.tool_choice, NamedToolChoice):
+        tools, choice = named_choice(tools, choice)
     return {"tools": tools, "tool_choice": choice,
             "parallel_tool_calls": request.parallel_tool_calls is not False}
+
+
+def check_unique(names: Iterable[str], where: str) -> None:
+    """Each function named once (`where` formats with the tool's index: `tools.{}.name`)."""
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name in seen:
+            at = where.format(index)
+            raise InvalidRequest(f"{at}: {name!r} is defined twice", param=at)
+        seen.add(name)
+
+
+def refuse_json_with_tools(tools: tuple[Tool, ...], choice: str, json_format: bool,
+                           param: str) -> None:
+    """A JSON answer format and callable tools exclude each other (Anthropic would drop the tools)."""
+    if tools and choice != "none" and json_format:
+        raise InvalidRequest(f"{param}: a JSON format (json_object / json_schema) cannot be "
+                             "combined with tools: drop one, or send tool_choice 'none'",
+                             param=param)
+
+
+def named_choice(tools: tuple[Tool, ...], name: str) -> tuple[tuple[Tool, ...], str]:
+    """The tools and tool_choice for a choice naming a function. A function named like a mode
+    ("auto"): call it, and only it."""
+    if name in MODES:
+        return tuple(t for t in tools if t.name == name), "required"
+    return tools, name
 
 
 def _choice(request: ChatCompletionRequest, names: list[str]) -> str:
@@ -131,7 +165,7 @@ def _message(message: ChatMessage, index: int, pending: dict[str, int],
         if call.id in seen:
             raise InvalidRequest(f"{at}.id: the call id {call.id!r} is used twice in the "
                                  "conversation", param=f"{at}.id")
-        _json_object(call.function.arguments, f"{at}.function.arguments")
+        check_json_object(call.function.arguments, f"{at}.function.arguments")
         seen.add(call.id)
         pending[call.id] = index
     if message.tool_calls:
@@ -161,7 +195,7 @@ def _unanswered(pending: dict[str, int], where: str) -> InvalidRequest:
                           param=where)
 
 
-def _json_object(text: str, where: str) -> None:
+def check_json_object(text: str, where: str) -> None:
     try:
         value = json.loads(text)
     except ValueError:

@@ -17,19 +17,37 @@ from typing import Protocol, cast
 import numpy as np
 
 from core.breakers import BreakerSettings, CircuitBreaker
+from models import LOCAL_EMBEDDING_MODELS
 
 log = logging.getLogger("ray.serve")
 
 
+# Models whose tokenizer makes folded texts the same input: the local WordPiece models split on
+# whitespace and decompose (NFD) before looking tokens up. OpenAI's BPE encodes whitespace runs and
+# composed characters as they are, so its models get the text exactly.
+FOLDING_MODELS = frozenset(spec.name for spec in LOCAL_EMBEDDING_MODELS)
+
+
 def normalize(text: str) -> str:
-    """What the cache and dedup consider the same text: NFC, whitespace runs collapsed, trimmed
-    (the embedding models split on whitespace, so these never change a vector meaningfully)."""
+    """What the cache and dedup consider the same text for a folding model: NFC, whitespace runs
+    collapsed, trimmed."""
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def cache_key(model: str, dims: int, text: str) -> str:
-    digest = hashlib.sha256(normalize(text).encode()).hexdigest()
+    keyed = normalize(text) if model in FOLDING_MODELS else text
+    digest = hashlib.sha256(keyed.encode()).hexdigest()
     return f"{model}:{dims}:{digest}"
+
+
+def decoded(raw: bytes, key: str) -> np.ndarray | None:
+    """A stored vector, or None (a miss) for bytes that are not one of the key's dimensions (a
+    truncated write, another writer's value)."""
+    parts = key.rsplit(":", 2)
+    dims = int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else 0
+    if not raw or len(raw) % 4 or (dims and len(raw) != dims * 4):
+        return None
+    return np.frombuffer(raw, dtype=np.float32)
 
 
 class VectorCache(Protocol):
@@ -93,7 +111,8 @@ class RedisCache:
             self.breaker.release()  # cancelled: no verdict on Redis
             raise
         self.breaker.record_success()
-        return [None if r is None else np.frombuffer(cast(bytes, r), dtype=np.float32) for r in raw]
+        return [None if r is None else decoded(cast(bytes, r), key) for r, key in zip(
+            raw, keys, strict=True)]
 
     async def set_many(self, items: dict[str, np.ndarray]) -> None:
         if not items or not self.breaker.allow():

@@ -25,6 +25,7 @@ from deployments.embed.cache import MemoryCache, RedisCache, VectorCache, cache_
 from deployments.embed.encoder import Encoder, LlamaCppEncoder, embed_batch
 
 OPENAI_CHUNK = 2048  # inputs per OpenAI embeddings call
+HEALTH_TIMEOUT_S = 4.0  # within /ready's 5 s per check
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class Embedder:
         self._health = Breakers(BreakerSettings(**(breaker or BreakerConfig()).model_dump()))
         self._inflight: dict[str, asyncio.Task[np.ndarray]] = {}
         self._compute = self._embed_local if batched else self._embed_one
+        self._closed = False
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batched: Any = self._embed_local  # @serve.batch adds the setters; its stubs do not say so
@@ -199,14 +201,24 @@ class Embedder:
 
     async def aclose(self) -> None:
         """Release connections (OpenAI's, Redis's)."""
+        self._closed = True
         if self._openai is not None:
             await self._openai.close()
         if self._cache is not None:
             await self._cache.aclose()
 
-    def check_health(self) -> None:
-        if self._encoder is None:
-            raise RuntimeError("no encoder")
+    async def check_health(self) -> None:
+        """The encoder answers a tiny text with a finite vector of its dimensions, in time (through
+        the same path as requests, so the model is never called from two threads at once)."""
+        if self._closed:
+            raise RuntimeError("the embedder is closed")
+        try:
+            vector = await asyncio.wait_for(self._compute("ok"), HEALTH_TIMEOUT_S)
+        except Exception as error:
+            raise RuntimeError(f"the encoder failed ({type(error).__name__})") from None
+        if vector.shape != (self._encoder.dims,) or not np.isfinite(vector).all():
+            raise RuntimeError(f"the encoder answered a vector of shape {vector.shape}, not "
+                               f"({self._encoder.dims},) finite values")
 
 
 def cache_dims(request: EmbedRequest, local_dims: int | None) -> int:

@@ -17,6 +17,7 @@ from core.generation import (
     TokenUsage,
     ToolCallDelta,
 )
+from core.schema import grammar_safe
 from deployments.llm.toolcalls import ToolCallStream, call_schema, text_messages, to_calls
 from models import LocalModelSpec
 
@@ -42,14 +43,19 @@ def engine_args(spec: LocalModelSpec, settings: VLLMSettings) -> dict[str, Any]:
     return args
 
 
-def sampling_kwargs(params: GenerationParams) -> dict[str, Any]:
+# The longest `maxLength` guided decoding enforces (as llama.cpp's grammar); longer ones, and
+# patterns, are left out of the grammar (core/schema.py grammar_safe).
+MAX_GRAMMAR_LENGTH = 300
+
+
+def sampling_kwargs(params: GenerationParams, settings: VLLMSettings) -> dict[str, Any]:
     return {
         "max_tokens": params.max_tokens,
         "temperature": params.temperature,
         "top_p": params.top_p,
         "stop": list(params.stop),
         "seed": params.seed,
-        "repetition_penalty": 1.1,
+        "repetition_penalty": settings.repetition_penalty,
     }
 
 
@@ -65,8 +71,10 @@ def chat_template_kwargs(params: GenerationParams, settings: VLLMSettings) -> di
 
 
 def output_schema(params: GenerationParams) -> dict[str, Any] | None:
-    """What guided decoding constrains the output to: a required tool call, or the JSON asked for."""
-    return call_schema(params) if params.required_tools() else params.json_schema
+    """What guided decoding constrains the output to: a required tool call, or the JSON asked for,
+    within what a grammar enforces at a bounded cost."""
+    schema = call_schema(params) if params.required_tools() else params.json_schema
+    return None if schema is None else grammar_safe(schema, MAX_GRAMMAR_LENGTH)
 
 
 def parsed_delta(message: Any, tokens: int) -> Delta:
@@ -147,7 +155,7 @@ class VLLMEngine:
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
         from vllm import SamplingParams
 
-        kwargs = sampling_kwargs(params)
+        kwargs = sampling_kwargs(params, self._settings)
         schema = output_schema(params)
         if schema is not None:
             kwargs["structured_outputs"] = _structured(schema)

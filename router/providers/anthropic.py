@@ -10,12 +10,13 @@ import anthropic
 import httpx2
 
 from core.config import HostedProviderConfig
-from core.errors import ProviderError, ServiceError
+from core.errors import InvalidRequest, ProviderError, ServiceError
 from core.generation import Delta, GenerationParams, TokenUsage, ToolCallDelta
 from core.sdk import broken_transfer, translate_sdk_error
 from router.providers.caching import mark_shared_prefix, split_text
 
 TOOL = "emit_answer"
+MAX_TEMPERATURE = 1.0  # Anthropic's range is 0-1 (OpenAI's 0-2)
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
                 "tool_use": "tool_calls", "refusal": "content_filter", "pause_turn": "stop"}
 
@@ -25,7 +26,8 @@ def to_anthropic(model: str, params: GenerationParams,
     """System messages become `system`; consecutive same-role turns merge (Anthropic alternates);
     tool calls become `tool_use` blocks and their results `tool_result` blocks of a user turn. The
     caller's cache breakpoints become `cache_control` on the text they end; with
-    `cache_min_tokens`, one more marks the end of the shared prefix (router/providers/caching.py)."""
+    `cache_min_tokens`, one more marks the end of the shared prefix (router/providers/caching.py).
+    What cannot be translated is the caller's error (InvalidRequest), raised before any call."""
     system = [block for index, m in enumerate(params.messages) if m["role"] == "system"
               for block in split_text(m["content"], index, params)]
     if params.json_schema == {}:  # any JSON object: Anthropic has no JSON mode without a schema
@@ -39,9 +41,9 @@ def to_anthropic(model: str, params: GenerationParams,
             turns[-1]["content"] = _merged(turns[-1]["content"], _blocks(message, index, params))
         else:
             turns.append({"role": role, "content": _blocks(message, index, params)})
-    # No temperature/top_p: the current Messages API (SDK 2.x) no longer takes sampling parameters.
     request: dict[str, Any] = {"model": model, "max_tokens": params.max_tokens, "messages": [
-        {"role": t["role"], "content": _compact(t["content"])} for t in turns]}
+        {"role": t["role"], "content": _compact(t["content"])} for t in turns],
+        "extra_body": _sampling(params)}
     if system:
         request["system"] = _compact(system)
     if params.stop:
@@ -58,6 +60,29 @@ def to_anthropic(model: str, params: GenerationParams,
     return mark_shared_prefix(request, params, cache_min_tokens)
 
 
+def _sampling(params: GenerationParams) -> dict[str, float]:
+    """temperature, and top_p unless 1 (no cut). SDK 2.x has no arguments for them, so they go in
+    the body as the Messages API of the Claude 3.5 models takes them."""
+    if params.temperature > MAX_TEMPERATURE:
+        raise InvalidRequest(f"temperature: Anthropic models take 0 to {MAX_TEMPERATURE}; send "
+                             f"at most {MAX_TEMPERATURE} or pick another model",
+                             param="temperature")
+    return {"temperature": params.temperature,
+            **({"top_p": params.top_p} if params.top_p < 1 else {})}
+
+
+def _arguments(call: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments as tool_use `input`: a JSON object (the router checks it; this keeps
+    any other path from making our translation look like Anthropic's failure)."""
+    try:
+        arguments = json.loads(call["function"]["arguments"])
+    except ValueError:
+        arguments = None
+    if not isinstance(arguments, dict):
+        raise InvalidRequest(f"the arguments of tool call {call['id']!r} must be a JSON object")
+    return arguments
+
+
 def _blocks(message: dict[str, Any], index: int, params: GenerationParams) -> list[dict[str, Any]]:
     if message["role"] == "tool":
         return [{"type": "tool_result", "tool_use_id": message["tool_call_id"],
@@ -65,7 +90,7 @@ def _blocks(message: dict[str, Any], index: int, params: GenerationParams) -> li
     text = split_text(message["content"], index, params)
     calls = message.get("tool_calls") or []
     uses = [{"type": "tool_use", "id": c["id"], "name": c["function"]["name"],
-             "input": json.loads(c["function"]["arguments"])} for c in calls]
+             "input": _arguments(c)} for c in calls]
     return [*(text if message["content"] or not uses else []), *uses]
 
 
@@ -121,9 +146,10 @@ class AnthropicProvider:
         counts: dict[str, Any] = {}  # the usage reported so far (message_delta's is cumulative)
         stop_reason, stopped = None, False
         calls, answer = _ToolUses(), bool(params.json_schema)
+        # Outside the try: our own translation failing is the caller's error, never an outage.
+        request = to_anthropic(model, params, self._cache_min_tokens)
         try:
-            stream = await self._client.messages.create(
-                **to_anthropic(model, params, self._cache_min_tokens), stream=True)
+            stream = await self._client.messages.create(**request, stream=True)
             async with stream:
                 async for event in stream:
                     if event.type == "message_start":

@@ -35,9 +35,17 @@ NANO = 1_000_000_000
 GRACE_S = 86_400  # a counter outlives its period by a day (requests admitted before its end settle)
 SEED_RETRY_S = 5.0
 ANONYMOUS = "anonymous"  # requests without a user id: limited only by a budget of this name
+UNNAMED = "\x00"  # their counters' name: no user id can hold a control character
 T = TypeVar("T")
 
-SpendRow = tuple[str, str, float]  # (user, UTC day, USD) from the ledger
+SpendRow = tuple[str | None, str | None, str, float]  # (tenant, user or None, UTC day, USD)
+
+
+def subject(user: str | None, tenant: str | None) -> str:
+    """Whose counters: the user (or the unnamed requests) within the tenant. User ids belong to
+    the tenant of the key that sent them; no id holds the control characters used here."""
+    name = UNNAMED if user is None else user
+    return name if tenant is None else f"{tenant}\x1f{name}"
 
 
 class Budgets:
@@ -54,17 +62,19 @@ class Budgets:
         self._seeding = asyncio.Lock()
         self._seed_again_at = 0.0  # after a failed seeding, refuse at once until then
 
-    def policy(self, user: str) -> BudgetConfig | None:
+    def policy(self, user: str | None) -> BudgetConfig | None:
         """The user's budget, or None when their spend is not limited. The default budget is for
-        identified users: requests without a user id have only a budget named `anonymous`."""
-        budget = (self._config.users.get(user, BudgetConfig()) if user == ANONYMOUS
+        identified users: requests without a user id (None) have only a budget named `anonymous`
+        (with counters of their own: a user named so is a user like any other)."""
+        budget = (self._config.users.get(ANONYMOUS, BudgetConfig()) if user is None
                   else self._config.for_user(user))
         return budget if budget.limited() else None
 
-    async def reserve(self, user: str, usd: float, at: float | None = None) -> Hold | None:
-        """Hold `usd` for `user` in the periods of time `at` (now by default), or None when it does
-        not fit the budget."""
-        hold = Hold(new_id(), tuple(self._counters(user, at)), to_nano(usd))
+    async def reserve(self, user: str | None, usd: float, at: float | None = None,
+                      tenant: str | None = None) -> Hold | None:
+        """Hold `usd` for `user` of `tenant` in the periods of time `at` (now by default), or None
+        when it does not fit the budget."""
+        hold = Hold(new_id(), tuple(self._counters(user, at, tenant)), to_nano(usd))
         return await self._take(hold)
 
     async def top_up(self, hold: Hold, usd: float) -> Hold | None:
@@ -76,9 +86,9 @@ class Budgets:
         if hold.counters:
             await self._call(lambda: self._store.settle(hold, to_nano(usd), self.hold_ttl_s))
 
-    async def status(self, user: str) -> dict[str, float] | None:
+    async def status(self, user: str | None, tenant: str | None = None) -> dict[str, float] | None:
         """Settled spend, spend held by requests in flight, and limits this period, in USD."""
-        counters = self._counters(user)
+        counters = self._counters(user, tenant=tenant)
         if not counters:
             return None
         found = await self._call(lambda: self._store.usage(counters))
@@ -123,24 +133,26 @@ class Budgets:
 
     def _seeded_counters(self, rows: list[SpendRow], today: str) -> dict[Counter, int]:
         totals: dict[Counter, int] = {}
-        for user, day, usd in rows:
-            for counter in self._counters(user):
+        for tenant, user, day, usd in rows:
+            for counter in self._counters(user, tenant=tenant):
                 if day == today if counter.period == "daily" else day[:7] == today[:7]:
                     totals[counter] = totals.get(counter, 0) + to_nano(usd)
         return totals
 
-    def _counters(self, user: str, at: float | None = None) -> list[Counter]:
+    def _counters(self, user: str | None, at: float | None = None,
+                  tenant: str | None = None) -> list[Counter]:
         budget = self.policy(user)
+        name = subject(user, tenant)
         if budget is None:
             return []
         now = self._clock() if at is None else at
         day, day_end, month, month_end = periods(int(now // 86_400))
         counters = []
         if budget.daily_usd is not None:
-            counters.append(Counter(f"{user}:d:{day}", "daily", to_nano(budget.daily_usd),
+            counters.append(Counter(f"{name}:d:{day}", "daily", to_nano(budget.daily_usd),
                                     max(1, int(day_end - now)) + GRACE_S))
         if budget.monthly_usd is not None:
-            counters.append(Counter(f"{user}:m:{month}", "monthly", to_nano(budget.monthly_usd),
+            counters.append(Counter(f"{name}:m:{month}", "monthly", to_nano(budget.monthly_usd),
                                     max(1, int(month_end - now)) + GRACE_S))
         return counters
 

@@ -29,7 +29,7 @@ from router.ratelimit import RateLimiter
 from router.route import Reporting, Route
 from router.sharedstate import SharedState
 from router.usage.budget_stores import Hold
-from router.usage.budgets import ANONYMOUS, Budgets, to_nano
+from router.usage.budgets import Budgets, to_nano
 from router.usage.ledger import Ledger
 from router.usage.record import Outcome, UsageRecord, new_record_id, utc_day
 
@@ -46,8 +46,15 @@ class Caller:
     idempotency_key: str | None = None
 
     @property
+    def tenant(self) -> str:
+        """The tenant the user id belongs to: the key's (router/usage/budgets.py subject)."""
+        return self.key.tenant_id
+
+    @property
     def user(self) -> str:
-        return self.user_id or ANONYMOUS
+        """The user as the ledger records it: "" for a request that named no user (no user id is
+        empty), so that no user shares rows or counters with unnamed traffic."""
+        return self.user_id or ""
 
 
 def cheapest_hosted(catalog: Sequence[ModelCard]) -> dict[tuple[str, str], ModelCard]:
@@ -83,7 +90,8 @@ class Allowance:
         if usd <= 0 or (self.hold is not None and to_nano(usd) <= self.hold.amount):
             return True
         if self.hold is None:
-            hold = await self.budgets.reserve(self.caller.user, usd, self.caller.admitted)
+            hold = await self.budgets.reserve(self.caller.user_id, usd, self.caller.admitted,
+                                              self.caller.tenant)
         else:
             hold = await self.budgets.top_up(self.hold, usd)
         if hold is None:
@@ -111,8 +119,8 @@ class Accounting:
             await self.limiter.admit(key, caller.user_id)
         return meter
 
-    async def budget_status(self, user: str) -> dict[str, float] | None:
-        return await self.budgets.status(user)
+    async def budget_status(self, user: str, tenant: str) -> dict[str, float] | None:
+        return await self.budgets.status(user, tenant)
 
     def spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -211,7 +219,7 @@ class Meter:
         budget store does not answer, the free candidates too (the learner is served, no money is
         spent unchecked), or StorageUnavailable (503) when there are none."""
         await self.reserve_tokens(tokens)
-        budget = self.accounting.budgets.policy(self.user)
+        budget = self.accounting.budgets.policy(self.caller.user_id)
         if budget is None or not routes:
             return routes, None
         allowance = Allowance(self.accounting.budgets, self.caller)
@@ -230,7 +238,7 @@ class Meter:
         if free and budget.on_exhausted == "downgrade":
             self.downgraded = True
             return free, allowance
-        raise BudgetExceeded(f"the spending budget of user {self.user!r} cannot cover this request "
+        raise BudgetExceeded(f"the spending budget of {self.whose()} cannot cover this request "
                              f"(estimated ${first:.6f}); it resets at the start of the next period "
                              "(UTC)" + ("" if free else "; no free local model can serve it"))
 
@@ -243,7 +251,8 @@ class Meter:
     async def hold(self, usd: float) -> Hold | None:
         """Hold `usd` of the user's budget, or None when it does not fit. Raises
         StorageUnavailable when the budget store does not answer."""
-        return await self.accounting.budgets.reserve(self.user, usd, self.caller.admitted)
+        return await self.accounting.budgets.reserve(self.caller.user_id, usd, self.caller.admitted,
+                                                     self.caller.tenant)
 
     def track(self, run: Reporting, allowance: Allowance | None) -> None:
         self.runs.append((run, allowance))
@@ -252,7 +261,12 @@ class Meter:
         self.embedding = EmbeddingUse(card, TokenUsage(tokens, 0), cache_hits, hold)
 
     def budget_limited(self) -> bool:
-        return self.accounting.budgets.policy(self.user) is not None
+        return self.accounting.budgets.policy(self.caller.user_id) is not None
+
+    def whose(self) -> str:
+        """Whose budget, in words."""
+        user = self.caller.user_id
+        return f"user {user!r}" if user is not None else "requests without a user id"
 
     @contextlib.contextmanager
     def closed_on_error(self) -> Iterator[None]:

@@ -17,12 +17,24 @@ _SUMS = ("COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens),
 _WIDTH = 7  # the columns of _SUMS
 
 
-def _where(user_id: str | None, since: date, until: date) -> tuple[str, list[Any]]:
+def _where(user_id: str | None, since: date, until: date,
+           keys: list[str] | None) -> tuple[str, list[Any]]:
     sql, params = "WHERE day >= ? AND day <= ?", [since.isoformat(), until.isoformat()]
     if user_id is not None:
         sql += " AND user_id = ?"
         params.append(user_id)
-    return sql, params
+    tenant, tenant_params = _of_keys(keys)
+    return sql + tenant, params + tenant_params
+
+
+def _of_keys(keys: list[str] | None) -> tuple[str, list[Any]]:
+    """The records of a tenant: those its keys sent (None: every tenant's, for admin keys). The
+    tenant is derived from api_key_id when read, so the ledger needs no column for it."""
+    if keys is None:
+        return "", []
+    if not keys:
+        return " AND 1 = 0", []
+    return f" AND api_key_id IN ({', '.join('?' * len(keys))})", list(keys)
 
 
 def _totals(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -36,8 +48,9 @@ def _totals(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 async def usage_report(store: LedgerStore, user_id: str | None, since: date,
-                       until: date) -> dict[str, Any]:
-    where, params = _where(user_id, since, until)
+                       until: date, keys: list[str] | None = None) -> dict[str, Any]:
+    """`keys`: the caller's tenant's key ids (None: every tenant)."""
+    where, params = _where(user_id, since, until, keys)
     (total,) = await store.fetch(
         f"SELECT {_SUMS}, COALESCE(SUM(cache_hits), 0), "
         "COALESCE(SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END), 0) "
@@ -69,10 +82,13 @@ async def _savings(store: LedgerStore, where: str, params: list[Any]) -> dict[st
             "baseline": "the same tokens on the cheapest hosted model of the same tier"}
 
 
-async def recent_records(store: LedgerStore, user_id: str, limit: int) -> list[dict[str, Any]]:
-    """The user's latest ledger records, newest first."""
-    rows = await store.fetch(f"SELECT {', '.join(COLUMNS)} FROM usage_records WHERE user_id = ? "
-                             "ORDER BY ts DESC LIMIT ?", [user_id, limit])
+async def recent_records(store: LedgerStore, user_id: str, limit: int,
+                         keys: list[str] | None = None) -> list[dict[str, Any]]:
+    """The user's latest ledger records, newest first (of the tenant of `keys`, or of every
+    tenant)."""
+    tenant, tenant_params = _of_keys(keys)
+    rows = await store.fetch(f"SELECT {', '.join(COLUMNS)} FROM usage_records WHERE user_id = ?"
+                             f"{tenant} ORDER BY ts DESC LIMIT ?", [user_id, *tenant_params, limit])
     records = [dict(zip(COLUMNS, row, strict=True)) for row in rows]
     for record in records:
         record["streamed"] = bool(record["streamed"])
@@ -80,9 +96,11 @@ async def recent_records(store: LedgerStore, user_id: str, limit: int) -> list[d
     return records
 
 
-async def spend_by_user_day(store: LedgerStore, since: str) -> list[tuple[str, str, float]]:
-    """(user, day, cost) of every user with spend since `since` (a UTC day): what a budget store
-    that starts empty is seeded with."""
-    rows = await store.fetch("SELECT user_id, day, COALESCE(SUM(cost_usd), 0) FROM usage_records "
-                             "WHERE day >= ? GROUP BY user_id, day", [since])
-    return [(str(user), str(day), float(cost)) for user, day, cost in rows if cost]
+async def spend_by_user_day(store: LedgerStore,
+                            since: str) -> list[tuple[str, str, str, float]]:
+    """(key id, user, day, cost) of every key's user with spend since `since` (a UTC day): what a
+    budget store that starts empty is seeded with."""
+    rows = await store.fetch("SELECT api_key_id, user_id, day, COALESCE(SUM(cost_usd), 0) "
+                             "FROM usage_records WHERE day >= ? GROUP BY api_key_id, user_id, day",
+                             [since])
+    return [(str(key), str(user), str(day), float(cost)) for key, user, day, cost in rows if cost]

@@ -170,3 +170,22 @@ def test_a_bad_catalog_model_fails_at_start_naming_the_problem(model: dict[str, 
                                                                problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         AppConfig.model_validate({"auth": {"enabled": False}, "catalog": {"models": [model]}})
+
+
+def test_a_hold_shorter_than_the_longest_request_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"budgets\.hold_ttl_s.*request_timeout_s.*max_stream_s"):
+        load_config({**DEV, "budgets": {"hold_ttl_s": 300},
+                     "router": {"request_timeout_s": 60, "max_stream_s": 600}}, environ={})
+    assert load_config({**DEV, "budgets": {"hold_ttl_s": 660},
+                        "router": {"request_timeout_s": 60, "max_stream_s": 600}},
+                       environ={}).budgets.hold_ttl_s == 660
+
+
+def test_vllm_repetition_penalty_is_configurable() -> None:
+    config = load_config({**DEV, "local_models": [{**SMOL, "engine": "vllm",
+                                                   "vllm": {"repetition_penalty": 1.0}}]},
+                         environ={})
+    assert config.local_models[0].vllm.repetition_penalty == 1.0
+    with pytest.raises(ConfigError, match="repetition_penalty"):
+        load_config({**DEV, "local_models": [{**SMOL, "vllm": {"repetition_penalty": 0}}]},
+                    environ={})

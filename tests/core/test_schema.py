@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from content.schemas import SCHEMAS, json_schema
-from core.schema import KEYWORDS, LIMITS, SchemaError, check_schema, rewrite_subschemas
+from core.schema import (
+    KEYWORDS,
+    LIMITS,
+    SchemaError,
+    check_schema,
+    grammar_safe,
+    rewrite_subschemas,
+    without_patterns,
+)
 
 
 def nested(levels: int) -> dict[str, Any]:
@@ -183,3 +191,19 @@ def test_any_json_is_either_accepted_or_refused_with_a_schema_error(value: Any) 
         check_schema(value)
     except SchemaError as error:
         assert error.problem
+
+
+def test_a_grammar_safe_schema_has_no_patterns_and_no_long_max_lengths() -> None:
+    schema = {"type": "object", "properties": {
+        "s": {"type": "string", "pattern": "^(a?){200}a{200}$", "maxLength": 10**12},
+        "t": {"type": "string", "maxLength": 20},
+        "u": {"type": "array", "items": {"type": "string", "pattern": "^x$"}},
+        "v": {"enum": [{"pattern": "data, not a keyword"}]}},
+        "$defs": {"d": {"anyOf": [{"type": "string", "pattern": "b+"}]}}}
+    assert grammar_safe(schema, max_length=300) == {"type": "object", "properties": {
+        "s": {"type": "string"},
+        "t": {"type": "string", "maxLength": 20},
+        "u": {"type": "array", "items": {"type": "string"}},
+        "v": {"enum": [{"pattern": "data, not a keyword"}]}},
+        "$defs": {"d": {"anyOf": [{"type": "string"}]}}}
+    assert without_patterns({"pattern": "a", "maxLength": 10**12}) == {"maxLength": 10**12}

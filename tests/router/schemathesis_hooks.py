@@ -8,12 +8,17 @@ them (negative cases are left alone). Loaded by the CLI through SCHEMATHESIS_HOO
   `parameters` are within the supported subset and bounds (core/schema.py, the same check the
   router makes).
 - A `tool_choice` naming a function names one of the request's tools; `required` needs tools.
-- A Responses `function_call_output` item follows the `function_call` item with its `call_id`.
+- A Responses `function_call_output` item follows the `function_call` item with its `call_id`,
+  and a `function_call` item's `arguments` are a JSON object as text.
+- A `seed` is within int64 (the document states the bounds; a generator comparing as floats
+  crosses them by one).
+- A tool's `parameters` are a schema of type object; callable tools exclude a JSON answer format.
 - Tool names are unique. Chat conversations with tool turns (calls and their results, whose
   pairing rules the document states in words) are left to tests/router/test_tools.py."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -96,7 +101,41 @@ def _no_tool_turns(case: Any) -> bool:
                    for m in messages)
 
 
-RULES = (_tool_names_unique, _no_tool_turns, _outputs_answer_calls, _dates_in_order,
+def _arguments_are_objects(case: Any) -> bool:
+    body = case.body if isinstance(case.body, dict) else {}
+    items = body.get("input") if isinstance(body.get("input"), list) else []
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == "function_call":
+            try:
+                if not isinstance(json.loads(item.get("arguments")), dict):
+                    return False
+            except (TypeError, ValueError):
+                return False
+    return True
+
+
+def _tools_as_chat_takes_them(case: Any) -> bool:
+    """Parameters of type object; no JSON answer format with tools that may be called."""
+    body = case.body if isinstance(case.body, dict) else {}
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    for tool in tools:
+        parameters = (tool.get("function") or tool).get("parameters")
+        if isinstance(parameters, dict) and parameters.get("type", "object") != "object":
+            return False
+    formats = [(body.get("response_format") or {}).get("type"),
+               ((body.get("text") or {}).get("format") or {}).get("type")]
+    json_format = any(kind not in (None, "text") for kind in formats)
+    return not (tools and json_format and body.get("tool_choice") != "none")
+
+
+def _seed_in_int64(case: Any) -> bool:
+    body = case.body if isinstance(case.body, dict) else {}
+    seed = body.get("seed")
+    return not isinstance(seed, int) or -(2**63) <= seed < 2**63
+
+
+RULES = (_seed_in_int64, _tool_names_unique, _arguments_are_objects, _tools_as_chat_takes_them,
+         _no_tool_turns, _outputs_answer_calls, _dates_in_order,
          _dimensions_where_supported, _schema_supported, _tool_choice_names_a_tool)
 
 

@@ -93,8 +93,9 @@ def test_streamed_usage_and_cost_match_the_provider_exactly(serve_url, fake_open
 
 
 def test_anthropic_receives_a_faithful_translation(serve_url, fake_anthropic) -> None:
-    chat(serve_url, model="claude-3-5-haiku-latest", temperature=1.5, stop=["END"])
+    chat(serve_url, model="claude-3-5-haiku-latest", temperature=0.5, top_p=0.9, stop=["END"])
     (sent,) = fake_anthropic.requests
+    assert (sent.body["temperature"], sent.body["top_p"]) == (0.5, 0.9)
     assert sent.body["system"] == "You are a patient tutor."
     assert sent.body["messages"] == [{"role": "user", "content": "What is a fraction?"}]
     assert sent.body["max_tokens"] == 32

@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from core.config import ApiKeyConfig, AuthConfig
 from router.auth import (
@@ -158,3 +159,40 @@ def test_auth_off_is_allowed_on_loopback(host: str) -> None:
 
 def test_auth_on_may_listen_anywhere() -> None:
     check_exposure(AuthConfig(api_keys=[ApiKeyConfig(id="k", sha256="0" * 64)]), "0.0.0.0")
+
+
+async def test_a_websocket_without_a_key_is_closed_before_the_app_sees_it() -> None:
+    reached: list[str] = []
+    sent: list[Message] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["state"]["api_key"].id)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    auth = ApiKeyAuth(app, AuthConfig(api_keys=KEYS))
+    scope = {"type": "websocket", "path": "/v1/realtime", "headers": []}
+    await auth(scope, receive, send)
+    assert (reached, sent) == ([], [{"type": "websocket.close", "code": 1008}])
+    await auth({**scope, "headers": [(b"x-api-key", WORKER_KEY.encode())]}, receive, send)
+    assert reached == ["worker"]
+
+
+async def test_lifespan_passes_through() -> None:
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(scope["type"])
+
+    async def receive() -> Message:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: Message) -> None:
+        return None
+
+    await ApiKeyAuth(app, AuthConfig(api_keys=KEYS))({"type": "lifespan"}, receive, send)
+    assert reached == ["lifespan"]

@@ -130,3 +130,23 @@ async def test_a_difficulty_out_of_range_says_what_is_allowed(api: InProcess,
         "content": "Photosynthesis.", "content_type": "summary", "difficulty": difficulty})
     assert response.status_code == 400
     assert "between 1 and 5" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/chat/completions", {"model": "smollm2-135m", "messages": [
+        {"role": "user", "content": "Hi"}]}),
+    ("/v1/completions", {"model": "smollm2-135m", "prompt": "Once"}),
+])
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 10**30])
+async def test_a_seed_beyond_int64_is_a_400_naming_it(api: InProcess, path: str,
+                                                      body: dict[str, Any], seed: int) -> None:
+    response = await api.post(path, {**body, "seed": seed})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "seed"
+    assert api.engine.generations == 0
+
+
+async def test_a_seed_within_int64_is_taken(api: InProcess) -> None:
+    response = await api.post("/v1/chat/completions", {
+        "model": "smollm2-135m", "seed": 2**63 - 1, "messages": [{"role": "user", "content": "Hi"}]})
+    assert response.status_code == 200, response.text

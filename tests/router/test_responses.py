@@ -113,21 +113,25 @@ async def test_instructions_and_input_items_become_the_conversation(api: InProce
 
 
 async def test_settings_reach_the_model_and_are_echoed(api: InProcess) -> None:
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
     body = await create(api, max_output_tokens=50, temperature=0.2, top_p=0.9, tools=[WEATHER],
                         tool_choice={"type": "function", "name": "get_weather"},
-                        parallel_tool_calls=False,
-                        text={"format": {"type": "json_schema", "name": "a", "schema": schema}})
+                        parallel_tool_calls=False)
     (_, params), = api.openai.calls
     assert (params.max_tokens, params.temperature, params.top_p) == (50, 0.2, 0.9)
-    assert params.json_schema == schema
     assert [(t.name, t.description, t.parameters) for t in params.tools] == \
         [("get_weather", WEATHER["description"], WEATHER["parameters"])]
     assert (params.tool_choice, params.parallel_tool_calls) == ("get_weather", False)
     assert (body["max_output_tokens"], body["temperature"], body["top_p"]) == (50, 0.2, 0.9)
-    assert body["text"]["format"]["schema"] == schema
     assert body["tool_choice"] == {"type": "function", "name": "get_weather"}
     assert body["tools"][0]["name"] == "get_weather"
+
+
+async def test_a_json_schema_format_reaches_the_model_and_is_echoed(api: InProcess) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
+    body = await create(api, text={"format": {"type": "json_schema", "name": "a", "schema": schema}})
+    (_, params), = api.openai.calls
+    assert params.json_schema == schema
+    assert body["text"]["format"]["schema"] == schema
 
 
 async def test_json_object_asks_for_any_json_object(api: InProcess) -> None:

@@ -15,11 +15,22 @@ from deployments.embed.server import _slots
 V = np.arange(4, dtype=np.float32)
 
 
-def test_key_depends_on_model_dims_and_normalized_text() -> None:
-    assert cache_key("m", 384, "a  b ") == cache_key("m", 384, "a b")
+def test_key_depends_on_model_dims_and_text() -> None:
     assert cache_key("m", 384, "a b") != cache_key("m", 256, "a b")
     assert cache_key("m", 384, "a b") != cache_key("n", 384, "a b")
     assert cache_key("m", 384, "a b") != cache_key("m", 384, "a c")
+
+
+def test_only_the_local_model_folds_whitespace_and_nfc() -> None:
+    """MiniLM's WordPiece tokenizer splits on whitespace and decomposes (NFD) before it looks up
+    tokens, so folded texts give it the same tokens; OpenAI's BPE encodes whitespace runs and
+    composed characters as they are, so for its models "a  b" is another text."""
+    local = "all-minilm-l6-v2"
+    assert cache_key(local, 384, "a  b ") == cache_key(local, 384, "a b")
+    assert cache_key(local, 384, "cafe\u0301") == cache_key(local, 384, "caf\u00e9")
+    for openai_model in ("text-embedding-3-small", "text-embedding-ada-002"):
+        assert cache_key(openai_model, 0, "a  b") != cache_key(openai_model, 0, "a b")
+        assert cache_key(openai_model, 0, "cafe\u0301") != cache_key(openai_model, 0, "caf\u00e9")
 
 
 def test_slots_deduplicate_and_keep_positions() -> None:
@@ -57,6 +68,19 @@ async def test_redis_round_trip_stores_compact_float32_with_ttl(shared_redis) ->
     assert np.array_equal(got, V)
     assert client.get(f"{prefix}k") == V.tobytes()  # 16 bytes, not JSON
     assert 0 < client.ttl(f"{prefix}k") <= 60
+    await cache.aclose()
+
+
+@pytest.mark.parametrize("stored", [b"12345", b"", np.arange(3, dtype=np.float32).tobytes()])
+async def test_a_corrupt_or_wrongly_sized_value_is_a_miss(shared_redis, stored: bytes) -> None:
+    prefix, client = shared_redis
+    cache = RedisCache("redis://127.0.0.1:6379/0", prefix, ttl_s=60, timeout_s=1)
+    key = cache_key("all-minilm-l6-v2", 4, "hello")
+    client.set(f"{prefix}{key}", stored)
+    assert [found is None for found in await cache.get_many([key])] == [True]
+    client.set(f"{prefix}{key}", V.tobytes())
+    (found,) = await cache.get_many([key])
+    assert np.array_equal(found, V)
     await cache.aclose()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import numpy as np
 import pytest
 import pytest_asyncio
 
@@ -54,3 +55,34 @@ async def test_an_answer_without_usage_is_a_success_with_estimated_tokens(
     result = await half_open.embed(EmbedRequest(["plants make sugar"], SMALL))
     assert len(result.vectors) == 1 and result.prompt_tokens > 0
     assert await breaker_state(half_open) == "closed"
+
+
+class Broken:
+    """An encoder whose model no longer answers as it should."""
+
+    model, dims = "all-minilm-l6-v2", 384
+
+    def __init__(self, vector: np.ndarray | None = None):
+        self._vector = vector
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self._vector is None:
+            raise RuntimeError("the model's context is gone")
+        return np.stack([self._vector for _ in texts])
+
+
+@pytest.mark.parametrize("encoder", [Broken(), Broken(np.zeros(3, np.float32)),
+                                     Broken(np.full(384, np.nan, np.float32))])
+async def test_the_health_check_fails_when_the_encoder_does(encoder: Broken) -> None:
+    embedder = Embedder(EmbedderConfig(), encoder_factory=lambda *_: encoder, batched=False)
+    with pytest.raises(RuntimeError, match="encoder"):
+        await embedder.check_health()
+    await embedder.aclose()
+
+
+async def test_the_health_check_encodes_and_fails_once_closed() -> None:
+    embedder = Embedder(EmbedderConfig(), encoder_factory=fake_encoder, batched=False)
+    await embedder.check_health()
+    await embedder.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await embedder.check_health()

@@ -48,7 +48,7 @@ def test_model_without_hf_id_cannot_be_served_by_vllm() -> None:
 
 def test_sampling_kwargs_carry_the_request() -> None:
     params = GenerationParams(messages=[], max_tokens=7, temperature=0, stop=["\n"], seed=3)
-    kwargs = sampling_kwargs(params)
+    kwargs = sampling_kwargs(params, VLLMSettings())
     assert (kwargs["max_tokens"], kwargs["temperature"], kwargs["stop"], kwargs["seed"]) == \
         (7, 0, ["\n"], 3)
 
@@ -135,3 +135,17 @@ def test_vllms_parser_turns_steps_into_text_or_call_deltas() -> None:
     assert (steps[3].finish_reason, steps[3].usage) == ("tool_calls", TokenUsage(9, 7))
     assert [s.tokens for s in steps] == [2, 1, 4, 0]
     assert parser.seen[2] == ("Sure. <call>", '{"city": "Oslo"}', [4, 5, 6, 7])
+
+
+def test_the_repetition_penalty_comes_from_the_settings() -> None:
+    params = GenerationParams(messages=[], max_tokens=7)
+    assert sampling_kwargs(params, VLLMSettings())["repetition_penalty"] == 1.1
+    assert sampling_kwargs(params, VLLMSettings(repetition_penalty=1.0))["repetition_penalty"] == 1.0
+
+
+def test_guided_decoding_gets_no_patterns_and_no_unbounded_lengths() -> None:
+    schema = {"type": "object", "properties": {
+        "s": {"type": "string", "pattern": "^(a?){200}a{200}$", "maxLength": 10**12}}}
+    params = GenerationParams(messages=[], max_tokens=7, json_schema=schema)
+    assert output_schema(params) == {"type": "object", "properties": {"s": {"type": "string"}}}
+    assert output_schema(GenerationParams(messages=[], max_tokens=7, json_schema={})) == {}

@@ -51,7 +51,37 @@ def test_anthropic_transform_moves_system_and_merges_turns() -> None:
                                    {"role": "assistant", "content": "Hello"}]
     assert request["stop_sequences"] == ["\n\n"]
     assert request["max_tokens"] == 20
-    assert "temperature" not in request  # the Messages API of SDK 2.x takes no sampling params
+
+
+async def test_anthropic_gets_the_callers_temperature_and_top_p(fake_anthropic) -> None:
+    provider = anthropic_provider(base_url=fake_anthropic.url)
+    await collect(provider.stream("claude-3-5-haiku-latest",
+                                  GenerationParams(PARAMS.messages, 20, temperature=0.2, top_p=0.9)))
+    await collect(provider.stream("claude-3-5-haiku-latest",
+                                  GenerationParams(PARAMS.messages, 20, temperature=0.0)))
+    sent = [request.body for request in fake_anthropic.requests]
+    assert [(body.get("temperature"), body.get("top_p")) for body in sent] == [(0.2, 0.9), (0.0, None)]
+
+
+async def test_a_temperature_anthropic_cannot_take_is_a_400_before_any_call(fake_anthropic) -> None:
+    provider = anthropic_provider(base_url=fake_anthropic.url)
+    with pytest.raises(InvalidRequest) as raised:
+        await collect(provider.stream("claude-3-5-haiku-latest",
+                                      GenerationParams(PARAMS.messages, 20, temperature=1.5)))
+    assert raised.value.param == "temperature"
+    assert not fake_anthropic.requests
+
+
+async def test_arguments_that_do_not_translate_are_the_callers_error_not_an_outage(
+        fake_anthropic) -> None:
+    provider = anthropic_provider(base_url=fake_anthropic.url)
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "not json"}}]
+    params = GenerationParams([{"role": "user", "content": "Hi"},
+                               {"role": "assistant", "content": "", "tool_calls": calls},
+                               {"role": "tool", "tool_call_id": "c1", "content": "ok"}], 20)
+    with pytest.raises(InvalidRequest):  # never a ProviderError, which a breaker counts
+        await collect(provider.stream("claude-3-5-haiku-latest", params))
+    assert not fake_anthropic.requests
 
 
 def test_openai_transform_maps_json_modes() -> None:

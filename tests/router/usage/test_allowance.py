@@ -95,7 +95,7 @@ async def test_a_fallback_that_the_budget_cannot_cover_with_the_spend_so_far_is_
     hold = gate.allowance.hold
     assert hold is not None
     await budgets.settle(hold, run.report().cost_usd)
-    assert (await budgets.status("u1"))["daily_spent_usd"] <= budget
+    assert (await budgets.status("u1", "svc"))["daily_spent_usd"] <= budget
 
 
 async def test_retries_of_the_last_candidate_are_covered_too() -> None:
@@ -131,11 +131,11 @@ async def test_a_fallback_after_midnight_tops_up_the_day_the_request_was_admitte
     run = run_over((openai, MINI), (anthropic, HAIKU), gate=gate)
     await run.complete(PARAMS)
     hold = gate.allowance.hold
-    assert hold is not None and [c.key for c in hold.counters] == ["u1:d:2026-11-25"]
+    assert hold is not None and [c.key for c in hold.counters] == ["svc\x1fu1:d:2026-11-25"]
     await budgets.settle(hold, run.report().cost_usd)
-    assert (await budgets.status("u1"))["daily_spent_usd"] == 0.0  # today: untouched
+    assert (await budgets.status("u1", "svc"))["daily_spent_usd"] == 0.0  # today: untouched
     clock.set("2026-11-25 23:00:00")
-    assert (await budgets.status("u1"))["daily_spent_usd"] == pytest.approx(
+    assert (await budgets.status("u1", "svc"))["daily_spent_usd"] == pytest.approx(
         run.report().cost_usd, abs=1e-9)
 
 

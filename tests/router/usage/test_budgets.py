@@ -292,10 +292,26 @@ async def test_requests_without_a_user_id_have_only_a_budget_named_anonymous(
         store: BudgetStore) -> None:
     everyone = Budgets(BudgetsConfig(default=BudgetConfig(daily_usd=1)), store)
     assert everyone.policy("ada") is not None
-    assert everyone.policy("anonymous") is None
+    assert everyone.policy(None) is None
+    assert everyone.policy("anonymous") == BudgetConfig(daily_usd=1)  # a user like any other
     named = Budgets(BudgetsConfig(default=BudgetConfig(daily_usd=1),
                                   users={"anonymous": BudgetConfig(daily_usd=50)}), store)
-    assert named.policy("anonymous") == BudgetConfig(daily_usd=50)
+    assert named.policy(None) == BudgetConfig(daily_usd=50)
+
+
+async def test_a_user_named_anonymous_and_unnamed_requests_have_separate_counters(
+        store: BudgetStore) -> None:
+    budgets = Budgets(config(anonymous=BudgetConfig(daily_usd=1)), store)
+    assert await budgets.reserve(None, 0.9) is not None
+    assert await budgets.reserve("anonymous", 0.9) is not None
+    assert await budgets.reserve("anonymous", 0.2) is None
+
+
+async def test_a_users_counters_belong_to_a_tenant(store: BudgetStore) -> None:
+    budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), store)
+    assert await budgets.reserve("u1", 0.9, tenant="backend") is not None
+    assert await budgets.reserve("u1", 0.9, tenant="mobile-app") is not None
+    assert await budgets.reserve("u1", 0.2, tenant="backend") is None
 
 
 async def test_a_memory_store_starts_from_the_ledgers_spend_of_the_current_periods() -> None:
@@ -303,8 +319,9 @@ async def test_a_memory_store_starts_from_the_ledgers_spend_of_the_current_perio
 
     async def ledger(since: str) -> list[SpendRow]:
         asked.append(since)
-        return [("u1", "2026-11-25", 0.75), ("u1", "2026-11-03", 3.0), ("u2", "2026-11-25", 9.0),
-                ("no-budget", "2026-11-25", 100.0)]
+        return [(None, "u1", "2026-11-25", 0.75), (None, "u1", "2026-11-03", 3.0),
+                (None, "u2", "2026-11-25", 9.0), (None, "no-budget", "2026-11-25", 100.0),
+                ("other-tenant", "u1", "2026-11-25", 50.0)]
 
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=1, monthly_usd=5),
                              u2=BudgetConfig(monthly_usd=10)),
@@ -335,7 +352,7 @@ async def test_budgets_wait_for_the_ledger_to_answer_before_their_first_use() ->
             await budgets.reserve("u1", 0.1)
         assert refused.value.code == "budget_store_unavailable"
     assert len(asked) == 1
-    answers.append([("u1", "2026-11-25", 0.95)])
+    answers.append([(None, "u1", "2026-11-25", 0.95)])
     clock.set("2026-11-25 12:00:05")
     assert await budgets.reserve("u1", 0.1) is None
     assert await budgets.reserve("u1", 0.05) is not None
