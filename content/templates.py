@@ -9,7 +9,7 @@ from typing import Literal
 from content.profile import DEFAULT_LANGUAGE, DIFFICULTY_NAMES, LearnerProfile
 from content.schemas import SCHEMAS, json_schema
 
-TEMPLATE_VERSION = "2026-11-26.2"
+TEMPLATE_VERSION = "2026-12-04.1"
 ContentType = Literal["explanation", "summary", "example", "analogy", "quiz", "flashcards",
                       "practice_problems", "key_concepts"]
 
@@ -58,7 +58,9 @@ def compile_messages(content_type: str, material: str, profile: LearnerProfile,
     """The system and user messages for one piece of personalized content. The system message holds
     only our instructions (from closed lists: style, difficulty, accommodations, the task's output
     contract); what the learner wrote (level, language, interests, description) goes in the user
-    message with the material, where a model gives it a user's authority, not ours."""
+    message with the material, where a model gives it a user's authority, not ours. What a class
+    shares comes first (instructions, task, material) and the learner's own words last, so learners
+    of one lesson share the prompt's prefix and a model computes it once."""
     lines = [
         "You are LEARN-X, a patient tutor writing learning content for one learner.",
         STYLES[profile.learning_style],
@@ -72,7 +74,7 @@ def compile_messages(content_type: str, material: str, profile: LearnerProfile,
     if is_structured(content_type):
         task += (" Answer with JSON only, matching this JSON Schema: "
                  + json.dumps(json_schema(content_type), separators=(",", ":")))
-    user = [part for part in (learner_context(profile), task, f"Material:\n{material}") if part]
+    user = [part for part in (task, f"Material:\n{material}", learner_context(profile)) if part]
     return [{"role": "system", "content": "\n".join(lines)},
             {"role": "user", "content": "\n\n".join(user)}]
 

@@ -215,6 +215,9 @@ class EngineLoad:
     busy: int
     slots: int
     estimated_wait_s: float
+    # Since the engine started: prompt tokens computed, and read from a cached prefix instead.
+    prompt_tokens_computed: int = 0
+    prompt_tokens_reused: int = 0
 
 
 class EngineBusy(Exception):

@@ -174,7 +174,7 @@ def _engine_gauges() -> dict[str, metrics.Gauge]:
 
 def record_engine_load(model: str, replica: str, load: EngineLoad) -> None:
     tags = {"model": model, "replica": replica}
-    for field, gauge in _engine_gauges().items():
+    for field, gauge in _engine_gauges().items():  # the gauges, not the running totals
         gauge.set(float(getattr(load, field)), tags=tags)
 
 

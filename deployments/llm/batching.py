@@ -87,6 +87,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._closed = False
         self._service_s = 1.0  # moving average of a request's time in a slot
+        self._computed = self._reused = 0  # prompt tokens
         self._thread = threading.Thread(target=self._loop, name="llama.cpp", daemon=True)
         self._thread.start()
 
@@ -124,7 +125,7 @@ class Scheduler:
         busy = sum(1 for s in self._slots if s.job is not None)
         queued = len(self._waiting)
         wait = 0.0 if busy < len(self._slots) else (queued + 1) * self._service_s / len(self._slots)
-        return EngineLoad(queued, busy, len(self._slots), wait)
+        return EngineLoad(queued, busy, len(self._slots), wait, self._computed, self._reused)
 
     # -- the decoding thread ---------------------------------------------------------------------
 
@@ -222,6 +223,7 @@ class Scheduler:
         else:
             lib.llama_memory_seq_rm(memory, slot.seq, own, -1)
         slot.cached = tokens[:own]
+        self._reused += own
         return own
 
     def _step(self) -> None:
@@ -243,6 +245,7 @@ class Scheduler:
                 continue
             if job.next_token is None:
                 job.fed += len(tokens)
+                self._computed += len(tokens)
             if wants_logits:
                 self._sample(slot, job, self._logit_index(plan, index))
 

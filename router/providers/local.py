@@ -50,7 +50,7 @@ def engine_error(provider: str, model: str, error: Exception) -> ServiceError:
     if isinstance(error, PromptTooLong):  # RayTaskError subclasses the replica's exception type
         return ContextExceeded(str(getattr(error, "cause", error)), param=error.param)
     if isinstance(error, EngineBusy):
-        return ModelBusy(f"{model}: {getattr(error, 'cause', error)}; retry later",
+        return ModelBusy(f"{model} is busy: {getattr(error, 'cause', error)}; retry later",
                          retry_after=error.retry_after_s)
     if isinstance(error, RequestRejected):
         return InvalidRequest(str(getattr(error, "cause", error)), param=error.param)

