@@ -4,6 +4,7 @@ named by its path in the schema."""
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any
 
 import pytest
@@ -207,3 +208,26 @@ def test_a_grammar_safe_schema_has_no_patterns_and_no_long_max_lengths() -> None
         "v": {"enum": [{"pattern": "data, not a keyword"}]}},
         "$defs": {"d": {"anyOf": [{"type": "string"}]}}}
     assert without_patterns({"pattern": "a", "maxLength": 10**12}) == {"maxLength": 10**12}
+
+
+# Patterns whose enforcement a grammar sampler cannot bound: a repeated part that can match nothing
+# (one token of the first took 102.8 s on llama.cpp before it was refused), or counts that multiply.
+COSTLY_PATTERNS = ["^(a?){200}a{200}$", "^(a*)+$", "^(a|b?)+$", "^(?:x?y?){3}z$",
+                   "^((a{200}){200}){200}$"]
+BOUNDED_PATTERNS = ["^[a-z]{3}-[0-9]{4}$", "^(ab|a)+$", "^(?:[A-Z][a-z]+ ?){1,5}$", "^.{0,100}$",
+                    "^(a?)?b$"]
+
+
+@pytest.mark.parametrize("pattern", COSTLY_PATTERNS)
+def test_a_pattern_whose_cost_cannot_be_bounded_is_refused(pattern: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(SchemaError, match=r"^properties\.s\.pattern: (repeats a part that can "
+                                          r"match nothing|spells out more than 1024)"):
+        check_schema({"type": "object", "properties": {"s": {"type": "string",
+                                                               "pattern": pattern}}})
+    assert time.monotonic() - started < 0.1
+
+
+@pytest.mark.parametrize("pattern", BOUNDED_PATTERNS)
+def test_patterns_of_bounded_cost_pass(pattern: str) -> None:
+    check_schema({"type": "string", "pattern": pattern})
