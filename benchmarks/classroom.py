@@ -32,6 +32,7 @@ from models import find_local_model, resolve_gguf
 from tests.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
+QUESTION = "Learner {}: retell the lesson in full, part by part, then list every part again."
 SENTENCE = "Plants make food in their leaves: chlorophyll catches sunlight, roots bring water, {}."
 
 
@@ -68,12 +69,13 @@ async def class_at_once(url: str, model: str, learners: int, text: str, tokens: 
                         ) -> dict[str, float]:
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=learners + 4)) as client:
         started = time.perf_counter()
-        results = await asyncio.gather(*(learner(client, url, body(
-            model, text, f"Learner {n} asks: why are leaves green? Answer in detail.", tokens))
-            for n in range(learners)))
+        results = await asyncio.gather(*(learner(client, url, body(model, text, QUESTION.format(n),
+                                                                   tokens))
+                                         for n in range(learners)))
         wall = time.perf_counter() - started
     ttft = sorted(r[0] for r in results)
     return {"tokens_s": sum(r[2] for r in results) / wall,
+            "tokens": statistics.mean(r[2] for r in results),
             "ttft_p50": statistics.median(ttft),
             "ttft_p95": ttft[min(len(ttft) - 1, round(0.95 * (len(ttft) - 1)))]}
 
@@ -148,12 +150,14 @@ def report(n: int, rows: dict[str, list[dict[str, float]]],
         values = [r[key] for r in rows[name]]
         return min(values) if low else max(values)
 
-    ours = {k: best("service", k, k != "tokens_s") for k in ("tokens_s", "ttft_p50", "ttft_p95")}
-    theirs = {k: best("llama-server", k, k != "tokens_s") for k in ours}
+    ours = {k: best("service", k, k not in ("tokens_s", "tokens"))
+            for k in ("tokens_s", "ttft_p50", "ttft_p95", "tokens")}
+    theirs = {k: best("llama-server", k, k not in ("tokens_s", "tokens")) for k in ours}
     print(f"{n:>3} learners: tokens/s {ours['tokens_s']:.1f} vs {theirs['tokens_s']:.1f} "
           f"({ours['tokens_s'] / theirs['tokens_s']:.2f}x); TTFT p50 {ours['ttft_p50']:.2f} s vs "
           f"{theirs['ttft_p50']:.2f} s; p95 {ours['ttft_p95']:.2f} s vs {theirs['ttft_p95']:.2f} s "
-          f"({ours['ttft_p95'] / theirs['ttft_p95']:.2f}x)")
+          f"({ours['ttft_p95'] / theirs['ttft_p95']:.2f}x); tokens per answer "
+          f"{ours['tokens']:.0f} vs {theirs['tokens']:.0f}")
     for name, figures in (shared or {}).items():
         print(f"      shared ~1,500-token lesson, {name}: first {figures['first_ttft']:.2f} s, "
               f"followers {figures['followers_ttft']:.2f} s ({figures['ratio']:.2f}x)")

@@ -7,8 +7,9 @@ from typing import Any
 import ray
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
-from core.config import AppConfig, load_config
+from core.config import AppConfig, LocalModelConfig, load_config
 from deployments.embed.server import Embedder, EncoderFactory, default_encoder
 from deployments.llm.server import EngineFactory, LLMServer, default_engine
 from router.ingress import Router
@@ -36,7 +37,8 @@ def build_graph(config: AppConfig, engine_factory: EngineFactory = default_engin
     """The graph; tests inject a fake engine or encoder (tests/fakes/scripted.py) under real Serve."""
     check_gpus(config)
     llms = {
-        model.name: serve.deployment(name=f"LLMServer:{model.name}", **model.serve_options())(
+        model.name: serve.deployment(name=f"LLMServer:{model.name}", **model.serve_options(),
+                                     **_request_router(model))(
             LLMServer).bind(model, config.local_models_path, engine_factory)
         for model in config.served_local_models()
     }
@@ -49,6 +51,14 @@ def build_graph(config: AppConfig, engine_factory: EngineFactory = default_engin
             encoder_factory, breaker=config.router.breaker)
     router = serve.deployment(name="Router", **config.router.serve_options())(Router)
     return router.bind(config, llms, embedder)
+
+
+def _request_router(model: LocalModelConfig) -> dict[str, Any]:
+    """llama.cpp replicas keep the prefixes they computed: requests that share one go to the
+    replica that holds it (vLLM replicas too, for their prefix caches)."""
+    # Ray's config models are pydantic v1 models (its compat layer), which mypy's plugin misreads.
+    return {"request_router_config": RequestRouterConfig(
+        request_router_class="deployments.llm.routing.PrefixAffinityRouter")}  # type: ignore[arg-type]
 
 
 def build_app(args: dict[str, Any]) -> Application:

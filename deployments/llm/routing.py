@@ -1,0 +1,107 @@
+"""Requests that share a prompt prefix go to the local model replica that holds it, balanced against
+load (a Ray Serve request router; the idea of Ray Serve LLM's PrefixCacheAffinityRouter, without its
+extra dependencies and shared actor).
+
+The prompt's text is cut into blocks and each block hashed with the ones before it, as vLLM hashes
+its KV blocks: two prompts share the hashes of the blocks they share. The router remembers which
+replica each hash was last sent to. A request goes to the replica that holds its longest known
+prefix, unless that replica's queue is longer than the shortest by more than `imbalance`; then, or
+with nothing known, to the shorter queue of two picked at random (Serve's default)."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import OrderedDict
+from typing import Any
+
+from ray.serve.request_router import (
+    FIFOMixin,
+    PendingRequest,
+    ReplicaID,
+    RequestRouter,
+    RunningReplica,
+)
+
+from core.generation import GenerationParams
+
+BLOCK_CHARS = 256
+
+
+def prefix_hashes(text: str, block_chars: int = BLOCK_CHARS) -> list[bytes]:
+    """One hash per whole block of `text`, each covering every block before it."""
+    hashes, digest = [], hashlib.blake2b(digest_size=16)
+    for start in range(0, len(text) - block_chars + 1, block_chars):
+        digest.update(text[start:start + block_chars].encode())
+        hashes.append(digest.copy().digest())
+    return hashes
+
+
+def prompt_text(params: Any) -> str:
+    if not isinstance(params, GenerationParams):
+        return ""
+    if params.prompt is not None:
+        return params.prompt
+    return "\n".join(str(m.get("content") or "") for m in params.messages)
+
+
+class PrefixTable:
+    """Which replica each prefix hash was last routed to; the least recently used forgotten first."""
+
+    def __init__(self, max_entries: int):
+        self._owners: OrderedDict[bytes, str] = OrderedDict()
+        self._max = max_entries
+
+    def owner(self, hashes: list[bytes], candidates: set[str]) -> str | None:
+        """The candidate holding the longest of these prefixes, if any."""
+        for digest in reversed(hashes):
+            owner = self._owners.get(digest)
+            if owner in candidates:
+                return owner
+        return None
+
+    def remember(self, hashes: list[bytes], owner: str) -> None:
+        for digest in hashes:
+            self._owners[digest] = owner
+            self._owners.move_to_end(digest)
+        while len(self._owners) > self._max:
+            self._owners.popitem(last=False)
+
+
+class PrefixAffinityRouter(FIFOMixin, RequestRouter):
+    def initialize_state(self, imbalance: int = 4, max_entries: int = 100_000,
+                         **kwargs: Any) -> None:
+        self._imbalance = imbalance
+        self._table = PrefixTable(max_entries)
+
+    async def choose_replicas(self, candidate_replicas: list[RunningReplica],
+                              pending_request: PendingRequest | None = None
+                              ) -> list[list[RunningReplica]]:
+        if not candidate_replicas:
+            return []
+        by_id = {r.replica_id.to_full_id_str(): r for r in candidate_replicas}
+        owner = self._table.owner(self._hashes(pending_request), set(by_id))
+        others = _two(candidate_replicas)
+        if owner is None or not self._balanced(by_id[owner], candidate_replicas):
+            return [others]
+        return [[by_id[owner]], others]
+
+    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
+                          result: Any) -> None:
+        self._table.remember(self._hashes(pending_request), replica_id.to_full_id_str())
+
+    def _balanced(self, owner: RunningReplica, candidates: list[RunningReplica]) -> bool:
+        cache = self.replica_queue_len_cache
+        lengths = [cache.get(r.replica_id) or 0 for r in candidates]
+        return (cache.get(owner.replica_id) or 0) <= min(lengths) + self._imbalance
+
+    @staticmethod
+    def _hashes(pending_request: PendingRequest | None) -> list[bytes]:
+        if pending_request is None or not pending_request.args:
+            return []
+        return prefix_hashes(prompt_text(pending_request.args[0]))
+
+
+def _two(replicas: list[RunningReplica]) -> list[RunningReplica]:
+    """Two replicas at random (one if there is one): Serve picks the shorter queue of a rank."""
+    return random.sample(replicas, min(2, len(replicas)))
