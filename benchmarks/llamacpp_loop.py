@@ -1,9 +1,9 @@
-"""The llama.cpp engine's own decode loop (LlamaCppEngine.generate: Llama.generate token by token,
-stop matching, coalescing) against llama-cpp-python's create_chat_completion(stream=True), in
-process, same model, same thread count, rounds interleaved: what the hand-written loop costs or
-saves (issue 13 asked to weigh replacing it).
+"""One learner alone: the llama.cpp engine's continuous-batching loop (LlamaCppEngine.generate with
+`parallel` slots: batches, per-sequence samplers, stop matching, coalescing) against llama-cpp-python's
+create_chat_completion(stream=True) on a Llama of its own (what the engine ran before batching), in
+process, same model, same thread count, rounds interleaved.
 
-    .venv/bin/python benchmarks/llamacpp_loop.py [--threads 1] [--tokens 128] [--rounds 6]
+    .venv/bin/python benchmarks/llamacpp_loop.py [--threads 2] [--parallel 8] [--tokens 128]
 """
 
 from __future__ import annotations
@@ -35,13 +35,17 @@ async def engine_run(engine: LlamaCppEngine, tokens: int) -> tuple[float, float,
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=6)
     opts = parser.parse_args()
-    settings = LlamaCppSettings(n_ctx=2048, n_threads=opts.threads)
-    engine = LlamaCppEngine(resolve_gguf(find_local_model("smollm2-135m")), settings)
-    llm = engine._llm  # the same weights and context for both
+    from llama_cpp import Llama
+
+    path = resolve_gguf(find_local_model("smollm2-135m"))
+    engine = LlamaCppEngine(path, LlamaCppSettings(n_ctx=2048, n_threads=opts.threads,
+                                                   parallel=opts.parallel))
+    llm = Llama(model_path=str(path), n_ctx=2048, n_threads=opts.threads, verbose=False)
     ours, theirs = [], []
     for _ in range(opts.rounds):
         ours.append(asyncio.run(engine_run(engine, opts.tokens)))
