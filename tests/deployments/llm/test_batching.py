@@ -157,3 +157,11 @@ async def test_a_costly_grammar_does_not_hold_the_others_back(engine: LlamaCppEn
     beside = time.monotonic() - started
     await costly
     assert beside < 3 * alone + 1.0
+
+
+def test_health_fails_once_the_decoding_thread_is_gone() -> None:
+    engine = engine_with(parallel=1)
+    engine.check_health()
+    engine.close()
+    with pytest.raises(RuntimeError, match="closed or its decoding thread died"):
+        engine.check_health()
