@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--lesson-words", type=int, default=300)  # ~400 tokens
     parser.add_argument("--long-lesson-words", type=int, default=1100)  # ~1,500 tokens
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--shared-at", type=int, nargs="*", default=[8],
+                        help="class sizes that also measure the long shared lesson")
     opts = parser.parse_args()
     shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
     local = shipped["local_models"][0]
@@ -186,12 +188,13 @@ def main() -> None:
                         text = lesson(opts.lesson_words, f"{name}-{n}-{round_}")
                         rows[name].append(asyncio.run(class_at_once(url, model, n, text,
                                                                     opts.tokens)))
-                if n > 1:
+                shared = None
+                if n in opts.shared_at:
                     shared = {name: asyncio.run(shared_lesson(url, model, n - 1, lesson(
                         opts.long_lesson_words, f"long-{name}-{n}")))
                         for name, url, model in (("service", service, local["name"]),
                                                  ("llama-server", reference, ""))}
-            report(n, rows, shared if n > 1 else None)
+            report(n, rows, shared)
 
 
 def report(n: int, rows: dict[str, list[dict[str, float]]],

@@ -49,9 +49,10 @@ def engine_error(provider: str, model: str, error: Exception) -> ServiceError:
     only while no other candidate fits it; anything else is an outage."""
     if isinstance(error, PromptTooLong):  # RayTaskError subclasses the replica's exception type
         return ContextExceeded(str(getattr(error, "cause", error)), param=error.param)
-    if isinstance(error, EngineBusy):
-        return ModelBusy(f"{model} is busy: {getattr(error, 'cause', error)}; retry later",
-                         retry_after=error.retry_after_s)
+    if isinstance(error, EngineBusy):  # across Serve, a RayTaskError whose cause is the original
+        cause = getattr(error, "cause", error)
+        return ModelBusy(f"{model} is busy: {cause}; retry later",
+                         retry_after=getattr(cause, "retry_after_s", 1.0))
     if isinstance(error, RequestRejected):
         return InvalidRequest(str(getattr(error, "cause", error)), param=error.param)
     # A dead or unreachable replica, back-pressure or an engine error: an outage of this model.

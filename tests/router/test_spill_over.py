@@ -61,3 +61,18 @@ async def test_spill_over_can_be_turned_off(tmp_path: Any) -> None:
         assert served.headers["x-learnx-route"] == f"local/{LOCAL}"
     finally:
         await patient.close()
+
+
+def test_a_busy_replica_across_serve_is_a_429_with_its_wait() -> None:
+    """Across Serve the engine's EngineBusy arrives as a RayTaskError of that type."""
+    from ray.exceptions import RayTaskError
+
+    from core.errors import ModelBusy, status_of
+    from core.generation import EngineBusy
+    from router.providers.local import engine_error
+
+    wrapped = RayTaskError("stream", "traceback", EngineBusy("9 wait for 8 slots", 7.5))
+    error = engine_error("local", LOCAL, wrapped.as_instanceof_cause())
+    assert isinstance(error, ModelBusy) and status_of(error) == 429
+    assert error.headers() == {"Retry-After": "8"}
+    assert error.message == f"{LOCAL} is busy: 9 wait for 8 slots; retry later"
