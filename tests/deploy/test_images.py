@@ -50,6 +50,13 @@ def base(path: Path, stage: list[tuple[str, str]]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], image)
 
 
+def context_dirs() -> set[str]:
+    """The top-level folders `COPY . .` brings in: those .dockerignore does not leave out."""
+    patterns = [p for p in (ROOT / ".dockerignore").read_text().split() if not p.startswith("#")]
+    left_out = {p.rstrip("/") for p in patterns if not p.startswith("!") and "*" not in p}
+    return {d.name for d in ROOT.iterdir() if d.is_dir()} - left_out
+
+
 def run_command(args: str) -> str:
     """A RUN's command without its --mount options."""
     return re.sub(r"^(--mount=\S+\s+)+", "", args)
@@ -91,7 +98,12 @@ def test_every_package_is_copied_after_the_dependencies(kind: str) -> None:
     build, _ = stages(DOCKERFILES[kind])
     ops = [(op, run_command(args)) for op, args in build]
     setup = ops.index(("RUN", "bash scripts/setup.sh"))
-    copied = {args.split()[0].rstrip("/"): at for at, (op, args) in enumerate(ops) if op == "COPY"}
+    copied: dict[str, int] = {}
+    for at, (op, args) in enumerate(ops):
+        if op == "COPY":
+            for source in args.split()[:-1]:
+                names = context_dirs() if source == "." else {source.rstrip("/")}
+                copied.update(dict.fromkeys(names, at))
     for package in packages():
         assert package in copied, f"{package}/ is not copied into the {kind} image"
         assert copied[package] > setup, f"{package}/ is copied before the dependencies install"
