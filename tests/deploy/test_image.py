@@ -174,9 +174,9 @@ def test_logs_are_json_with_the_request_id(container: Container) -> None:
     container.http("/v1/embeddings", {"model": "all-minilm-l6-v2", "input": ["Cells divide."]},
                    request_id=request_id)
     logs = container.exec("sh", "-c", "cat /tmp/ray/session_latest/logs/serve/replica_*.log").stdout
-    records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
-    assert records and len(records) == len([line for line in logs.splitlines() if line.strip()])
+    lines = [line for line in logs.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert records and len(records) == len(lines), [line for line in lines if line[0] != "{"]
     ours = [r for r in records if r.get("request_id") == request_id]
     assert ours, f"no log record carries {request_id}"
-    assert {r["deployment"] for r in ours} >= {"Router"}
-    assert any(r.get("route") == "/v1/embeddings" for r in ours), ours
+    assert all(r.get("route") == "/v1/embeddings" for r in ours), ours
