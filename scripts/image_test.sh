@@ -2,8 +2,10 @@
 # CI step: build the CPU image (scripts/image.sh: buildah on a local Debian base, no Docker daemon)
 # and run it (tests/deploy/test_image.py: its own command and HEALTHCHECK, a chat completion and an
 # embedding, under 1,024 file descriptors). Needs root, buildah, mmdebstrap and iproute2.
-# Cost: the first build compiles llama.cpp (10-20 min on 2 busy cores); later ones reuse the layers
-# kept in LEARNX_IMAGE_CACHE (a code change: the code layers and the run, about 3-4 min).
+# Cost on the 2-core CI machine, shared (docs/operations.md, "Images"): the first build compiles
+# llama.cpp (about 20 min); with its wheel in pip's cache mount a dependency change builds in 6-12 min;
+# a code change reuses the dependency layer and builds in about 9 min (vfs copies and diffs the
+# whole root for each layer); the run takes 1.5-2 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
