@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The programs the deployment tests run for real (tests/deploy): nginx, Prometheus with promtool,
-# docker-compose (only `config`, no Docker daemon). Installs the missing ones with apt (Debian), once;
+# Alertmanager's amtool, docker-compose (only `config`, no Docker daemon). Installs the missing ones with apt (Debian), once;
 # returns at once when all are there.
 set -uo pipefail
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 { command -v prometheus >/dev/null && command -v promtool >/dev/null; } || missing+=(prometheus)
+command -v amtool >/dev/null || missing+=(prometheus-alertmanager)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
@@ -18,7 +19,7 @@ if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get 
   exit 0
 fi
 # The Debian packages start their services; the tests start their own, on free ports.
-for service in nginx prometheus; do
+for service in nginx prometheus prometheus-alertmanager; do
   command -v systemctl >/dev/null && $sudo systemctl disable --now "$service" >/dev/null 2>&1
   command -v service >/dev/null && $sudo service "$service" stop >/dev/null 2>&1
 done

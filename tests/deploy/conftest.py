@@ -58,7 +58,8 @@ def app_config(serve_port: int) -> dict[str, Any]:
         # OpenAI is played by the fake; Anthropic is not in this cluster (the suite's environment
         # holds a key for it, which the nodes inherit).
         providers={"anthropic": {"enabled": False}})
-    args["embedder"].update(n_threads=1, batching={"max_batch_size": 16, "batch_wait_timeout_s": 0.02})
+    args["embedder"].update(num_replicas=1, n_threads=1,
+                            batching={"max_batch_size": 16, "batch_wait_timeout_s": 0.02})
     args["auth"] = {"api_keys": [{"id": "deploy-tests", "sha256": hash_key(KEY), "role": "admin"},
                                  {"id": "deploy-limited", "sha256": hash_key(LIMITED_KEY),
                                   "requests_per_minute": 1}]}

@@ -1,5 +1,9 @@
-"""The real nginx (Debian's package) running the project's template, on free loopback ports, with
-everything it writes kept in a directory of the test's own."""
+"""The real nginx (Debian's package) running the project's template in the official nginx image's
+layout, on free loopback ports, with everything it writes kept in a directory of the test's own.
+
+The image's layout: nginx.conf includes conf.d/*.conf; conf.d/default.conf ships with the image; at
+start the entrypoint renders templates/*.template with envsubst into conf.d/ (a template named
+default.conf.template replaces the image's default.conf)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,22 @@ import httpx
 from tests.deploy.cluster import free_ports, poll, require
 
 NGINX_DIR = Path(__file__).resolve().parents[2] / "deploy" / "nginx"
-TEMPLATE = NGINX_DIR / "templates" / "learnx.conf.template"
+TEMPLATE = NGINX_DIR / "templates" / "default.conf.template"
+# The image's /etc/nginx/conf.d/default.conf (nginx:1.27-alpine), on the test's listen address.
+IMAGE_DEFAULT_CONF = """
+server {{
+    listen {listen};
+    server_name localhost;
+    location / {{
+        root /usr/share/nginx/html;
+        index index.html index.htm;
+    }}
+    error_page 500 502 503 504 /50x.html;
+    location = /50x.html {{
+        root /usr/share/nginx/html;
+    }}
+}}
+"""
 # Stands in for the image's /etc/nginx/nginx.conf: only paths differ (temp files, logs, pid).
 MAIN = """
 user root;  # ignored unless nginx starts as root; lets workers write the test's own directories
@@ -42,22 +61,28 @@ def render(template: str, values: dict[str, str]) -> str:
 
 
 class Nginx:
-    def __init__(self, directory: Path, ai_upstream: str, legacy_upstream: str):
+    def __init__(self, directory: Path, ai_upstream: str, legacy_upstream: str,
+                 resolver: str = "127.0.0.1"):
         require("nginx")
         self.dir = directory
         (self.port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{self.port}"
+        listen = f"127.0.0.1:{self.port}"
         self.values = {"LEARNX_AI_UPSTREAM": ai_upstream, "LEGACY_AI_UPSTREAM": legacy_upstream,
-                       "NGINX_LISTEN": f"127.0.0.1:{self.port}", "AI_ROLLOUT_PERCENT": "10"}
+                       "NGINX_LISTEN": listen, "AI_ROLLOUT_PERCENT": "10", "NGINX_RESOLVER": resolver}
         (directory / "conf.d").mkdir(parents=True, exist_ok=True)
+        (directory / "conf.d" / "default.conf").write_text(IMAGE_DEFAULT_CONF.format(listen=listen))
+        shutil.copytree(NGINX_DIR / "templates", directory / "templates", dirs_exist_ok=True)
         shutil.copytree(NGINX_DIR / "learnx", directory / "learnx", dirs_exist_ok=True)
         (directory / "nginx.conf").write_text(MAIN.format(dir=directory))
         self.process: subprocess.Popen[bytes] | None = None
 
     def _write(self, rollout_percent: int) -> None:
+        """The image entrypoint's step: every templates/NAME.template -> conf.d/NAME."""
         self.values["AI_ROLLOUT_PERCENT"] = str(rollout_percent)
-        rendered = render(TEMPLATE.read_text(), self.values)
-        (self.dir / "conf.d" / "learnx.conf").write_text(rendered)
+        for template in (self.dir / "templates").glob("*.template"):
+            rendered = render(template.read_text(), self.values)
+            (self.dir / "conf.d" / template.name.removesuffix(".template")).write_text(rendered)
         self._nginx("-t")
 
     def _nginx(self, *args: str) -> None:

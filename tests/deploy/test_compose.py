@@ -43,7 +43,7 @@ def config() -> dict[str, Any]:
 def test_services_have_health_checks(config: dict[str, Any]) -> None:
     services = config["services"]
     assert set(services) == {"python-ai-service", "redis", "postgres", "nginx", "prometheus",
-                             "grafana"}
+                             "alertmanager", "grafana"}
     assert all(s.get("healthcheck", {}).get("test") for s in services.values())
     assert services["python-ai-service"]["depends_on"] == {
         "postgres": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}}
@@ -86,6 +86,20 @@ def test_mounts_are_the_files_the_tests_run(config: dict[str, Any]) -> None:
     assert Path(grafana["/etc/grafana/provisioning"]) == DEPLOY / "grafana" / "provisioning"
     assert Path(grafana["/var/lib/grafana/dashboards"]) == DEPLOY / "grafana" / "dashboards"
     assert (DEPLOY / "prometheus" / "prometheus.yml").is_file()
+    alertmanager = mounts("alertmanager")
+    assert Path(alertmanager["/etc/alertmanager"]) == DEPLOY / "alertmanager"
+    alerting = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())["alerting"]
+    (target,) = alerting["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert target == "alertmanager:9093"
+
+
+def test_stopping_lets_requests_finish(config: dict[str, Any]) -> None:
+    """compose's default 10 s would SIGKILL streams; a request runs up to AI_REQUEST_TIMEOUT."""
+    service = config["services"]["python-ai-service"]
+    grace = service["stop_grace_period"]
+    seconds = int(grace.removesuffix("s")) if grace.endswith("s") and "m" not in grace else 0
+    assert seconds > int(service["environment"]["AI_REQUEST_TIMEOUT"]), grace
+    assert "python-ai-service" not in config["services"]["nginx"].get("depends_on", {})
 
 
 def test_nginx_gets_every_template_variable(config: dict[str, Any]) -> None:

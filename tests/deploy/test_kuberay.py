@@ -1,10 +1,15 @@
 """The KubeRay manifests: valid against KubeRay's RayService CRD (with unknown fields refused, as the API
-server's strict field validation does), serveConfigV2 identical to what scripts/serve_config.py makes
-of configs/*.yaml, and wired as the service needs (ports, readiness, secrets, GPUs, autoscaling)."""
+server's strict field validation does), their pod templates and the objects beside them
+(NetworkPolicy, PodDisruptionBudgets, the models PVC) valid against Kubernetes' own schemas
+(kubernetes-validate, strict), serveConfigV2 identical to what scripts/serve_config.py makes of
+configs/*.yaml and valid for Ray Serve, and wired as the service needs: per-pod readiness, secrets,
+GPUs, autoscaling, GCS fault tolerance, stopping times that let requests finish, Ray token auth,
+Pod Security "restricted" with a read-only root, weights on a volume that outlives the pod."""
 
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
 import sys
@@ -13,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
+from ray.serve.schema import DeploymentSchema, ServeDeploySchema
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "tests" / "data" / "kuberay" / "ray.io_rayservices.yaml"  # tests/data/README.md
 KUBERAY = ROOT / "deploy" / "kuberay"
 MANIFESTS = sorted(KUBERAY.glob("rayservice-*.yaml"))
+OBJECTS = [KUBERAY / "policies.yaml", KUBERAY / "models-pvc.yaml"]
+KUBERNETES = "1.33"  # the Kubernetes version whose schemas the objects are checked against
+NGINX_TEMPLATE = ROOT / "deploy" / "nginx" / "templates" / "default.conf.template"
 SECRET_KEYS = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LEARNX_API_KEYS", "DATABASE_URL", "REDIS_URL",
                "HF_TOKEN"}
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -114,9 +124,11 @@ def test_ports_readiness_and_secrets(manifest: Path) -> None:
     # Serve is deployed only once the head is ready: an app-level probe there would never pass.
     assert "readinessProbe" not in head["template"]["spec"]["containers"][0]
     for group in workers:
+        # The pod's own Serve proxy: the app-wide /ready would drop every pod when one model is down.
         probe = group["template"]["spec"]["containers"][0]["readinessProbe"]
-        assert probe["httpGet"] == {"path": "/ready", "port": "serve"}
+        assert probe["httpGet"] == {"path": "/-/healthz", "port": "serve"}
     assert service["spec"]["rayClusterConfig"]["enableInTreeAutoscaling"] is True
+    assert service["spec"]["excludeHeadPodFromServeSvc"] is True
 
 
 def test_gpu_group_fits_the_vllm_autoscaling() -> None:
@@ -137,3 +149,141 @@ def test_example_secret_holds_placeholders_only() -> None:
     assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "learnx-ai-secrets"
     assert set(secret["stringData"]) == SECRET_KEYS
     assert all(v.startswith("<") and v.endswith(">") for v in secret["stringData"].values())
+
+
+def pod_templates(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return [g["template"] for g in groups(service)]
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_pod_templates_are_valid_kubernetes(manifest: Path) -> None:
+    for template in pod_templates(rayservice(manifest)):
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "PodTemplate",
+                                      "metadata": {"name": "check"}, "template": template},
+                                     KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize("path", OBJECTS, ids=lambda p: p.name)
+def test_objects_beside_the_services_are_valid_kubernetes(path: Path) -> None:
+    for document in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+
+
+def test_the_kubernetes_check_refuses_a_misspelt_field() -> None:
+    policy = next(yaml.safe_load_all(OBJECTS[0].read_text()))
+    policy["spec"]["podSelectors"] = policy["spec"].pop("podSelector")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(policy, KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_serve_config_is_valid_for_ray_serve(manifest: Path) -> None:
+    config = serve_config_of(rayservice(manifest))
+    ServeDeploySchema.model_validate(config)
+    # Serve's schema lets unknown keys through; a misspelt option would be silently ignored.
+    for app in config["applications"]:
+        for deployment in app.get("deployments", []):
+            assert set(deployment) <= set(DeploymentSchema.model_fields), deployment
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_no_deprecated_field_poses_as_a_safety_valve(manifest: Path) -> None:
+    """KubeRay ignores these (rayservice_types.go: "Deprecated: This field is not used anymore")."""
+    spec = rayservice(manifest)["spec"]
+    assert not {"serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"} & set(spec)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_stopping_lets_the_longest_request_finish(manifest: Path) -> None:
+    """request <= Serve's graceful shutdown < Ray's SIGTERM drain < the pod's grace period <= the old
+    cluster's deletion delay, which also outlasts nginx's wait for an answer."""
+    service = rayservice(manifest)
+    (app,) = serve_config_of(service)["applications"]
+    request_s = app["args"].get("router", {}).get("request_timeout_s", 60)
+    graceful = {d["name"]: d["graceful_shutdown_timeout_s"] for d in app["deployments"]}
+    local = {f"LLMServer:{m['name']}" for m in app["args"].get("local_models", [])}
+    assert set(graceful) == {"Router", "Embedder"} | local
+    drain = {float(env_of(c)["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"]) for c in containers(service)}
+    grace = {t["spec"]["terminationGracePeriodSeconds"] for t in pod_templates(service)}
+    delay = service["spec"]["rayClusterDeletionDelaySeconds"]
+    nginx_read_s = int(re.search(r"proxy_read_timeout (\d+)s;", NGINX_TEMPLATE.read_text())[1])
+    assert request_s <= min(graceful.values())
+    assert max(graceful.values()) < min(drain) and max(drain) < min(grace)
+    assert max(grace) <= delay and nginx_read_s <= delay
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_gcs_state_survives_the_head(manifest: Path) -> None:
+    options = rayservice(manifest)["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options["redisAddress"]
+    assert options["redisPassword"]["valueFrom"]["secretKeyRef"]["key"]
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_ray_control_plane_is_locked(manifest: Path) -> None:
+    """Ray token auth on; the dashboard, GCS and client ports admitted from Ray pods and, for the
+    dashboard, the operator only (policies.yaml)."""
+    service = rayservice(manifest)
+    assert service["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+    labels = {t["metadata"]["labels"]["app.kubernetes.io/name"] for t in pod_templates(service)}
+    policy = next(d for d in yaml.safe_load_all(OBJECTS[0].read_text())
+                  if d["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": labels.pop()}
+    assert not labels
+    for rule in policy["spec"]["ingress"]:
+        ports = {p["port"] for p in rule.get("ports", [])}
+        sources = rule.get("from", [])
+        if not ports:  # every port: only from Ray pods of this service
+            assert sources == [{"podSelector": policy["spec"]["podSelector"]}]
+        elif not sources:  # from anywhere: only the API
+            assert ports == {8001}
+        else:
+            assert not ports & {6379, 10001}
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_pods_meet_pod_security_restricted_with_a_read_only_root(manifest: Path) -> None:
+    service = rayservice(manifest)
+    for template in pod_templates(service):
+        pod = template["spec"]["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        writable = {m["mountPath"] for c in template["spec"]["containers"]
+                    for m in c["volumeMounts"]}
+        assert {"/tmp/ray", "/tmp", "/dev/shm"} <= writable
+    autoscaler = service["spec"]["rayClusterConfig"]["autoscalerOptions"]["securityContext"]
+    for context in [autoscaler, *(c["securityContext"] for c in containers(service))]:
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert all(c["securityContext"]["readOnlyRootFilesystem"] for c in containers(service))
+
+
+def test_gpu_weights_live_on_a_shared_volume() -> None:
+    service = rayservice(KUBERAY / "rayservice-gpu.yaml")
+    (gpu,) = [g for g in groups(service) if g.get("groupName") == "gpu"]
+    (mount,) = [m for m in gpu["template"]["spec"]["containers"][0]["volumeMounts"]
+                if m["mountPath"] == "/models"]
+    (volume,) = [v for v in gpu["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    claim = yaml.safe_load(OBJECTS[1].read_text())
+    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]  # several GPU pods mount it
+    # Ray schedules only the vLLM replica's CPUs there: a GPU pod never holds a Router or Embedder.
+    (app,) = serve_config_of(service)["applications"]
+    vllm_cpus = {m["ray_actor_options"]["num_cpus"] for m in app["args"]["local_models"]}
+    assert {float(gpu["rayStartParams"]["num-cpus"])} == {float(c) for c in vllm_cpus}
+
+
+def test_disruption_budgets_cover_each_worker_group() -> None:
+    budgets = [d for d in yaml.safe_load_all(OBJECTS[0].read_text())
+               if d["kind"] == "PodDisruptionBudget"]
+    for manifest in MANIFESTS:
+        for group in rayservice(manifest)["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+            pod = {**group["template"]["metadata"]["labels"], "ray.io/node-type": "worker",
+                   "ray.io/group": group["groupName"]}
+            matching = [b for b in budgets
+                        if b["spec"]["selector"]["matchLabels"].items() <= pod.items()]
+            assert len(matching) == 1 and matching[0]["spec"]["maxUnavailable"] == 1, group["groupName"]
