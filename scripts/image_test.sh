@@ -14,7 +14,8 @@ command -v buildah >/dev/null || missing+=(buildah)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "image: installing ${missing[*]} with apt" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 fi
 image=$(bash scripts/image.sh)
 LEARNX_IMAGE=$image bash scripts/test.sh tests/deploy/test_image.py -q -s
