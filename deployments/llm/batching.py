@@ -33,6 +33,7 @@ log = logging.getLogger("ray.serve")
 Emit = Callable[[Any], object]
 FINISHED = object()  # emitted after a sequence's last delta or error
 SHARE_MIN = 32  # a prefix shorter than this is recomputed rather than waited for
+STEP_PRIOR_S = 0.05  # a decoding step's time until one is measured
 
 
 @dataclass(eq=False)
@@ -86,7 +87,7 @@ class Scheduler:
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
-        self._service_s = 1.0  # moving average of a request's time in a slot
+        self._step_s = STEP_PRIOR_S  # moving average of a decoding step's time
         self._computed = self._reused = 0  # prompt tokens
         self._thread = threading.Thread(target=self._loop, name="llama.cpp", daemon=True)
         self._thread.start()
@@ -124,8 +125,19 @@ class Scheduler:
     def _load(self) -> EngineLoad:
         busy = sum(1 for s in self._slots if s.job is not None)
         queued = len(self._waiting)
-        wait = 0.0 if busy < len(self._slots) else (queued + 1) * self._service_s / len(self._slots)
-        return EngineLoad(queued, busy, len(self._slots), wait, self._computed, self._reused)
+        return EngineLoad(queued, busy, len(self._slots), self._expected_wait(queued),
+                          self._computed, self._reused)
+
+    def _expected_wait(self, ahead: int) -> float:
+        """How long a request with `ahead` requests queued before it waits for a slot, on the high
+        side: running answers are taken to run to their max_tokens, at the measured step time."""
+        jobs = [s.job for s in self._slots]
+        if any(job is None for job in jobs):
+            return 0.0
+        steps = sorted(_steps_left(job) for job in jobs)
+        rounds, index = divmod(ahead, len(steps))
+        whole = max((r.budget for r in self._waiting), default=steps[-1])
+        return (steps[index] + rounds * whole) * self._step_s
 
     # -- the decoding thread ---------------------------------------------------------------------
 
@@ -179,6 +191,12 @@ class Scheduler:
         return admitted
 
     def _dropped(self, request: Request) -> bool:
+        """Cancelled, or waited past its limit (the estimate was short): it is refused now."""
+        limit = request.params.max_queue_wait_s
+        if not request.cancelled and limit is not None \
+                and time.monotonic() - request.arrived > limit:
+            request.emit(EngineBusy(f"no slot within {limit:g} s", retry_after_s=1.0))
+            request.cancel()
         if request.cancelled:
             request.emit(FINISHED)
         return request.cancelled
@@ -234,7 +252,9 @@ class Scheduler:
         plan = self._plan()
         if not plan:
             return
+        started = time.monotonic()
         status = self._lib.llama_decode(self._ctx, self._fill(plan))
+        self._step_s = 0.9 * self._step_s + 0.1 * (time.monotonic() - started)
         if status != 0:
             self._decode_failed(plan, status)
             return
@@ -310,8 +330,6 @@ class Scheduler:
         job.request.emit(FINISHED)
         job.sampler.close()
         slot.job = None
-        spent = time.monotonic() - job.request.arrived
-        self._service_s = 0.8 * self._service_s + 0.2 * spent
 
     def _decode_failed(self, plan: list[tuple[Slot, list[int], bool]], status: int) -> None:
         """No room in the KV cache (1): drop idle slots' caches and try again next step; if none is
@@ -338,6 +356,15 @@ class Scheduler:
 
 
 _PLACEHOLDER: Any = object()
+
+
+def _steps_left(job: Any) -> int:
+    """Decoding steps until a running job's slot is free, at most: its answer's tokens still to
+    come, and its unread prompt in chunks."""
+    if not isinstance(job, Job):
+        return 0
+    unread = len(job.request.tokens) - job.fed
+    return job.request.budget - job.output.generated + unread // 64
 
 
 def _shared(a: list[int], b: list[int]) -> int:

@@ -165,3 +165,4 @@ def test_health_fails_once_the_decoding_thread_is_gone() -> None:
     engine.close()
     with pytest.raises(RuntimeError, match="closed or its decoding thread died"):
         engine.check_health()
+
