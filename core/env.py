@@ -45,7 +45,7 @@ ENV: dict[str, EnvVar] = {
                            "postgresql://user@host/db or sqlite:///path"),
     "LEARNX_AUTH_ENABLED": EnvVar((("auth", "enabled"),), "true or false"),
     "LEARNX_API_KEYS": EnvVar((("auth", "api_keys"),),
-                              "id:sha256,... as printed by python -m router.auth new-key NAME; "
+                              "id:sha256,... as printed by python -m router.http.auth new-key NAME; "
                               "id:sha256:admin for an admin key",
                               _api_keys),
 }

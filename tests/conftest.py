@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from router.auth import hash_key
+from router.http.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.ports import free_port, serve_ports_env, wait_for_port
 
@@ -48,10 +48,10 @@ LIMITED_RPM = 5
 # The Node client's own limited key (its retry-on-429 test drains it; no other test uses it).
 CLIENT_LIMITED_KEY = "lx_test-client-limited-key-0123456789abcdef"
 CLIENT_LIMITED_RPM = 20
-# Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
+# Users with budgets (USD per day), each used by one test of tests/router/http/test_api_budgets.py.
 BUDGETS = {"budget-refuse": {"daily_usd": 0.000335, "on_exhausted": "refuse"},
            "budget-downgrade": {"daily_usd": 0.00002},
-           # Mixed budgets of tests/router/test_api_budgets.py's concurrency test.
+           # Mixed budgets of tests/router/http/test_api_budgets.py's concurrency test.
            **{f"budget-mix-{i}": {"daily_usd": 0.0005 * (i + 1)} if i % 3 else
               {"monthly_usd": 0.0004 * (i + 1), "on_exhausted": "refuse"} for i in range(10)}}
 

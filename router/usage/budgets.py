@@ -28,8 +28,8 @@ from typing import TypeVar
 from core.config import BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
 from core.ids import new_id
-from router.sharedstate import StateUnavailable
 from router.usage.budget_stores import BudgetStore, Counter, Hold
+from router.usage.sharedstate import StateUnavailable
 
 NANO = 1_000_000_000
 GRACE_S = 86_400  # a counter outlives its period by a day (requests admitted before its end settle)

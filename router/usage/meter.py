@@ -24,14 +24,14 @@ from core.errors import BudgetExceeded, ProviderError, ServiceError, StorageUnav
 from core.generation import TokenUsage
 from core.pricing import cost
 from models.catalog import ModelCard
-from router.fallback import OVER_BUDGET
-from router.ratelimit import RateLimiter
-from router.route import Reporting, Route
-from router.sharedstate import SharedState
+from router.run.attempts import Reporting, Route
+from router.run.fallback import OVER_BUDGET
 from router.usage.budget_stores import Hold
 from router.usage.budgets import Budgets, to_nano
 from router.usage.ledger import Ledger
+from router.usage.ratelimit import RateLimiter
 from router.usage.record import Outcome, UsageRecord, new_record_id, utc_day
+from router.usage.sharedstate import SharedState
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")

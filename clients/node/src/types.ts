@@ -1,4 +1,4 @@
-// The service's wire types (router/protocol.py, router/content.py, content/). Request and response
+// The service's wire types (router/wire/openai.py, router/services/content.py, content/). Request and response
 // fields keep the service's names (snake_case), so a body reads the same in Node and in the API docs.
 
 export type ContentType =

@@ -15,13 +15,13 @@ from core.errors import BudgetExceeded, ProviderError
 from core.generation import GenerationParams
 from core.pricing import estimate
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
-from router.fallback import Run, continuation, prompt_estimate
-from router.policy import Candidate
-from router.route import Route
-from router.sharedstate import SharedState
+from router.run.attempts import Route
+from router.run.fallback import Run, continuation, prompt_estimate
+from router.run.policy import Candidate
 from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import Budgets, to_nano
 from router.usage.meter import Allowance, Caller
+from router.usage.sharedstate import SharedState
 from tests.conftest import free_port
 from tests.fakes.scripted import Cut, Say, ScriptedProvider
 from tests.router.usage.test_budgets import Clock

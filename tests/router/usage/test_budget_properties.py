@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from core.config import BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
-from router.sharedstate import SharedState, StateUnavailable
 from router.usage.budget_stores import BudgetStore, Counter, Hold, MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import Budgets, to_nano
+from router.usage.sharedstate import SharedState, StateUnavailable
 from tests.conftest import RedisServer
 from tests.router.usage.test_budgets import Ticks, utc_time
 

@@ -13,9 +13,9 @@ import redis.asyncio as aioredis
 
 from core.config import BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
-from router.sharedstate import SharedState
 from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import GRACE_S, Budgets, SpendRow
+from router.usage.sharedstate import SharedState
 from tests.conftest import free_port
 
 

@@ -15,9 +15,9 @@ from core.config import HostedProviderConfig
 from core.generation import GenerationParams, TokenUsage
 from core.pricing import cost, estimate
 from models.catalog import HOSTED_MODELS
-from router.fallback import prompt_estimate
-from router.providers.anthropic import AnthropicProvider
-from router.providers.openai import OpenAIProvider
+from router.run.fallback import prompt_estimate
+from router.run.providers.anthropic import AnthropicProvider
+from router.run.providers.openai import OpenAIProvider
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.caching import InvoiceLine
 from tests.fakes.inprocess import InProcess, config, start
