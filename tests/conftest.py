@@ -31,6 +31,19 @@ for _variable, _value in serve_ports_env().items():  # not the ports of another 
 # Replicas stay reachable this long at shutdown for load balancers (30 s by default): none here.
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
+# The fixtures that start real Ray Serve: the session's (serve_root, and through it serve_url,
+# lite_url, openai_client and every fixture built on them) and the deployment tests' cluster.
+SERVE_FIXTURES = frozenset({"serve_root", "cluster_app"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `serve` every test that uses a Serve fixture, directly or through another fixture, so
+    `-m "not serve"` runs the in-process suite alone and no test file has to remember the marker."""
+    for item in items:
+        if SERVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.serve)
+
+
 APP_NAME = "learnx"
 OPENAI_KEY = "sk-test-openai-0123456789"
 ANTHROPIC_KEY = "sk-ant-test-0123456789"

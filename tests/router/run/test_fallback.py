@@ -18,6 +18,7 @@ from router.run.attempts import Route
 from router.run.fallback import CONTINUE, Run, Switch, continuation
 from router.run.policy import Candidate
 from router.run.ttft import learned_limits
+from tests.fakes.clock import Clock
 
 PARAMS = GenerationParams(messages=[{"role": "user", "content": "hi"}], max_tokens=50)
 JSON = replace(PARAMS, json_schema={})
@@ -178,14 +179,6 @@ async def test_open_breakers_are_skipped_but_the_only_candidate_is_still_tried()
     alone = Run([route(a, 0)], RouterConfig(), health)
     completion, _ = await alone.complete(PARAMS)
     assert completion.text == "answer"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def half_open(clock: Clock) -> Breakers:

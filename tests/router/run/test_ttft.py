@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from router.run.ttft import FirstTokenLimits, TtftSettings, percentile
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes.clock import Clock
 
 
 def limits(**settings) -> tuple[FirstTokenLimits, Clock]:

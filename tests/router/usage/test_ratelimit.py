@@ -14,21 +14,11 @@ from core.errors import RateLimited
 from router.usage.ratelimit import ALWAYS, Bucket, Buckets, MemoryBuckets, RateLimiter, RedisBuckets
 from router.usage.sharedstate import TIMEOUT_S, SharedState
 from tests.conftest import RedisServer, free_port
+from tests.fakes.clock import Clock
 
 KEY = ApiKeyConfig(id="svc", sha256="0" * 64)
 NO_LIMITS = {"user_requests_per_minute": None, "user_tokens_per_minute": None,
              "key_requests_per_minute": None, "key_tokens_per_minute": None}
-
-
-class Clock:
-    def __init__(self, now: float = 1_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def limits(**only: int) -> RateLimitConfig:

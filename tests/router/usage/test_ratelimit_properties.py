@@ -21,6 +21,7 @@ from core.errors import RateLimited
 from router.usage.ratelimit import Bucket, Buckets, MemoryBuckets, RateLimiter, RedisBuckets
 from router.usage.sharedstate import SharedState, StateUnavailable
 from tests.conftest import RedisServer
+from tests.fakes.clock import Clock
 
 PER_MINUTE = 1_000
 KEY = ApiKeyConfig(id="svc", sha256="0" * 64, tokens_per_minute=PER_MINUTE)
@@ -90,14 +91,6 @@ async def play(script: list[Step], buckets: Buckets, elapsed: Callable[[], float
             advance(a)
         allowed = PER_MINUTE + elapsed() * PER_MINUTE / 60
         assert ledger.counted() <= allowed + 1e-6, (ledger, elapsed())
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.start = self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @settings(max_examples=150, deadline=None)
