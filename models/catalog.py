@@ -1,5 +1,5 @@
 """The model catalogue: every concrete model the router can use, with its provider, context window,
-capability tier and price. It is the one price table; router/pricing.py computes costs from it.
+capability tier and price. It is the one price table; core/pricing.py computes costs from it.
 
 Models of the same tier are equivalents (the seed's "model mapping"): a request for one may be served
 by another of its tier when the first is unavailable or more expensive."""
@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.registry import LOCAL_MODELS, Tier, ToolCalling
 
 ProviderName = Literal["local", "openai", "anthropic"]
-PROVIDERS: tuple[ProviderName, ...] = ("local", "openai", "anthropic")
 TIERS: tuple[Tier, ...] = ("small", "large")
 
 

@@ -74,10 +74,6 @@ class Flight:
     def _beyond(self, seen: int) -> bool:
         return len(self._events) > seen or self._done
 
-    @property
-    def subscribers(self) -> int:
-        return self._subscribers
-
 
 class SingleFlight:
     def __init__(self) -> None:

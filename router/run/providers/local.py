@@ -23,9 +23,6 @@ class LocalProvider:
     def __init__(self, handles: dict[str, DeploymentHandle[Any]]):
         self._handles = handles
 
-    def models(self) -> list[str]:
-        return sorted(self._handles)
-
     async def aclose(self) -> None:
         return None
 

@@ -9,10 +9,11 @@ import pytest
 
 from core.config import AppConfig, HostedProviderConfig
 from core.errors import InvalidRequest, ProviderError, ProviderTimeout
-from core.generation import GenerationParams, TokenUsage, collect
+from core.generation import GenerationParams, TokenUsage
 from router.run.providers import build_providers
 from router.run.providers.anthropic import AnthropicProvider, to_anthropic
 from router.run.providers.openai import OpenAIProvider, to_openai
+from tests.deltas import collect
 from tests.fakes import FakeOpenAI, Fault, Reply
 
 PARAMS = GenerationParams(

@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from core.generation import GenerationParams, Tool, ToolCall, collect
+from core.generation import GenerationParams, Tool, ToolCall
 from router.run.providers.anthropic import to_anthropic
 from router.run.providers.openai import to_openai
+from tests.deltas import collect
 from tests.fakes import Call, FakeAnthropic, FakeOpenAI, Reply
 from tests.openai_schemas import check
 from tests.router.run.providers.test_hosted import anthropic_provider, openai_provider

@@ -11,11 +11,12 @@ import anthropic
 import httpx
 import openai
 
-from core.generation import CacheBreakpoint, GenerationParams, TokenUsage, Tool, collect
+from core.generation import CacheBreakpoint, GenerationParams, TokenUsage, Tool
 from core.pricing import cost
 from models.catalog import HOSTED_MODELS
 from router.run.providers.anthropic import anthropic_usage, to_anthropic
 from router.run.providers.openai import openai_usage, to_openai
+from tests.deltas import collect
 from tests.fakes import FakeAnthropic, FakeOpenAI, Reply
 from tests.fakes.caching import InvoiceLine
 from tests.router.run.providers.test_hosted import anthropic_provider, openai_provider
