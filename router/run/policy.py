@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from core.errors import InvalidRequest, ModelNotFound, ModelUnavailable
 from core.pricing import estimate
-from models.catalog import TIERS, ModelCard
+from models.catalog import KEY_ENV, TIERS, ModelCard
 from models.registry import ToolCalling
 
 
@@ -124,10 +124,13 @@ def _reason(card: ModelCard, request: RouteRequest, wanted: ModelCard | None, ti
     return f"tier {tier}{instead}"
 
 
+_KEYS = " / ".join(KEY_ENV.values())  # the hosted providers' key variables
+
+
 def _unavailable(requested: str, wanted: ModelCard | None, tier: str) -> str:
     needs = f"{wanted.name} needs the {wanted.provider} provider; " if wanted else ""
     return (f"no configured provider serves {requested!r}: {needs}no {tier}-tier model is "
-            "available (set OPENAI_API_KEY / ANTHROPIC_API_KEY or enable a local model)")
+            f"available (set {_KEYS} or enable a local model)")
 
 
 def _article(kind: str) -> str:
@@ -145,7 +148,7 @@ def _incapable(need: ToolCalling, tier: str, available: list[ModelCard],
     fixes = ["send tool_choice 'required' or name a function"] if need == "auto" else []
     hosted = any(c.calls_tools(need) for c in catalog if c.kind == "chat" and c.tier == tier)
     if hosted:
-        fixes.append("configure a hosted provider (OPENAI_API_KEY / ANTHROPIC_API_KEY)")
+        fixes.append(f"configure a hosted provider ({_KEYS})")
     problem = f"no available {tier}-tier model can serve tool_choice {_NEEDS[need]}: {models}"
     message = "; ".join([problem, ", or ".join(fixes)] if fixes else [problem])
     return ModelUnavailable(message) if hosted else InvalidRequest(message, param="tool_choice")

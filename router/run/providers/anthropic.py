@@ -13,6 +13,7 @@ from core.config import HostedProviderConfig
 from core.errors import InvalidRequest, ProviderError, ServiceError
 from core.generation import Delta, GenerationParams, TokenUsage, ToolCallDelta
 from core.sdk import broken_transfer, translate_sdk_error
+from models.catalog import KEY_ENV
 from router.run.providers.caching import mark_shared_prefix, split_text
 
 TOOL = "emit_answer"
@@ -131,7 +132,7 @@ class AnthropicProvider:
     @classmethod
     def from_env(cls, config: HostedProviderConfig,
                  environ: Mapping[str, str]) -> AnthropicProvider | None:
-        key = environ.get("ANTHROPIC_API_KEY")
+        key = environ.get(KEY_ENV["anthropic"])
         if not config.enabled or not key:
             return None
         # base_url None lets the SDK apply ANTHROPIC_BASE_URL itself. Our retries, not the SDK's.
