@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from core.config import ApiKeyConfig
 from core.errors import InvalidRequest, ModelUnavailable
-from deployments.embed.server import EmbedResult
+from deployments.embed.shared import EmbedResult
 from router.http.auth import require_admin
 from router.http.openapi import GENERATION, errors, streamed
 from router.services.chat import prepend

@@ -23,7 +23,7 @@ from core.errors import (
 )
 from core.pricing import estimate, estimate_tokens
 from deployments.embed.cache import MemoryCache, RedisCache, VectorCache
-from deployments.embed.server import (
+from deployments.embed.shared import (
     EmbedRequest,
     EmbedResult,
     cache_dims,

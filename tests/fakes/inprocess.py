@@ -13,7 +13,8 @@ import httpx
 
 from core.config import AppConfig
 from core.generation import Delta, GenerationParams
-from deployments.embed.server import Embedder, EmbedRequest, EmbedResult
+from deployments.embed.server import Embedder
+from deployments.embed.shared import EmbedRequest, EmbedResult
 from deployments.llm.engine import Engine
 from router.http.api import build_api
 from router.http.auth import hash_key
