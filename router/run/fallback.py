@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,12 +52,11 @@ from core.errors import (
     ServiceError,
 )
 from core.generation import Completion, Delta, GenerationParams, TokenUsage, ToolCallAssembler
-from core.pricing import estimate, estimate_tokens
+from core.pricing import estimate, estimate_tokens, prompt_estimate
 from router.run.attempts import Attempt, Route, RunReport, Switch, report
 from router.run.ttft import FirstTokenLimits, learned_limits
 
 OVER_BUDGET = "over budget"  # a BudgetGate's refusal when the budget cannot cover the attempt
-TOOL_PROMPT_TOKENS = 400  # what a provider adds to a prompt with tools (Anthropic: 313-346)
 CONTINUE = ("Continue your previous answer exactly where it stopped. Do not repeat anything and "
             "do not mention the interruption.")
 
@@ -322,20 +320,6 @@ def interrupted(route: Route, what: str = "the JSON answer") -> ProviderError:
     return ProviderError(f"{what} broke off mid-stream and cannot be continued by another "
                          "model; retry the request", provider=route.provider.name,
                          model=route.model, retryable=False)
-
-
-def prompt_estimate(params: GenerationParams) -> int:
-    """The prompt's tokens, on the high side (core.pricing.estimate_tokens), with 4 per message for
-    the chat format's role markers; tool calls, tool definitions and the JSON schema count as their
-    JSON, and tools (a schema is one at Anthropic) as the system prompt providers add for them."""
-    raw = estimate_tokens(params.prompt) if params.prompt is not None else 0
-    messages = sum(estimate_tokens(m["content"] or "") + 4 for m in params.messages)
-    calls = [m["tool_calls"] for m in params.messages if m.get("tool_calls")]
-    tools = [(t.name, t.description, t.parameters) for t in params.tools]
-    schema = params.json_schema or None
-    extra = [calls, tools, schema] if calls or tools or schema else None
-    tooled = TOOL_PROMPT_TOKENS if tools or schema else 0
-    return raw + messages + (estimate_tokens(json.dumps(extra)) + tooled if extra else 0)
 
 
 def continuation(params: GenerationParams, produced: str) -> GenerationParams:

@@ -11,11 +11,12 @@ from core.breakers import Breakers
 from core.config import AppConfig, LocalModelConfig, RouterConfig
 from core.errors import InvalidRequest, LimitExceeded
 from core.generation import CacheBreakpoint, Completion, Delta, GenerationParams
+from core.pricing import prompt_estimate
 from core.schema import SchemaError, check_schema
 from models.catalog import ModelCard, local_card
 from models.registry import ToolCalling
 from router.run.attempts import Route, Switch
-from router.run.fallback import Run, prompt_estimate
+from router.run.fallback import Run
 from router.run.policy import PolicySettings, RouteRequest, rank
 from router.run.providers import Provider
 from router.run.ttft import FirstTokenLimits

@@ -19,8 +19,9 @@ from content.structure import StructureDetector
 from content.templates import TEMPLATE_VERSION, compile_messages, is_structured, repair_messages
 from core.errors import InvalidRequest, ProviderError, ServiceError, status_of
 from core.generation import GenerationParams
+from core.pricing import prompt_estimate
 from router.run.attempts import RunReport, Switch
-from router.run.fallback import Run, prompt_estimate
+from router.run.fallback import Run
 from router.run.policy import resolve
 from router.services.chat import ChatService
 from router.services.singleflight import Event, Flight, SingleFlight

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from core.generation import GenerationParams
+from core.pricing import prompt_estimate
 from models.catalog import HOSTED_MODELS
-from router.run.fallback import prompt_estimate
 from tests.conftest import AUTH
 from tests.fakes import Fault, Reply
 

@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from core.generation import GenerationParams
-from core.pricing import estimate
+from core.pricing import estimate, prompt_estimate
 from models.catalog import HOSTED_MODELS
-from router.run.fallback import prompt_estimate
 from tests.conftest import AUTH, BUDGETS
 from tests.fakes import Fault, Reply
 from tests.router.http.test_api_accounting import ASK, records

@@ -14,9 +14,10 @@ from core.breakers import Breakers, BreakerSettings
 from core.config import RouterConfig
 from core.errors import AllProvidersFailed, BudgetExceeded, InvalidRequest
 from core.generation import Delta, GenerationParams, PromptTooLong, TokenUsage
+from core.pricing import prompt_estimate
 from models.catalog import local_card
 from router.run.attempts import Route
-from router.run.fallback import Run, Switch, prompt_estimate
+from router.run.fallback import Run, Switch
 from router.run.policy import Candidate
 from router.run.providers.local import engine_error
 from tests.router.run.test_fallback import PARAMS, Clock, Scripted, failure, half_open, route, run

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from core.generation import Delta, GenerationParams, TokenUsage, Tool, ToolCall, ToolCallDelta
-from core.pricing import estimate_tokens
+from core.pricing import estimate_tokens, prompt_estimate
 from models.catalog import HOSTED_MODELS
 from router.run.attempts import Attempt, Route
-from router.run.fallback import prompt_estimate
 from router.run.policy import Candidate
 from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.scripted import Cut, Say, ScriptedProvider

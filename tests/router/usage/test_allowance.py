@@ -13,10 +13,10 @@ from core.breakers import Breakers, BreakerSettings
 from core.config import ApiKeyConfig, BudgetConfig, BudgetsConfig, RouterConfig
 from core.errors import BudgetExceeded, ProviderError
 from core.generation import GenerationParams
-from core.pricing import estimate
+from core.pricing import estimate, prompt_estimate
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
 from router.run.attempts import Route
-from router.run.fallback import Run, continuation, prompt_estimate
+from router.run.fallback import Run, continuation
 from router.run.policy import Candidate
 from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import Budgets, to_nano

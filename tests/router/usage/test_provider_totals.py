@@ -13,9 +13,8 @@ import pytest_asyncio
 
 from core.config import HostedProviderConfig
 from core.generation import GenerationParams, TokenUsage
-from core.pricing import cost, estimate
+from core.pricing import cost, estimate, prompt_estimate
 from models.catalog import HOSTED_MODELS
-from router.run.fallback import prompt_estimate
 from router.run.providers.anthropic import AnthropicProvider
 from router.run.providers.openai import OpenAIProvider
 from tests.fakes import FakeAnthropic, FakeOpenAI
