@@ -18,7 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from core.config import ApiKeyConfig, AuthConfig, KeyRole
 from core.errors import AuthenticationFailed, PermissionDenied, error_response
 
-OPEN_PATHS = frozenset({"/health", "/ready", "/api/v1/ai/health", "/api/v1/ai/ready"})
+# The routes open without a key (probes); the OpenAPI document (router/http/openapi.py) says so too.
+OPEN_PATHS = ("/health", "/ready", "/api/v1/ai/health", "/api/v1/ai/ready")
 # Who calls when auth is disabled (local development): allowed everything.
 DEV_KEY = ApiKeyConfig(id="dev", sha256="0" * 64, role="admin")
 

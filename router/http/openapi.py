@@ -28,6 +28,7 @@ from core.errors import (
     RateLimited,
     ServiceError,
 )
+from router.http.auth import OPEN_PATHS
 from router.wire.completions import TextCompletion
 from router.wire.learnx import ContentEvent
 from router.wire.replies import ChatCompletionChunk, ErrorResponse
@@ -51,7 +52,6 @@ backend calls (`/api/v1/ai/*`).
 # Models that are streamed as SSE event data: added to the components beside the response models.
 EVENT_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionChunk, ContentEvent, TextCompletion,
                                               ResponseStreamEvent)
-OPEN_PATHS = ("/health", "/ready", "/api/v1/ai/health", "/api/v1/ai/ready")
 
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                 "schema": {"type": "integer"}}}
