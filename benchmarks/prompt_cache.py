@@ -19,8 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.config import HostedProviderConfig
 from models.catalog import HOSTED_MODELS, ModelCard
-from router.providers.anthropic import AnthropicProvider
-from router.providers.openai import OpenAIProvider
+from router.run.providers.anthropic import AnthropicProvider
+from router.run.providers.openai import OpenAIProvider
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.caching import InvoiceLine
 from tests.fakes.inprocess import config, start

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 from benchmarks._serve import served  # noqa: E402
-from router.auth import hash_key  # noqa: E402
+from router.http.auth import hash_key  # noqa: E402
 from tests.ports import free_port  # noqa: E402
 
 BENCH_KEY = "sk-bench"  # the fake ignores it; the accounted app admits it

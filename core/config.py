@@ -152,7 +152,7 @@ class HostedProviderConfig(ConfigModel):
     enabled: bool = True
     base_url: str | None = None  # None: the SDK's own OPENAI_BASE_URL / ANTHROPIC_BASE_URL, or the API
     timeout_s: float = Field(60.0, gt=0)
-    # Prompt caching on purpose (router/providers/caching.py): the shared prefix (tools, leading
+    # Prompt caching on purpose (router/run/providers/caching.py): the shared prefix (tools, leading
     # system messages) of this many estimated tokens or more is cached (Anthropic: a breakpoint
     # at its end; OpenAI: a prompt_cache_key derived from it); null turns it off. A request turns
     # it off with `prompt_cache: false`.
@@ -178,7 +178,7 @@ class BreakerConfig(ConfigModel):
 
 class LearnedFirstTokenConfig(ConfigModel):
     """Per provider/model, the first-token limit learned from its observed times to first token
-    (router/ttft.py): the `percentile` of the recent samples times `factor`, between `floor_s` and
+    (router/run/ttft.py): the `percentile` of the recent samples times `factor`, between `floor_s` and
     first_token_timeout_s, which is also the limit until `min_samples` are observed."""
 
     enabled: bool = True
@@ -272,7 +272,7 @@ KeyRole = Literal["service", "admin"]
 
 
 class ApiKeyConfig(ConfigModel):
-    """A calling service's key, stored only as the SHA-256 of the key (python -m router.auth new-key).
+    """A calling service's key, stored only as the SHA-256 of the key (python -m router.http.auth new-key).
     A `service` key calls the AI API and reads usage one user at a time, of its tenant's users; an
     `admin` key can also read every user's usage, across tenants, and reset breakers (the operator
     routes). User ids belong to the key's tenant: the key itself unless `tenant` names one that
@@ -299,7 +299,7 @@ class AuthConfig(ConfigModel):
     def _keys_when_enabled(self) -> AuthConfig:
         if self.enabled and not self.api_keys:
             raise ValueError("auth is enabled but no api_keys are configured: add one "
-                             "(python -m router.auth new-key NAME) or set auth.enabled: false "
+                             "(python -m router.http.auth new-key NAME) or set auth.enabled: false "
                              "for local development")
         ids = [k.id for k in self.api_keys]
         if len(set(ids)) != len(ids):

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from models.catalog import PROVIDERS
+
 
 @dataclass(frozen=True)
 class EnvVar:
@@ -18,6 +20,11 @@ class EnvVar:
     paths: tuple[tuple[str, ...], ...]
     hint: str
     parse: Callable[[str], Any] = str.strip
+
+
+def _one_of(names: tuple[str, ...]) -> str:
+    """'local, openai or anthropic'."""
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _api_keys(value: str) -> list[dict[str, str]]:
@@ -32,7 +39,7 @@ ENV: dict[str, EnvVar] = {
     "AI_REQUEST_TIMEOUT": EnvVar((("router", "request_timeout_s"),), "seconds, e.g. 30"),
     "AI_MAX_RETRIES": EnvVar((("router", "max_retries"),), "a whole number, e.g. 3"),
     "AI_DEFAULT_PROVIDER": EnvVar((("router", "default_provider"),),
-                                  "local, openai or anthropic", lambda v: v.strip().lower()),
+                                  _one_of(PROVIDERS), lambda v: v.strip().lower()),
     "AI_ENABLE_FALLBACK": EnvVar((("router", "enable_fallback"),), "true or false"),
     "AI_ENABLE_COST_OPTIMIZATION": EnvVar((("router", "enable_cost_optimization"),),
                                           "true or false"),
@@ -45,7 +52,7 @@ ENV: dict[str, EnvVar] = {
                            "postgresql://user@host/db or sqlite:///path"),
     "LEARNX_AUTH_ENABLED": EnvVar((("auth", "enabled"),), "true or false"),
     "LEARNX_API_KEYS": EnvVar((("auth", "api_keys"),),
-                              "id:sha256,... as printed by python -m router.auth new-key NAME; "
+                              "id:sha256,... as printed by python -m router.http.auth new-key NAME; "
                               "id:sha256:admin for an admin key",
                               _api_keys),
 }

@@ -5,7 +5,6 @@ speak the same GenerationParams/Delta to local and hosted models alike."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import astuple, dataclass, field
 from typing import Any, ClassVar
 
@@ -157,25 +156,7 @@ class ToolCallAssembler:
         return tuple(ToolCall(*self._calls[index]) for index in sorted(self._calls))
 
 
-async def collect(deltas: AsyncIterator[Delta]) -> Completion:
-    parts: list[str] = []
-    calls = ToolCallAssembler()
-    finish_reason, usage = "stop", TokenUsage()
-    async for delta in deltas:
-        parts.append(delta.text)
-        calls.add(delta.tool_calls)
-        if delta.finish_reason is not None:
-            finish_reason = delta.finish_reason
-        if delta.usage is not None:
-            usage = delta.usage
-    return Completion("".join(parts), finish_reason, usage, calls.calls())
-
-
-class EngineError(Exception):
-    """An engine could not serve a request."""
-
-
-class RequestRejected(EngineError, ValueError):
+class RequestRejected(ValueError):
     """The request itself is what the engine cannot serve: the caller's fault, a 400 naming `param`;
     never retried, never counted against the engine's health. Engines raise its subclasses where
     they turn the caller's input into the model's (templates, tokens, grammars), so the router

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from decimal import Decimal
 
-from core.generation import TokenUsage
+from core.generation import GenerationParams, TokenUsage
 from models.catalog import ModelCard
 
 _PER = Decimal(1_000_000)
@@ -68,3 +69,20 @@ def _word_tokens(word: str) -> int:
     if not word.isalpha():
         return len(word)
     return -(-len(word) // (3 if word.islower() or word.istitle() else 2))
+
+
+TOOL_PROMPT_TOKENS = 400  # what a provider adds to a prompt with tools (Anthropic: 313-346)
+
+
+def prompt_estimate(params: GenerationParams) -> int:
+    """The prompt's tokens, on the high side (estimate_tokens), with 4 per message for
+    the chat format's role markers; tool calls, tool definitions and the JSON schema count as their
+    JSON, and tools (a schema is one at Anthropic) as the system prompt providers add for them."""
+    raw = estimate_tokens(params.prompt) if params.prompt is not None else 0
+    messages = sum(estimate_tokens(m["content"] or "") + 4 for m in params.messages)
+    calls = [m["tool_calls"] for m in params.messages if m.get("tool_calls")]
+    tools = [(t.name, t.description, t.parameters) for t in params.tools]
+    schema = params.json_schema or None
+    extra = [calls, tools, schema] if calls or tools or schema else None
+    tooled = TOOL_PROMPT_TOKENS if tools or schema else 0
+    return raw + messages + (estimate_tokens(json.dumps(extra)) + tooled if extra else 0)

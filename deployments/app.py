@@ -12,7 +12,7 @@ from ray.serve.config import RequestRouterConfig
 from core.config import AppConfig, LocalModelConfig, load_config
 from deployments.embed.server import Embedder, EncoderFactory, default_encoder
 from deployments.llm.server import EngineFactory, LLMServer, default_engine
-from router.ingress import Router
+from router.http.ingress import Router
 
 
 class MissingGPUs(RuntimeError):

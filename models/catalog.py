@@ -1,19 +1,23 @@
 """The model catalogue: every concrete model the router can use, with its provider, context window,
-capability tier and price. It is the one price table; router/pricing.py computes costs from it.
+capability tier and price. It is the one price table; core/pricing.py computes costs from it.
 
 Models of the same tier are equivalents (the seed's "model mapping"): a request for one may be served
 by another of its tier when the first is unavailable or more expensive."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.registry import LOCAL_MODELS, Tier, ToolCalling
 
 ProviderName = Literal["local", "openai", "anthropic"]
-PROVIDERS: tuple[ProviderName, ...] = ("local", "openai", "anthropic")
+PROVIDERS: tuple[ProviderName, ...] = get_args(ProviderName)
+# Each hosted provider and the environment variable that holds its key (keys come only from the
+# environment). A new provider is one entry here, its literal above and its cards below, and one
+# entry in router/run/providers/__init__.py: HOSTED (tests/router/run/providers/test_registry.py).
+KEY_ENV: dict[ProviderName, str] = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
 TIERS: tuple[Tier, ...] = ("small", "large")
 
 

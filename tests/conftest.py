@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-from router.auth import hash_key
+from router.http.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.ports import free_port, serve_ports_env, wait_for_port
 
@@ -30,6 +30,19 @@ for _variable, _value in serve_ports_env().items():  # not the ports of another 
     os.environ.setdefault(_variable, _value)
 # Replicas stay reachable this long at shutdown for load balancers (30 s by default): none here.
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+
+# The fixtures that start real Ray Serve: the session's (serve_root, and through it serve_url,
+# lite_url, openai_client and every fixture built on them) and the deployment tests' cluster.
+SERVE_FIXTURES = frozenset({"serve_root", "cluster_app"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `serve` every test that uses a Serve fixture, directly or through another fixture, so
+    `-m "not serve"` runs the in-process suite alone and no test file has to remember the marker."""
+    for item in items:
+        if SERVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.serve)
+
 
 APP_NAME = "learnx"
 OPENAI_KEY = "sk-test-openai-0123456789"
@@ -48,10 +61,10 @@ LIMITED_RPM = 5
 # The Node client's own limited key (its retry-on-429 test drains it; no other test uses it).
 CLIENT_LIMITED_KEY = "lx_test-client-limited-key-0123456789abcdef"
 CLIENT_LIMITED_RPM = 20
-# Users with budgets (USD per day), each used by one test of tests/router/test_api_budgets.py.
+# Users with budgets (USD per day), each used by one test of tests/router/http/test_api_budgets.py.
 BUDGETS = {"budget-refuse": {"daily_usd": 0.000335, "on_exhausted": "refuse"},
            "budget-downgrade": {"daily_usd": 0.00002},
-           # Mixed budgets of tests/router/test_api_budgets.py's concurrency test.
+           # Mixed budgets of tests/router/http/test_api_budgets.py's concurrency test.
            **{f"budget-mix-{i}": {"daily_usd": 0.0005 * (i + 1)} if i % 3 else
               {"monthly_usd": 0.0004 * (i + 1), "on_exhausted": "refuse"} for i in range(10)}}
 

@@ -4,8 +4,15 @@ through others (TYPE_CHECKING and function-level imports count too).
     1  content, models   the domain: pure Python, each importing only itself
     2  core              errors, breakers, pricing, generation types, config, SDK boundary
     3  deployments       engines and replicas (deployments.llm, deployments.embed)
-    4  router            the ingress: API, policy, fallback, providers, usage
-    5  deployments.app   the composition root: the one module that binds the graph"""
+    4  router.wire       the wire models: OpenAI and LEARN-X bodies, parameters, SSE
+    5  router.run        one request's run: policy, fallback, attempts, first-token limits, providers
+    6  router.usage      metering, the ledger, budgets, rate limits, shared state
+    7  router.services   one service per route family, and their wiring
+    8  router.http       the ingress: the app, routes, OpenAPI, auth, limits, idempotency
+    9  deployments.app   the composition root: the one module that binds the graph
+
+`router` itself (the package module) sits with router.wire; every other router module lives in a
+wing (test_router_modules_live_in_a_wing)."""
 
 from __future__ import annotations
 
@@ -17,7 +24,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("content", "models", "core", "deployments", "router")
 LAYERS = {"content": 1, "models": 1, "core": 2, "deployments": 3, "router": 4,
-          "deployments.app": 5}
+          "router.wire": 4, "router.run": 5, "router.usage": 6, "router.services": 7,
+          "router.http": 8, "deployments.app": 9}
+WINGS = ("router.wire", "router.run", "router.usage", "router.services", "router.http")
 
 
 def module_name(path: Path) -> str:
@@ -54,6 +63,11 @@ GRAPH = {name: imports(path, set(modules())) for name, path in modules().items()
 def test_imports_point_down(module: str) -> None:
     upward = sorted(i for i in GRAPH[module] if layer(i) > layer(module))
     assert not upward, f"{module} (layer {layer(module)}) imports {upward} from a higher layer"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("router.")))
+def test_router_modules_live_in_a_wing(module: str) -> None:
+    assert module.startswith(tuple(w for w in WINGS)), f"{module} is in no wing of router/"
 
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if layer(m) == 1))

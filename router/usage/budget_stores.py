@@ -5,7 +5,7 @@ taken atomically. A hold expires `ttl_s` after it was last taken or topped up (R
 with a TTL; memory: swept), and counters are forgotten `ttl_s` after their last write.
 
 MemoryBudgetStore keeps one replica's counters; RedisBudgetStore shares them between replicas, through
-the shared-state breaker (router/sharedstate.py)."""
+the shared-state breaker (router/usage/sharedstate.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from router.sharedstate import SharedState
+from router.usage.sharedstate import SharedState
 
 Period = Literal["daily", "monthly"]
 

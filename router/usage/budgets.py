@@ -28,8 +28,9 @@ from typing import TypeVar
 from core.config import BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
 from core.ids import new_id
-from router.sharedstate import StateUnavailable
 from router.usage.budget_stores import BudgetStore, Counter, Hold
+from router.usage.record import utc_day
+from router.usage.sharedstate import StateUnavailable
 
 NANO = 1_000_000_000
 GRACE_S = 86_400  # a counter outlives its period by a day (requests admitted before its end settle)
@@ -170,10 +171,6 @@ def unavailable(reason: str, retry_after: float) -> StorageUnavailable:
     return StorageUnavailable(f"{reason}: budget-limited requests for paid models cannot be "
                               "checked; retry shortly, or use a free local model",
                               code="budget_store_unavailable", retry_after=retry_after)
-
-
-def utc_day(ts: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
 
 
 def to_nano(usd: float) -> int:

@@ -22,16 +22,16 @@ from core import metrics
 from core.config import ApiKeyConfig
 from core.errors import BudgetExceeded, ProviderError, ServiceError, StorageUnavailable, status_of
 from core.generation import TokenUsage
-from core.pricing import cost
 from models.catalog import ModelCard
-from router.fallback import OVER_BUDGET
-from router.ratelimit import RateLimiter
-from router.route import Reporting, Route
-from router.sharedstate import SharedState
+from router.run.attempts import Reporting, Route
+from router.run.fallback import OVER_BUDGET
 from router.usage.budget_stores import Hold
 from router.usage.budgets import Budgets, to_nano
 from router.usage.ledger import Ledger
+from router.usage.ratelimit import RateLimiter
 from router.usage.record import Outcome, UsageRecord, new_record_id, utc_day
+from router.usage.sharedstate import SharedState
+from router.usage.spend import EmbeddingUse, Spend
 
 log = logging.getLogger("ray.serve")
 T = TypeVar("T")
@@ -144,50 +144,11 @@ class Accounting:
             await self.shared.client.aclose()
 
 
-@dataclass
-class Spend:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: float = 0.0
-    hosted_equivalent_usd: float = 0.0
-    savings_usd: float = 0.0
-    estimated: bool = False
-
-    def add(self, card: ModelCard, usage: TokenUsage, baseline: ModelCard | None,
-            estimated: bool = False) -> float:
-        spent = cost(card, usage)
-        self.input_tokens += usage.prompt_tokens
-        self.output_tokens += usage.completion_tokens
-        self.cached_input_tokens += usage.cached_tokens
-        self.cache_write_tokens += usage.cache_write_tokens
-        self.reasoning_tokens += usage.reasoning_tokens
-        self.cost_usd += spent
-        if card.provider == "local" and baseline is not None:
-            equivalent = cost(baseline, usage)
-            self.hosted_equivalent_usd += equivalent
-            self.savings_usd += equivalent - spent
-        self.estimated = self.estimated or estimated
-        return spent
-
-
 def _free(routes: list[Route], why: str) -> list[Route]:
     """The free candidates, each saying why the paid ones were left out."""
     return [replace(r, candidate=replace(
                 r.candidate, reason=f"{why}, downgraded to a free model; {r.candidate.reason}"))
             for r in routes if r.candidate.estimated_cost <= 0]
-
-
-@dataclass(frozen=True)
-class EmbeddingUse:
-    """What an embedding request used: the model, its tokens, cache hits and the budget held."""
-
-    card: ModelCard
-    usage: TokenUsage
-    cache_hits: int
-    hold: Hold | None
 
 
 @dataclass

@@ -7,14 +7,7 @@ from hypothesis import strategies as st
 
 from core.breakers import Breakers, BreakerSettings, CircuitBreaker, counts
 from core.errors import InvalidRequest, ProviderError, ProviderTimeout
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes.clock import Clock
 
 
 def breaker(**settings) -> tuple[CircuitBreaker, Clock]:

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from core.config import AppConfig, load_config
 from core.env import ConfigError
-from router.auth import check_exposure
+from router.http.auth import check_exposure
 
 SMOL = {"name": "smollm2-135m"}
 DEV = {"auth": {"enabled": False}}  # configs must say how callers authenticate
@@ -55,7 +55,7 @@ def test_env_overrides_yaml() -> None:
     ({"AI_DEFAULT_PROVIDER": "azure"}, "AI_DEFAULT_PROVIDER='azure' (write local, openai or"),
     ({"LOCAL_MODEL_GPU_LAYERS": "-2"}, "LOCAL_MODEL_GPU_LAYERS='-2' (write a whole number"),
     ({"LEARNX_AUTH_ENABLED": "true", "LEARNX_API_KEYS": "nocolon"},
-     "LEARNX_API_KEYS='nocolon' (write id:sha256,... as printed by python -m router.auth"),
+     "LEARNX_API_KEYS='nocolon' (write id:sha256,... as printed by python -m router.http.auth"),
 ])
 def test_a_bad_environment_variable_is_named_with_what_to_write(environ: dict[str, str],
                                                                 says: str) -> None:

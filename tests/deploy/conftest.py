@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from router.auth import hash_key
+from router.http.auth import hash_key
 from tests.conftest import OPENAI_KEY, RedisServer
 from tests.deploy.cluster import LocalCluster, free_ports, poll
 from tests.fakes import FakeOpenAI

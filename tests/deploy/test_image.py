@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from router.auth import hash_key
+from router.http.auth import hash_key
 from tests.deploy.cluster import require
 
 IMAGE = os.environ.get("LEARNX_IMAGE", "")

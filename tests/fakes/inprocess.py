@@ -13,12 +13,13 @@ import httpx
 
 from core.config import AppConfig
 from core.generation import Delta, GenerationParams
-from deployments.embed.server import Embedder, EmbedRequest, EmbedResult
+from deployments.embed.server import Embedder
+from deployments.embed.shared import EmbedRequest, EmbedResult
 from deployments.llm.engine import Engine
-from router.api import build_api
-from router.auth import hash_key
-from router.providers.local import engine_error
-from router.services import Services, build_services
+from router.http.api import build_api
+from router.http.auth import hash_key
+from router.run.providers.local import engine_error
+from router.services.wiring import Services, build_services
 from router.usage.record import COLUMNS
 from tests.fakes.scripted import FakeEngine, ScriptedProvider, fake_encoder
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from core.config import VLLMSettings
-from core.generation import GenerationParams, Tool, collect
+from core.generation import GenerationParams, Tool
 from models import find_local_model
+from tests.deltas import collect
 
 pytestmark = [
     pytest.mark.gpu,

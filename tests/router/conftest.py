@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from router.sharedstate import SharedState
+from router.usage.sharedstate import SharedState
 from tests.conftest import RedisServer
 from tests.fakes.inprocess import InProcess, config, start
 

@@ -1,4 +1,4 @@
-// Errors thrown by the client. Service errors mirror the service's tree (router/errors.py) and
+// Errors thrown by the client. Service errors mirror the service's tree (core/errors.py) and
 // carry its wire fields; the others say what went wrong on the way.
 //
 //   LearnXError

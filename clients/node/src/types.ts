@@ -1,5 +1,6 @@
-// The service's wire types (router/protocol.py, router/content.py, content/). Request and response
-// fields keep the service's names (snake_case), so a body reads the same in Node and in the API docs.
+// The service's wire types (router/wire/openai.py and replies.py, router/services/content.py,
+// content/). Request and response fields keep the service's names (snake_case), so a body reads
+// the same in Node and in the API docs.
 
 export type ContentType =
   | "explanation" | "summary" | "example" | "analogy" | "key_concepts"

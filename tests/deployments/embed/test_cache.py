@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from deployments.embed.cache import MemoryCache, RedisCache, cache_key
-from deployments.embed.server import _slots
+from deployments.embed.shared import item_slots
 
 V = np.arange(4, dtype=np.float32)
 
@@ -34,9 +34,9 @@ def test_only_the_local_model_folds_whitespace_and_nfc() -> None:
 
 
 def test_slots_deduplicate_and_keep_positions() -> None:
-    slot_of, keys, texts = _slots(["k1", "k2", "k1"], ["x", "y", "x"], deduplicate=True)
+    slot_of, keys, texts = item_slots(["k1", "k2", "k1"], ["x", "y", "x"], deduplicate=True)
     assert (slot_of, keys, texts) == ([0, 1, 0], ["k1", "k2"], ["x", "y"])
-    assert _slots(["k1", "k1"], ["x", "x"], deduplicate=False)[0] == [0, 1]
+    assert item_slots(["k1", "k1"], ["x", "x"], deduplicate=False)[0] == [0, 1]
 
 
 async def test_memory_cache_is_a_bounded_lru() -> None:

@@ -12,7 +12,8 @@ import pytest_asyncio
 
 from core.config import BreakerConfig, EmbedderConfig, HostedProviderConfig
 from core.errors import ProviderError
-from deployments.embed.server import Embedder, EmbedRequest
+from deployments.embed.server import Embedder
+from deployments.embed.shared import EmbedRequest
 from tests.fakes import Fault, Reply
 from tests.fakes.scripted import fake_encoder
 

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 import pytest
 
 from core.config import LlamaCppSettings
-from core.generation import EngineBusy, GenerationParams, collect
+from core.generation import EngineBusy, GenerationParams
 from deployments.llm.llamacpp import LlamaCppEngine
 from models import find_local_model, resolve_gguf
+from tests.deltas import collect
 
 LESSON = " ".join(f"Cells are the unit {n} of life; each has a membrane and DNA." for n in range(40))
 

@@ -20,7 +20,7 @@ from deployments.llm.vllm import (
     sampling_kwargs,
 )
 from models import LocalModelSpec, find_local_model
-from router.chat import build_catalog
+from router.services.chat import build_catalog
 
 
 def test_engine_args_come_from_the_registry_and_settings() -> None:

@@ -13,18 +13,18 @@ from core.breakers import Breakers, BreakerSettings
 from core.config import ApiKeyConfig, BudgetConfig, BudgetsConfig, RouterConfig
 from core.errors import BudgetExceeded, ProviderError
 from core.generation import GenerationParams
-from core.pricing import estimate
+from core.pricing import estimate, prompt_estimate
 from models.catalog import HOSTED_MODELS, ModelCard, local_card
-from router.fallback import Run, continuation, prompt_estimate
-from router.policy import Candidate
-from router.route import Route
-from router.sharedstate import SharedState
+from router.run.attempts import Route
+from router.run.fallback import Run, continuation
+from router.run.policy import Candidate
 from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import Budgets, to_nano
 from router.usage.meter import Allowance, Caller
+from router.usage.sharedstate import SharedState
 from tests.conftest import free_port
+from tests.fakes.clock import Clock
 from tests.fakes.scripted import Cut, Say, ScriptedProvider
-from tests.router.usage.test_budgets import Clock
 
 CARDS = {c.name: c for c in HOSTED_MODELS}
 MINI, HAIKU = CARDS["gpt-4o-mini"], CARDS["claude-3-5-haiku-latest"]
@@ -123,10 +123,10 @@ async def test_a_retry_the_budget_covers_tops_the_hold_up_first() -> None:
 
 
 async def test_a_fallback_after_midnight_tops_up_the_day_the_request_was_admitted() -> None:
-    clock = Clock("2026-11-25 23:59:59")
+    clock = Clock.at_utc("2026-11-25 23:59:59")
     gate, budgets = await gated(daily_usd=0.01, clock=clock)
     assert await gate.allowance.cover(first_estimate(MINI))
-    clock.set("2026-11-26 00:00:01")
+    clock.set_utc("2026-11-26 00:00:01")
     openai, anthropic = ScriptedProvider("openai", [Cut("one two ")]), ScriptedProvider("anthropic")
     run = run_over((openai, MINI), (anthropic, HAIKU), gate=gate)
     await run.complete(PARAMS)
@@ -134,7 +134,7 @@ async def test_a_fallback_after_midnight_tops_up_the_day_the_request_was_admitte
     assert hold is not None and [c.key for c in hold.counters] == ["svc\x1fu1:d:2026-11-25"]
     await budgets.settle(hold, run.report().cost_usd)
     assert (await budgets.status("u1", "svc"))["daily_spent_usd"] == 0.0  # today: untouched
-    clock.set("2026-11-25 23:00:00")
+    clock.set_utc("2026-11-25 23:00:00")
     assert (await budgets.status("u1", "svc"))["daily_spent_usd"] == pytest.approx(
         run.report().cost_usd, abs=1e-9)
 

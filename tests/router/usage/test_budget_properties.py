@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 
 from core.config import BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
-from router.sharedstate import SharedState, StateUnavailable
 from router.usage.budget_stores import BudgetStore, Counter, Hold, MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import Budgets, to_nano
+from router.usage.sharedstate import SharedState, StateUnavailable
 from tests.conftest import RedisServer
-from tests.router.usage.test_budgets import Ticks, utc_time
+from tests.fakes.clock import Clock, utc_time
 
 USERS = BudgetsConfig(users={"u0": BudgetConfig(daily_usd=0.5),
                              "u1": BudgetConfig(daily_usd=0.3, monthly_usd=1.0),
@@ -91,17 +91,9 @@ class Model:
         return sum(h.amount for h in holds if key in {c.key for c in h.counters})
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def play(script: list[Step], store: BudgetStore,
                expire: Callable[[list[Hold]], Awaitable[None]]) -> None:
-    flaky, clock, model = Flaky(store), Clock(), Model()
+    flaky, clock, model = Flaky(store), Clock(START), Model()
     budgets = Budgets(USERS, flaky, clock=clock, hold_ttl_s=HOLD_TTL_S)
     for action, a, b in script:
         request = model.open[a % len(model.open)] if model.open and a < 10 else None
@@ -160,7 +152,7 @@ async def check(store: BudgetStore, model: Model) -> None:
 @settings(max_examples=150, deadline=None)
 @given(steps)
 def test_the_memory_store_keeps_its_invariants(script: list[Step]) -> None:
-    ticks = Ticks()
+    ticks = Clock(0.0)
     store = MemoryBudgetStore(clock=ticks)
 
     async def expire(holds: list[Hold]) -> None:

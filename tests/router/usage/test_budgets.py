@@ -6,48 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from calendar import timegm
 
 import pytest
 import redis.asyncio as aioredis
 
 from core.config import BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
-from router.sharedstate import SharedState
 from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import GRACE_S, Budgets, SpendRow
+from router.usage.sharedstate import SharedState
 from tests.conftest import free_port
-
-
-class Clock:
-    def __init__(self, utc: str):
-        self.now = utc_time(utc)
-
-    def __call__(self) -> float:
-        return self.now
-
-    def set(self, utc: str) -> None:
-        self.now = utc_time(utc)
-
-
-def utc_time(text: str) -> float:
-    """'2026-11-25 23:59:59' (UTC) as a Unix time."""
-    day, clock = text.split()
-    return float(timegm((*map(int, day.split("-")), *map(int, clock.split(":")), 0, 0, 0)))
+from tests.fakes.clock import Clock, utc_time
 
 
 def config(**users: BudgetConfig) -> BudgetsConfig:
     return BudgetsConfig(users=users)
-
-
-class Ticks:
-    """A monotonic clock for a memory store's expiries."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -97,11 +70,11 @@ async def test_a_reservation_is_refused_whole_and_takes_nothing(store: BudgetSto
 
 
 async def test_daily_and_monthly_limits_both_apply(store: BudgetStore) -> None:
-    clock = Clock("2026-11-10 12:00:00")
+    clock = Clock.at_utc("2026-11-10 12:00:00")
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=10, monthly_usd=15)), store, clock=clock)
     assert all([await budgets.reserve("u1", 1.0) for _ in range(10)])
     assert await budgets.reserve("u1", 1.0) is None  # the daily limit
-    clock.set("2026-11-11 12:00:00")
+    clock.set_utc("2026-11-11 12:00:00")
     assert all([await budgets.reserve("u1", 1.0) for _ in range(5)])
     assert await budgets.reserve("u1", 1.0) is None  # the monthly limit, with the day at 5 of 10
     assert await budgets.status("u1") == {
@@ -110,20 +83,20 @@ async def test_daily_and_monthly_limits_both_apply(store: BudgetStore) -> None:
 
 
 async def test_a_new_utc_day_starts_a_fresh_daily_counter(store: BudgetStore) -> None:
-    clock = Clock("2026-11-25 23:59:59")
+    clock = Clock.at_utc("2026-11-25 23:59:59")
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=2)), store, clock=clock)
     assert await budgets.reserve("u1", 2.0) is not None
     assert await budgets.reserve("u1", 0.5) is None
-    clock.set("2026-11-26 00:00:00")
+    clock.set_utc("2026-11-26 00:00:00")
     assert (await budgets.status("u1"))["daily_held_usd"] == 0.0
     assert await budgets.reserve("u1", 2.0) is not None
 
 
 async def test_a_new_month_starts_a_fresh_monthly_counter(store: BudgetStore) -> None:
-    clock = Clock("2026-11-30 23:00:00")
+    clock = Clock.at_utc("2026-11-30 23:00:00")
     budgets = Budgets(config(u1=BudgetConfig(monthly_usd=3)), store, clock=clock)
     assert await budgets.reserve("u1", 3.0) is not None
-    clock.set("2026-12-01 00:00:00")
+    clock.set_utc("2026-12-01 00:00:00")
     assert await budgets.status("u1") == {"monthly_limit_usd": 3.0, "monthly_spent_usd": 0.0,
                                           "monthly_held_usd": 0.0}
     assert await budgets.reserve("u1", 3.0) is not None
@@ -176,7 +149,8 @@ async def test_redis_counters_expire_a_day_after_their_period(
         shared_state: SharedState, redis_client: aioredis.Redis) -> None:
     prefix = f"test:budget:{uuid.uuid4().hex}:"
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=1, monthly_usd=9)),
-                      RedisBudgetStore(shared_state, prefix=prefix), clock=Clock("2026-11-25 12:00:00"))
+                      RedisBudgetStore(shared_state, prefix=prefix),
+                      clock=Clock.at_utc("2026-11-25 12:00:00"))
     hold = await budgets.reserve("u1", 0.5)
     assert hold is not None
     await budgets.settle(hold, 0.6)
@@ -200,18 +174,18 @@ async def test_a_top_up_holds_the_total_or_nothing(store: BudgetStore) -> None:
 
 
 async def test_a_hold_across_midnight_stays_on_the_day_it_was_taken(store: BudgetStore) -> None:
-    clock = Clock("2026-11-30 23:59:59")
+    clock = Clock.at_utc("2026-11-30 23:59:59")
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=10, monthly_usd=100)), store, clock=clock)
     hold = await budgets.reserve("u1", 2.0)
     assert hold is not None
-    clock.set("2026-12-01 00:00:01")  # a fallback after midnight, in a new month too
+    clock.set_utc("2026-12-01 00:00:01")  # a fallback after midnight, in a new month too
     topped = await budgets.top_up(hold, 9.0)
     assert topped is not None
     await budgets.settle(topped, 8.0)
     assert await budgets.status("u1") == {
         "daily_limit_usd": 10.0, "daily_spent_usd": 0.0, "daily_held_usd": 0.0,
         "monthly_limit_usd": 100.0, "monthly_spent_usd": 0.0, "monthly_held_usd": 0.0}
-    clock.set("2026-11-30 23:00:00")
+    clock.set_utc("2026-11-30 23:00:00")
     assert await budgets.status("u1") == {
         "daily_limit_usd": 10.0, "daily_spent_usd": 8.0, "daily_held_usd": 0.0,
         "monthly_limit_usd": 100.0, "monthly_spent_usd": 8.0, "monthly_held_usd": 0.0}
@@ -219,7 +193,7 @@ async def test_a_hold_across_midnight_stays_on_the_day_it_was_taken(store: Budge
 
 async def test_a_hold_taken_after_midnight_for_a_request_of_yesterday_counts_yesterday(
         store: BudgetStore) -> None:
-    clock = Clock("2026-11-26 00:00:02")
+    clock = Clock.at_utc("2026-11-26 00:00:02")
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), store, clock=clock)
     admitted = utc_time("2026-11-25 23:59:59")
     hold = await budgets.reserve("u1", 1.0, at=admitted)
@@ -229,7 +203,7 @@ async def test_a_hold_taken_after_midnight_for_a_request_of_yesterday_counts_yes
 
 
 async def test_an_abandoned_hold_is_released_when_it_expires() -> None:
-    ticks = Ticks()
+    ticks = Clock(0.0)
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), MemoryBudgetStore(clock=ticks),
                       hold_ttl_s=60)
     assert await budgets.reserve("u1", 1.0) is not None  # its replica dies: never settled
@@ -325,7 +299,7 @@ async def test_a_memory_store_starts_from_the_ledgers_spend_of_the_current_perio
 
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=1, monthly_usd=5),
                              u2=BudgetConfig(monthly_usd=10)),
-                      MemoryBudgetStore(), clock=Clock("2026-11-25 12:00:00"), seed=ledger)
+                      MemoryBudgetStore(), clock=Clock.at_utc("2026-11-25 12:00:00"), seed=ledger)
     assert await budgets.status("u1") == {
         "daily_limit_usd": 1.0, "daily_spent_usd": 0.75, "daily_held_usd": 0.0,
         "monthly_limit_usd": 5.0, "monthly_spent_usd": 3.75, "monthly_held_usd": 0.0}
@@ -344,7 +318,7 @@ async def test_budgets_wait_for_the_ledger_to_answer_before_their_first_use() ->
             raise StorageUnavailable("the usage ledger's database is unavailable")
         return answers.pop()
 
-    clock = Clock("2026-11-25 12:00:00")
+    clock = Clock.at_utc("2026-11-25 12:00:00")
     budgets = Budgets(config(u1=BudgetConfig(daily_usd=1)), MemoryBudgetStore(), clock=clock,
                       seed=ledger)
     for _ in range(2):  # the second without asking the ledger again so soon
@@ -353,7 +327,7 @@ async def test_budgets_wait_for_the_ledger_to_answer_before_their_first_use() ->
         assert refused.value.code == "budget_store_unavailable"
     assert len(asked) == 1
     answers.append([(None, "u1", "2026-11-25", 0.95)])
-    clock.set("2026-11-25 12:00:05")
+    clock.set_utc("2026-11-25 12:00:05")
     assert await budgets.reserve("u1", 0.1) is None
     assert await budgets.reserve("u1", 0.05) is not None
     assert len(asked) == 2
@@ -362,7 +336,7 @@ async def test_budgets_wait_for_the_ledger_to_answer_before_their_first_use() ->
 async def test_memory_stays_flat_over_100_000_users() -> None:
     """Counters are forgotten a day after their period ends, holds once settled or expired: what
     the store remembers stays flat however many users come and go."""
-    clock, ticks = Clock("2026-01-01 00:00:00"), Ticks()
+    clock, ticks = Clock.at_utc("2026-01-01 00:00:00"), Clock(0.0)
     store = MemoryBudgetStore(clock=ticks)
     budgets = Budgets(BudgetsConfig(default=BudgetConfig(daily_usd=1, monthly_usd=10)), store,
                       clock=clock, hold_ttl_s=900)

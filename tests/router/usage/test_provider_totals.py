@@ -13,11 +13,10 @@ import pytest_asyncio
 
 from core.config import HostedProviderConfig
 from core.generation import GenerationParams, TokenUsage
-from core.pricing import cost, estimate
+from core.pricing import cost, estimate, prompt_estimate
 from models.catalog import HOSTED_MODELS
-from router.fallback import prompt_estimate
-from router.providers.anthropic import AnthropicProvider
-from router.providers.openai import OpenAIProvider
+from router.run.providers.anthropic import AnthropicProvider
+from router.run.providers.openai import OpenAIProvider
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.caching import InvoiceLine
 from tests.fakes.inprocess import InProcess, config, start

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest_asyncio
 
-from router.auth import hash_key
+from router.http.auth import hash_key
 from tests.fakes.inprocess import ADMIN_KEY, KEY, InProcess, config, start
 
 MOBILE_KEY = "lx_mobile-key-0123456789"

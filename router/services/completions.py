@@ -1,0 +1,95 @@
+"""Legacy text completions (POST /v1/completions): a raw prompt that the model continues as it is,
+without a chat template. Only models that complete raw prompts are ranked (models/catalog.py:
+local models, OpenAI's completion models, which the OpenAI provider calls through its own
+completions API); the run is a chat completion's (ChatService: policy, breakers, fallback,
+budgets; the meter: ledger and limits). A stream cut midway continues on the next candidate from
+the prompt and the text so far."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from core.generation import Delta, GenerationParams
+from router.run.attempts import Switch
+from router.run.fallback import Run
+from router.services.chat import ChatService, prepend
+from router.usage.meter import Meter
+from router.wire.completions import (
+    FIXED,
+    CompletionChoice,
+    CompletionRequest,
+    TextCompletion,
+    completion_id,
+)
+from router.wire.params import refuse_unsupported
+from router.wire.replies import CompletionUsage
+
+
+class CompletionsService:
+    def __init__(self, chat: ChatService):
+        self._chat = chat
+
+    def params(self, request: CompletionRequest) -> GenerationParams:
+        refuse_unsupported(request, FIXED)
+        return GenerationParams(
+            messages=[], prompt=request.text(), max_tokens=self._chat.max_tokens(request.max_tokens),
+            temperature=request.temperature, top_p=request.top_p, stop=request.stop_list(),
+            seed=request.seed)
+
+    async def _run(self, request: CompletionRequest,
+                   meter: Meter | None) -> tuple[Run, GenerationParams]:
+        params = self.params(request)
+        return await self._chat.run(request.model, list(request.preferred_providers), params,
+                                    meter), params
+
+    async def complete(self, request: CompletionRequest,
+                       meter: Meter | None = None) -> tuple[TextCompletion, str]:
+        run, params = await self._run(request, meter)
+        completion, route = await run.complete(params)
+        report = run.report()
+        choice = CompletionChoice(text=completion.text,
+                                  finish_reason=_finish_reason(completion.finish_reason))
+        return TextCompletion(model=route.model, choices=[choice], usage=CompletionUsage.of(report.usage),
+                              route=report.route_info()), route.header()
+
+    async def stream(self, request: CompletionRequest, meter: Meter | None = None
+                     ) -> tuple[AsyncIterator[dict[str, Any]], str]:
+        """Start the stream and wait for its first delta, so that anything failing before the first
+        token (bad input, every provider down) is an HTTP error rather than an event in a 200."""
+        run, params = await self._run(request, meter)
+        deltas = run.stream(params)
+        first = await anext(deltas)
+        route = run.attempts[-1].route
+        return _chunks(request, run, route.model, prepend(first, deltas)), route.header()
+
+
+async def _chunks(request: CompletionRequest, run: Run, model: str,
+                  deltas: AsyncIterator[Delta | Switch]) -> AsyncIterator[dict[str, Any]]:
+    """Text chunks, the finish chunk (with our route), then with `stream_options.include_usage`
+    a chunk with no choices and the usage, as OpenAI streams them. A chunk with no choices and
+    `route.fallback` marks where another model took over."""
+    base = {"id": completion_id(), "model": model}
+    async for delta in deltas:
+        if isinstance(delta, Switch):
+            yield TextCompletion(**base, choices=[], route={"fallback": {
+                "from": delta.from_route, "to": delta.to_route, "error": delta.error}}).wire()
+            continue
+        if delta.text:
+            yield TextCompletion(**base, choices=[CompletionChoice(text=delta.text,
+                                                                   finish_reason=None)]).wire()
+        if delta.finish_reason is not None:
+            report = run.report()
+            yield TextCompletion(**base, route=report.route_info(), choices=[CompletionChoice(
+                text="", finish_reason=_finish_reason(delta.finish_reason))]).wire()
+            if request.stream_options is not None and request.stream_options.include_usage:
+                yield TextCompletion(**base, choices=[], usage=CompletionUsage.of(report.usage)).wire()
+
+
+def _finish_reason(reason: str) -> Literal["stop", "length", "content_filter"]:
+    """OpenAI's finish reasons for text completions (any other a model gives is a stop)."""
+    if reason == "length":
+        return "length"
+    return "content_filter" if reason == "content_filter" else "stop"
+
+

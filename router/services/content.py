@@ -1,0 +1,244 @@
+"""The seed's generate-content API: personalized prompts from content/, run over the router's
+ranking (so every provider, breaker and fallback applies), structured types validated, repaired once
+and escalated to the large tier, streamed as {"content", "type", "metadata"} events that always end
+with a terminal "done" or "error" event. Identical in-flight requests share one run."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+from content.profile import adapt, difficulty_level
+from content.schemas import json_schema, validate
+from content.structure import StructureDetector
+from content.templates import TEMPLATE_VERSION, compile_messages, is_structured, repair_messages
+from core.errors import InvalidRequest, ProviderError, ServiceError, status_of
+from core.generation import GenerationParams
+from core.pricing import prompt_estimate
+from router.run.attempts import RunReport, Switch
+from router.run.fallback import Run
+from router.run.policy import resolve
+from router.services.chat import ChatService
+from router.services.singleflight import Event, Flight, SingleFlight
+from router.usage.meter import Meter
+from router.wire.learnx import GenerateContentRequest
+
+log = logging.getLogger("ray.serve")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request: GenerateContentRequest
+    messages: list[dict[str, str]]
+    difficulty: int
+    adaptation: str
+    key: str
+
+
+class ContentService:
+    def __init__(self, chat: ChatService):
+        self._chat = chat
+        self.flights = SingleFlight()
+
+    def prepare(self, request: GenerateContentRequest) -> Prepared:
+        profile = request.profile()
+        try:
+            level = difficulty_level(request.difficulty)
+        except ValueError as error:
+            raise InvalidRequest(str(error), param="difficulty") from None
+        level, adaptation = adapt(level, request.recent_score)
+        messages = compile_messages(request.content_type, request.content, profile, level)
+        canonical = json.dumps([request.content, request.content_type, profile.canonical(), level,
+                                TEMPLATE_VERSION, request.model, request.preferred_providers,
+                                request.max_tokens], separators=(",", ":"))
+        return Prepared(request, messages, level, adaptation,
+                        hashlib.sha256(canonical.encode()).hexdigest())
+
+    async def events(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
+        """This request's events, shared with identical requests of the same caller in flight.
+
+        Each request is admitted on its own first: its budget reserves the first run's estimate and
+        decides its routes (or downgrades, or raises its own 402), and only requests with the same
+        routes share a run. The run is billed to the request that started it, whose meter closes
+        when the run ends (client_disconnected if that client left first); a request that joined is
+        recorded as shared, or with the run's failure, or as client_disconnected, and billed
+        nothing. A run whose every client left is cancelled."""
+        params = self._first_params(prepared)
+        routes, allowance = await meter.reserve(self._chat.plan(
+            prepared.request.model, list(prepared.request.preferred_providers), params),
+            prompt_estimate(params) + params.max_tokens)
+        caller = meter.caller
+        key = ":".join([prepared.key, caller.key.id, caller.user, *(r.header() for r in routes)])
+        flight, leader = self.flights.join(key, lambda started: self._generate(
+            prepared, self._chat.start(routes, allowance, meter), meter, started))
+        if leader:
+            return self._follow(flight, prepared, meter, leader=True)
+        meter.shared = True
+        meter.track(NOTHING, allowance)  # its own reservation, released when it closes
+        return meter.watch(self._follow(flight, prepared, meter, leader=False))
+
+    @staticmethod
+    async def _follow(flight: Flight, prepared: Prepared, meter: Meter,
+                      leader: bool) -> AsyncIterator[Event]:
+        seq = 0
+        try:
+            async for event, _ in flight.subscribe():
+                seq = event["metadata"]["seq"]
+                yield _attributed(event, leader) if event["type"] == "done" else event
+        except ServiceError as error:  # the run failed: this request's own error event
+            if not leader:
+                meter.close(error)  # the leader's meter closes with the run
+            yield {"content": "", "type": "error", "metadata": {
+                "seq": seq + 1, **_base(prepared), **error.body(), "status": status_of(error)}}
+
+    def _first_params(self, prepared: Prepared) -> GenerationParams:
+        request = prepared.request
+        if is_structured(request.content_type):
+            # Greedy: a structured answer gains nothing from sampling, and stays reproducible.
+            return GenerationParams(prepared.messages, request.max_tokens or 900, temperature=0.0,
+                                    json_schema=json_schema(request.content_type))
+        return GenerationParams(prepared.messages, request.max_tokens or 700, temperature=0.4)
+
+    async def _generate(self, prepared: Prepared, first: Run, meter: Meter,
+                        flight: Flight) -> AsyncIterator[Event]:
+        seq = 0
+        failure: BaseException | None = None
+        try:
+            if is_structured(prepared.request.content_type):
+                stream = self._structured(prepared, first, meter)
+            else:
+                stream = self._text(prepared, first)
+            async for event in stream:
+                seq += 1
+                event["metadata"] = {"seq": seq, **_base(prepared), **event["metadata"]}
+                yield event
+        except ServiceError as error:
+            failure = error
+            raise
+        except Exception as error:  # a bug: every subscriber still gets a typed error
+            log.exception("content generation failed")
+            failure = ServiceError("internal error while generating content")
+            raise failure from error
+        except BaseException as error:  # cancelled: every client left
+            failure = error
+            raise
+        finally:
+            if failure is None and 0 in flight.left_early:
+                failure = asyncio.CancelledError()  # its client left; the run went on for others
+            meter.close(failure)
+
+    async def _text(self, prepared: Prepared, run: Run) -> AsyncIterator[Event]:
+        request = prepared.request
+        params = self._first_params(prepared)
+        detector = StructureDetector()
+        async for event in run.stream(params):
+            if isinstance(event, Switch):
+                yield {"content": "", "type": "fallback", "metadata": {
+                    "from": event.from_route, "to": event.to_route, "error": event.error}}
+                continue
+            route = run.attempts[-1].route
+            if event.text:
+                yield {"content": event.text, "type": request.content_type, "metadata": {
+                    "structure": detector.feed(event.text), "provider": route.provider.name,
+                    "model": route.model}}
+            if event.finish_reason is not None:
+                yield _done([run], {"structure": detector.finish(),
+                                    "finish_reason": event.finish_reason})
+
+    async def _structured(self, prepared: Prepared, first: Run,
+                          meter: Meter) -> AsyncIterator[Event]:
+        """Validate; repair once; then the same on the large tier; else a typed error."""
+        request = prepared.request
+        runs: list[Run] = []
+        problems = "no output"
+        for model in _escalation(request.model, self._chat):
+            messages = prepared.messages
+            for _ in range(2):  # the first answer, then one repair
+                params = replace(self._first_params(prepared), messages=messages)
+                run = first if not runs else await self._chat.run(
+                    model, list(request.preferred_providers), params, meter)
+                runs.append(run)
+                completion, route = await run.complete(params)
+                data, invalid = validate(request.content_type, completion.text)
+                problems = invalid or problems
+                if data is not None:
+                    for item in _items(request.content_type, data):
+                        yield {"content": json.dumps(item["value"]), "type": request.content_type,
+                               "metadata": {"structure": item["structure"],
+                                            "provider": route.provider.name, "model": route.model}}
+                    yield _done(runs, {"data": data, "repaired": len(runs) > 1})
+                    return
+                messages = repair_messages(prepared.messages, completion.text, problems)
+        raise ProviderError(f"no model produced valid {request.content_type} JSON ({problems})",
+                            provider="router", model=request.model, retryable=False)
+
+
+def _escalation(model: str, chat: ChatService) -> list[str]:
+    """The requested model, then the large tier when it is stronger and something serves it."""
+    _, tier = resolve(model, chat.catalog())
+    large = any(c.tier == "large" and c.kind == "chat" for c in chat.available_models())
+    return [model, "large"] if tier != "large" and large else [model]
+
+
+def _items(content_type: str, data: dict[str, Any]) -> list[dict[str, Any]]:
+    key = {"quiz": "questions", "flashcards": "cards", "practice_problems": "problems"}[content_type]
+    label = {"quiz": "question", "flashcards": "card", "practice_problems": "problem"}[content_type]
+    return [{"value": value, "structure": {"kind": label, label: number}}
+            for number, value in enumerate(data[key], 1)]
+
+
+def _done(runs: list[Run], extra: dict[str, Any]) -> Event:
+    reports = [run.report() for run in runs]
+    routes = [r.route_info() for r in reports]
+    prompt = sum(r.usage.prompt_tokens for r in reports)
+    completion = sum(r.usage.completion_tokens for r in reports)
+    cost = sum(r.cost_usd for r in reports)
+    final = routes[-1]
+    return {"content": "", "type": "done", "metadata": {
+        "provider": final["provider"], "model": final["model"],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion},
+        "cost_usd": round(cost, 10), "provider_path": routes, **extra}}
+
+
+def _attributed(event: Event, leader: bool) -> Event:
+    """The run's cost is billed to the request that started it; identical requests that joined
+    the flight are told they shared it and are billed nothing."""
+    metadata = dict(event["metadata"])
+    metadata["single_flight"] = {"shared": not leader, "leader": leader}
+    metadata["billed_usd"] = metadata["cost_usd"] if leader else 0.0
+    return {**event, "metadata": metadata}
+
+
+def _base(prepared: Prepared) -> dict[str, Any]:
+    return {"difficulty": prepared.difficulty, "difficulty_reason": prepared.adaptation,
+            "template_version": TEMPLATE_VERSION}
+
+
+class _Nothing:
+    """No run: what a request that joined another's run reports (it is billed nothing)."""
+
+    def report(self) -> RunReport:
+        return RunReport(final=None)
+
+
+NOTHING = _Nothing()
+
+
+def collect(events: list[Event]) -> dict[str, Any]:
+    """The non-streamed response: the whole content and the terminal event's metadata."""
+    terminal = events[-1]
+    if terminal["type"] == "error":
+        return terminal
+    body = {"content": "".join(e["content"] for e in events if e["type"] not in ("done", "fallback")),
+            "type": events[0]["type"] if events else terminal["type"],
+            "metadata": terminal["metadata"]}
+    if "data" in terminal["metadata"]:
+        body["data"] = terminal["metadata"]["data"]
+    return body
+

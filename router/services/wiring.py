@@ -1,0 +1,103 @@
+"""What the HTTP API serves requests with, built from the config and the model backends. The Serve
+ingress builds it from deployment handles; tests build it from scripted providers, in process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from core import metrics
+from core.breakers import Breakers, BreakerSettings
+from core.config import AppConfig
+from models.catalog import ModelCard
+from router.run.providers import Provider
+from router.run.ttft import FirstTokenLimits, learned_limits
+from router.services.chat import ChatService, build_catalog
+from router.services.completions import CompletionsService
+from router.services.content import ContentService
+from router.services.embeddings import EmbedderClient, EmbeddingService, front_cache
+from router.services.readiness import HealthCheck, Readiness
+from router.services.responses import ResponsesService
+from router.usage.budget_stores import MemoryBudgetStore, RedisBudgetStore
+from router.usage.budgets import Budgets, SpendRow
+from router.usage.ledger import Ledger
+from router.usage.meter import Accounting
+from router.usage.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
+from router.usage.report import spend_by_user_day
+from router.usage.sharedstate import SharedState
+from router.usage.stores import open_store
+
+log = logging.getLogger("ray.serve")
+
+@dataclass
+class Services:
+    config: AppConfig
+    chat: ChatService
+    content: ContentService
+    responses: ResponsesService
+    completions: CompletionsService
+    embeddings: EmbeddingService
+    accounting: Accounting
+    breakers: Breakers
+    first_token: FirstTokenLimits
+    readiness: Readiness = field(default_factory=lambda: Readiness({}))
+
+    async def close(self) -> None:
+        """Settle what is in flight, write what the ledger still buffers and release connections
+        (graceful shutdown)."""
+        await self.accounting.close()
+        await self.chat.aclose()
+        await self.embeddings.aclose()
+
+
+def build_services(config: AppConfig, providers: dict[str, Provider],
+                   embedder: EmbedderClient | None = None,
+                   readiness: dict[str, HealthCheck] | None = None) -> Services:
+    breakers = Breakers(BreakerSettings(**config.router.breaker.model_dump()),
+                        on_change=metrics.breaker_changed)
+    first_token = learned_limits(config.router)
+    catalog = build_catalog(config)
+    chat = ChatService(config.router, providers, catalog, breakers, first_token)
+    warn_if_open(config)
+    return Services(
+        config=config, chat=chat, content=ContentService(chat), responses=ResponsesService(chat),
+        completions=CompletionsService(chat),
+        embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,
+                                    front_cache(config.embedder) if embedder else None, catalog),
+        accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
+        readiness=Readiness(dict(readiness or {})))
+
+
+def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
+    """Budgets and rate limits in Redis (shared by every replica, behind one breaker), or in this
+    replica's memory, its budgets seeded from the ledger's spend of the current periods."""
+    ledger = None
+    if config.ledger.enabled:
+        ledger = Ledger(open_store(config.ledger.database_url), config.ledger)
+    ttl = config.budgets.hold_ttl_s
+    if config.redis_url:
+        state = SharedState.connect(config.redis_url)
+        budgets = Budgets(config.budgets, RedisBudgetStore(state), hold_ttl_s=ttl)
+        limiter = RateLimiter(config.rate_limits, RedisBuckets(state))
+        return Accounting(ledger, budgets, limiter, catalog, state)
+    budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
+                      seed=_ledger_spend(ledger, config) if ledger else None)
+    return Accounting(ledger, budgets, RateLimiter(config.rate_limits, MemoryBuckets()), catalog)
+
+
+def _ledger_spend(ledger: Ledger,
+                  config: AppConfig) -> Callable[[str], Awaitable[list[SpendRow]]]:
+    """The ledger's spend per tenant, user and day ("" in the ledger: no user)."""
+    tenants = {key.id: key.tenant_id for key in config.auth.api_keys}
+
+    async def spend(since: str) -> list[SpendRow]:
+        rows = await ledger.read(lambda store: spend_by_user_day(store, since))
+        return [(tenants.get(key, key), user or None, day, usd) for key, user, day, usd in rows]
+    return spend
+
+
+def warn_if_open(config: AppConfig) -> None:
+    if not config.auth.enabled:
+        log.warning("\n%s\nAUTH IS DISABLED (auth.enabled: false): every caller is let in without "
+                    "an API key. For local development only.\n%s", "!" * 78, "!" * 78)

@@ -1,0 +1,110 @@
+"""Legacy text completions' wire format (POST /v1/completions), as OpenAI publishes it: the request
+(`CreateCompletionRequest`) for one text prompt, the `text_completion` object and its stream
+chunks (`CreateCompletionResponse`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from core.ids import new_id
+from models.catalog import ProviderName
+from router.wire.openai import MAX_TOKENS, Seed, StreamOptions
+from router.wire.params import Fixed, fixed_schema
+from router.wire.replies import CompletionUsage, _now
+from router.wire.rules import Identifier, Wire
+
+FIXED: Fixed = {
+    "echo": ((None, False), "only false: the prompt is not repeated in the answer"),
+    "n": ((None, 1), "only 1: send one request per completion"),
+    "best_of": ((None, 1), "only 1"),
+    "logprobs": ((None,), "log probabilities are not available"),
+    "suffix": ((None,), "insertion (a suffix after the completion) is not supported"),
+    "logit_bias": ((None, {}), "token biases are not supported"),
+    "frequency_penalty": ((None, 0, 0.0), "only 0"),
+    "presence_penalty": ((None, 0, 0.0), "only 0"),
+}
+
+
+class CompletionRequest(Wire):
+    # Unknown parameters are kept to be refused by name (router/wire/params.py), never dropped.
+    model_config = ConfigDict(extra="allow", json_schema_extra=fixed_schema(FIXED))
+
+    model: Identifier
+    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: int = Field(16, ge=1, json_schema_extra=MAX_TOKENS)  # OpenAI's default: 16
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
+    seed: Seed | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: Identifier | None = None  # the end user: budgets, limits
+    # Accepted only at the values this service honours (FIXED).
+    echo: Any = None
+    n: Any = None
+    best_of: Any = None
+    logprobs: Any = None
+    suffix: Any = None
+    logit_bias: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    # Our extension: providers to try first, in order ("local", "openai").
+    preferred_providers: list[ProviderName] = Field(default_factory=list)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _one_prompt(cls, prompt: Any) -> Any:
+        """One error for the field, not one per member of its union."""
+        if isinstance(prompt, list) and (len(prompt) != 1 or not isinstance(prompt[0], str)):
+            raise ValueError("one text prompt per request: a string, or a list of one string "
+                             "(token arrays and batches are not supported)")
+        return prompt
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, stop: Any) -> Any:
+        if isinstance(stop, list) and len(stop) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        return stop
+
+    def text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def completion_id() -> str:
+    return new_id("cmpl-")
+
+
+class CompletionChoice(BaseModel):
+    index: int = 0
+    text: str
+    logprobs: None = None
+    # Null until the stream's last chunk, as OpenAI streams it; always set in a whole response.
+    finish_reason: Literal["stop", "length", "content_filter"] | None
+
+
+class TextCompletion(BaseModel):
+    id: str = Field(default_factory=completion_id)
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=_now)
+    model: str
+    choices: list[CompletionChoice]
+    usage: CompletionUsage | None = Field(None, exclude_if=_is_none)
+    # Our extension: which provider/model served the request and why, its cost, the path taken.
+    route: dict[str, Any] | None = Field(None, exclude_if=_is_none)
+
+    def wire(self) -> dict[str, Any]:
+        """As sent: null where OpenAI's clients expect the key (logprobs, a streamed chunk's
+        finish_reason), absent where the schema has no null (usage, route)."""
+        return self.model_dump(mode="json")
