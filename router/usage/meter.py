@@ -23,6 +23,7 @@ from core.config import ApiKeyConfig
 from core.errors import BudgetExceeded, ProviderError, ServiceError, StorageUnavailable, status_of
 from core.generation import TokenUsage
 from core.pricing import cost
+from core.tiers import Tier, granted
 from models.catalog import ModelCard
 from router.run.attempts import Reporting, Route
 from router.run.fallback import OVER_BUDGET
@@ -112,9 +113,13 @@ class Accounting:
 
     async def start(self, key: ApiKeyConfig, user: str | None, operation: str,
                     request_id: str | None = None, content_type: str | None = None,
-                    streamed: bool = False, idempotency_key: str | None = None) -> Meter:
+                    streamed: bool = False, idempotency_key: str | None = None,
+                    tier: Tier | None = None) -> Meter:
+        """A request's meter, once its key's rate limits admit it, at the tier it asked for (its
+        key's default when None; a 403 above the key's max_tier)."""
+        granted_tier = granted(tier, key.tier, key.max_tier, key.id)
         caller = Caller(key, user, request_id, time.time(), idempotency_key)
-        meter = Meter(self, caller, operation, content_type, streamed)
+        meter = Meter(self, caller, operation, content_type, streamed, tier=granted_tier)
         with meter.closed_on_error():
             await self.limiter.admit(key, caller.user_id)
         return meter
@@ -197,6 +202,7 @@ class Meter:
     operation: str
     content_type: str | None
     streamed: bool
+    tier: Tier = "interactive"  # core/tiers.py: the local queue's priority, the spill-over wait
     started: float = field(default_factory=time.perf_counter)
     runs: list[tuple[Reporting, Allowance | None]] = field(default_factory=list)
     embedding: EmbeddingUse | None = None
@@ -356,7 +362,8 @@ class Meter:
             status=status, error_type=error_type, fallback_path=json.dumps(path) if len(path) > 1 else None,
             usage_source="estimated" if spend.estimated else "provider", streamed=self.streamed,
             cached_input_tokens=spend.cached_input_tokens,
-            cache_write_tokens=spend.cache_write_tokens, reasoning_tokens=spend.reasoning_tokens)
+            cache_write_tokens=spend.cache_write_tokens, reasoning_tokens=spend.reasoning_tokens,
+            tier=self.tier)
 
     def _sample(self, record: UsageRecord, error: BaseException | None) -> metrics.RequestSample:
         """The record as a metrics sample, with what only the runs know: time to the first token,

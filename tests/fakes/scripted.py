@@ -153,6 +153,7 @@ class FakeEngine:
         self._text = text
         self._delay = delay_s
         self.generations = 0
+        self.params: list[GenerationParams] = []  # each generation's, in order
         self.refusal: RequestRejected | None = None  # raised by every generation while set
         # Its queue as a llama.cpp replica's: a full one refuses everything, a long one (the
         # expected wait) refuses what may not wait that long.
@@ -167,6 +168,7 @@ class FakeEngine:
 
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
         self.generations += 1
+        self.params.append(params)
         if self.refusal is not None:
             raise self.refusal
         limit = params.max_queue_wait_s

@@ -8,6 +8,8 @@ export type StructuredContentType = "quiz" | "flashcards" | "practice_problems";
 export type Provider = "local" | "openai" | "anthropic";
 export type LearningStyle = "visual" | "verbal" | "example_first" | "step_by_step";
 export type Accommodation = "short_sentences" | "dyslexia_friendly" | "extra_examples";
+/** The request's priority (assessment > interactive > background), at most its key's max_tier. */
+export type Tier = "assessment" | "interactive" | "background";
 export type Difficulty = 1 | 2 | 3 | 4 | 5 | "beginner" | "intermediate" | "advanced";
 
 export interface LearnerProfile {
@@ -33,6 +35,8 @@ export interface GenerateContentParams {
   /** A model, an alias or a tier ("small", "large"); the service's default is "small". */
   model?: string;
   preferred_providers?: Provider[];
+  /** The key's default tier when omitted; above the key's max_tier the service answers 403. */
+  tier?: Tier;
   max_tokens?: number;
 }
 
@@ -223,6 +227,8 @@ export interface UsageRecord {
   fallback_path: string[] | null;
   usage_source: "provider" | "estimated";
   streamed: boolean;
+  /** The priority tier the request ran at. */
+  tier: Tier;
 }
 
 export interface Health { status: "ok" }
