@@ -256,6 +256,15 @@ class CacheConfig(ConfigModel):
     redis_timeout_s: float = Field(0.05, gt=0)  # past this, a lookup is a miss
 
 
+class ArtifactsConfig(ConfigModel):
+    """generate-content results kept per tenant and replayed to identical requests, billed 0
+    (router/services/artifacts.py): in Redis when redis_url is set, else each replica's memory."""
+
+    enabled: bool = Field(True, description="keep validated artifacts and replay them")
+    ttl_s: PositiveInt = Field(7 * 24 * 3600, description="how long an artifact is replayed")
+    max_items: PositiveInt = Field(10_000, description="the memory store's bound (LRU)")
+
+
 class BatchingConfig(ConfigModel):
     """Changeable at run time: it is the Embedder's Serve user_config."""
 
@@ -435,6 +444,7 @@ class AppConfig(ConfigModel):
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     # Budgets and rate limits shared by every router replica (REDIS_URL); None: per replica.
     redis_url: str | None = None
     # Fail at start-up when the cluster lacks the GPUs a config asks for (a pending replica waits

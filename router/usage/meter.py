@@ -207,6 +207,7 @@ class Meter:
     runs: list[tuple[Reporting, Allowance | None]] = field(default_factory=list)
     embedding: EmbeddingUse | None = None
     shared: bool = False  # served by another request's run (single flight): billed nothing
+    cached: bool = False  # served a stored artifact (router/services/artifacts.py): billed nothing
     downgraded: bool = False  # the budget narrowed the ranking to free models
     closed: bool = False
     record_id: str = field(default_factory=new_record_id)  # the ledger's key for this request
@@ -318,7 +319,7 @@ class Meter:
 
     def _outcome(self, error: BaseException | None) -> tuple[Outcome, str | None]:
         if error is None:
-            return ("shared" if self.shared else "success"), None
+            return ("cached" if self.cached else "shared" if self.shared else "success"), None
         if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             return "client_disconnected", None
         if isinstance(error, ServiceError):

@@ -10,7 +10,9 @@ from typing import Literal
 from core.ids import new_id
 from core.tiers import Tier
 
-Outcome = Literal["success", "error", "client_disconnected", "shared"]
+# shared: served by an identical request's run in flight; cached: a stored artifact replayed
+# (router/services/artifacts.py). Both are billed nothing.
+Outcome = Literal["success", "error", "client_disconnected", "shared", "cached"]
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,8 @@ export interface DoneMetadata extends EventBase {
   billed_usd: number;
   provider_path: RouteTaken[];
   single_flight: { shared: boolean; leader: boolean };
+  /** True when a kept artifact of the same inputs in the tenant answered it (billed 0). */
+  cached?: boolean;
   /** Text types: the structure at the end and why the model stopped. */
   structure?: TextStructure;
   finish_reason?: string;
@@ -202,7 +204,8 @@ export interface UsageQuery {
   to?: string;
 }
 
-export type Outcome = "success" | "error" | "client_disconnected" | "shared";
+/** shared: served by an identical request's run in flight; cached: a kept artifact replayed. */
+export type Outcome = "success" | "error" | "client_disconnected" | "shared" | "cached";
 
 export interface UsageRecord {
   request_id: string;

@@ -23,8 +23,9 @@ ROUTES: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": "small", "messages": [LESSON], "max_tokens": 8},
     "/v1/completions": {"model": "small", "prompt": "Plants", "max_tokens": 8},
     "/v1/responses": {"model": "small", "input": "Explain it", "max_output_tokens": 16},
-    "/api/v1/ai/generate-content": {"content": "Plants make sugar.", "content_type": "explanation",
-                                    "stream": False, "preferred_providers": ["local"]},
+    "/api/v1/ai/generate-content": {  # in the learner's words: never a kept artifact
+        "content": "Plants make sugar.", "content_type": "explanation", "stream": False,
+        "preferred_providers": ["local"], "persona": "A learner who likes maps."},
 }
 
 
