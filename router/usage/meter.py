@@ -117,10 +117,10 @@ class Accounting:
                     tier: Tier | None = None) -> Meter:
         """A request's meter, once its key's rate limits admit it, at the tier it asked for (its
         key's default when None; a 403 above the key's max_tier)."""
-        granted_tier = granted(tier, key.tier, key.max_tier, key.id)
         caller = Caller(key, user, request_id, time.time(), idempotency_key)
-        meter = Meter(self, caller, operation, content_type, streamed, tier=granted_tier)
-        with meter.closed_on_error():
+        meter = Meter(self, caller, operation, content_type, streamed, tier=key.tier)
+        with meter.closed_on_error():  # a refusal is recorded too
+            meter.tier = granted(tier, key.tier, key.max_tier, key.id)
             await self.limiter.admit(key, caller.user_id)
         return meter
 

@@ -61,6 +61,8 @@ async def test_a_tier_above_the_keys_maximum_is_a_403_naming_tier(api: InProcess
     assert refused.json()["error"] | {"message": ""} == {
         "message": "", "type": "permission_error", "code": "tier_not_allowed", "param": "tier"}
     assert api.engine.generations == 0
+    (record,) = await api.records("learner-1")
+    assert (record["outcome"], record["status"], record["tier"]) == ("error", 403, "interactive")
 
 
 async def test_a_key_granted_assessment_goes_first(school: InProcess) -> None:
