@@ -67,7 +67,8 @@ def main() -> None:
     opts = parser.parse_args()
     args = {"local_models": [{"name": "smollm2-135m", "ray_actor_options": {"num_cpus": 1},
                               "llama_cpp": {"n_ctx": 4096, "n_threads": 1}}],
-            "router": {"ray_actor_options": {"num_cpus": 0.25}}, "embedder": {"enabled": False}}
+            "router": {"ray_actor_options": {"num_cpus": 0.25}}, "embedder": {"enabled": False},
+            "artifacts": {"enabled": False}}  # it measures generation: no kept artifact replayed
     with served(args) as url:
         print("content type       TTFT ms   total s   completion tokens")
         for content_type in typing.get_args(ContentType):

@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from core.env import env_overrides, explain
+from core.tiers import PRIORITY, Tier
 from models import UnknownModel, find_embedding_model, find_local_model
 from models.catalog import HOSTED_MODELS, ModelCard, ProviderName
 
@@ -190,6 +191,28 @@ class LearnedFirstTokenConfig(ConfigModel):
     max_age_s: float = Field(900.0, gt=0)  # older samples are forgotten
 
 
+class SpillOverWaits(ConfigModel):
+    """router.spill_over_wait_s per tier: background spills first (a short wait), interactive
+    after a longer one; an assessment never spills (null): it waits in the local queue, where its
+    priority puts it before every lower tier's waiting request."""
+
+    assessment: float | None = Field(None, gt=0)
+    interactive: float | None = Field(2.0, gt=0)
+    background: float | None = Field(0.5, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_for_all(cls, value: Any) -> Any:
+        """A number (or null) is every tier's wait."""
+        if value is None or isinstance(value, int | float):
+            return dict.fromkeys(PRIORITY, value)
+        return value
+
+    def of(self, tier: Tier) -> float | None:
+        wait: float | None = getattr(self, tier)
+        return wait
+
+
 class RouterConfig(DeploymentOptions):
     max_ongoing_requests: PositiveInt = 256
     access_log: bool = False  # measured: a log line per request is CPU on the hot path
@@ -205,8 +228,9 @@ class RouterConfig(DeploymentOptions):
     learned_first_token: LearnedFirstTokenConfig = Field(default_factory=LearnedFirstTokenConfig)
     idle_timeout_s: float = Field(15.0, gt=0)  # per attempt, between deltas
     # A local model that expects a request to wait longer than this for a slot hands it to the
-    # next candidate (a hosted model the budget allows) while one remains; None: it waits.
-    spill_over_wait_s: float | None = Field(2.0, gt=0)
+    # next candidate (a hosted model the budget allows) while one remains; None: it waits. Per
+    # tier (core/tiers.py); one number or null sets every tier.
+    spill_over_wait_s: SpillOverWaits = Field(default_factory=lambda: SpillOverWaits())
     max_stream_s: float = Field(600.0, gt=0)  # from the answer's first delta to its end
     max_retries: int = Field(3, ge=0)
     retry_backoff_s: float = Field(0.25, ge=0)
@@ -230,6 +254,15 @@ class CacheConfig(ConfigModel):
     router_max_items: PositiveInt = 10_000
     key_prefix: str = "learnx:emb:"
     redis_timeout_s: float = Field(0.05, gt=0)  # past this, a lookup is a miss
+
+
+class ArtifactsConfig(ConfigModel):
+    """generate-content results kept per tenant and replayed to identical requests, billed 0
+    (router/services/artifacts.py): in Redis when redis_url is set, else each replica's memory."""
+
+    enabled: bool = Field(True, description="keep validated artifacts and replay them")
+    ttl_s: PositiveInt = Field(7 * 24 * 3600, description="how long an artifact is replayed")
+    max_items: PositiveInt = Field(10_000, description="the memory store's bound (LRU)")
 
 
 class BatchingConfig(ConfigModel):
@@ -285,10 +318,21 @@ class ApiKeyConfig(ConfigModel):
     role: KeyRole = "service"
     requests_per_minute: PositiveInt | None = None  # None: rate_limits.key_requests_per_minute
     tokens_per_minute: PositiveInt | None = None
+    tier: Tier = Field("interactive", description=(
+        "the tier of the key's requests that name none (core/tiers.py)"))
+    max_tier: Tier = Field("interactive", description=(
+        "the highest tier a request may ask for; above it the request is refused (403, param "
+        "tier). `assessment` must be granted here."))
 
     @property
     def tenant_id(self) -> str:
         return self.tenant or self.id
+
+    @model_validator(mode="after")
+    def _tier_within_max(self) -> ApiKeyConfig:
+        if PRIORITY[self.tier] > PRIORITY[self.max_tier]:
+            raise ValueError(f"tier {self.tier!r} is above max_tier {self.max_tier!r}")
+        return self
 
 
 class AuthConfig(ConfigModel):
@@ -400,6 +444,7 @@ class AppConfig(ConfigModel):
     budgets: BudgetsConfig = Field(default_factory=BudgetsConfig)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
     catalog: CatalogConfig = Field(default_factory=CatalogConfig)
+    artifacts: ArtifactsConfig = Field(default_factory=ArtifactsConfig)
     # Budgets and rate limits shared by every router replica (REDIS_URL); None: per replica.
     redis_url: str | None = None
     # Fail at start-up when the cluster lacks the GPUs a config asks for (a pending replica waits

@@ -101,8 +101,9 @@ class AuthenticationFailed(ServiceError):
 class PermissionDenied(ServiceError):
     error_type = "permission_error"
 
-    def __init__(self, message: str):
-        super().__init__(message, code="admin_key_required")
+    def __init__(self, message: str, *, code: str = "admin_key_required",
+                 param: str | None = None):
+        super().__init__(message, code=code, param=param)
 
 
 class BudgetExceeded(ServiceError):

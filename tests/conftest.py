@@ -219,7 +219,10 @@ def serve_root(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, own_redis
     args["router"]["providers"] = _hosted(fake_openai, fake_anthropic)
     args["redis_url"] = own_redis.url
     args["ledger"]["database_url"] = postgres_url
-    lite = {"enable_local_models": False,
+    # The session's tests share these apps and their content: a kept artifact (issue 23) would
+    # answer a later test's request. tests/router/services/test_artifacts.py covers artifacts.
+    args["artifacts"] = {"enabled": False}
+    lite = {"artifacts": {"enabled": False},"enable_local_models": False,
             "embedder": {**copy.deepcopy(TEST_ARGS["embedder"]),
                          "ray_actor_options": {"num_cpus": 0}},
             "router": {**copy.deepcopy(TEST_ARGS["router"]),

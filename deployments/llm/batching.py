@@ -12,8 +12,10 @@ or, when another slot (running or idle) shares a longer one, a copy of that slot
 shares a long prefix with a prompt still being read waits until that prefix is in the cache, so a
 class arriving at once computes its lesson once.
 
-Requests wait in order of their priority, then arrival (GenerationParams.priority); a request whose
-expected wait exceeds its limit is refused at once (EngineBusy) so the router can send it elsewhere."""
+Requests wait in order of their priority, then arrival (GenerationParams.priority, the request's
+tier: core/tiers.py); a request whose expected wait (behind the waiting requests of its priority or
+higher) exceeds its limit is refused at once (EngineBusy) so the router can send it elsewhere. A
+full queue sheds its latest request of the lowest priority for a request of a higher one."""
 
 from __future__ import annotations
 
@@ -100,8 +102,9 @@ class Scheduler:
                 raise RuntimeError("llama.cpp engine is closed")
             limit = request.params.max_queue_wait_s
             load = self._load()
-            if load.busy == len(self._slots) and (len(self._waiting) >= self._max_queued or (
-                    limit is not None and load.estimated_wait_s > limit)):
+            wait = self._wait_s(request.params.priority)
+            if ((limit is not None and wait > limit) or (load.busy == len(self._slots) and
+                    len(self._waiting) >= self._max_queued and not self._shed(request))):
                 raise EngineBusy(f"{load.queued} requests wait for {load.slots} slots",
                                  retry_after_s=max(1.0, load.estimated_wait_s))
             request.order = next(self._order)
@@ -121,6 +124,25 @@ class Scheduler:
             self._cond.notify()
         self._thread.join()
         self._lib.llama_batch_free(self._batch)
+
+    def _wait_s(self, priority: int) -> float:
+        """The expected wait for a slot of a request of `priority` arriving now: only the waiting
+        requests of its priority or higher go before it."""
+        return self._expected_wait(sum(1 for r in self._waiting if r.params.priority >= priority))
+
+    def _shed(self, request: Request) -> bool:
+        """In a full queue, the latest waiting request of the lowest priority below `request`'s
+        leaves it (refused as busy: the router serves it elsewhere or answers 429), so that
+        background work is shed before interactive and nothing is shed for an equal priority."""
+        lower = [r for r in self._waiting if r.params.priority < request.params.priority]
+        if not lower:
+            return False
+        victim = min(lower, key=lambda r: (r.params.priority, -r.order))
+        self._waiting.remove(victim)
+        victim.emit(EngineBusy("shed for a request of a higher priority tier",
+                               retry_after_s=max(1.0, self._expected_wait(len(self._waiting)))))
+        victim.emit(FINISHED)
+        return True
 
     def _load(self) -> EngineLoad:
         busy = sum(1 for s in self._slots if s.job is not None)

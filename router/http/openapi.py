@@ -66,7 +66,8 @@ ERRORS: dict[int, tuple[str, ServiceError, dict[str, Any]]] = {
     402: ("The user's spending budget cannot cover the request.",
           BudgetExceeded("the daily budget of user 'learner-1' ($0.50) is spent; it resets at "
                          "00:00 UTC"), {}),
-    403: ("The API key's role does not allow this (an admin key is needed).",
+    403: ("The API key does not allow this: an admin key is needed, or the request's `tier` is "
+          "above the key's max_tier.",
           PermissionDenied("reading the usage of all users (no user_id) needs an admin key; the "
                            "key 'node-backend' is a service key"), {}),
     404: ("The model does not exist here.",
@@ -98,6 +99,7 @@ ERRORS: dict[int, tuple[str, ServiceError, dict[str, Any]]] = {
 }
 # What a generation route answers besides 200: input, auth, limits, budgets, idempotency, providers.
 GENERATION = (400, 401, 402, 404, 409, 413, 422, 429, 502, 503, 504)
+TIERED = (*GENERATION, 403)  # a generation with a `tier` the key may not ask (core/tiers.py)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from core.config import ApiKeyConfig
 from core.errors import InvalidRequest, ModelUnavailable
 from deployments.embed.shared import EmbedResult
 from router.http.auth import require_admin
-from router.http.openapi import GENERATION, errors, streamed
+from router.http.openapi import GENERATION, TIERED, errors, streamed
 from router.services.chat import prepend
 from router.services.content import collect as collect_content
 from router.services.embeddings import openai_response, seed_response
@@ -66,10 +66,11 @@ async def start_meter(request: Request, user: str | None, operation: str, **deta
     **streamed(ChatCompletion, ChatCompletionChunk,
                "The completion, or with `stream: true` its chunks (SSE, ending with `data: [DONE]`; "
                "with `stream_options.include_usage` the last chunk has `usage` and no choices)."),
-    **errors(*GENERATION)})
+    **errors(*TIERED)})
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
     chat = services(request).chat
-    meter = await start_meter(request, body.user, "chat.completions", streamed=body.stream)
+    meter = await start_meter(request, body.user, "chat.completions", streamed=body.stream,
+                              tier=body.tier)
     with meter.closed_on_error():
         if body.stream:
             chunks, route = await chat.stream(body, meter)
@@ -86,12 +87,13 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
     **streamed(TextCompletion, TextCompletion,
                "The completion, or with `stream: true` its chunks (SSE, ending with `data: [DONE]`; "
                "a chunk's `finish_reason` is null until the last)."),
-    **errors(*GENERATION)})
+    **errors(*TIERED)})
 async def completions(request: Request, body: CompletionRequest) -> Response:
     """Legacy text completions: one raw prompt, continued as it is by a local model or an OpenAI
     completion model; streamed (SSE, ends with `data: [DONE]`) or not."""
     service = services(request).completions
-    meter = await start_meter(request, body.user, "completions", streamed=body.stream)
+    meter = await start_meter(request, body.user, "completions", streamed=body.stream,
+                              tier=body.tier)
     with meter.closed_on_error():
         if body.stream:
             chunks, route = await service.stream(body, meter)
@@ -107,12 +109,13 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
     **streamed(ResponseObject, ResponseStreamEvent,
                "The response, or with `stream: true` its semantic events (SSE with `event:` lines: "
                "`response.created` ... `response.completed`, or `error` then `response.failed`)."),
-    **errors(*GENERATION)})
+    **errors(*TIERED)})
 async def responses(request: Request, body: ResponsesRequest) -> Response:
     """OpenAI's Responses API, stateless: text or input items (messages, function calls and their
     outputs), instructions, function tools, text formats; streamed as its semantic events."""
     service = services(request).responses
-    meter = await start_meter(request, body.user, "responses", streamed=bool(body.stream))
+    meter = await start_meter(request, body.user, "responses", streamed=bool(body.stream),
+                              tier=body.tier)
     with meter.closed_on_error():
         if body.stream:
             streamed = await service.stream(body, meter)
@@ -129,11 +132,12 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
     **streamed(GeneratedContent, ContentEvent,
                "With `stream: true` (the default) the events (SSE): content, `fallback`, and last "
                "`done` or `error`; with `stream: false` the whole content."),
-    **errors(*GENERATION)})
+    **errors(*TIERED)})
 async def generate_content(request: Request, body: GenerateContentRequest) -> Response:
     content = services(request).content
     meter = await start_meter(request, body.user_id, "generate-content",
-                              content_type=body.content_type, streamed=body.stream)
+                              content_type=body.content_type, streamed=body.stream,
+                              tier=body.tier)
     with meter.closed_on_error():  # once events run, the content service closes the meter
         events = await content.events(content.prepare(body), meter)
     if not body.stream:

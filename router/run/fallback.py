@@ -23,10 +23,12 @@
   after the budget check, and a call that ends without a verdict (cancelled, capped) releases it.
 - A prompt too long for one model's context (ContextExceeded) moves on to the next candidate, not
   retried and not counted by its breaker; only when no candidate fits it is the caller's 400.
-- Load spills over: a candidate other than the last is sent with max_queue_wait_s
-  (router.spill_over_wait_s), and a local model that expects to keep it waiting longer refuses at
-  once (ModelBusy), not counted by its breaker; the next candidate serves it. The last candidate
-  waits in its queue; only a full queue refuses it (429 with Retry-After).
+- Load spills over: every candidate is sent with its tier's priority (core/tiers.py), and one
+  other than the last with max_queue_wait_s (router.spill_over_wait_s of the request's tier:
+  background sooner than interactive, an assessment never); a local model that expects to keep
+  it waiting longer refuses at once (ModelBusy), not counted by its breaker; the next candidate
+  serves it. The last candidate waits in its queue; only a full queue refuses it (429 with
+  Retry-After).
 - When every candidate failed: AllProvidersFailed, naming each provider/model tried; when the
   budget refused a paid candidate that might have served it, BudgetExceeded (402) instead."""
 
@@ -53,6 +55,7 @@ from core.errors import (
 )
 from core.generation import Completion, Delta, GenerationParams, TokenUsage, ToolCallAssembler
 from core.pricing import estimate, estimate_tokens, prompt_estimate
+from core.tiers import PRIORITY, Tier
 from router.run.attempts import Attempt, Route, RunReport, Switch, report
 from router.run.ttft import FirstTokenLimits, learned_limits
 
@@ -81,7 +84,9 @@ class Run:
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: Callable[[], float] = random.random,
-                 budget: BudgetGate | None = None, first_token: FirstTokenLimits | None = None):
+                 budget: BudgetGate | None = None, first_token: FirstTokenLimits | None = None,
+                 tier: Tier = "interactive"):
+        self._tier = tier
         self._routes = routes if config.enable_fallback else routes[:1]
         self._budget = budget
         self._config = config
@@ -170,8 +175,10 @@ class Run:
         raise self._exhausted()
 
     def _waiting(self, route: Route, params: GenerationParams) -> GenerationParams:
-        """A candidate other than the last is not kept waiting in a busy local model's queue."""
-        wait = self._config.spill_over_wait_s
+        """The request at its tier's priority; a candidate other than the last is not kept
+        waiting in a busy local model's queue longer than its tier's spill-over wait."""
+        params = dataclasses.replace(params, priority=PRIORITY[self._tier])
+        wait = self._config.spill_over_wait_s.of(self._tier)
         if wait is None or route == self._routes[-1]:
             return params
         return dataclasses.replace(params, max_queue_wait_s=wait)

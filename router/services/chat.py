@@ -101,7 +101,8 @@ class ChatService:
     def start(self, routes: list[Route], allowance: Allowance | None, meter: Meter | None) -> Run:
         """A run over routes the meter has already reserved for (`allowance`)."""
         run = Run(routes, self._config, self._health, budget=allowance,
-                  first_token=self._first_token)
+                  first_token=self._first_token,
+                  tier=meter.tier if meter is not None else "interactive")
         if meter is not None:
             meter.track(run, allowance)
         return run

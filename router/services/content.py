@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from content.profile import adapt, difficulty_level
+from content.profile import LearnerProfile, adapt, difficulty_level
 from content.schemas import json_schema, validate
 from content.structure import StructureDetector
 from content.templates import TEMPLATE_VERSION, compile_messages, is_structured, repair_messages
@@ -23,6 +23,7 @@ from core.pricing import prompt_estimate
 from router.run.attempts import RunReport, Switch
 from router.run.fallback import Run
 from router.run.policy import resolve
+from router.services.artifacts import ArtifactStore, artifact_key, validated
 from router.services.chat import ChatService
 from router.services.singleflight import Event, Flight, SingleFlight
 from router.usage.meter import Meter
@@ -38,11 +39,13 @@ class Prepared:
     difficulty: int
     adaptation: str
     key: str
+    profile: LearnerProfile
 
 
 class ContentService:
-    def __init__(self, chat: ChatService):
+    def __init__(self, chat: ChatService, artifacts: ArtifactStore | None = None):
         self._chat = chat
+        self._artifacts = artifacts
         self.flights = SingleFlight()
 
     def prepare(self, request: GenerateContentRequest) -> Prepared:
@@ -57,30 +60,57 @@ class ContentService:
                                 TEMPLATE_VERSION, request.model, request.preferred_providers,
                                 request.max_tokens], separators=(",", ":"))
         return Prepared(request, messages, level, adaptation,
-                        hashlib.sha256(canonical.encode()).hexdigest())
+                        hashlib.sha256(canonical.encode()).hexdigest(), profile)
 
     async def events(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
-        """This request's events, shared with identical requests of the same caller in flight.
+        """This request's events, shared with identical requests of the same caller in flight (of
+        the same tenant, when the result is an artifact to keep).
 
         Each request is admitted on its own first: its budget reserves the first run's estimate and
         decides its routes (or downgrades, or raises its own 402), and only requests with the same
         routes share a run. The run is billed to the request that started it, whose meter closes
         when the run ends (client_disconnected if that client left first); a request that joined is
         recorded as shared, or with the run's failure, or as client_disconnected, and billed
-        nothing. A run whose every client left is cancelled."""
+        nothing. A run whose every client left is cancelled. A stored artifact of the same inputs
+        in the caller's tenant is replayed instead, recorded as cached and billed nothing."""
+        artifact = await self._artifact(prepared, meter)
+        if isinstance(artifact, list):
+            meter.cached = True
+            return meter.watch(_replayed(artifact))
         params = self._first_params(prepared)
         routes, allowance = await meter.reserve(self._chat.plan(
             prepared.request.model, list(prepared.request.preferred_providers), params),
             prompt_estimate(params) + params.max_tokens)
+        # An artifact to keep is the tenant's: its learners share the run; else the caller's own.
         caller = meter.caller
-        key = ":".join([prepared.key, caller.key.id, caller.user, *(r.header() for r in routes)])
-        flight, leader = self.flights.join(key, lambda started: self._generate(
-            prepared, self._chat.start(routes, allowance, meter), meter, started))
+        who = [f"tenant={caller.tenant}"] if artifact else [caller.key.id, caller.user]
+        key = ":".join([prepared.key, *who, *(r.header() for r in routes)])
+        flight, leader = self.flights.join(key, lambda started: self._kept(artifact, self._generate(
+            prepared, self._chat.start(routes, allowance, meter), meter, started)))
         if leader:
             return self._follow(flight, prepared, meter, leader=True)
         meter.shared = True
         meter.track(NOTHING, allowance)  # its own reservation, released when it closes
         return meter.watch(self._follow(flight, prepared, meter, leader=False))
+
+    async def _artifact(self, prepared: Prepared, meter: Meter) -> list[Event] | str | None:
+        """The stored artifact of these inputs, else its key (None: not one to keep)."""
+        if self._artifacts is None:
+            return None
+        key = artifact_key(prepared.request, prepared.profile, prepared.difficulty,
+                           meter.caller.tenant)
+        if key is None:
+            return None
+        return await self._artifacts.get(key) or key
+
+    async def _kept(self, key: str | None, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """The run's events; once they end validated, stored under `key` (when there is one)."""
+        seen: list[Event] = []
+        async for event in events:
+            seen.append(event)
+            yield event
+        if key is not None and self._artifacts is not None and validated(seen):
+            await self._artifacts.put(key, seen)
 
     @staticmethod
     async def _follow(flight: Flight, prepared: Prepared, meter: Meter,
@@ -213,6 +243,15 @@ def _attributed(event: Event, leader: bool) -> Event:
     metadata["single_flight"] = {"shared": not leader, "leader": leader}
     metadata["billed_usd"] = metadata["cost_usd"] if leader else 0.0
     return {**event, "metadata": metadata}
+
+
+async def _replayed(events: list[Event]) -> AsyncIterator[Event]:
+    """A stored artifact's events, its `done` saying it was replayed and is billed nothing."""
+    for event in events:
+        if event["type"] == "done":
+            event = {**event, "metadata": {**event["metadata"], "cached": True, "billed_usd": 0.0,
+                                           "single_flight": {"shared": False, "leader": False}}}
+        yield event
 
 
 def _base(prepared: Prepared) -> dict[str, Any]:

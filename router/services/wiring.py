@@ -13,6 +13,7 @@ from core.config import AppConfig
 from models.catalog import ModelCard
 from router.run.providers import Provider
 from router.run.ttft import FirstTokenLimits, learned_limits
+from router.services.artifacts import artifact_store
 from router.services.chat import ChatService, build_catalog
 from router.services.completions import CompletionsService
 from router.services.content import ContentService
@@ -60,12 +61,15 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
     catalog = build_catalog(config)
     chat = ChatService(config.router, providers, catalog, breakers, first_token)
     warn_if_open(config)
+    accounting = build_accounting(config, catalog)
     return Services(
-        config=config, chat=chat, content=ContentService(chat), responses=ResponsesService(chat),
+        config=config, chat=chat,
+        content=ContentService(chat, artifact_store(config.artifacts, accounting.shared)),
+        responses=ResponsesService(chat),
         completions=CompletionsService(chat),
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,
                                     front_cache(config.embedder) if embedder else None, catalog),
-        accounting=build_accounting(config, catalog), breakers=breakers, first_token=first_token,
+        accounting=accounting, breakers=breakers, first_token=first_token,
         readiness=Readiness(dict(readiness or {})))
 
 

@@ -22,6 +22,7 @@ from core import metrics
 from core.config import ApiKeyConfig
 from core.errors import BudgetExceeded, ProviderError, ServiceError, StorageUnavailable, status_of
 from core.generation import TokenUsage
+from core.tiers import Tier, granted
 from models.catalog import ModelCard
 from router.run.attempts import Reporting, Route
 from router.run.fallback import OVER_BUDGET
@@ -112,10 +113,14 @@ class Accounting:
 
     async def start(self, key: ApiKeyConfig, user: str | None, operation: str,
                     request_id: str | None = None, content_type: str | None = None,
-                    streamed: bool = False, idempotency_key: str | None = None) -> Meter:
+                    streamed: bool = False, idempotency_key: str | None = None,
+                    tier: Tier | None = None) -> Meter:
+        """A request's meter, once its key's rate limits admit it, at the tier it asked for (its
+        key's default when None; a 403 above the key's max_tier)."""
         caller = Caller(key, user, request_id, time.time(), idempotency_key)
-        meter = Meter(self, caller, operation, content_type, streamed)
-        with meter.closed_on_error():
+        meter = Meter(self, caller, operation, content_type, streamed, tier=key.tier)
+        with meter.closed_on_error():  # a refusal is recorded too
+            meter.tier = granted(tier, key.tier, key.max_tier, key.id)
             await self.limiter.admit(key, caller.user_id)
         return meter
 
@@ -158,10 +163,12 @@ class Meter:
     operation: str
     content_type: str | None
     streamed: bool
+    tier: Tier = "interactive"  # core/tiers.py: the local queue's priority, the spill-over wait
     started: float = field(default_factory=time.perf_counter)
     runs: list[tuple[Reporting, Allowance | None]] = field(default_factory=list)
     embedding: EmbeddingUse | None = None
     shared: bool = False  # served by another request's run (single flight): billed nothing
+    cached: bool = False  # served a stored artifact (router/services/artifacts.py): billed nothing
     downgraded: bool = False  # the budget narrowed the ranking to free models
     closed: bool = False
     record_id: str = field(default_factory=new_record_id)  # the ledger's key for this request
@@ -273,7 +280,7 @@ class Meter:
 
     def _outcome(self, error: BaseException | None) -> tuple[Outcome, str | None]:
         if error is None:
-            return ("shared" if self.shared else "success"), None
+            return ("cached" if self.cached else "shared" if self.shared else "success"), None
         if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             return "client_disconnected", None
         if isinstance(error, ServiceError):
@@ -317,7 +324,8 @@ class Meter:
             status=status, error_type=error_type, fallback_path=json.dumps(path) if len(path) > 1 else None,
             usage_source="estimated" if spend.estimated else "provider", streamed=self.streamed,
             cached_input_tokens=spend.cached_input_tokens,
-            cache_write_tokens=spend.cache_write_tokens, reasoning_tokens=spend.reasoning_tokens)
+            cache_write_tokens=spend.cache_write_tokens, reasoning_tokens=spend.reasoning_tokens,
+            tier=self.tier)
 
     def _sample(self, record: UsageRecord, error: BaseException | None) -> metrics.RequestSample:
         """The record as a metrics sample, with what only the runs know: time to the first token,

@@ -8,8 +8,11 @@ from dataclasses import astuple, dataclass, fields
 from typing import Literal
 
 from core.ids import new_id
+from core.tiers import Tier
 
-Outcome = Literal["success", "error", "client_disconnected", "shared"]
+# shared: served by an identical request's run in flight; cached: a stored artifact replayed
+# (router/services/artifacts.py). Both are billed nothing.
+Outcome = Literal["success", "error", "client_disconnected", "shared", "cached"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class UsageRecord:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    tier: Tier = "interactive"  # core/tiers.py: the tier the request ran at (migration 4)
 
     def row(self) -> tuple[object, ...]:
         return astuple(self)

@@ -103,6 +103,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (3, ["ALTER TABLE usage_records ADD COLUMN cached_input_tokens BIGINT NOT NULL DEFAULT 0",
          "ALTER TABLE usage_records ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0",
          "ALTER TABLE usage_records ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0"]),
+    # The request's priority tier (core/tiers.py); earlier requests all ran as interactive.
+    (4, ["ALTER TABLE usage_records ADD COLUMN tier TEXT NOT NULL DEFAULT 'interactive'"]),
 ]
 
 INSERT = (f"INSERT INTO usage_records ({', '.join(COLUMNS)}) VALUES "

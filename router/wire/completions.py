@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.ids import new_id
+from core.tiers import Tier
 from models.catalog import ProviderName
 from router.wire.openai import MAX_TOKENS, Seed, StreamOptions
 from router.wire.params import Fixed, fixed_schema
@@ -52,6 +53,9 @@ class CompletionRequest(Wire):
     presence_penalty: Any = None
     # Our extension: providers to try first, in order ("local", "openai").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
+    tier: Tier | None = Field(None, description=(
+        "Our extension: the request's priority tier (assessment > interactive > background), at "
+        "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
 
     @field_validator("prompt", mode="before")
     @classmethod

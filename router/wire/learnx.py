@@ -24,6 +24,7 @@ from content.profile import (
     learning_style,
 )
 from content.templates import ContentType
+from core.tiers import Tier
 from models.catalog import ProviderName
 from router.wire.rules import Identifier, Wire, omitted
 
@@ -61,6 +62,9 @@ class GenerateContentRequest(Wire):
     user_id: Identifier | None = None
     model: Identifier = "small"
     preferred_providers: list[ProviderName] = Field(default_factory=list)
+    tier: Tier | None = Field(None, description=(
+        "Our extension: the request's priority tier (assessment > interactive > background), at "
+        "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
     max_tokens: int | None = Field(None, ge=16, le=4096)
     stream: bool = True
 

@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
+from core.tiers import Tier
 from models.catalog import ProviderName
 from router.wire.rules import Identifier, Wire
 
@@ -213,6 +214,9 @@ class ChatCompletionRequest(OpenAIHints):
     user: Identifier | None = None  # the end user: budgets, limits
     # Our extension: providers to try first, in order ("local", "openai", "anthropic").
     preferred_providers: list[ProviderName] = Field(default_factory=list)
+    tier: Tier | None = Field(None, description=(
+        "Our extension: the request's priority tier (assessment > interactive > background), at "
+        "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
     prompt_cache: bool = Field(True, description=(
         "Our extension: false keeps the service from caching the shared prefix on purpose (no "
         "cache_control breakpoint of ours, no derived prompt_cache_key); the caller's own are "

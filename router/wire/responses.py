@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
+from core.tiers import Tier
 from models.catalog import ProviderName
 from router.wire.openai import MAX_TOKENS, MAX_TOOLS
 from router.wire.params import Fixed, fixed_schema
@@ -152,6 +153,9 @@ class ResponsesRequest(Wire):
     service_tier: Any = None
     # Our extension: providers to try first, in order.
     preferred_providers: list[ProviderName] = Field(default_factory=list)
+    tier: Tier | None = Field(None, description=(
+        "Our extension: the request's priority tier (assessment > interactive > background), at "
+        "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
 
     @classmethod
     def _checked_text(cls, field: str, value: Any) -> Any:

@@ -150,9 +150,10 @@ class FakeEngine:
     that stops when the caller closes the stream."""
 
     def __init__(self, text: str = "The fake engine explains it well.", delay_s: float = 0.0):
-        self._text = text
+        self.text = text  # what it answers in text (JSON answers fit their schema)
         self._delay = delay_s
         self.generations = 0
+        self.params: list[GenerationParams] = []  # each generation's, in order
         self.refusal: RequestRejected | None = None  # raised by every generation while set
         # Its queue as a llama.cpp replica's: a full one refuses everything, a long one (the
         # expected wait) refuses what may not wait that long.
@@ -167,6 +168,7 @@ class FakeEngine:
 
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
         self.generations += 1
+        self.params.append(params)
         if self.refusal is not None:
             raise self.refusal
         limit = params.max_queue_wait_s
@@ -182,10 +184,8 @@ class FakeEngine:
             yield Delta("", finish_reason="tool_calls",
                         usage=TokenUsage(prompt_words(params), len(call_deltas(0, call))))
             return
-        if params.json_schema is None:
-            pieces = words(self._text)
-        else:
-            pieces = [json.dumps(example(params.json_schema))]
+        pieces = (words(self.text) if params.json_schema is None
+                  else [json.dumps(example(params.json_schema))])
         finish, sent = ("length" if len(pieces) > params.max_tokens else "stop"), 0
         for piece in pieces[:params.max_tokens]:
             if self._delay:

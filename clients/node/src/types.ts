@@ -9,6 +9,8 @@ export type StructuredContentType = "quiz" | "flashcards" | "practice_problems";
 export type Provider = "local" | "openai" | "anthropic";
 export type LearningStyle = "visual" | "verbal" | "example_first" | "step_by_step";
 export type Accommodation = "short_sentences" | "dyslexia_friendly" | "extra_examples";
+/** The request's priority (assessment > interactive > background), at most its key's max_tier. */
+export type Tier = "assessment" | "interactive" | "background";
 export type Difficulty = 1 | 2 | 3 | 4 | 5 | "beginner" | "intermediate" | "advanced";
 
 export interface LearnerProfile {
@@ -34,6 +36,8 @@ export interface GenerateContentParams {
   /** A model, an alias or a tier ("small", "large"); the service's default is "small". */
   model?: string;
   preferred_providers?: Provider[];
+  /** The key's default tier when omitted; above the key's max_tier the service answers 403. */
+  tier?: Tier;
   max_tokens?: number;
 }
 
@@ -96,6 +100,8 @@ export interface DoneMetadata extends EventBase {
   billed_usd: number;
   provider_path: RouteTaken[];
   single_flight: { shared: boolean; leader: boolean };
+  /** True when a kept artifact of the same inputs in the tenant answered it (billed 0). */
+  cached?: boolean;
   /** Text types: the structure at the end and why the model stopped. */
   structure?: TextStructure;
   finish_reason?: string;
@@ -199,7 +205,8 @@ export interface UsageQuery {
   to?: string;
 }
 
-export type Outcome = "success" | "error" | "client_disconnected" | "shared";
+/** shared: served by an identical request's run in flight; cached: a kept artifact replayed. */
+export type Outcome = "success" | "error" | "client_disconnected" | "shared" | "cached";
 
 export interface UsageRecord {
   request_id: string;
@@ -224,6 +231,8 @@ export interface UsageRecord {
   fallback_path: string[] | null;
   usage_source: "provider" | "estimated";
   streamed: boolean;
+  /** The priority tier the request ran at. */
+  tier: Tier;
 }
 
 export interface Health { status: "ok" }

@@ -119,6 +119,25 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_after() -> None:
         engine.close()
 
 
+async def test_a_full_queue_sheds_a_lower_tier_for_a_higher_one() -> None:
+    engine = engine_with(parallel=1, max_queued=1)
+    try:
+        running = engine.generate(ask("Count from 1 to 500.", max_tokens=200))
+        await anext(running)
+        background = asyncio.ensure_future(collect(engine.generate(ask("Hi", max_tokens=2))))
+        await asyncio.sleep(0.1)
+        interactive = asyncio.ensure_future(collect(engine.generate(
+            ask("Hello", max_tokens=2, priority=1))))
+        with pytest.raises(EngineBusy, match="shed"):
+            await asyncio.wait_for(background, 30)
+        with pytest.raises(EngineBusy):  # an equal priority sheds nothing
+            await collect(engine.generate(ask("Hey", max_tokens=2, priority=1)))
+        await running.aclose()
+        assert (await asyncio.wait_for(interactive, 30)).usage.completion_tokens == 2
+    finally:
+        engine.close()
+
+
 async def test_higher_priority_requests_start_first() -> None:
     engine = engine_with(parallel=1)
     try:

@@ -13,6 +13,7 @@ from core.breakers import Breakers, BreakerSettings
 from core.config import RouterConfig
 from core.errors import AllProvidersFailed, InvalidRequest, ProviderError, ProviderTimeout
 from core.generation import Delta, GenerationParams, TokenUsage
+from core.tiers import PRIORITY
 from models.catalog import HOSTED_MODELS
 from router.run.attempts import Route
 from router.run.fallback import CONTINUE, Run, Switch, continuation
@@ -323,7 +324,8 @@ async def test_a_json_answer_that_broke_off_starts_over_on_the_next_candidate() 
     completion, served_by = await r.complete(JSON)
     assert served_by.provider is b
     assert completion.text == "answer"  # not "partial answer"
-    assert b.calls == [JSON]  # the original request, not a continuation
+    # the original request (at the default tier's priority), not a continuation
+    assert b.calls == [replace(JSON, priority=PRIORITY["interactive"])]
 
 
 async def test_a_streamed_json_answer_that_broke_off_ends_with_an_error() -> None:

@@ -98,7 +98,10 @@ SUMMARY = {"content_type": "summary", "model": "claude-3-5-haiku-latest"}
 
 
 async def test_identical_requests_of_different_users_do_not_share_a_run(api: InProcess) -> None:
-    streams = await asyncio.gather(*(generate(api, **SUMMARY, user_id=who)
+    """Not when the learner's own words shape it (an artifact a tenant keeps is shared by its
+    learners: tests/router/services/test_artifacts.py)."""
+    streams = await asyncio.gather(*(generate(api, **SUMMARY, user_id=who,
+                                              persona="A learner who likes maps.")
                                      for who in ("amy", "ben", "amy")))
     assert len(api.anthropic.calls) == 2
     assert [s[-1]["metadata"]["single_flight"]["shared"] for s in streams] == [False, False, True]

@@ -32,14 +32,14 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await store.migrate()
     await store.insert([usage_record(id="kept").row()])
     await store.migrate()
-    assert await versions(database) == [(1,), (2,), (3,)]
+    assert await versions(database) == [(1,), (2,), (3,), (4,)]
     assert await store.fetch("SELECT id FROM usage_records", []) == [("kept",)]
 
 
 async def test_replicas_migrating_together_apply_each_migration_once(database: Database) -> None:
     stores = [database.open() for _ in range(3)]
     await asyncio.gather(*(s.migrate() for s in stores))
-    assert await versions(database) == [(1,), (2,), (3,)]
+    assert await versions(database) == [(1,), (2,), (3,), (4,)]
     await asyncio.gather(*(s.insert([usage_record().row()]) for s in stores))
     assert await stores[0].fetch("SELECT COUNT(*) FROM usage_records", []) == [(3,)]
 
@@ -158,6 +158,23 @@ async def test_records_of_the_second_schema_count_no_cached_or_reasoning_tokens(
                                      reasoning_tokens=2).row()])
     assert await store.fetch("SELECT SUM(cached_input_tokens), SUM(cache_write_tokens), "
                              "SUM(reasoning_tokens) FROM usage_records", []) == [(7, 3, 2)]
+
+
+async def test_records_of_the_third_schema_ran_as_interactive(database: Database) -> None:
+    store = database.open()
+    await store.fetch(_MIGRATIONS_TABLE, [])
+    for version, statements in MIGRATIONS[:3]:
+        for statement in statements:
+            await store.fetch(statement, [])
+        await store.fetch("INSERT INTO schema_migrations VALUES (?, 0)", [version])
+    v3_columns = COLUMNS[:COLUMNS.index("tier")]
+    await store.fetch(f"INSERT INTO usage_records ({', '.join(v3_columns)}) VALUES "
+                      f"({', '.join('?' for _ in v3_columns)})",
+                      list(usage_record(request_id="before-4").row()[:len(v3_columns)]))
+    await store.migrate()
+    await store.insert([usage_record(tier="background").row()])
+    assert await store.fetch("SELECT tier FROM usage_records ORDER BY tier", []) == [
+        ("background",), ("interactive",)]
 
 
 async def test_rows_the_database_cannot_store_are_rejected_as_such(database: Database) -> None:
