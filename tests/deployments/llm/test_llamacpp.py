@@ -24,11 +24,11 @@ from core.generation import (
     TokenUsage,
     Tool,
     ToolCallAssembler,
-    collect,
 )
 from core.schema import SchemaError, check_schema
 from deployments.llm.llamacpp import MAX_GRAMMAR_BYTES, LlamaCppEngine, grammar_schema, render_prompt
 from models import find_local_model, resolve_gguf
+from tests.deltas import collect
 
 
 @pytest.fixture(scope="module")
