@@ -57,8 +57,10 @@ export class Fake {
   }
 
   /** Behaviours not yet consumed, and requests received since the last reset. */
+  /** The faults still queued and the requests seen (the fake also reports its invoice). */
   async state(): Promise<{ pending: number; requests: number }> {
-    return this.control("GET");
+    const { pending, requests } = await this.control<{ pending: number; requests: number }>("GET");
+    return { pending, requests };
   }
 
   async reset(): Promise<void> {

@@ -159,7 +159,8 @@ def test_local_requests_report_their_savings(serve_url) -> None:
 
 def _tokens(usage: dict[str, int]) -> dict[str, int]:
     return {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"],
-            "total_tokens": usage["total_tokens"]}
+            "total_tokens": usage["total_tokens"], "cached_input_tokens": 0,
+            "cache_write_tokens": 0, "reasoning_tokens": 0}
 
 
 def test_embeddings_and_content_are_recorded(serve_url, fake_openai) -> None:

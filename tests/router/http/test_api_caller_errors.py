@@ -5,8 +5,6 @@ against the local model, which keeps serving."""
 from __future__ import annotations
 
 import json
-import random
-import string
 import time
 from typing import Any
 
@@ -111,17 +109,15 @@ HALF_EMOJI = "a broken emoji: \ud83d"
 MISTAKES = [
     [*HELLO, {"role": "user", "content": [{"type": "text", "text": HALF_EMOJI}]}],
     [{"role": "user", "content": HALF_EMOJI}],
-    # Fits the router's estimate (a token per 3 ASCII characters), not the model's context: random
-    # characters take about a token each, so the engine refuses it.
-    [{"role": "user", "content": "".join(random.Random(7).choice(string.ascii_letters + "#%&*+")
-                                         for _ in range(5800))}],
+    # (A prompt too long for the local model is no longer the caller's mistake while a larger
+    # candidate fits it: it moves on; tests/router/http/test_caller_errors.py.)
 ]
 
 
 def test_the_callers_mistakes_leave_the_local_breaker_closed(serve_url: str) -> None:
     bodies = [{"model": MODEL, "messages": m, "max_tokens": 8} for m in MISTAKES]
     bodies.append(structured(HOSTILE["pattern-llama-cpp-refuses"][0]))
-    for body in bodies * 2:  # 8 in a row: more than the breaker's failure threshold
+    for body in bodies * 2:  # 6 in a row: more than the breaker's failure threshold (5)
         response = post(serve_url, body)
         assert response.status_code == 400, response.text
     breakers = httpx.get(f"{serve_url}/health/providers", headers=AUTH).json()["breakers"]
