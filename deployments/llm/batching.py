@@ -200,7 +200,7 @@ class Scheduler:
         self._waiting.sort(key=lambda r: (-r.params.priority, r.order))
         admitted: list[tuple[Slot, Request]] = []
         for request in list(self._waiting):
-            free = [s for s in self._slots if s.job is None and s not in (a[0] for a in admitted)]
+            free = [s for s in self._slots if s.job is None]  # an admitted slot holds a placeholder
             if not free:
                 break
             if self._prefix_in_progress(request):
@@ -347,8 +347,14 @@ class Scheduler:
     def _finish(self, slot: Slot, finish_reason: str) -> None:
         job = slot.job
         assert job is not None and job is not _PLACEHOLDER
-        if finish_reason != "cancelled" or not job.request.cancelled:
-            job.request.emit(job.output.last(finish_reason))
+        cancelled = finish_reason == "cancelled" and job.request.cancelled  # nobody reads it
+        self._release(slot, job, None if cancelled else job.output.last(finish_reason))
+
+    @staticmethod
+    def _release(slot: Slot, job: Job, last: Delta | BaseException | None) -> None:
+        """The job's last item (its final delta, or its error), its end, and its slot freed."""
+        if last is not None:
+            job.request.emit(last)
         job.request.emit(FINISHED)
         job.sampler.close()
         slot.job = None
@@ -368,11 +374,10 @@ class Scheduler:
             self._fail(slot, RuntimeError(f"llama.cpp could not decode (status {status})"))
 
     def _fail(self, slot: Slot, error: BaseException) -> None:
-        job, slot.job = slot.job, None
+        job = slot.job
         if job is not None and job is not _PLACEHOLDER:
-            job.request.emit(error)
-            job.request.emit(FINISHED)
-            job.sampler.close()
+            self._release(slot, job, error)
+        slot.job = None
         self._lib.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
         slot.cached = []
 
