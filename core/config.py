@@ -1,5 +1,5 @@
-"""The one config model. ConfigModel (unknown keys are errors that name the key), built from the Serve
-config's `args`, with the seed's environment variables applied on top as overrides."""
+"""The one config model (core/config_model.py: unknown keys are errors that name the key), built from
+the Serve config's `args`, with the seed's environment variables applied on top as overrides."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PositiveInt,
     ValidationError,
@@ -17,14 +15,12 @@ from pydantic import (
     model_validator,
 )
 
+from core.budget_config import BudgetsConfig
+from core.config_model import ConfigModel
 from core.env import env_overrides, explain
 from core.tiers import PRIORITY, Tier
 from models import UnknownModel, find_embedding_model, find_local_model
 from models.catalog import HOSTED_MODELS, ModelCard, ProviderName
-
-
-class ConfigModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ActorOptions(ConfigModel):
@@ -363,32 +359,6 @@ class RateLimitConfig(ConfigModel):
     user_tokens_per_minute: PositiveInt | None = 200_000
     key_requests_per_minute: PositiveInt | None = 6_000
     key_tokens_per_minute: PositiveInt | None = 5_000_000
-
-
-class BudgetConfig(ConfigModel):
-    daily_usd: float | None = Field(None, ge=0)
-    monthly_usd: float | None = Field(None, ge=0)
-    # When the budget cannot cover a request: downgrade to a free (local) model if the plan has
-    # one, else refuse with 402; "refuse" always refuses.
-    on_exhausted: Literal["downgrade", "refuse"] = "downgrade"
-
-    def limited(self) -> bool:
-        return self.daily_usd is not None or self.monthly_usd is not None
-
-
-class BudgetsConfig(ConfigModel):
-    """Per-user spend limits, counted per tenant (a user id belongs to its key's tenant). `default`
-    applies to every identified user; requests without a user id are limited only by an entry
-    named `anonymous` in `users` (with counters of their own, apart from a user of that name)."""
-
-    default: BudgetConfig = Field(default_factory=BudgetConfig)
-    users: dict[str, BudgetConfig] = Field(default_factory=dict)
-    # A request's hold is released this long after it was last taken or topped up if it is never
-    # settled (its replica died): longer than any request runs.
-    hold_ttl_s: float = Field(900.0, gt=0)
-
-    def for_user(self, user_id: str) -> BudgetConfig:
-        return self.users.get(user_id, self.default)
 
 
 class LedgerConfig(ConfigModel):

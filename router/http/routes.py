@@ -19,6 +19,7 @@ from router.services.chat import prepend
 from router.services.content import collect as collect_content
 from router.services.embeddings import openai_response, seed_response
 from router.services.wiring import Services
+from router.usage.budgets import Scope
 from router.usage.ledger import Ledger
 from router.usage.meter import Meter
 from router.usage.report import recent_records, usage_report
@@ -202,10 +203,8 @@ async def usage(request: Request, user_id: Annotated[str | None, Query(min_lengt
     keys = _tenant_keys(request)
     report = await ledger.read(lambda store: usage_report(store, user_id, since, until, keys))
     if user_id is not None:
-        report["budget"] = await accounting.budget_status(user_id, key.tenant_id)
-    report["ledger"] = {"buffered": ledger.buffered, "dropped": ledger.stats.dropped,
-                        "write_failures": ledger.stats.failures,
-                        "dead_lettered": ledger.stats.dead_lettered}
+        report["budget"] = await accounting.budget_status(Scope(key.tenant_id, user_id))
+    report["ledger"] = accounting.ledger_status()
     return report
 
 

@@ -22,7 +22,8 @@ from router.run.providers import Provider
 from router.run.ttft import FirstTokenLimits
 from router.services.prompt_caches import KnownCaches
 from router.services.tools import chat_messages, tool_calling, tool_fields
-from router.usage.meter import Allowance, Meter
+from router.usage.admission import Allowance
+from router.usage.meter import Meter
 from router.wire.openai import ChatCompletionRequest
 from router.wire.replies import (
     AssistantMessage,
@@ -92,14 +93,15 @@ class ChatService:
     async def run(self, model: str, preferred: list[str], params: GenerationParams,
                   meter: Meter | None = None) -> Run:
         """A request's journey over the policy's ranking (breakers, retries, fallback), within the
-        caller's budget: the meter reserves its cost, or narrows the ranking to free models."""
+        caller's budget: its admission holds its cost, or narrows the ranking to free models."""
         routes, allowance = self.plan(model, preferred, params), None
         if meter is not None:
-            routes, allowance = await meter.reserve(routes, prompt_estimate(params) + params.max_tokens)
+            routes, allowance = await meter.admission.routes(
+                routes, prompt_estimate(params) + params.max_tokens)
         return self.start(routes, allowance, meter)
 
     def start(self, routes: list[Route], allowance: Allowance | None, meter: Meter | None) -> Run:
-        """A run over routes the meter has already reserved for (`allowance`)."""
+        """A run over routes the admission has already held budget for (`allowance`)."""
         run = Run(routes, self._config, self._health, budget=allowance,
                   first_token=self._first_token,
                   tier=meter.tier if meter is not None else "interactive")

@@ -78,7 +78,7 @@ class ContentService:
             meter.cached = True
             return meter.watch(_replayed(artifact))
         params = self._first_params(prepared)
-        routes, allowance = await meter.reserve(self._chat.plan(
+        routes, allowance = await meter.admission.routes(self._chat.plan(
             prepared.request.model, list(prepared.request.preferred_providers), params),
             prompt_estimate(params) + params.max_tokens)
         # An artifact to keep is the tenant's: its learners share the run; else the caller's own.

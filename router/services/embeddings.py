@@ -13,7 +13,6 @@ from ray.serve.handle import DeploymentHandle
 from core import metrics
 from core.config import EmbedderConfig
 from core.errors import (
-    BudgetExceeded,
     InvalidRequest,
     LimitExceeded,
     ModelNotFound,
@@ -33,7 +32,6 @@ from deployments.embed.shared import (
 )
 from models import find_embedding_model
 from models.catalog import HOSTED_MODELS, ModelCard
-from router.usage.budget_stores import Hold
 from router.usage.meter import Meter
 
 
@@ -131,28 +129,17 @@ class EmbeddingService:
             raise InvalidRequest(f"{concrete} has 384 dimensions; omit dimensions",
                                  param="dimensions")
         card = self._openai_cards.get(concrete, self._local_card)
-        await meter.reserve_tokens(sum(estimate_tokens(t) for t in texts))
-        hold = await self._reserve(card, texts, meter)
+        tokens = sum(estimate_tokens(t) for t in texts)
+        await meter.admission.reserve_tokens(tokens)
+        allowance = await meter.admission.allowance(estimate(card, tokens, 0),
+                                                    "use the local embedding model")
         try:
             result = await self._call(texts, concrete, use_cache, deduplicate, dimensions)
         except BaseException:
-            meter.embedded(card, 0, 0, hold)  # settles the reservation to nothing
+            meter.embedded(card, 0, 0, allowance)  # settles the hold to nothing
             raise
-        meter.embedded(card, result.prompt_tokens, result.cache_hits, hold)
+        meter.embedded(card, result.prompt_tokens, result.cache_hits, allowance)
         return result
-
-    async def _reserve(self, card: ModelCard, texts: list[str], meter: Meter) -> Hold | None:
-        """Embeddings are never downgraded (vectors of different models do not mix)."""
-        if not meter.budget_limited():
-            return None
-        usd = estimate(card, sum(estimate_tokens(t) for t in texts), 0)
-        if usd <= 0:
-            return None
-        hold = await meter.hold(usd)
-        if hold is None:
-            raise BudgetExceeded(f"the spending budget of {meter.whose()} cannot cover this "
-                                 f"request (estimated ${usd:.6f}); use the local embedding model")
-        return hold
 
     async def _call(self, texts: list[str], concrete: str, use_cache: bool, deduplicate: bool,
                     dimensions: int | None) -> EmbedResult:

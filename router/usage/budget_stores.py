@@ -1,4 +1,4 @@
-"""Where budgets keep their counters: each counter (a user's UTC day or month) keeps the settled
+"""Where budgets keep their counters: each counter (a user's UTC day, week or month) keeps the settled
 spend, in integer nano-dollars, and the holds of requests in flight. A hold is taken, or topped up,
 only if every counter it is on stays within its limit with everything settled and held, checked and
 taken atomically. A hold expires `ttl_s` after it was last taken or topped up (Redis: a key per hold,
@@ -13,17 +13,16 @@ import heapq
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
+from router.usage.periods import Window
 from router.usage.sharedstate import SharedState
-
-Period = Literal["daily", "monthly"]
 
 
 @dataclass(frozen=True)
 class Counter:
-    key: str  # "<user>:d:2026-11-25" or "<user>:m:2026-11"
-    period: Period
+    key: str  # whose, then the period's window: "<user>:d:2026-11-25", "<user>:w:2026-W48", ...
+    window: Window
     limit: int  # nano-USD
     ttl_s: int  # kept this long after each write: until the end of its period, and a day
 

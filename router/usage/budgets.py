@@ -1,35 +1,34 @@
-"""Per-user budgets in USD per day and per month: hold the estimated cost before calling a provider,
-settle to the real cost after.
+"""Per-user budgets in USD per period (day, week, month: router/usage/periods.py): hold the
+estimated cost before calling a provider, settle to the real cost after.
 
-A request holds its estimate on its user's counters (router/usage/budget_stores.py: a UTC day and
-month each, in integer nano-dollars), checked and taken atomically against everything settled and
-held, so concurrent requests cannot overrun a budget; more is held before each later attempt, and
-the real cost settles the hold. A request's spend counts in the periods it was admitted in, also
-when it runs across midnight. A hold expires `hold_ttl_s` after it was last taken or topped up, so
-the hold of a replica that died before settling is released. A memory store starts empty: it is
-seeded once from the ledger's spend of the current periods before its first use.
+A request holds its estimate on its caller's counters (router/usage/budget_stores.py: one per
+period of each budget that applies to its `Scope`, in integer nano-dollars), checked and taken
+atomically against everything settled and held, so concurrent requests cannot overrun a budget;
+more is held before each later attempt, and the real cost settles the hold. A request's spend
+counts in the periods it was admitted in, also when it runs across midnight. A hold expires
+`hold_ttl_s` after it was last taken or topped up, so the hold of a replica that died before
+settling is released. A memory store starts empty: it is seeded once from the ledger's spend of the
+current periods before its first use.
 
 With Redis (REDIS_URL) every router replica shares the counters, behind the shared-state breaker;
 when Redis does not answer, budgets fail closed on money, not on the learner: a budget-limited
-request is served by the free local models (a downgrade its route's reason names, Meter.reserve),
+request is served by the free local models (a downgrade its route's reason names, Admission.routes),
 and only one no free model can serve gets StorageUnavailable (503, `budget_store_unavailable`),
 never a 402. Without Redis each replica keeps its own counters, and forgets those of past periods."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from core.config import BudgetConfig, BudgetsConfig
+from core.budget_config import ADJECTIVES, BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
 from core.ids import new_id
 from router.usage.budget_stores import BudgetStore, Counter, Hold
-from router.usage.record import utc_day
+from router.usage.periods import PERIODS, window
 from router.usage.sharedstate import StateUnavailable
 
 NANO = 1_000_000_000
@@ -42,11 +41,21 @@ T = TypeVar("T")
 SpendRow = tuple[str | None, str | None, str, float]  # (tenant, user or None, UTC day, USD)
 
 
-def subject(user: str | None, tenant: str | None) -> str:
-    """Whose counters: the user (or the unnamed requests) within the tenant. User ids belong to
-    the tenant of the key that sent them; no id holds the control characters used here."""
-    name = UNNAMED if user is None else user
-    return name if tenant is None else f"{tenant}\x1f{name}"
+@dataclass(frozen=True)
+class Scope:
+    """Whose budgets a request spends: its tenant's (None: no tenant), its user's within the tenant
+    (None: the request named no user) and its group's (a class, within the tenant)."""
+
+    tenant: str | None
+    user: str | None
+    group: str | None = None
+
+    def subject(self) -> str:
+        """The user's counters' name: the user (or the unnamed requests) within the tenant. User
+        ids belong to the tenant of the key that sent them; no id holds the control characters
+        used here."""
+        name = UNNAMED if self.user is None else self.user
+        return name if self.tenant is None else f"{self.tenant}\x1f{name}"
 
 
 class Budgets:
@@ -63,19 +72,18 @@ class Budgets:
         self._seeding = asyncio.Lock()
         self._seed_again_at = 0.0  # after a failed seeding, refuse at once until then
 
-    def policy(self, user: str | None) -> BudgetConfig | None:
+    def policy(self, scope: Scope) -> BudgetConfig | None:
         """The user's budget, or None when their spend is not limited. The default budget is for
-        identified users: requests without a user id (None) have only a budget named `anonymous`
-        (with counters of their own: a user named so is a user like any other)."""
-        budget = (self._config.users.get(ANONYMOUS, BudgetConfig()) if user is None
-                  else self._config.for_user(user))
+        identified users: requests without a user id have only a budget named `anonymous` (with
+        counters of their own: a user named so is a user like any other)."""
+        budget = (self._config.users.get(ANONYMOUS, BudgetConfig()) if scope.user is None
+                  else self._config.for_user(scope.user))
         return budget if budget.limited() else None
 
-    async def reserve(self, user: str | None, usd: float, at: float | None = None,
-                      tenant: str | None = None) -> Hold | None:
-        """Hold `usd` for `user` of `tenant` in the periods of time `at` (now by default), or None
-        when it does not fit the budget."""
-        hold = Hold(new_id(), tuple(self._counters(user, at, tenant)), to_nano(usd))
+    async def reserve(self, scope: Scope, usd: float, at: float | None = None) -> Hold | None:
+        """Hold `usd` on the scope's counters of the periods of time `at` (now by default), or None
+        when it does not fit one of them."""
+        hold = Hold(new_id(), tuple(self._counters(scope, at)), to_nano(usd))
         return await self._take(hold)
 
     async def top_up(self, hold: Hold, usd: float) -> Hold | None:
@@ -87,17 +95,18 @@ class Budgets:
         if hold.counters:
             await self._call(lambda: self._store.settle(hold, to_nano(usd), self.hold_ttl_s))
 
-    async def status(self, user: str | None, tenant: str | None = None) -> dict[str, float] | None:
+    async def status(self, scope: Scope) -> dict[str, float] | None:
         """Settled spend, spend held by requests in flight, and limits this period, in USD."""
-        counters = self._counters(user, tenant=tenant)
+        counters = self._counters(scope)
         if not counters:
             return None
         found = await self._call(lambda: self._store.usage(counters))
         out: dict[str, float] = {}
         for counter, (spent, held) in zip(counters, found, strict=True):
-            out[f"{counter.period}_limit_usd"] = counter.limit / NANO
-            out[f"{counter.period}_spent_usd"] = spent / NANO
-            out[f"{counter.period}_held_usd"] = held / NANO
+            name = ADJECTIVES[counter.window.period]
+            out[f"{name}_limit_usd"] = counter.limit / NANO
+            out[f"{name}_spent_usd"] = spent / NANO
+            out[f"{name}_held_usd"] = held / NANO
         return out
 
     async def _take(self, hold: Hold) -> Hold | None:
@@ -121,50 +130,38 @@ class Budgets:
             waiting = "the budget store is waiting for the usage ledger's spend"
             if self._clock() < self._seed_again_at:
                 raise unavailable(waiting, self._seed_again_at - self._clock())
-            today = utc_day(self._clock())
+            now = self._clock()
+            since = min(window(period, now).first for period in PERIODS).isoformat()
             try:
-                rows = await self._seed(today[:7] + "-01")
+                rows = await self._seed(since)
             except StorageUnavailable as error:
                 self._seed_again_at = self._clock() + SEED_RETRY_S
                 raise unavailable(f"{waiting} ({error.message})", SEED_RETRY_S) from None
-            for counter, spent in self._seeded_counters(rows, today).items():
+            for counter, spent in self._seeded_counters(rows, now).items():
                 await self._store.settle(Hold(f"seed:{counter.key}", (counter,), 0), spent,
                                          self.hold_ttl_s)
             self._seed = None
 
-    def _seeded_counters(self, rows: list[SpendRow], today: str) -> dict[Counter, int]:
+    def _seeded_counters(self, rows: list[SpendRow], now: float) -> dict[Counter, int]:
+        """Each current counter's spend: the rows of the days its period holds."""
         totals: dict[Counter, int] = {}
         for tenant, user, day, usd in rows:
-            for counter in self._counters(user, tenant=tenant):
-                if day == today if counter.period == "daily" else day[:7] == today[:7]:
+            for counter in self._counters(Scope(tenant, user), now):
+                if counter.window.holds(day):
                     totals[counter] = totals.get(counter, 0) + to_nano(usd)
         return totals
 
-    def _counters(self, user: str | None, at: float | None = None,
-                  tenant: str | None = None) -> list[Counter]:
-        budget = self.policy(user)
-        name = subject(user, tenant)
+    def _counters(self, scope: Scope, at: float | None = None) -> list[Counter]:
+        budget = self.policy(scope)
         if budget is None:
             return []
         now = self._clock() if at is None else at
-        day, day_end, month, month_end = periods(int(now // 86_400))
         counters = []
-        if budget.daily_usd is not None:
-            counters.append(Counter(f"{name}:d:{day}", "daily", to_nano(budget.daily_usd),
-                                    max(1, int(day_end - now)) + GRACE_S))
-        if budget.monthly_usd is not None:
-            counters.append(Counter(f"{name}:m:{month}", "monthly", to_nano(budget.monthly_usd),
-                                    max(1, int(month_end - now)) + GRACE_S))
+        for period, usd in budget.limits().items():
+            occurrence = window(period, now)
+            counters.append(Counter(f"{scope.subject()}:{occurrence.key}", occurrence,
+                                    to_nano(usd), max(1, int(occurrence.end - now)) + GRACE_S))
         return counters
-
-
-@functools.lru_cache(maxsize=4)
-def periods(unix_day: int) -> tuple[str, float, str, float]:
-    """The UTC day and month of a day since the epoch, with the Unix times they end."""
-    today = date(1970, 1, 1) + timedelta(days=unix_day)
-    next_month = (today.replace(day=28) + timedelta(days=4)).replace(day=1)
-    month_end = datetime(next_month.year, next_month.month, 1, tzinfo=UTC).timestamp()
-    return today.isoformat(), (unix_day + 1) * 86_400.0, today.isoformat()[:7], month_end
 
 
 def unavailable(reason: str, retry_after: float) -> StorageUnavailable:

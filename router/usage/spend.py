@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from core.generation import TokenUsage
 from core.pricing import cost
 from models.catalog import ModelCard
-from router.usage.budget_stores import Hold
+from router.usage.admission import Allowance
 
 
 @dataclass
@@ -48,4 +48,4 @@ class EmbeddingUse:
     card: ModelCard
     usage: TokenUsage
     cache_hits: int
-    hold: Hold | None
+    allowance: Allowance | None

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from core.breakers import Breakers, BreakerSettings
-from core.config import ApiKeyConfig, BudgetConfig, BudgetsConfig, RouterConfig
+from core.budget_config import BudgetConfig, BudgetsConfig
+from core.config import ApiKeyConfig, RouterConfig
 from core.errors import BudgetExceeded, ProviderError
 from core.generation import GenerationParams
 from core.pricing import estimate, prompt_estimate
@@ -18,9 +19,9 @@ from models.catalog import HOSTED_MODELS, ModelCard, local_card
 from router.run.attempts import Route
 from router.run.fallback import Run, continuation
 from router.run.policy import Candidate
+from router.usage.admission import Allowance, Caller
 from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
-from router.usage.budgets import Budgets, to_nano
-from router.usage.meter import Allowance, Caller
+from router.usage.budgets import Budgets, Scope, to_nano
 from router.usage.sharedstate import SharedState
 from tests.conftest import free_port
 from tests.fakes.clock import Clock
@@ -95,7 +96,7 @@ async def test_a_fallback_that_the_budget_cannot_cover_with_the_spend_so_far_is_
     hold = gate.allowance.hold
     assert hold is not None
     await budgets.settle(hold, run.report().cost_usd)
-    assert (await budgets.status("u1", "svc"))["daily_spent_usd"] <= budget
+    assert (await budgets.status(Scope("svc", "u1")))["daily_spent_usd"] <= budget
 
 
 async def test_retries_of_the_last_candidate_are_covered_too() -> None:
@@ -133,9 +134,9 @@ async def test_a_fallback_after_midnight_tops_up_the_day_the_request_was_admitte
     hold = gate.allowance.hold
     assert hold is not None and [c.key for c in hold.counters] == ["svc\x1fu1:d:2026-11-25"]
     await budgets.settle(hold, run.report().cost_usd)
-    assert (await budgets.status("u1", "svc"))["daily_spent_usd"] == 0.0  # today: untouched
+    assert (await budgets.status(Scope("svc", "u1")))["daily_spent_usd"] == 0.0  # today: untouched
     clock.set_utc("2026-11-25 23:00:00")
-    assert (await budgets.status("u1", "svc"))["daily_spent_usd"] == pytest.approx(
+    assert (await budgets.status(Scope("svc", "u1")))["daily_spent_usd"] == pytest.approx(
         run.report().cost_usd, abs=1e-9)
 
 

@@ -1,6 +1,6 @@
 """Budget stores against a model, memory and Redis, under random interleavings of reserve, failed
 attempts, fallback top-ups, settle, release, abandoned holds and their expiry, store outages, and
-clock jumps across UTC days and months. After every step the store holds exactly what the model
+clock jumps across UTC days, ISO weeks and months. After every step the store holds exactly what the model
 says, and:
 - no counter goes negative, and no counter's settled plus held spend exceeds its limit (a request
   never spends more than its hold, which covers what it spent plus its next attempt's estimate);
@@ -17,19 +17,19 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.config import BudgetConfig, BudgetsConfig
+from core.budget_config import BudgetConfig, BudgetsConfig
 from core.errors import StorageUnavailable
 from router.usage.budget_stores import BudgetStore, Counter, Hold, MemoryBudgetStore, RedisBudgetStore
-from router.usage.budgets import Budgets, to_nano
+from router.usage.budgets import Budgets, Scope, to_nano
 from router.usage.sharedstate import SharedState, StateUnavailable
 from tests.conftest import RedisServer
 from tests.fakes.clock import Clock, utc_time
 
 USERS = BudgetsConfig(users={"u0": BudgetConfig(daily_usd=0.5),
                              "u1": BudgetConfig(daily_usd=0.3, monthly_usd=1.0),
-                             "u2": BudgetConfig(monthly_usd=0.6)})
+                             "u2": BudgetConfig(weekly_usd=0.4, monthly_usd=0.6)})
 HOLD_TTL_S = 60.0
-START = utc_time("2026-01-30 20:00:00")  # day and month boundaries come soon
+START = utc_time("2026-01-30 20:00:00")  # a Friday: day, week and month boundaries come soon
 
 cents = st.integers(1, 60)
 fraction = st.integers(0, 4)  # quarters of what is left of a hold
@@ -99,7 +99,7 @@ async def play(script: list[Step], store: BudgetStore,
         request = model.open[a % len(model.open)] if model.open and a < 10 else None
         try:
             if action == "reserve":
-                hold = await budgets.reserve(f"u{a}", b / 100)
+                hold = await budgets.reserve(Scope(None, f"u{a}"), b / 100)
                 if hold is not None:
                     model.open.append(Request(hold))
                     model.seen |= {c.key: c for c in hold.counters}

@@ -17,6 +17,7 @@ from core.pricing import cost, estimate, prompt_estimate
 from models.catalog import HOSTED_MODELS
 from router.run.providers.anthropic import AnthropicProvider
 from router.run.providers.openai import OpenAIProvider
+from router.usage.budgets import Scope
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.caching import InvoiceLine
 from tests.fakes.inprocess import InProcess, config, start
@@ -95,7 +96,7 @@ async def test_ledger_usage_api_and_budget_equal_the_providers_invoice(
     assert totals["cache_write_tokens"] == 1500
     assert abs(totals["cost_usd"] - billed) < 1e-8
     await app.services.accounting.drain()
-    status = await app.services.accounting.budget_status("learner-1", "backend")
+    status = await app.services.accounting.budget_status(Scope("backend", "learner-1"))
     assert status is not None and abs(status["daily_spent_usd"] - billed) < 1e-8
 
 
