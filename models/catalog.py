@@ -43,6 +43,9 @@ class ModelCard(BaseModel):
     aliases: tuple[str, ...] = ()
     kind: Literal["chat", "completion", "embedding"] = "chat"
     tool_calling: ToolCalling = "none"
+    # Where the prices came from and when (a page and a date): prices go stale, and whoever
+    # checks the bill needs to know against what.
+    source: str = ""
 
     def serves(self, kind: str) -> bool:
         """Whether the model serves requests of `kind`. A local model also completes raw prompts
@@ -58,45 +61,67 @@ class ModelCard(BaseModel):
 TOOL_LEVELS: tuple[ToolCalling, ...] = ("none", "required", "auto")
 
 
-# The built-in defaults: list prices in USD per million tokens (standard tier, no batch), which the
-# config file's `catalog` section extends or overrides (core/config.py CatalogConfig). Sources,
-# read 2026-12-03 through the search tool (third-party copies of the providers' pages; the providers'
-# own pages could not be opened from here, so each price is as verified as its source says):
-# - OpenAI gpt-4o-mini, gpt-4o (input, cached input, output): developers.openai.com/api/docs/pricing
-#   as tabled by chatgptpricing-akr.pages.dev/api-pricing and the openai-models crate; cached input
-#   is half the input rate for the 4o family. OpenAI bills reasoning tokens as output and charges
-#   nothing for cache writes. gpt-3.5-turbo-instruct and the embeddings: the seed's prices, not
-#   re-verified.
-# - Anthropic (input, 5-minute and 1-hour cache writes, cache hits, output):
-#   docs.anthropic.com/en/docs/about-claude/pricing (Claude 3.5 Haiku, Claude Sonnet 3.5): writes
-#   1.25x (5m) and 2x (1h) the input rate, hits 0.1x. Anthropic bills thinking tokens as output.
-#   Minimum cacheable prompt: 1024 tokens (Sonnet), 2048 (Haiku 3.5). Anthropic lists Sonnet 3.5 as
-#   deprecated: configs/serve.yaml shows its successors (Claude Haiku 4.5, Sonnet 4.5) declared in
-#   the catalog section. The built-ins keep the seed's models, so that routing by tier and cost is
-#   unchanged until an operator adds models.
+# The built-in defaults, which the config file's `catalog` section extends or overrides
+# (core/config.py CatalogConfig): models the providers sell today that the adapters serve as
+# written (router/run/providers/), at their list prices in USD per million tokens (standard tier,
+# no batch, no data-residency uplift), each card naming its source and when it was read. The
+# providers' own pages could not be opened from here; each was read through the search tool on
+# 2026-12-04 (Anthropic's own pricing and model pages; OpenAI's pricing page as copied by third
+# parties, named in each card). Left out on purpose, until the adapters learn their rules:
+# Claude Sonnet 5 / 5.5 and Haiku 5.5 (they refuse a non-default temperature, which every request
+# sends, and 5.5 refuses the forced tool call that structured output uses; Haiku 5.5 also bills a
+# prompt over 100,000 tokens at 5x, which one card cannot say) and OpenAI's GPT-5.x / GPT-6
+# reasoning models (temperature; long-context tariffs above 272K). Declare them in the config once
+# the adapters handle them. Both providers bill reasoning (thinking) tokens as output, and OpenAI
+# charges nothing for cache writes, so those fields stay None. The seed's aliases (gpt-4,
+# gpt-3.5-turbo, claude-haiku, claude-sonnet) and the names of the 2024 models these cards replace
+# point at their successors, so a caller naming an old model is served (and billed) by the new one.
+_ANTHROPIC_PRICING = "platform.claude.com/docs/en/about-claude/pricing, read 2026-12-04"
+_OPENAI_PRICING = ("developers.openai.com/api/docs/pricing as read on 2026-11-05 by "
+                   "api-evangelist/posts (2026-11-06), prices as tabled by {}; read 2026-12-04")
 HOSTED_MODELS: tuple[ModelCard, ...] = (
     ModelCard(name="gpt-4o-mini", provider="openai", tier="small", context_window=128_000,
               input_per_million=0.15, cached_input_per_million=0.075, output_per_million=0.60,
-              aliases=("gpt-3.5-turbo",), tool_calling="auto"),
-    ModelCard(name="gpt-4o", provider="openai", tier="large", context_window=128_000,
-              input_per_million=2.50, cached_input_per_million=1.25, output_per_million=10.00,
-              aliases=("gpt-4", "gpt-4-turbo"), tool_calling="auto"),
-    ModelCard(name="claude-3-5-haiku-latest", provider="anthropic", tier="small",
-              context_window=200_000, input_per_million=0.80, cached_input_per_million=0.08,
-              cache_write_per_million=1.00, cache_write_1h_per_million=1.60,
-              output_per_million=4.00, min_cacheable_tokens=2048, aliases=("claude-haiku",),
-              tool_calling="auto"),
-    ModelCard(name="claude-3-5-sonnet-latest", provider="anthropic", tier="large",
-              context_window=200_000, input_per_million=3.00, cached_input_per_million=0.30,
+              aliases=("gpt-3.5-turbo",), tool_calling="auto",
+              source=_OPENAI_PRICING.format("Sraleik/undetermini PRICING.md (verified 2026-05-07)")),
+    ModelCard(name="gpt-4.1-mini", provider="openai", tier="small", context_window=1_047_576,
+              input_per_million=0.40, cached_input_per_million=0.10, output_per_million=1.60,
+              tool_calling="auto",
+              source=_OPENAI_PRICING.format("explore.oreate.ai (April 2026) and aitoolrank.net")),
+    ModelCard(name="gpt-4.1", provider="openai", tier="large", context_window=1_047_576,
+              input_per_million=2.00, cached_input_per_million=0.50, output_per_million=8.00,
+              aliases=("gpt-4", "gpt-4-turbo", "gpt-4o"), tool_calling="auto",
+              source=_OPENAI_PRICING.format("ShellPilot's PriceTable.psd1 (effective 2026-06-01)")),
+    # Minimum cacheable prompt: 4096 tokens (Anthropic's prompt-caching docs, as quoted in
+    # anthropics/anthropic-sdk-python issue 1194).
+    ModelCard(name="claude-haiku-4-5", provider="anthropic", tier="small", context_window=200_000,
+              input_per_million=1.00, cached_input_per_million=0.10,
+              cache_write_per_million=1.25, cache_write_1h_per_million=2.00,
+              output_per_million=5.00, min_cacheable_tokens=4096,
+              aliases=("claude-haiku", "claude-3-5-haiku-latest"), tool_calling="auto",
+              source=_ANTHROPIC_PRICING),
+    # Anthropic lists it as legacy (Sonnet 5.5 is current; see above) but still sells it. Its
+    # context is 1M; the card stops at 200K, where earlier Sonnets' long-context rates began, so
+    # every prompt it takes is priced at these rates. Minimum cacheable prompt: 1024 tokens.
+    ModelCard(name="claude-sonnet-4-6", provider="anthropic", tier="large", context_window=200_000,
+              input_per_million=3.00, cached_input_per_million=0.30,
               cache_write_per_million=3.75, cache_write_1h_per_million=6.00,
-              output_per_million=15.00, aliases=("claude-sonnet",), tool_calling="auto"),
+              output_per_million=15.00, min_cacheable_tokens=1024,
+              aliases=("claude-sonnet", "claude-3-5-sonnet-latest"), tool_calling="auto",
+              source=_ANTHROPIC_PRICING),
     # Legacy text completions (/v1/completions); OpenAI serves no chat model there.
     ModelCard(name="gpt-3.5-turbo-instruct", provider="openai", tier="small", kind="completion",
-              context_window=4096, input_per_million=1.50, output_per_million=2.00),
+              context_window=4096, input_per_million=1.50, output_per_million=2.00,
+              source="OpenAI API's price as listed by llmreference.com (refreshed 2026-05-22) "
+                     "and switchy.build (verified 2026-04-23); read 2026-12-04"),
     ModelCard(name="text-embedding-3-small", provider="openai", tier="small", kind="embedding",
-              context_window=8191, input_per_million=0.02, output_per_million=0.0),
+              context_window=8191, input_per_million=0.02, output_per_million=0.0,
+              source="developers.openai.com/api/docs/models/text-embedding-3-small as tabled by "
+                     "tokenprice.fyi (effective 2026-07-03); read 2026-12-04"),
     ModelCard(name="text-embedding-3-large", provider="openai", tier="large", kind="embedding",
-              context_window=8191, input_per_million=0.13, output_per_million=0.0),
+              context_window=8191, input_per_million=0.13, output_per_million=0.0,
+              source="OpenAI's pricing page as tabled by embeddingcost.com (verified May 2026); "
+                     "read 2026-12-04"),
 )
 
 

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 
 from router.http.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
+from tests.fakes.catalog import CATALOG
 from tests.ports import free_port, serve_ports_env, wait_for_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -97,6 +98,7 @@ TEST_ARGS: dict[str, Any] = {
                     "key_requests_per_minute": 100_000, "key_tokens_per_minute": 100_000_000},
     "budgets": {"users": BUDGETS},
     "ledger": {"flush_interval_s": 0.05},
+    "catalog": CATALOG,
 }
 
 
@@ -227,7 +229,7 @@ def serve_root(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, own_redis
                          "ray_actor_options": {"num_cpus": 0}},
             "router": {**copy.deepcopy(TEST_ARGS["router"]),
                        "providers": _hosted(fake_openai, fake_anthropic)},
-            "auth": {"enabled": False},
+            "auth": {"enabled": False}, "catalog": CATALOG,
             "ledger": {"database_url": f"sqlite:///{tmp_path_factory.mktemp('ledger')}/usage.db",
                        "flush_interval_s": 0.05}}
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",

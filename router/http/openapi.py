@@ -92,7 +92,7 @@ ERRORS: dict[int, tuple[str, ServiceError, dict[str, Any]]] = {
     503: ("No configured provider serves the model, every candidate failed (`tried` lists them), or "
           "a store the service needs does not answer (with `Retry-After` when known).",
           AllProvidersFailed([("openai/gpt-4o-mini", "HTTP 503"),
-                              ("anthropic/claude-3-5-haiku-latest", "timed out")]),
+                              ("anthropic/claude-haiku-4-5", "timed out")]),
           {"Retry-After": {**_RETRY_AFTER["Retry-After"], "required": False}}),
     504: ("The provider timed out.",
           ProviderTimeout("timed out", provider="openai", model="gpt-4o-mini"), {}),

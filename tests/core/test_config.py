@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from core.config import AppConfig, load_config
 from core.env import ConfigError
+from models.catalog import HOSTED_MODELS
 from router.http.auth import check_exposure
 
 SMOL = {"name": "smollm2-135m"}
@@ -142,29 +143,34 @@ def test_shipped_configs_listen_beyond_loopback_only_with_auth(path: Path) -> No
         check_exposure(auth, host)
 
 
-HAIKU_45 = {"name": "claude-haiku-4-5", "provider": "anthropic", "tier": "small",
-            "context_window": 200_000, "input_per_million": 1.0, "output_per_million": 5.0,
-            "cached_input_per_million": 0.1, "cache_write_per_million": 1.25}
+# An operator's own model (no built-in has its name), and a built-in's alias (whichever).
+OWN = {"name": "an-operators-model", "provider": "anthropic", "tier": "small",
+       "context_window": 200_000, "input_per_million": 1.0, "output_per_million": 5.0,
+       "cached_input_per_million": 0.1, "cache_write_per_million": 1.25,
+       "source": "the provider's price list, read by the operator"}
+BUILTIN_ALIAS = next(alias for card in HOSTED_MODELS for alias in card.aliases)
 
 
 def test_catalog_models_join_the_builtins_and_replace_one_of_the_same_name() -> None:
-    cheaper = {**HAIKU_45, "name": "gpt-4o-mini", "provider": "openai", "input_per_million": 0.1}
+    replaced, *others = HOSTED_MODELS
+    cheaper = {**OWN, "name": replaced.name, "provider": replaced.provider,
+               "input_per_million": 0.01}
     config = AppConfig.model_validate({"auth": {"enabled": False},
-                                       "catalog": {"models": [HAIKU_45, cheaper]}})
+                                       "catalog": {"models": [OWN, cheaper]}})
     hosted = {c.name: c for c in config.catalog.hosted()}
-    assert hosted["claude-haiku-4-5"].cache_write_per_million == 1.25
-    assert hosted["gpt-4o-mini"].input_per_million == 0.1  # the operator's price
-    assert "gpt-4o" in hosted  # the other built-ins stay
+    assert hosted["an-operators-model"].cache_write_per_million == 1.25
+    assert hosted[replaced.name].input_per_million == 0.01  # the operator's price
+    assert {c.name for c in others} <= set(hosted)  # the other built-ins stay
     only = AppConfig.model_validate({"auth": {"enabled": False},
-                                     "catalog": {"builtins": False, "models": [HAIKU_45]}})
-    assert [c.name for c in only.catalog.hosted()] == ["claude-haiku-4-5"]
+                                     "catalog": {"builtins": False, "models": [OWN]}})
+    assert [c.name for c in only.catalog.hosted()] == ["an-operators-model"]
 
 
 @pytest.mark.parametrize(("model", "problem"), [
-    ({**HAIKU_45, "aliases": ["claude-haiku"]}, "claude-haiku more than once"),
-    ({**HAIKU_45, "provider": "local"}, "declare local models in local_models"),
-    ({**HAIKU_45, "input_per_million": -1}, "greater than or equal to 0"),
-    ({**HAIKU_45, "price": 1}, "price"),
+    ({**OWN, "aliases": [BUILTIN_ALIAS]}, f"{BUILTIN_ALIAS} more than once"),
+    ({**OWN, "provider": "local"}, "declare local models in local_models"),
+    ({**OWN, "input_per_million": -1}, "greater than or equal to 0"),
+    ({**OWN, "price": 1}, "price"),
 ])
 def test_a_bad_catalog_model_fails_at_start_naming_the_problem(model: dict[str, object],
                                                                problem: str) -> None:

@@ -10,9 +10,10 @@ import pytest
 
 from core.generation import TokenUsage
 from core.pricing import cost, estimate, estimate_tokens
-from models.catalog import HOSTED_MODELS, local_card
+from models.catalog import local_card
+from tests.fakes.catalog import MODELS
 
-MINI = next(c for c in HOSTED_MODELS if c.name == "gpt-4o-mini")
+MINI = next(c for c in MODELS if c.name == "gpt-4o-mini")
 
 
 def test_cost_is_per_million_input_and_output_tokens() -> None:
@@ -78,8 +79,8 @@ def test_token_estimate_covers_what_the_local_tokenizer_counts(text: str,
     assert estimate_tokens(text) >= tokens_per_char * len(text)
 
 
-HAIKU = next(c for c in HOSTED_MODELS if c.name == "claude-3-5-haiku-latest")
-GPT4O = next(c for c in HOSTED_MODELS if c.name == "gpt-4o")
+HAIKU = next(c for c in MODELS if c.name == "claude-3-5-haiku-latest")
+GPT4O = next(c for c in MODELS if c.name == "gpt-4o")
 
 
 def test_openai_cached_prompt_tokens_cost_the_cached_rate_worked_example() -> None:
@@ -100,7 +101,7 @@ def test_anthropic_cache_reads_and_writes_by_lifetime_worked_example() -> None:
 
 
 def test_without_a_cached_rate_cached_tokens_cost_the_input_rate() -> None:
-    instruct = next(c for c in HOSTED_MODELS if c.name == "gpt-3.5-turbo-instruct")
+    instruct = next(c for c in MODELS if c.name == "gpt-3.5-turbo-instruct")
     assert cost(instruct, TokenUsage(1_000_000, 0, cached_tokens=600_000)) == 1.5
 
 

@@ -20,6 +20,7 @@ from router.http.auth import hash_key
 from tests.conftest import OPENAI_KEY, RedisServer
 from tests.deploy.cluster import LocalCluster, free_ports, poll
 from tests.fakes import FakeOpenAI
+from tests.fakes.catalog import CATALOG
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "lx_deploy-tests-key-0123456789abcdef"
@@ -65,6 +66,7 @@ def app_config(serve_port: int) -> dict[str, Any]:
                                   "requests_per_minute": 1}]}
     args["budgets"] = {"users": copy.deepcopy(BUDGET_USERS)}
     args["ledger"] = {"flush_interval_s": 0.05}
+    args["catalog"] = CATALOG  # the tests' models (tests/fakes/catalog.py), not the built-ins
     return config
 
 

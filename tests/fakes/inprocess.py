@@ -21,6 +21,7 @@ from router.http.auth import hash_key
 from router.run.providers.local import engine_error
 from router.services.wiring import Services, build_services
 from router.usage.record import COLUMNS
+from tests.fakes.catalog import CATALOG
 from tests.fakes.scripted import FakeEngine, ScriptedProvider, fake_encoder
 
 KEY = "lx_inprocess-key-0123456789"
@@ -35,6 +36,7 @@ BASE: dict[str, Any] = {
                           {"id": "ops", "sha256": hash_key(ADMIN_KEY), "role": "admin"}]},
     "rate_limits": {"user_requests_per_minute": None, "user_tokens_per_minute": None},
     "ledger": {"flush_interval_s": 0.01},
+    "catalog": CATALOG,
 }
 
 

@@ -14,12 +14,12 @@ import pytest
 
 from core.generation import GenerationParams
 from core.pricing import prompt_estimate
-from models.catalog import HOSTED_MODELS
 from tests.conftest import AUTH
 from tests.fakes import Fault, Reply
+from tests.fakes.catalog import MODELS
 
 ASK = [{"role": "user", "content": "Explain photosynthesis to a new student in one line."}]
-PRICES = {c.name: c for c in HOSTED_MODELS}
+PRICES = {c.name: c for c in MODELS}
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

@@ -11,12 +11,12 @@ import pytest
 
 from core.generation import GenerationParams
 from core.pricing import estimate, prompt_estimate
-from models.catalog import HOSTED_MODELS
 from tests.conftest import AUTH, BUDGETS
 from tests.fakes import Fault, Reply
+from tests.fakes.catalog import MODELS
 from tests.router.http.test_api_accounting import ASK, records
 
-MINI = next(c for c in HOSTED_MODELS if c.name == "gpt-4o-mini")
+MINI = next(c for c in MODELS if c.name == "gpt-4o-mini")
 
 
 def one_request_estimate(max_tokens: int) -> tuple[int, float]:

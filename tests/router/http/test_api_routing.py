@@ -10,12 +10,12 @@ import pytest
 
 from core.generation import TokenUsage
 from core.pricing import cost
-from models.catalog import HOSTED_MODELS
 from tests.conftest import ANTHROPIC_KEY, AUTH, OPENAI_KEY
 from tests.fakes import Reply
+from tests.fakes.catalog import MODELS
 from tests.fakes.inprocess import NO_CACHE
 
-CARDS = {c.name: c for c in HOSTED_MODELS}
+CARDS = {c.name: c for c in MODELS}
 ASK = [{"role": "system", "content": "You are a patient tutor."},
        {"role": "user", "content": "What is a fraction?"}]
 

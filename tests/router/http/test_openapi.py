@@ -13,10 +13,10 @@ from typing import Any
 
 import uvicorn
 
-from models.catalog import HOSTED_MODELS
 from router.http.api import build_api, openapi_document
 from tests.conftest import free_port
 from tests.fakes import FakeOpenAI
+from tests.fakes.catalog import MODELS
 from tests.fakes.inprocess import ADMIN_KEY, EngineProvider, config, start
 from tests.fakes.scripted import FakeEngine
 
@@ -34,7 +34,7 @@ def test_the_openapi_document_matches_its_snapshot() -> None:
 def like_the_fake_engine(provider: str) -> EngineProvider:
     """A hosted provider whose models answer as the fake engine does (JSON that fits a requested
     schema), so that no 5xx comes from a fake unable to write a quiz."""
-    return EngineProvider({c.name: FakeEngine() for c in HOSTED_MODELS
+    return EngineProvider({c.name: FakeEngine() for c in MODELS
                            if c.provider == provider and c.kind == "chat"}, name=provider)
 
 

@@ -14,11 +14,11 @@ from core.config import RouterConfig
 from core.errors import AllProvidersFailed, InvalidRequest, ProviderError, ProviderTimeout
 from core.generation import Delta, GenerationParams, TokenUsage
 from core.tiers import PRIORITY
-from models.catalog import HOSTED_MODELS
 from router.run.attempts import Route
 from router.run.fallback import CONTINUE, Run, Switch, continuation
 from router.run.policy import Candidate
 from router.run.ttft import learned_limits
+from tests.fakes.catalog import MODELS
 from tests.fakes.clock import Clock
 
 PARAMS = GenerationParams(messages=[{"role": "user", "content": "hi"}], max_tokens=50)
@@ -69,7 +69,7 @@ class Steady:
 
 
 def route(provider: Scripted | Steady, card_index: int) -> Route:
-    return Route(provider, Candidate(HOSTED_MODELS[card_index], 0.0, "test"))  # type: ignore[arg-type]
+    return Route(provider, Candidate(MODELS[card_index], 0.0, "test"))  # type: ignore[arg-type]
 
 
 def failure(status: int = 503, retry_after: float | None = None) -> ProviderError:

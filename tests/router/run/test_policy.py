@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from core.errors import InvalidRequest, ModelNotFound, ModelUnavailable
-from models.catalog import HOSTED_MODELS, local_card
+from models.catalog import local_card
 from router.run.policy import PolicySettings, RouteRequest, rank
+from tests.fakes.catalog import MODELS
 
-CATALOG = [local_card("smollm2-135m", 4096), *HOSTED_MODELS]
+CATALOG = [local_card("smollm2-135m", 4096), *MODELS]
 ALL = {"local", "openai", "anthropic"}
 COST = PolicySettings(cost_optimization=True)
 
@@ -42,7 +43,7 @@ def test_without_cost_optimization_the_default_provider_leads() -> None:
 
 def test_default_provider_breaks_cost_ties() -> None:
     free = [local_card("smollm2-135m", 4096),
-            HOSTED_MODELS[0].model_copy(update={"input_per_million": 0, "output_per_million": 0})]
+            MODELS[0].model_copy(update={"input_per_million": 0, "output_per_million": 0})]
     ranked = rank(RouteRequest("small", 10, 10), free, ALL,
                   PolicySettings(default_provider="openai", cost_optimization=True))
     assert ranked[0].card.provider == "openai"

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from core.generation import GenerationParams, TokenUsage
-from models.catalog import HOSTED_MODELS
 from router.run.attempts import Charge, RunReport
 from router.services.prompt_caches import KnownCaches
+from tests.fakes.catalog import MODELS
 
-CARD = HOSTED_MODELS[2]
+CARD = MODELS[2]
 PARAMS = GenerationParams([{"role": "system", "content": "A lesson"},
                            {"role": "user", "content": "Q?"}], 5)
 

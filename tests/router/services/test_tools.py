@@ -13,9 +13,9 @@ import pytest
 
 from core.generation import Delta, GenerationParams, TokenUsage, Tool, ToolCall, ToolCallDelta
 from core.pricing import estimate_tokens, prompt_estimate
-from models.catalog import HOSTED_MODELS
 from router.run.attempts import Attempt, Route
 from router.run.policy import Candidate
+from tests.fakes.catalog import MODELS
 from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.scripted import Cut, Say, ScriptedProvider
 from tests.openai_schemas import check, sse_data
@@ -304,7 +304,7 @@ def test_tool_definitions_and_calls_count_in_the_prompt_estimate() -> None:
 def test_a_call_the_provider_did_not_count_is_billed_by_its_arguments() -> None:
     """A stream cut short (or a client gone) is billed what was generated: a call's name and
     arguments too, estimated when the provider counts no tokens per piece (Anthropic)."""
-    route = Route(ScriptedProvider("anthropic"), Candidate(HOSTED_MODELS[2], 0.0, ""))
+    route = Route(ScriptedProvider("anthropic"), Candidate(MODELS[2], 0.0, ""))
     attempt = Attempt(route, prompt_estimate=7)
     arguments = '{"city": "Paris", "unit": "celsius"}'
     attempt.count(Delta("", tool_calls=(ToolCallDelta(0, "toolu_1", "get_weather"),)))

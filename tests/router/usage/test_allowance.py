@@ -15,7 +15,7 @@ from core.config import ApiKeyConfig, RouterConfig
 from core.errors import BudgetExceeded, ProviderError
 from core.generation import GenerationParams
 from core.pricing import estimate, prompt_estimate
-from models.catalog import HOSTED_MODELS, ModelCard, local_card
+from models.catalog import ModelCard, local_card
 from router.run.attempts import Route
 from router.run.fallback import Run, continuation
 from router.run.policy import Candidate
@@ -24,10 +24,11 @@ from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudg
 from router.usage.budgets import Budgets, Scope, to_nano
 from router.usage.sharedstate import SharedState
 from tests.conftest import free_port
+from tests.fakes.catalog import MODELS
 from tests.fakes.clock import Clock
 from tests.fakes.scripted import Cut, Say, ScriptedProvider
 
-CARDS = {c.name: c for c in HOSTED_MODELS}
+CARDS = {c.name: c for c in MODELS}
 MINI, HAIKU = CARDS["gpt-4o-mini"], CARDS["claude-3-5-haiku-latest"]
 PARAMS = GenerationParams([{"role": "user", "content": "Explain tides. " * 30}], max_tokens=100)
 KEY = ApiKeyConfig(id="svc", sha256="0" * 64)

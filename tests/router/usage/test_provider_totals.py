@@ -14,12 +14,12 @@ import pytest_asyncio
 from core.config import HostedProviderConfig
 from core.generation import GenerationParams, TokenUsage
 from core.pricing import cost, estimate, prompt_estimate
-from models.catalog import HOSTED_MODELS
 from router.run.providers.anthropic import AnthropicProvider
 from router.run.providers.openai import OpenAIProvider
 from router.usage.budgets import Scope
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.caching import InvoiceLine
+from tests.fakes.catalog import MODELS
 from tests.fakes.inprocess import InProcess, config, start
 
 LESSON = " ".join(f"lesson{i}" for i in range(1500))
@@ -131,7 +131,7 @@ async def test_an_unknown_model_is_refused_saying_how_to_add_it(app: InProcess) 
 
 async def test_reservations_price_the_prefix_at_the_cached_rate_once_the_cache_holds_it(
         app: InProcess) -> None:
-    chat, card = app.services.chat, next(c for c in HOSTED_MODELS
+    chat, card = app.services.chat, next(c for c in MODELS
                                          if c.name == "claude-3-5-sonnet-latest")
     params = GenerationParams([{"role": "system", "content": LESSON},
                                {"role": "user", "content": "What is a cell?"}], 50)
@@ -148,3 +148,4 @@ async def test_reservations_price_the_prefix_at_the_cached_rate_once_the_cache_h
     another = LESSON.replace("lesson0 ", "lesson9 ", 1)  # as long, not the one cached
     assert reserved(replace(params, messages=[{"role": "system", "content": another},
                                               *params.messages[1:]])) == before
+

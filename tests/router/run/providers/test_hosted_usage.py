@@ -13,15 +13,15 @@ import openai
 
 from core.generation import CacheBreakpoint, GenerationParams, TokenUsage, Tool
 from core.pricing import cost
-from models.catalog import HOSTED_MODELS
 from router.run.providers.anthropic import anthropic_usage, to_anthropic
 from router.run.providers.openai import openai_usage, to_openai
 from tests.deltas import collect
 from tests.fakes import FakeAnthropic, FakeOpenAI, Reply
 from tests.fakes.caching import InvoiceLine
+from tests.fakes.catalog import MODELS
 from tests.router.run.providers.test_hosted import anthropic_provider, openai_provider
 
-CARDS = {c.name: c for c in HOSTED_MODELS}
+CARDS = {c.name: c for c in MODELS}
 LESSON = " ".join(f"lesson{i}" for i in range(1500))  # 1500 tokens to the fakes (a token a word)
 
 
