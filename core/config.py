@@ -82,8 +82,22 @@ class LlamaCppSettings(ConfigModel):
     # Requests that may wait for a slot; past it (or past a request's max_queue_wait_s) the
     # replica refuses at once, and the router serves the request elsewhere or answers 429.
     max_queued: int = Field(64, ge=0)
+    # Slots kept for the assessment tier (core/tiers.py): lower tiers start only while more slots
+    # are free than this (less those assessments hold), so an exam never waits for a slot; idle
+    # when no exam runs.
+    assessment_slots: int = Field(0, ge=0)
+    # Prompt tokens one lower-tier request reads per step (None: n_batch): a step an assessment
+    # arrives during ends sooner, at some cost to the others' prefill.
+    prefill_chunk: PositiveInt | None = None
     n_gpu_layers: int = Field(0, ge=-1)  # -1 offloads every layer
     repeat_penalty: float = Field(1.1, ge=0)  # greedy decoding of small models loops without it
+
+    @model_validator(mode="after")
+    def _a_slot_for_the_others(self) -> LlamaCppSettings:
+        if self.assessment_slots >= self.parallel:
+            raise ValueError(f"assessment_slots ({self.assessment_slots}) must be below parallel "
+                             f"({self.parallel}): the other tiers need a slot")
+        return self
 
 
 class VLLMSettings(ConfigModel):

@@ -68,8 +68,12 @@ class GenerationParams:
     # A raw prompt (legacy text completions): the model continues this text as it is, without a
     # chat template, and `messages` is empty. Engines and providers that cannot are never routed it.
     prompt: str | None = None
-    # Where a local engine queues it: higher first, then in order of arrival.
+    # Where a local engine queues it: higher first; within a priority, the groups waiting share
+    # the slots by tokens (deployments/llm/fairqueue.py), each group's requests in order of arrival.
     priority: int = 0
+    # The group whose share of a local engine's slots it takes (the caller's class within its
+    # tenant); None: the requests that name none share one group.
+    group: str | None = None
     # A local engine refuses the request at once (EngineBusy) when it expects it to wait longer
     # than this for a slot, so the router can hand it to the next candidate; None: it waits.
     max_queue_wait_s: float | None = None

@@ -12,67 +12,46 @@ or, when another slot (running or idle) shares a longer one, a copy of that slot
 shares a long prefix with a prompt still being read waits until that prefix is in the cache, so a
 class arriving at once computes its lesson once.
 
-Requests wait in order of their priority, then arrival (GenerationParams.priority, the request's
-tier: core/tiers.py); a request whose expected wait (behind the waiting requests of its priority or
-higher) exceeds its limit is refused at once (EngineBusy) so the router can send it elsewhere. A
-full queue sheds its latest request of the lowest priority for a request of a higher one."""
+Requests wait by priority (GenerationParams.priority, the request's tier: core/tiers.py), strictly;
+within a priority the groups waiting (GenerationParams.group, a class) share the slots by deficit
+round robin over estimated tokens (deployments/llm/fairqueue.py), so one class's burst does not
+starve another's. `reserved` slots are kept for the assessment tier: a lower tier starts only while
+more slots are free than the reserve still owed, so an exam never waits for a background answer to
+end; while a higher tier reads its prompt, lower tiers read none in the same step, and they read at
+most `prefill_chunk` tokens a step, so a step that an assessment arrives during ends soon.
+
+A request whose expected time to its first token (the wait for a slot, behind the requests expected
+to start before it, plus reading its own prompt at the measured rate) exceeds its limit is refused at
+once (EngineBusy) so the router can send it elsewhere. A full queue sheds a request of the lowest
+priority below the newcomer's (the latest of the group waiting with the most tokens)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from core.generation import Delta, EngineBusy, EngineLoad, GenerationParams
+from core.generation import Delta, EngineBusy, EngineLoad
+from core.tiers import PRIORITY
+from deployments.llm.fairqueue import FairQueue
+from deployments.llm.jobs import FINISHED, Job, Request, Slot, cached_prefix, common_prefix, steps_left
 from deployments.llm.output import Output
+from deployments.llm.pace import Pace
 from deployments.llm.sampling import Sampler
 
 log = logging.getLogger("ray.serve")
-Emit = Callable[[Any], object]
-FINISHED = object()  # emitted after a sequence's last delta or error
 SHARE_MIN = 32  # a prefix shorter than this is recomputed rather than waited for
-STEP_PRIOR_S = 0.05  # a decoding step's time until one is measured
-
-
-@dataclass(eq=False)
-class Request:
-    tokens: list[int]
-    params: GenerationParams
-    grammar: str | None
-    seed: int
-    emit: Emit
-    budget: int
-    order: int = 0
-    cancelled: bool = False
-    arrived: float = field(default_factory=time.monotonic)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-@dataclass(eq=False)
-class Job:
-    request: Request
-    sampler: Sampler
-    output: Output
-    fed: int  # prompt tokens in the cache
-    next_token: int | None = None  # sampled, not yet decoded
-
-
-@dataclass(eq=False)
-class Slot:
-    seq: int
-    cached: list[int] = field(default_factory=list)  # the tokens this sequence holds, from pos 0
-    job: Job | None = None
+ASSESSMENT = PRIORITY["assessment"]
 
 
 class Scheduler:
     def __init__(self, model: Any, ctx: Any, *, parallel: int, n_batch: int, max_queued: int,
-                 detokenize: Callable[[int], bytes], repeat_penalty: float):
+                 detokenize: Callable[[int], bytes], repeat_penalty: float, reserved: int = 0,
+                 prefill_chunk: int | None = None):
         from llama_cpp import llama_cpp as lib
 
         self._lib, self._ctx = lib, ctx
@@ -81,15 +60,17 @@ class Scheduler:
         self._n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._n_batch = n_batch
+        self._prefill_chunk = prefill_chunk or n_batch  # per lower-tier prompt and step
+        self._reserved = reserved  # slots kept for the assessment tier
         self._slots = [Slot(seq) for seq in range(parallel)]
         self._max_queued = max_queued
         self._detokenize = detokenize
         self._repeat_penalty = repeat_penalty
-        self._waiting: list[Request] = []
+        self._waiting: FairQueue[Request] = FairQueue()
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
-        self._step_s = STEP_PRIOR_S  # moving average of a decoding step's time
+        self._pace = Pace()
         self._computed = self._reused = 0  # prompt tokens
         self._thread = threading.Thread(target=self._loop, name="llama.cpp", daemon=True)
         self._thread.start()
@@ -102,13 +83,15 @@ class Scheduler:
                 raise RuntimeError("llama.cpp engine is closed")
             limit = request.params.max_queue_wait_s
             load = self._load()
-            wait = self._wait_s(request.params.priority)
+            unread = len(request.tokens) - max(common_prefix(s.cached, request.tokens) for s in self._slots)
+            request.cost = request.budget + unread
+            wait = self._wait_s(request) + self._pace.reading(unread)
             if ((limit is not None and wait > limit) or (load.busy == len(self._slots) and
                     len(self._waiting) >= self._max_queued and not self._shed(request))):
                 raise EngineBusy(f"{load.queued} requests wait for {load.slots} slots",
                                  retry_after_s=max(1.0, load.estimated_wait_s))
             request.order = next(self._order)
-            self._waiting.append(request)
+            self._waiting.push(request)
             self._cond.notify()
 
     def load(self) -> EngineLoad:
@@ -125,39 +108,42 @@ class Scheduler:
         self._thread.join()
         self._lib.llama_batch_free(self._batch)
 
-    def _wait_s(self, priority: int) -> float:
-        """The expected wait for a slot of a request of `priority` arriving now: only the waiting
-        requests of its priority or higher go before it."""
-        return self._expected_wait(sum(1 for r in self._waiting if r.params.priority >= priority))
+    def _wait_s(self, request: Request) -> float:
+        """The expected wait for a slot of `request` arriving now: behind the waiting requests
+        expected to start before it (every higher tier's, its fair share of its own tier's)."""
+        ahead = self._waiting.ahead(request.priority, request.group, request.cost)
+        return self._expected_wait(ahead, request.priority)
 
     def _shed(self, request: Request) -> bool:
-        """In a full queue, the latest waiting request of the lowest priority below `request`'s
-        leaves it (refused as busy: the router serves it elsewhere or answers 429), so that
-        background work is shed before interactive and nothing is shed for an equal priority."""
-        lower = [r for r in self._waiting if r.params.priority < request.params.priority]
-        if not lower:
+        """In a full queue, a waiting request of the lowest priority below `request`'s leaves it
+        (refused as busy: the router serves it elsewhere or answers 429), so that background work
+        is shed before interactive and nothing is shed for an equal priority."""
+        victim = self._waiting.victim(request.priority)
+        if victim is None:
             return False
-        victim = min(lower, key=lambda r: (r.params.priority, -r.order))
         self._waiting.remove(victim)
         victim.emit(EngineBusy("shed for a request of a higher priority tier",
-                               retry_after_s=max(1.0, self._expected_wait(len(self._waiting)))))
+                               retry_after_s=max(1.0, self._expected_wait(len(self._waiting),
+                                                                          victim.priority))))
         victim.emit(FINISHED)
         return True
 
     def _load(self) -> EngineLoad:
         busy = sum(1 for s in self._slots if s.job is not None)
         queued = len(self._waiting)
-        return EngineLoad(queued, busy, len(self._slots), self._expected_wait(queued),
+        return EngineLoad(queued, busy, len(self._slots), self._expected_wait(queued, ASSESSMENT),
                           self._computed, self._reused)
 
-    def _expected_wait(self, ahead: int) -> float:
+    def _expected_wait(self, ahead: int, priority: int) -> float:
         """How long a request with `ahead` requests queued before it waits for a slot, on the high
         side: running answers are taken to run to their max_tokens, at the measured step time; a
-        free slot goes to the first request waiting."""
-        steps = sorted(_steps_left(s.job) for s in self._slots)
-        rounds, index = divmod(ahead, len(steps))
-        whole = max((r.budget for r in self._waiting), default=steps[-1])
-        return (steps[index] + rounds * whole) * self._step_s
+        free slot goes to the first request waiting, the first ones to free up below the assessment
+        tier to the reserve it is still owed."""
+        steps = sorted(steps_left(s.job) for s in self._slots)
+        if priority < ASSESSMENT:
+            steps = steps[self._reserve_owed():]
+        return self._pace.slot_wait(steps, ahead, max((r.budget for r in self._waiting),
+                                                      default=steps[-1]))
 
     # -- the decoding thread ---------------------------------------------------------------------
 
@@ -175,7 +161,7 @@ class Scheduler:
         for slot in self._slots:
             if slot.job is not None:
                 self._finish(slot, "cancelled")
-        for request in self._waiting:
+        for request in list(self._waiting):
             request.emit(RuntimeError("llama.cpp engine is closed"))
             request.emit(FINISHED)
 
@@ -194,22 +180,36 @@ class Scheduler:
         return any(s.job is not None for s in self._slots)
 
     def _admit(self) -> list[tuple[Slot, Request]]:
-        """Waiting requests that can start now, by priority then arrival; the rest keep waiting."""
-        full = all(s.job is not None for s in self._slots)
-        self._waiting = [r for r in self._waiting if not self._dropped(r, full)]
-        self._waiting.sort(key=lambda r: (-r.params.priority, r.order))
+        """Waiting requests that can start now, in the fair queue's order; the rest keep waiting."""
+        idle, owed = sum(1 for s in self._slots if s.job is None), self._reserve_owed()
+        for waiting in list(self._waiting):  # full: no slot it may take (the reserve is not theirs)
+            if self._dropped(waiting, full=idle <= (0 if waiting.priority >= ASSESSMENT else owed)):
+                self._waiting.remove(waiting)
         admitted: list[tuple[Slot, Request]] = []
-        for request in list(self._waiting):
-            free = [s for s in self._slots if s.job is None]  # an admitted slot holds a placeholder
-            if not free:
+        while free := [s for s in self._slots if s.job is None]:  # an admitted slot holds a placeholder
+            may_start = functools.partial(self._may_start, free=len(free),
+                                          starting=[r for _, r in admitted])
+            request = self._waiting.take(may_start)
+            if request is None:
                 break
-            if self._prefix_in_progress(request):
-                continue
-            slot = max(free, key=lambda s: _shared(s.cached, request.tokens))
-            self._waiting.remove(request)
+            slot = max(free, key=functools.partial(cached_prefix, request.tokens))
             admitted.append((slot, request))
             slot.job = _PLACEHOLDER  # taken
         return admitted
+
+    def _may_start(self, request: Request, *, free: int, starting: list[Request]) -> bool:
+        """Whether `request` may take one of `free` slots now (`starting`: the requests just given
+        one): an assessment may, a lower tier while more slots are free than the reserve still
+        owed; and none while a prompt that shares its prefix is being read."""
+        return (request.priority >= ASSESSMENT or free > self._reserve_owed(starting)) \
+            and not self._prefix_in_progress(request, starting)
+
+    def _reserve_owed(self, starting: Sequence[Request] = ()) -> int:
+        """Reserved slots the assessment tier does not hold: kept free of lower tiers."""
+        held = sum(1 for s in self._slots if isinstance(s.job, Job)
+                   and s.job.request.priority >= ASSESSMENT)
+        held += sum(1 for r in starting if r.priority >= ASSESSMENT)
+        return max(0, self._reserved - held)
 
     def _dropped(self, request: Request, full: bool) -> bool:
         """Cancelled, or waited for a slot past its limit (the estimate was short): it is refused
@@ -223,15 +223,16 @@ class Scheduler:
             request.emit(FINISHED)
         return request.cancelled
 
-    def _prefix_in_progress(self, request: Request) -> bool:
-        """Another slot is reading a prompt that shares more with this one than any cache holds."""
-        cached = max(_shared(s.cached, request.tokens) for s in self._slots)
-        for slot in self._slots:
-            job = slot.job
-            if job is not None and job is not _PLACEHOLDER and job.fed < len(job.request.tokens):
-                shared = min(_shared(job.request.tokens, request.tokens), len(request.tokens) - 1)
-                if shared - cached >= SHARE_MIN:
-                    return True
+    def _prefix_in_progress(self, request: Request, starting: list[Request]) -> bool:
+        """Another slot is reading (or is about to read: `starting`) a prompt that shares more
+        with this one than any cache holds."""
+        cached = max(common_prefix(s.cached, request.tokens) for s in self._slots)
+        reading = [s.job.request for s in self._slots if isinstance(s.job, Job)
+                   and s.job.fed < len(s.job.request.tokens)]
+        for other in reading + starting:
+            shared = min(common_prefix(other.tokens, request.tokens), len(request.tokens) - 1)
+            if shared - cached >= SHARE_MIN:
+                return True
         return False
 
     def _start(self, slot: Slot, request: Request) -> None:
@@ -246,15 +247,15 @@ class Scheduler:
             request.emit(FINISHED)
             return
         output = Output(request.params, len(request.tokens), request.budget, self._detokenize)
-        slot.job = Job(request, sampler, output, fed)
+        slot.job = Job(request, sampler, output, fed, reused=fed)
 
     def _reuse(self, slot: Slot, tokens: list[int]) -> int:
         """Put the longest cached prefix of `tokens` into `slot`'s sequence; how many tokens that is.
         At least the last prompt token is always decoded again: its logits start the answer."""
         limit = len(tokens) - 1
-        own = min(_shared(slot.cached, tokens), limit)
-        donor = max(self._slots, key=lambda s: _shared(s.cached, tokens))
-        shared = min(_shared(donor.cached, tokens), limit)
+        own = min(common_prefix(slot.cached, tokens), limit)
+        donor = max(self._slots, key=lambda s: common_prefix(s.cached, tokens))
+        shared = min(common_prefix(donor.cached, tokens), limit)
         lib, memory = self._lib, self._memory
         if donor is not slot and shared > own:
             lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
@@ -276,7 +277,8 @@ class Scheduler:
             return
         started = time.monotonic()
         status = self._lib.llama_decode(self._ctx, self._fill(plan))
-        self._step_s = 0.9 * self._step_s + 0.1 * (time.monotonic() - started)
+        self._pace.measured(time.monotonic() - started, sum(
+            len(tokens) for s, tokens, _ in plan if isinstance(s.job, Job) and s.job.next_token is None))
         if status != 0:
             self._decode_failed(plan, status)
             return
@@ -293,7 +295,9 @@ class Scheduler:
 
     def _plan(self) -> list[tuple[Slot, list[int], bool]]:
         """(slot, tokens to decode, whether its last token's logits are wanted): every answer's next
-        token first, then what fits of the prompts being read, in admission order."""
+        token first, then what fits of the prompts being read, by priority then admission; no
+        prompt of a tier below one being read, and at most prefill_chunk tokens of a prompt below
+        the assessment tier, so that a higher tier's first token is not held up by their reading."""
         plan: list[tuple[Slot, list[int], bool]] = []
         room = self._n_batch
         for slot in self._slots:
@@ -301,17 +305,21 @@ class Scheduler:
             if job is not None and job.next_token is not None:
                 plan.append((slot, [job.next_token], True))
                 room -= 1
-        reading = sorted((s for s in self._slots if s.job is not None and s.job.next_token is None),
-                         key=lambda s: s.job.request.order if s.job else 0)
-        for slot in reading:
-            job = slot.job
-            assert job is not None
-            if room <= 0:
+        reading = sorted((s.job for s in self._slots if isinstance(s.job, Job)
+                          and s.job.next_token is None),
+                         key=lambda j: (-j.request.priority, j.request.order))
+        top = reading[0].request.priority if reading else 0
+        for job in reading:
+            if room <= 0 or job.request.priority < top:
                 break
-            chunk = job.request.tokens[job.fed:job.fed + room]
-            plan.append((slot, chunk, job.fed + len(chunk) == len(job.request.tokens)))
+            size = room if job.request.priority >= ASSESSMENT else min(room, self._prefill_chunk)
+            chunk = job.request.tokens[job.fed:job.fed + size]
+            plan.append((self._slot_of(job), chunk, job.fed + len(chunk) == len(job.request.tokens)))
             room -= len(chunk)
         return plan
+
+    def _slot_of(self, job: Job) -> Slot:
+        return next(s for s in self._slots if s.job is job)
 
     def _fill(self, plan: list[tuple[Slot, list[int], bool]]) -> Any:
         batch, n = self._batch, 0
@@ -350,14 +358,16 @@ class Scheduler:
         cancelled = finish_reason == "cancelled" and job.request.cancelled  # nobody reads it
         self._release(slot, job, None if cancelled else job.output.last(finish_reason))
 
-    @staticmethod
-    def _release(slot: Slot, job: Job, last: Delta | BaseException | None) -> None:
-        """The job's last item (its final delta, or its error), its end, and its slot freed."""
+    def _release(self, slot: Slot, job: Job, last: Delta | BaseException | None) -> None:
+        """The job's last item (its final delta, or its error), its end, its slot freed, and what
+        it used settled with its group's share."""
         if last is not None:
             job.request.emit(last)
         job.request.emit(FINISHED)
         job.sampler.close()
         slot.job = None
+        with self._cond:
+            self._waiting.settle(job.request, job.used())
 
     def _decode_failed(self, plan: list[tuple[Slot, list[int], bool]], status: int) -> None:
         """No room in the KV cache (1): drop idle slots' caches and try again next step; if none is
@@ -383,28 +393,3 @@ class Scheduler:
 
 
 _PLACEHOLDER: Any = object()
-
-
-def _steps_left(job: Any) -> int:
-    """Decoding steps until a running job's slot is free, at most: its answer's tokens still to
-    come, and its unread prompt in chunks."""
-    if not isinstance(job, Job):  # free, or just taken
-        return 0
-    unread = len(job.request.tokens) - job.fed
-    return job.request.budget - job.output.generated + unread // 64
-
-
-def _shared(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def merge_ready(items: list[Any]) -> tuple[list[Delta], BaseException | None, bool]:
-    """(deltas, an error if any, whether the sequence finished) of items ready together."""
-    errors = [i for i in items if isinstance(i, BaseException)]
-    deltas = [i for i in items if isinstance(i, Delta)]
-    return deltas, errors[0] if errors else None, FINISHED in items

@@ -29,7 +29,8 @@ from core.generation import (
     RequestRejected,
 )
 from core.schema import SchemaError, check_schema, rewrite_subschemas
-from deployments.llm.batching import Request, Scheduler, merge_ready
+from deployments.llm.batching import Scheduler
+from deployments.llm.jobs import Request, merge_ready
 from deployments.llm.output import merge
 from deployments.llm.toolcalls import call_schema, text_messages
 
@@ -49,7 +50,9 @@ class LlamaCppEngine:
         self._scheduler = Scheduler(self._llm.model, self._ctx, parallel=settings.parallel,
                                     n_batch=settings.n_batch, max_queued=settings.max_queued,
                                     detokenize=lambda t: self._llm.detokenize([t]),
-                                    repeat_penalty=settings.repeat_penalty)
+                                    repeat_penalty=settings.repeat_penalty,
+                                    reserved=settings.assessment_slots,
+                                    prefill_chunk=settings.prefill_chunk)
 
     def check_health(self) -> None:
         if not self._scheduler.alive():

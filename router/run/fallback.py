@@ -23,7 +23,8 @@
   after the budget check, and a call that ends without a verdict (cancelled, capped) releases it.
 - A prompt too long for one model's context (ContextExceeded) moves on to the next candidate, not
   retried and not counted by its breaker; only when no candidate fits it is the caller's 400.
-- Load spills over: every candidate is sent with its tier's priority (core/tiers.py), and one
+- Load spills over: every candidate is sent with its tier's priority (core/tiers.py) and the
+  caller's group (whose fair share of a local engine's slots it takes), and one
   other than the last with max_queue_wait_s (router.spill_over_wait_s of the request's tier:
   background sooner than interactive, an assessment never); a local model that expects to keep
   it waiting longer refuses at once (ModelBusy), not counted by its breaker; the next candidate
@@ -85,8 +86,9 @@ class Run:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: Callable[[], float] = random.random,
                  budget: BudgetGate | None = None, first_token: FirstTokenLimits | None = None,
-                 tier: Tier = "interactive"):
+                 tier: Tier = "interactive", group: str | None = None):
         self._tier = tier
+        self._group = group
         self._routes = routes if config.enable_fallback else routes[:1]
         self._budget = budget
         self._config = config
@@ -175,9 +177,9 @@ class Run:
         raise self._exhausted()
 
     def _waiting(self, route: Route, params: GenerationParams) -> GenerationParams:
-        """The request at its tier's priority; a candidate other than the last is not kept
-        waiting in a busy local model's queue longer than its tier's spill-over wait."""
-        params = dataclasses.replace(params, priority=PRIORITY[self._tier])
+        """The request at its tier's priority, in its group; a candidate other than the last is not
+        kept waiting in a busy local model's queue longer than its tier's spill-over wait."""
+        params = dataclasses.replace(params, priority=PRIORITY[self._tier], group=self._group)
         wait = self._config.spill_over_wait_s.of(self._tier)
         if wait is None or route == self._routes[-1]:
             return params

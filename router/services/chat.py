@@ -58,6 +58,11 @@ def _tool_calling(model: LocalModelConfig) -> ToolCalling | None:
     return "auto" if auto else None
 
 
+def queue_group(meter: Meter | None) -> str | None:
+    """The group whose fair share of a local engine's slots a request takes: its tenant's."""
+    return meter.caller.tenant if meter is not None else None
+
+
 class ChatService:
     def __init__(self, config: RouterConfig, providers: dict[str, Provider],
                  catalog: list[ModelCard], health: Breakers, first_token: FirstTokenLimits):
@@ -104,7 +109,8 @@ class ChatService:
         """A run over routes the admission has already held budget for (`allowance`)."""
         run = Run(routes, self._config, self._health, budget=allowance,
                   first_token=self._first_token,
-                  tier=meter.tier if meter is not None else "interactive")
+                  tier=meter.tier if meter is not None else "interactive",
+                  group=queue_group(meter))
         if meter is not None:
             meter.track(run, allowance)
         return run

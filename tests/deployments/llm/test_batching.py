@@ -11,6 +11,7 @@ import pytest
 
 from core.config import LlamaCppSettings
 from core.generation import EngineBusy, GenerationParams
+from core.tiers import PRIORITY
 from deployments.llm.llamacpp import LlamaCppEngine
 from models import find_local_model, resolve_gguf
 from tests.deltas import collect
@@ -186,3 +187,72 @@ def test_health_fails_once_the_decoding_thread_is_gone() -> None:
     with pytest.raises(RuntimeError, match="closed or its decoding thread died"):
         engine.check_health()
 
+
+
+async def test_two_classes_share_the_slots_by_turns() -> None:
+    """Class a asks four times, then class b twice, while the one slot is busy: b's requests start
+    between a's (deficit round robin over their tokens), not after all of a's."""
+    engine = engine_with(parallel=1)
+    try:
+        started: list[str] = []
+
+        def request(group: str, n: int) -> GenerationParams:
+            return ask(f"Request {n} of class {group}: " + " ".join(["apple"] * 280),
+                       max_tokens=4, group=group)
+
+        cost = len(engine.prompt_tokens(request("a", 0))) + 4
+        assert 128 < cost < 512  # one request per visit of the round robin (QUANTUM 256)
+
+        async def run(group: str, n: int) -> None:
+            first = True
+            async for _ in engine.generate(request(group, n)):
+                if first:
+                    started.append(group)
+                    first = False
+
+        running = engine.generate(ask("Count from 1 to 500.", max_tokens=60))
+        await anext(running)
+        tasks = []
+        for group, n in [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1), ("b", 2)]:
+            tasks.append(asyncio.ensure_future(run(group, n)))
+            await asyncio.sleep(0.02)
+        await running.aclose()
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+        assert started == ["a", "b", "a", "b", "a", "a"]
+    finally:
+        engine.close()
+
+
+async def test_a_reserved_slot_waits_for_an_assessment() -> None:
+    engine = engine_with(parallel=2, assessment_slots=1)
+    try:
+        running = engine.generate(ask("Count from 1 to 500.", max_tokens=200))
+        await anext(running)
+        background = asyncio.ensure_future(collect(engine.generate(ask("Hi", max_tokens=2))))
+        await asyncio.sleep(0.3)
+        assert not background.done()  # a slot is free, but it is the assessments'
+        exam = await asyncio.wait_for(collect(engine.generate(
+            ask("Hi", max_tokens=2, priority=PRIORITY["assessment"]))), 30)
+        assert exam.usage.completion_tokens == 2
+        assert not background.done()
+        await running.aclose()
+        assert (await asyncio.wait_for(background, 30)).usage.completion_tokens == 2
+    finally:
+        engine.close()
+
+
+async def test_a_request_whose_own_prompt_takes_longer_than_its_limit_is_refused() -> None:
+    """Idle, no slot to wait for: reading a long prompt (at the rate measured on another) alone
+    is over a small limit."""
+    engine = engine_with(parallel=1)
+    try:
+        def long(lesson: str) -> str:
+            return " ".join(f"Sentence {n} of lesson {lesson}." for n in range(80))
+
+        await collect(engine.generate(ask(long("A"), max_tokens=2)))
+        with pytest.raises(EngineBusy):
+            await collect(engine.generate(ask(long("B"), max_tokens=2, max_queue_wait_s=0.1)))
+        short = await collect(engine.generate(ask("Hi", max_tokens=2, max_queue_wait_s=0.1)))
+        assert short.usage.completion_tokens == 2
+    finally:
+        engine.close()

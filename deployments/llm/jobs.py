@@ -1,0 +1,92 @@
+"""What the llama.cpp scheduler (deployments/llm/batching.py) works with: a request waiting for a
+slot, the job it becomes in a slot, the slot and the tokens its sequence holds; and what the event
+loop reads of a request's stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.generation import Delta, GenerationParams
+from deployments.llm.output import Output
+from deployments.llm.sampling import Sampler
+
+Emit = Callable[[Any], object]
+FINISHED = object()  # emitted after a sequence's last delta or error
+
+
+@dataclass(eq=False)
+class Request:
+    tokens: list[int]
+    params: GenerationParams
+    grammar: str | None
+    seed: int
+    emit: Emit
+    budget: int
+    order: int = 0
+    cost: int = 0  # estimated tokens: its budget and the prompt not in a cache when it arrived
+    cancelled: bool = False
+    arrived: float = field(default_factory=time.monotonic)
+
+    @property
+    def priority(self) -> int:
+        return self.params.priority
+
+    @property
+    def group(self) -> str:
+        return self.params.group or ""
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass(eq=False)
+class Job:
+    request: Request
+    sampler: Sampler
+    output: Output
+    fed: int  # prompt tokens in the cache
+    reused: int = 0  # of them, read from a cache rather than computed
+    next_token: int | None = None  # sampled, not yet decoded
+
+    def used(self) -> int:
+        """Tokens it has cost the engine: its prompt computed and its answer so far."""
+        return self.fed - self.reused + self.output.generated
+
+
+@dataclass(eq=False)
+class Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # the tokens this sequence holds, from pos 0
+    job: Job | None = None
+
+
+def steps_left(job: Any) -> int:
+    """Decoding steps until a running job's slot is free, at most: its answer's tokens still to
+    come, and its unread prompt in chunks."""
+    if not isinstance(job, Job):  # free, or just taken
+        return 0
+    unread = len(job.request.tokens) - job.fed
+    return job.request.budget - job.output.generated + unread // 64
+
+
+def cached_prefix(tokens: list[int], slot: Slot) -> int:
+    return common_prefix(slot.cached, tokens)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def merge_ready(items: list[Any]) -> tuple[list[Delta], BaseException | None, bool]:
+    """(deltas, an error if any, whether the sequence finished) of items ready together."""
+    errors = [i for i in items if isinstance(i, BaseException)]
+    deltas = [i for i in items if isinstance(i, Delta)]
+    return deltas, errors[0] if errors else None, FINISHED in items
