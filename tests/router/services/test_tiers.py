@@ -96,6 +96,13 @@ async def test_under_load_background_spills_first_and_assessment_never(school: I
     assert exam.headers["x-learnx-route"] == f"local/{LOCAL}"
 
 
+async def test_the_engine_shares_its_slots_by_the_callers_tenant(school: InProcess) -> None:
+    for key in (KEY, EXAM_KEY):
+        assert (await school.post("/v1/chat/completions", small(),
+                                  headers={"X-API-Key": key})).status_code == 200
+    assert [p.group for p in school.engine.params] == ["backend", "exams"]
+
+
 def test_one_spill_over_wait_sets_every_tier() -> None:
     waits = RouterConfig.model_validate({"spill_over_wait_s": 3.0}).spill_over_wait_s
     assert (waits.of("assessment"), waits.of("interactive"), waits.of("background")) == (3.0,) * 3
