@@ -59,8 +59,12 @@ def _tool_calling(model: LocalModelConfig) -> ToolCalling | None:
 
 
 def queue_group(meter: Meter | None) -> str | None:
-    """The group whose fair share of a local engine's slots a request takes: its tenant's."""
-    return meter.caller.tenant if meter is not None else None
+    """The group whose fair share of a local engine's slots a request takes: the caller's class
+    within its tenant, or the tenant's when it names none."""
+    if meter is None:
+        return None
+    caller = meter.caller
+    return caller.tenant if caller.group is None else f"{caller.tenant}/{caller.group}"
 
 
 class ChatService:
