@@ -8,11 +8,13 @@ token and total at concurrency 1, and the CPU each gateway process spent per req
 at concurrency 32, streamed and not. Targets are interleaved round by round.
 
     .venv/bin/python benchmarks/hot_path.py [--requests 300] [--litellm /work/litellm-venv]
-                                            [--floor] [--profile DIR]
+                                            [--floor] [--traced] [--profile DIR]
 
 LiteLLM: `python3 -m venv V && V/bin/pip install 'litellm[proxy]'` (kept out of this project).
 --floor adds a bare Ray Serve pass-through on the same ingress (benchmarks/_passthrough.py): what
-the framework alone costs. --profile writes py-spy flame graphs of the Router replica under load
+the framework alone costs. --traced adds the same app with tracing on (every request sampled,
+exported over OTLP/HTTP to a receiver in this process, tests/fakes/otlp.py): what traces cost the
+Router. --profile writes py-spy flame graphs of the Router replica under load
 (json and stream).
 """
 
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
 from benchmarks._serve import served  # noqa: E402
+from tests.fakes.otlp import OtlpReceiver  # noqa: E402
 from tests.ports import free_port, wait_for_port  # noqa: E402
 
 MESSAGES = [{"role": "user", "content": "Give me a one-line study tip."}]
@@ -238,14 +241,25 @@ def main() -> None:
     parser.add_argument("--router-replicas", type=int, default=1)
     parser.add_argument("--floor", action="store_true",
                         help="also measure a bare Serve pass-through (the framework's floor)")
+    parser.add_argument("--traced", action="store_true",
+                        help="also measure the service with tracing on (every request sampled)")
     opts = parser.parse_args()
     port = free_port()
     upstream = f"http://127.0.0.1:{port}/v1"
     with contextlib.ExitStack() as stack:
         stack.enter_context(process([sys.executable, "benchmarks/_upstream.py", str(port)], port))
-        url = stack.enter_context(served(app_args(upstream, opts.router_replicas)))
+        more = {}
+        if opts.traced:
+            receiver = OtlpReceiver().start()
+            stack.callback(receiver.stop)
+            more["/traced"] = {**app_args(upstream, opts.router_replicas),
+                               "tracing": {"enabled": True, "otlp_endpoint": receiver.url},
+                               "ledger": {"database_url": "sqlite:///var/bench-hot-path-traced.db"}}
+        url = stack.enter_context(served(app_args(upstream, opts.router_replicas), more))
         targets = [Target("direct", upstream, []),
                    Target("service", f"{url}/v1", replica_pids("learnx-0", "Router"))]
+        if opts.traced:
+            targets.append(Target("traced", f"{url}/traced/v1", replica_pids("learnx-1", "Router")))
         if opts.floor:
             targets.append(floor(url, upstream))
         if (opts.litellm / "bin" / "litellm").exists():

@@ -33,6 +33,11 @@ def _api_keys(value: str) -> list[dict[str, str]]:
     return [dict(zip(("id", "sha256", "role"), item.split(":", 2), strict=False)) for item in items]
 
 
+def _exporter(value: str) -> Any:
+    """OTEL_TRACES_EXPORTER: otlp on, none off; anything else is left for validation to name."""
+    return {"otlp": True, "none": False}.get(value.strip().lower(), value)
+
+
 ENV: dict[str, EnvVar] = {
     "ENABLE_LOCAL_MODELS": EnvVar((("enable_local_models",),), "true or false"),
     "LOCAL_MODELS_PATH": EnvVar((("local_models_path",),), "a folder of GGUF files"),
@@ -50,6 +55,15 @@ ENV: dict[str, EnvVar] = {
                         "redis://host:6379/0"),
     "DATABASE_URL": EnvVar((("ledger", "database_url"),),
                            "postgresql://user@host/db or sqlite:///path"),
+    # OpenTelemetry's standard variables (core/tracing.py; OTEL_SDK_DISABLED=true is read there).
+    "OTEL_TRACES_EXPORTER": EnvVar((("tracing", "enabled"),), "otlp or none", _exporter),
+    "OTEL_SERVICE_NAME": EnvVar((("tracing", "service_name"),), "a service name, e.g. learnx-ai"),
+    "OTEL_EXPORTER_OTLP_ENDPOINT": EnvVar((("tracing", "otlp_endpoint"),),
+                                          "the collector's base URL, e.g. http://otel-collector:4318",
+                                          lambda v: v.strip().rstrip("/") + "/v1/traces"),
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": EnvVar(  # after the base URL: it wins
+        (("tracing", "otlp_endpoint"),), "the traces URL, e.g. http://otel-collector:4318/v1/traces"),
+    "OTEL_TRACES_SAMPLER_ARG": EnvVar((("tracing", "sample_ratio"),), "a ratio from 0 to 1"),
     "LEARNX_AUTH_ENABLED": EnvVar((("auth", "enabled"),), "true or false"),
     "LEARNX_API_KEYS": EnvVar((("auth", "api_keys"),),
                               "id:sha256,... as printed by python -m router.http.auth new-key NAME; "

@@ -39,7 +39,7 @@ def build_graph(config: AppConfig, engine_factory: EngineFactory = default_engin
     llms = {
         model.name: serve.deployment(name=f"LLMServer:{model.name}", **model.serve_options(),
                                      **_request_router(model))(
-            LLMServer).bind(model, config.local_models_path, engine_factory)
+            LLMServer).bind(model, config.local_models_path, engine_factory, config.tracing)
         for model in config.served_local_models()
     }
     embedder = None
@@ -48,7 +48,7 @@ def build_graph(config: AppConfig, engine_factory: EngineFactory = default_engin
             name="Embedder", user_config=config.embedder.batching.model_dump(),
             **config.embedder.serve_options())(Embedder).bind(
             config.embedder, config.local_models_path, config.router.providers.openai,
-            encoder_factory, breaker=config.router.breaker)
+            encoder_factory, breaker=config.router.breaker, tracing=config.tracing)
     router = serve.deployment(name="Router", **config.router.serve_options())(Router)
     return router.bind(config, llms, embedder)
 

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from router.http.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.catalog import CATALOG
+from tests.fakes.otlp import OtlpReceiver
 from tests.ports import free_port, serve_ports_env, wait_for_port
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -188,10 +189,18 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
     fake.stop()
 
 
+@pytest.fixture(scope="session")
+def otlp() -> Iterator[OtlpReceiver]:
+    """The tests' OTLP/HTTP receiver (tests/fakes/otlp.py), emptied before each test using it."""
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_fakes(request: pytest.FixtureRequest) -> None:
     """Each test starts with empty scripts and request logs and closed breakers (where in use)."""
-    for name in ("fake_openai", "fake_anthropic"):
+    for name in ("fake_openai", "fake_anthropic", "otlp"):
         if name in request.fixturenames:
             request.getfixturevalue(name).reset()
     for app in ("serve_url", "lite_url"):

@@ -16,10 +16,11 @@ from ray import serve
 
 from core import metrics
 from core.breakers import Breakers, BreakerSettings, counts
-from core.config import BreakerConfig, EmbedderConfig, HostedProviderConfig
+from core.config import BreakerConfig, EmbedderConfig, HostedProviderConfig, TracingConfig
 from core.errors import ModelUnavailable, ProviderError
 from core.pricing import estimate_tokens
 from core.sdk import openai_client, translate_openai_error
+from core.tracing import INPUT_TOKENS, OPERATION, REQUEST_MODEL, running, start_tracing
 from deployments.embed.cache import RedisCache, cache_key
 from deployments.embed.encoder import Encoder, LlamaCppEncoder, embed_batch
 from deployments.embed.shared import (
@@ -48,10 +49,11 @@ class Embedder:
     def __init__(self, config: EmbedderConfig, models_path: str | None = None,
                  openai_config: HostedProviderConfig | None = None,
                  encoder_factory: EncoderFactory = default_encoder, batched: bool = True,
-                 breaker: BreakerConfig | None = None):
+                 breaker: BreakerConfig | None = None, tracing: TracingConfig | None = None):
         """`batched`: batch local calls with @serve.batch (which needs a Serve replica); in-process
         tests turn it off. `breaker`: the OpenAI embeddings breakers' settings (the router's)."""
         self._config = config
+        self.tracing = start_tracing(tracing, "embedder") if tracing is not None else None
         self._encoder = encoder_factory(config, models_path)
         self._cache = make_cache(config)
         # No fallback between embedding models (vectors of different models must never mix), so
@@ -77,6 +79,22 @@ class Embedder:
         return (await asyncio.to_thread(embed_batch, self._encoder, [text], 1))[0]
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
+        """The request's span (when the router's is traced) around `_embed`."""
+        span = None
+        if self.tracing is not None:
+            span = self.tracing.child(request.trace, f"embeddings {request.model}", {
+                OPERATION: "embeddings", REQUEST_MODEL: request.model,
+                "learnx.embed.texts": len(request.texts)})
+        if span is None:
+            return await self._embed(request)
+        with running(span):
+            result = await self._embed(request)
+            span.set_attributes({INPUT_TOKENS: result.prompt_tokens,
+                                 "learnx.embed.cache_hits": result.cache_hits,
+                                 "learnx.embed.deduplicated": result.deduplicated})
+            return result
+
+    async def _embed(self, request: EmbedRequest) -> EmbedResult:
         """Every input item is exactly one of: a cache hit, a duplicate of an earlier item of the
         request, or computed; `cache_hits + deduplicated + computed == len(texts)`."""
         local = request.model == self._encoder.model
@@ -179,6 +197,8 @@ class Embedder:
     async def aclose(self) -> None:
         """Release connections (OpenAI's, Redis's)."""
         self._closed = True
+        if self.tracing is not None:
+            self.tracing.shutdown()
         if self._openai is not None:
             await self._openai.close()
         if self._cache is not None:

@@ -4,7 +4,7 @@ from the cache, remembering one, the slots of deduplicated items)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +19,8 @@ class EmbedRequest:
     use_cache: bool = True
     deduplicate: bool = True
     dimensions: int | None = None
+    # The W3C trace context of the router's request (core/tracing.py), for the Embedder's span.
+    trace: dict[str, str] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from core.generation import Completion, Delta, GenerationParams, TokenUsage, Too
 from core.pricing import estimate, estimate_tokens, prompt_estimate
 from core.tiers import PRIORITY, Tier
 from router.run.attempts import Attempt, Route, RunReport, Switch, report
+from router.run.spans import NO_SPANS, Spans
 from router.run.ttft import FirstTokenLimits, learned_limits
 
 OVER_BUDGET = "over budget"  # a BudgetGate's refusal when the budget cannot cover the attempt
@@ -86,9 +87,11 @@ class Run:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  rng: Callable[[], float] = random.random,
                  budget: BudgetGate | None = None, first_token: FirstTokenLimits | None = None,
-                 tier: Tier = "interactive", group: str | None = None):
+                 tier: Tier = "interactive", group: str | None = None,
+                 spans: Spans = NO_SPANS):
         self._tier = tier
         self._group = group
+        self._spans = spans
         self._routes = routes if config.enable_fallback else routes[:1]
         self._budget = budget
         self._config = config
@@ -140,7 +143,9 @@ class Run:
 
         async for attempt in self._tries(next_params):
             route, started, called = attempt.route, False, self._clock()
-            deltas = route.provider.stream(route.model, self._waiting(route, next_params()))
+            sent = self._waiting(route, next_params())
+            span = self._spans.attempt(attempt, sent)
+            deltas = route.provider.stream(route.model, span.traced(sent))
             try:
                 while True:
                     delta = await self._next(deltas, attempt, started)
@@ -154,6 +159,7 @@ class Run:
                     restart = restart or bool(delta.tool_calls)
                     if delta.finish_reason is not None:
                         self._succeeded(attempt, delta.usage)
+                        span.end(attempt)  # now: the caller may not close this generator soon
                         yield delta
                         return
                     yield delta
@@ -168,6 +174,7 @@ class Run:
                                       ) from None
                 handover = (route, error) if started else handover
             finally:
+                span.end(attempt)
                 if not attempt.finished and attempt.error is None and attempt.probe:
                     self._breaker(route).release()  # no verdict: cancelled, or the cap reached
                 # On cancellation (the client left) the provider's generator may still be running

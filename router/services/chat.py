@@ -13,12 +13,15 @@ from core.errors import InvalidRequest, LimitExceeded
 from core.generation import CacheBreakpoint, Completion, Delta, GenerationParams
 from core.pricing import prompt_estimate
 from core.schema import SchemaError, check_schema
+from core.tracing import Tracing
 from models.catalog import ModelCard, local_card
 from models.registry import ToolCalling
+from router.run import spans
 from router.run.attempts import Route, Switch
 from router.run.fallback import Run
 from router.run.policy import PolicySettings, RouteRequest, rank
 from router.run.providers import Provider
+from router.run.spans import NO_SPANS, RunSpans
 from router.run.ttft import FirstTokenLimits
 from router.services.prompt_caches import KnownCaches
 from router.services.tools import chat_messages, tool_calling, tool_fields
@@ -69,8 +72,10 @@ def queue_group(meter: Meter | None) -> str | None:
 
 class ChatService:
     def __init__(self, config: RouterConfig, providers: dict[str, Provider],
-                 catalog: list[ModelCard], health: Breakers, first_token: FirstTokenLimits):
+                 catalog: list[ModelCard], health: Breakers, first_token: FirstTokenLimits,
+                 tracing: Tracing | None = None):
         self._config = config
+        self._spans = RunSpans(tracing) if tracing is not None else None
         self._providers = providers
         self._catalog = catalog
         self._health = health
@@ -103,6 +108,7 @@ class ChatService:
                   meter: Meter | None = None) -> Run:
         """A request's journey over the policy's ranking (breakers, retries, fallback), within the
         caller's budget: its admission holds its cost, or narrows the ranking to free models."""
+        spans.requested(model)
         routes, allowance = self.plan(model, preferred, params), None
         if meter is not None:
             routes, allowance = await meter.admission.routes(
@@ -114,7 +120,7 @@ class ChatService:
         run = Run(routes, self._config, self._health, budget=allowance,
                   first_token=self._first_token,
                   tier=meter.tier if meter is not None else "interactive",
-                  group=queue_group(meter))
+                  group=queue_group(meter), spans=self._spans or NO_SPANS)
         if meter is not None:
             meter.track(run, allowance)
         return run

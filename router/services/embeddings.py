@@ -10,7 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 from ray.serve.handle import DeploymentHandle
 
-from core import metrics
+from core import metrics, tracing
 from core.config import EmbedderConfig
 from core.errors import (
     InvalidRequest,
@@ -32,6 +32,7 @@ from deployments.embed.shared import (
 )
 from models import find_embedding_model
 from models.catalog import HOSTED_MODELS, ModelCard
+from router.run import spans
 from router.usage.meter import Meter
 
 
@@ -122,6 +123,7 @@ class EmbeddingService:
     async def embed(self, texts: list[str], model: str | None, meter: Meter, use_cache: bool = True,
                     deduplicate: bool = True, dimensions: int | None = None) -> EmbedResult:
         concrete = self.resolve(model)
+        spans.requested(model or concrete)
         self._check(texts)
         if self._embedder is None:
             raise ModelUnavailable("the embedding service is disabled in this deployment")
@@ -143,7 +145,8 @@ class EmbeddingService:
 
     async def _call(self, texts: list[str], concrete: str, use_cache: bool, deduplicate: bool,
                     dimensions: int | None) -> EmbedResult:
-        request = EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions)
+        request = EmbedRequest(texts, concrete, use_cache, deduplicate, dimensions,
+                               trace=tracing.current_carrier())
         if self._cache is None or not use_cache:
             return await self._remote(request)
         dims = cache_dims(request, self._local_dims if concrete in self._local.values() else None)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from core import metrics
 from core.breakers import Breakers, BreakerSettings
 from core.config import AppConfig
+from core.tracing import Tracing, start_tracing
 from models.catalog import ModelCard
 from router.run.providers import Provider
 from router.run.ttft import FirstTokenLimits, learned_limits
@@ -43,6 +44,8 @@ class Services:
     breakers: Breakers
     first_token: FirstTokenLimits
     readiness: Readiness = field(default_factory=lambda: Readiness({}))
+    tracing: Tracing | None = None  # this replica's, when config.tracing is on
+
 
     async def close(self) -> None:
         """Settle what is in flight, write what the ledger still buffers and release connections
@@ -50,6 +53,8 @@ class Services:
         await self.accounting.close()
         await self.chat.aclose()
         await self.embeddings.aclose()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
 
 def build_services(config: AppConfig, providers: dict[str, Provider],
@@ -59,7 +64,8 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
                         on_change=metrics.breaker_changed)
     first_token = learned_limits(config.router)
     catalog = build_catalog(config)
-    chat = ChatService(config.router, providers, catalog, breakers, first_token)
+    tracing = start_tracing(config.tracing, "router")
+    chat = ChatService(config.router, providers, catalog, breakers, first_token, tracing)
     warn_if_open(config)
     accounting = build_accounting(config, catalog)
     return Services(
@@ -70,7 +76,7 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,
                                     front_cache(config.embedder) if embedder else None, catalog),
         accounting=accounting, breakers=breakers, first_token=first_token,
-        readiness=Readiness(dict(readiness or {})))
+        readiness=Readiness(dict(readiness or {})), tracing=tracing)
 
 
 def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:

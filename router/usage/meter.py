@@ -22,6 +22,7 @@ from core.errors import BudgetExceeded, ProviderError, ServiceError, status_of
 from core.generation import TokenUsage
 from core.tiers import Tier, granted
 from models.catalog import ModelCard
+from router.run import spans
 from router.run.attempts import Reporting
 from router.usage.admission import Admission, Allowance, Caller
 from router.usage.budget_stores import Hold
@@ -178,7 +179,11 @@ class Meter:
         record = self._record(spend, path, outcome, status, error_type)
         if acc.ledger is not None:
             acc.ledger.record(record)
-        metrics.record_request(self._sample(record, error))
+        sample = self._sample(record, error)
+        metrics.record_request(sample)
+        spans.finished(sample, {"learnx.request_id": self.caller.request_id,
+                                "learnx.tenant": self.caller.tenant, "learnx.record_id": record.id,
+                                "gen_ai.request.stream": self.streamed})
         acc.spawn(self.admission.settle(settlements, spend.input_tokens + spend.output_tokens,
                                         self.record_id))
 

@@ -122,7 +122,7 @@ def start(app_config: AppConfig, hosted: bool = True,
         providers |= hosted_providers
     embedder = Embedder(app_config.embedder, openai_config=app_config.router.providers.openai,
                         encoder_factory=fake_encoder, batched=False,
-                        breaker=app_config.router.breaker)
+                        breaker=app_config.router.breaker, tracing=app_config.tracing)
     services = build_services(app_config, providers, DirectEmbedder(embedder),
                               {"smollm2-135m": _ready, "embedder": _ready})
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_api(services)),
