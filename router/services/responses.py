@@ -179,7 +179,8 @@ class ResponsesService:
             messages=given.messages(request),
             max_tokens=self._chat.max_tokens(request.max_output_tokens, "max_output_tokens"),
             temperature=_temperature(request), top_p=_top_p(request),
-            json_schema=given.json_schema(request), **given.tool_fields(request))
+            json_schema=given.json_schema(request), prompt_cache=request.prompt_cache,
+            prompt_cache_key=request.prompt_cache_key, **given.tool_fields(request))
 
     async def _run(self, request: ResponsesRequest,
                    meter: Meter | None) -> tuple[Run, GenerationParams]:

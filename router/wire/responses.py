@@ -139,7 +139,9 @@ class ResponsesRequest(Wire):
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None \
         = Field(None, max_length=16)
     safety_identifier: str | None = None
-    prompt_cache_key: str | None = None
+    prompt_cache_key: str | None = Field(
+        None, max_length=1024, description="Sent on to OpenAI models (otherwise one is derived "
+        "from the shared prefix: tools and the instructions); ignored by the others.")
     stream_options: ResponseStreamOptions | None = None
     # Accepted only at the values this stateless service honours (router/services/responses_input.py).
     store: Any = None
@@ -156,6 +158,10 @@ class ResponsesRequest(Wire):
     tier: Tier | None = Field(None, description=(
         "Our extension: the request's priority tier (assessment > interactive > background), at "
         "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
+    prompt_cache: bool = Field(True, description=(
+        "Our extension: false keeps the service from caching the shared prefix on purpose (no "
+        "cache_control breakpoint of ours, no derived prompt_cache_key); a caller's own key is "
+        "sent either way."))
 
     @classmethod
     def _checked_text(cls, field: str, value: Any) -> Any:

@@ -17,7 +17,7 @@ from core.pricing import cost, estimate, prompt_estimate
 from router.run.providers.anthropic import AnthropicProvider
 from router.run.providers.openai import OpenAIProvider
 from router.usage.budgets import Scope
-from tests.fakes import FakeAnthropic, FakeOpenAI
+from tests.fakes import FakeAnthropic, FakeOpenAI, Reply
 from tests.fakes.caching import InvoiceLine
 from tests.fakes.catalog import MODELS
 from tests.fakes.inprocess import InProcess, config, start
@@ -149,3 +149,50 @@ async def test_reservations_price_the_prefix_at_the_cached_rate_once_the_cache_h
     assert reserved(replace(params, messages=[{"role": "system", "content": another},
                                               *params.messages[1:]])) == before
 
+
+async def respond(app: InProcess, model: str, question: str, stream: bool,
+                  **extra: Any) -> dict[str, Any]:
+    """A Responses API answer's usage, the lesson as its instructions."""
+    body = {"model": model, "user": "learner-1", "max_output_tokens": 50, "stream": stream,
+            "instructions": LESSON, "input": question, **extra}
+    if not stream:
+        response = await app.post("/v1/responses", body)
+        assert response.status_code == 200, response.text
+        usage: dict[str, Any] = response.json()["usage"]
+        return usage
+    async with app.client.stream("POST", "/v1/responses", json=body) as response:
+        assert response.status_code == 200
+        events = [json.loads(line[6:]) async for line in response.aiter_lines()
+                  if line.startswith("data: {")]
+    (done,) = [e for e in events if e["type"] == "response.completed"]
+    last: dict[str, Any] = done["response"]["usage"]
+    return last
+
+
+async def test_the_responses_api_reports_records_and_passes_on_the_cache_key(
+        app: InProcess, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> None:
+    """/v1/responses, streamed and not: usage details are the provider's, the ledger's cost is the
+    fakes' invoice, a caller's prompt_cache_key reaches OpenAI, prompt_cache: false places none."""
+    usages = []
+    for stream in (False, True):
+        fake_openai.enqueue(Reply(reasoning_tokens=7))
+        for model in ("claude-3-5-sonnet-latest", "gpt-4o-mini"):
+            usages.append(await respond(app, model, f"What is a cell ({stream})?", stream,
+                                        prompt_cache_key="class-7"))
+    sonnet, mini = usages[0::2], usages[1::2]
+    assert [u["input_tokens_details"]["cache_write_tokens"] for u in sonnet] == [1500, 0]
+    assert [u["input_tokens_details"]["cached_tokens"] for u in sonnet] == [0, 1500]
+    assert [u["input_tokens_details"]["cached_tokens"] for u in mini] == [0, 1408]
+    assert [u["output_tokens_details"]["reasoning_tokens"] for u in mini] == [7, 7]
+    assert {r.body["prompt_cache_key"] for r in fake_openai.requests} == {"class-7"}
+
+    records = await app.records("learner-1")
+    assert {r["operation"] for r in records} == {"responses"}
+    assert sum(r["reasoning_tokens"] for r in records) == 14
+    lines = [*fake_anthropic.invoice, *fake_openai.invoice]
+    assert abs(sum(r["cost_usd"] for r in records) - invoice_usd(app, lines)) < 1e-9
+
+    await respond(app, "claude-3-5-sonnet-latest", "Once more?", False, prompt_cache=False,
+                  instructions=LESSON.replace("lesson0 ", "other ", 1))
+    assert isinstance(fake_anthropic.requests[-1].body["system"], str)  # no breakpoint
+    assert fake_anthropic.invoice[-1].cache_write_5m == 0

@@ -73,8 +73,10 @@ async def test_openai_usage_not_streamed_through_the_sdk(fake_openai: FakeOpenAI
     finally:
         await client.close()
     assert answer.usage is not None
-    assert openai_usage(answer.usage.model_dump()) == TokenUsage(
-        1503, 18, cached_tokens=1408, reasoning_tokens=7)
+    usage = openai_usage(answer.usage.model_dump())
+    assert usage == TokenUsage(1503, 18, cached_tokens=1408, reasoning_tokens=7)
+    # 95 x $0.15 + 1408 x $0.075 (cached) + 18 x $0.60 (7 of them reasoning) per million
+    assert cost(CARDS["gpt-4o-mini"], usage) == 0.00013065
 
 
 async def test_openai_legacy_completions_usage(fake_openai: FakeOpenAI) -> None:
@@ -82,7 +84,9 @@ async def test_openai_legacy_completions_usage(fake_openai: FakeOpenAI) -> None:
     prompt = GenerationParams([], max_tokens=5, prompt=LESSON)
     await collect(provider.stream("gpt-3.5-turbo-instruct", prompt))
     again = await collect(provider.stream("gpt-3.5-turbo-instruct", prompt))
-    assert again.usage.cached_tokens == 1408 and again.usage.prompt_tokens == 1500
+    assert again.usage == TokenUsage(1500, 11, cached_tokens=1408)
+    # gpt-3.5-turbo-instruct has no cached rate: 1500 x $1.50 + 11 x $2.00 per million
+    assert cost(CARDS["gpt-3.5-turbo-instruct"], again.usage) == 0.002272
 
 
 async def test_anthropic_streamed_usage_writes_the_lesson_once_then_reads_it(
