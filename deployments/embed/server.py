@@ -16,11 +16,12 @@ from ray import serve
 
 from core import metrics
 from core.breakers import Breakers, BreakerSettings, counts
-from core.config import BreakerConfig, EmbedderConfig, HostedProviderConfig, TracingConfig
+from core.config import BreakerConfig, EmbedderConfig, HostedProviderConfig
 from core.errors import ModelUnavailable, ProviderError
 from core.pricing import estimate_tokens
 from core.sdk import openai_client, translate_openai_error
 from core.tracing import INPUT_TOKENS, OPERATION, REQUEST_MODEL, running, start_tracing
+from core.tracing_config import TracingConfig
 from deployments.embed.cache import RedisCache, cache_key
 from deployments.embed.encoder import Encoder, LlamaCppEncoder, embed_batch
 from deployments.embed.shared import (

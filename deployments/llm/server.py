@@ -11,9 +11,10 @@ from ray import serve
 from ray.serve.exceptions import RayServeException
 
 from core import metrics
-from core.config import LocalModelConfig, TracingConfig
+from core.config import LocalModelConfig
 from core.generation import Delta, EngineBusy, EngineLoad, GenerationParams, RequestRejected
 from core.tracing import OPERATION, PROVIDER, REQUEST_MODEL, observed, start_tracing
+from core.tracing_config import TracingConfig
 from deployments.llm.engine import Engine
 
 log = logging.getLogger("ray.serve")

@@ -8,9 +8,10 @@ import logging
 import pytest
 from opentelemetry.trace import format_trace_id
 
-from core.config import TracingConfig, load_config
+from core.config import load_config
 from core.env import ConfigError
 from core.tracing import running, start_tracing
+from core.tracing_config import TracingConfig
 from tests.fakes.otlp import OtlpReceiver
 
 DEV = {"auth": {"enabled": False}}

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from core.config import load_config
 from tests.deploy.cluster import require
 from tests.deploy.nginx import TEMPLATE
 
@@ -108,3 +109,14 @@ def test_nginx_gets_every_template_variable(config: dict[str, Any]) -> None:
     assert wanted <= set(env)
     assert all(re.fullmatch(env["NGINX_ENVSUBST_FILTER"], name) for name in wanted)
     assert (DEPLOY / "nginx" / "learnx" / f"rollout-{env['AI_ROLLOUT_PERCENT']}.conf").is_file()
+
+
+def test_the_service_s_environment_is_a_valid_config_and_traces_on_demand(
+        config: dict[str, Any]) -> None:
+    env = {k: str(v) for k, v in config["services"]["python-ai-service"]["environment"].items()}
+    assert not load_config({}, environ=env).tracing.enabled
+    traced = compose_config({**REQUIRED, "OTEL_TRACES_EXPORTER": "otlp"})
+    assert traced.returncode == 0, traced.stderr
+    env = yaml.safe_load(traced.stdout)["services"]["python-ai-service"]["environment"]
+    tracing = load_config({}, environ={k: str(v) for k, v in env.items()}).tracing
+    assert tracing.enabled and tracing.otlp_endpoint == "http://otel-collector:4318/v1/traces"

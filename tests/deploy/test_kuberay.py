@@ -37,6 +37,10 @@ Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 sys.path.insert(0, str(ROOT / "scripts"))
 import serve_config  # noqa: E402  (scripts/ is not a package)
 
+from core.config import load_config  # noqa: E402
+
+DEV = {"auth": {"enabled": False}}  # the keys come from the Secret
+
 
 def strict(schema: Any) -> Any:
     """The schema with unknown fields refused wherever Kubernetes would refuse them."""
@@ -287,3 +291,18 @@ def test_disruption_budgets_cover_each_worker_group() -> None:
             matching = [b for b in budgets
                         if b["spec"]["selector"]["matchLabels"].items() <= pod.items()]
             assert len(matching) == 1 and matching[0]["spec"]["maxUnavailable"] == 1, group["groupName"]
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_every_pod_can_trace_to_the_collector(manifest: Path) -> None:
+    """Every pod (each replica exports its own spans) has the same OpenTelemetry variables: traces
+    off until OTEL_TRACES_EXPORTER=otlp, then sent to the collector, pods named in the resource."""
+    for container in containers(rayservice(manifest)):
+        env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+        assert not load_config(DEV, environ=env).tracing.enabled
+        tracing = load_config(DEV, environ={**env, "OTEL_TRACES_EXPORTER": "otlp"}).tracing
+        assert tracing.enabled and tracing.sample_ratio == 0.1
+        assert tracing.otlp_endpoint == "http://otel-collector.observability:4318/v1/traces"
+        assert env["OTEL_RESOURCE_ATTRIBUTES"] == "k8s.pod.name=$(K8S_POD_NAME)"
+        (pod,) = [e for e in container["env"] if e["name"] == "K8S_POD_NAME"]
+        assert pod["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
