@@ -27,7 +27,7 @@ MODEL_TAGS = ("operation", "provider", "model")
 class RequestSample:
     """One finished request, as the usage meter saw it."""
 
-    operation: str  # chat.completions | responses | completions | embeddings | generate-content
+    operation: str  # router/usage/record.py: Operation
     provider: str | None  # the final provider/model; None when refused before routing
     model: str | None
     outcome: str  # success | error | client_disconnected | shared

@@ -8,22 +8,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from core.config import ApiKeyConfig
 from core.errors import InvalidRequest, ModelUnavailable
 from deployments.embed.shared import EmbedResult
 from router.http.auth import require_admin
+from router.http.generated import generated, metered, services
 from router.http.openapi import GENERATION, TIERED, errors, streamed
-from router.services.chat import prepend
-from router.services.content import collect as collect_content
 from router.services.embeddings import openai_response, seed_response
-from router.services.wiring import Services
 from router.usage.budgets import Scope
 from router.usage.ledger import Ledger
-from router.usage.meter import Meter
+from router.usage.record import Operation
 from router.usage.report import recent_records, usage_report
-from router.wire import sse
 from router.wire.completions import CompletionRequest, TextCompletion
 from router.wire.learnx import (
     ContentEvent,
@@ -38,29 +35,10 @@ from router.wire.openai import ChatCompletionRequest, EmbeddingsRequest
 from router.wire.replies import ChatCompletion, ChatCompletionChunk, EmbeddingList, ModelList, ModelObject
 from router.wire.responses import Response as ResponseObject
 from router.wire.responses import ResponsesRequest, ResponseStreamEvent
-from router.wire.rules import header_id
 
 routes = APIRouter()
 # Any POST may carry an Idempotency-Key (400 malformed, 409 still running, 422 reused) and a body.
 ADMIN_POST = (400, 401, 403, 409, 413, 422)
-
-
-def services(request: Request) -> Services:
-    found: Services = request.app.state.services
-    return found
-
-
-def request_id(request: Request) -> str | None:
-    """The caller's X-Request-Id, or the one the Serve ingress gave it (HAProxy adds it to requests
-    and Serve returns it on the response); a 400 if it holds anything but visible ASCII."""
-    return header_id("X-Request-Id", request.headers.get("x-request-id"))
-
-
-async def start_meter(request: Request, user: str | None, operation: str, **details: Any) -> Meter:
-    return await services(request).accounting.start(
-        request.state.api_key, user, operation, request_id(request),
-        idempotency_key=header_id("Idempotency-Key", request.headers.get("idempotency-key")),
-        **details)
 
 
 @routes.post("/v1/chat/completions", responses={
@@ -69,19 +47,7 @@ async def start_meter(request: Request, user: str | None, operation: str, **deta
                "with `stream_options.include_usage` the last chunk has `usage` and no choices)."),
     **errors(*TIERED)})
 async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-    chat = services(request).chat
-    meter = await start_meter(request, body.user, "chat.completions", streamed=body.stream,
-                              tier=body.tier)
-    with meter.closed_on_error():
-        if body.stream:
-            chunks, route = await chat.stream(body, meter)
-            return StreamingResponse(sse.encode_stream(meter.watch(chunks)),
-                                     media_type=sse.MEDIA_TYPE,
-                                     headers={**sse.HEADERS, "x-learnx-route": route})
-        completion, route = await chat.complete(body, meter)
-    meter.close()
-    return JSONResponse(completion.model_dump(),
-                        headers={"x-learnx-route": route})
+    return await generated(request, services(request).chat, body, Operation.CHAT)
 
 
 @routes.post("/v1/completions", responses={
@@ -92,18 +58,7 @@ async def chat_completions(request: Request, body: ChatCompletionRequest) -> Res
 async def completions(request: Request, body: CompletionRequest) -> Response:
     """Legacy text completions: one raw prompt, continued as it is by a local model or an OpenAI
     completion model; streamed (SSE, ends with `data: [DONE]`) or not."""
-    service = services(request).completions
-    meter = await start_meter(request, body.user, "completions", streamed=body.stream,
-                              tier=body.tier)
-    with meter.closed_on_error():
-        if body.stream:
-            chunks, route = await service.stream(body, meter)
-            return StreamingResponse(sse.encode_stream(meter.watch(chunks)),
-                                     media_type=sse.MEDIA_TYPE,
-                                     headers={**sse.HEADERS, "x-learnx-route": route})
-        completion, route = await service.complete(body, meter)
-    meter.close()
-    return JSONResponse(completion.wire(), headers={"x-learnx-route": route})
+    return await generated(request, services(request).completions, body, Operation.COMPLETIONS)
 
 
 @routes.post("/v1/responses", responses={
@@ -114,19 +69,7 @@ async def completions(request: Request, body: CompletionRequest) -> Response:
 async def responses(request: Request, body: ResponsesRequest) -> Response:
     """OpenAI's Responses API, stateless: text or input items (messages, function calls and their
     outputs), instructions, function tools, text formats; streamed as its semantic events."""
-    service = services(request).responses
-    meter = await start_meter(request, body.user, "responses", streamed=bool(body.stream),
-                              tier=body.tier)
-    with meter.closed_on_error():
-        if body.stream:
-            streamed = await service.stream(body, meter)
-            return StreamingResponse(
-                sse.encode_stream(meter.watch(streamed.events), named=True,
-                                  failure=streamed.failure, done=False),
-                media_type=sse.MEDIA_TYPE, headers={**sse.HEADERS, "x-learnx-route": streamed.route})
-        response, route = await service.create(body, meter)
-    meter.close()
-    return JSONResponse(response.model_dump(mode="json"), headers={"x-learnx-route": route})
+    return await generated(request, services(request).responses, body, Operation.RESPONSES)
 
 
 @routes.post("/api/v1/ai/generate-content", responses={
@@ -135,36 +78,14 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
                "`done` or `error`; with `stream: false` the whole content."),
     **errors(*TIERED)})
 async def generate_content(request: Request, body: GenerateContentRequest) -> Response:
-    content = services(request).content
-    meter = await start_meter(request, body.user_id, "generate-content",
-                              content_type=body.content_type, streamed=body.stream,
-                              tier=body.tier)
-    with meter.closed_on_error():  # once events run, the content service closes the meter
-        events = await content.events(content.prepare(body), meter)
-    if not body.stream:
-        collected = collect_content([e async for e in events])
-        return _error_event(collected) if collected["type"] == "error" else JSONResponse(collected)
-    first = await anext(events)  # a failure before any content is an HTTP error
-    if first["type"] == "error":
-        return _error_event(first)
-    return StreamingResponse(sse.encode_stream(prepend(first, events)),
-                             media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
-
-
-def _error_event(event: dict[str, Any]) -> JSONResponse:
-    """A content error event as an HTTP answer: with the error also at the top, in the one error
-    shape every route answers."""
-    metadata = event["metadata"]
-    return JSONResponse({"error": metadata["error"], **event}, status_code=metadata["status"])
+    return await generated(request, services(request).content, body, Operation.CONTENT,
+                           content_type=body.content_type)
 
 
 async def embed(request: Request, user: str | None, texts: list[str], model: str | None,
                 **options: Any) -> EmbedResult:
-    meter = await start_meter(request, user, "embeddings")
-    with meter.closed_on_error():
-        result = await services(request).embeddings.embed(texts, model, meter, **options)
-    meter.close()
-    return result
+    async with metered(request, user, Operation.EMBEDDINGS) as meter:
+        return await services(request).embeddings.embed(texts, model, meter, **options)
 
 
 @routes.post("/v1/embeddings", response_model=EmbeddingList, responses=errors(*GENERATION))

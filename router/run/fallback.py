@@ -107,6 +107,11 @@ class Run:
     def report(self) -> RunReport:
         return report(self.attempts)
 
+    @property
+    def route(self) -> Route:
+        """The latest attempt's route: once a delta came, the one serving."""
+        return self.attempts[-1].route
+
     async def complete(self, params: GenerationParams) -> tuple[Completion, Route]:
         """Non-streamed requests run as streams too, so the same first-token and idle limits catch
         a hung provider long before the total deadline. A JSON answer or tool call that broke off
@@ -122,7 +127,7 @@ class Run:
             calls.add(event.tool_calls)
             if event.finish_reason is not None:
                 return Completion("".join(parts), event.finish_reason, event.usage or TokenUsage(),
-                                  calls.calls()), self.attempts[-1].route
+                                  calls.calls()), self.route
         raise self._exhausted()  # unreachable: _events() ends with a finish or raises
 
     def stream(self, params: GenerationParams,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any
 
 from core.breakers import Breakers
 from core.config import AppConfig, LocalModelConfig, RouterConfig
@@ -23,10 +23,12 @@ from router.run.policy import PolicySettings, RouteRequest, rank
 from router.run.providers import Provider
 from router.run.spans import NO_SPANS, RunSpans
 from router.run.ttft import FirstTokenLimits
+from router.services.generation import Answered, Streamed
 from router.services.prompt_caches import KnownCaches
 from router.services.tools import chat_messages, tool_calling, tool_fields
 from router.usage.admission import Allowance
 from router.usage.meter import Meter
+from router.wire.generation import GenerationRequest
 from router.wire.openai import ChatCompletionRequest
 from router.wire.replies import (
     AssistantMessage,
@@ -42,8 +44,7 @@ from router.wire.replies import (
     ToolCallOut,
     _chat_id,
 )
-
-T = TypeVar("T")
+from router.wire.sse import peek
 
 
 def build_catalog(config: AppConfig) -> list[ModelCard]:
@@ -157,31 +158,29 @@ class ChatService:
                                     for offset, ttl in message.cache_ends()),
             **tools)
 
-    async def _run(self, request: ChatCompletionRequest,
-                   meter: Meter | None) -> tuple[Run, GenerationParams]:
-        params = self.params(request)
-        return await self.run(request.model, list(request.preferred_providers), params, meter), params
+    async def run_for(self, request: GenerationRequest, params: GenerationParams,
+                      meter: Meter | None) -> Run:
+        """A run of `params` for a request of any generation route, over its model and its
+        preferred providers."""
+        return await self.run(request.model, list(request.preferred_providers), params, meter)
 
-    async def complete(self, request: ChatCompletionRequest,
-                       meter: Meter | None = None) -> tuple[ChatCompletion, str]:
-        run, params = await self._run(request, meter)
+    async def complete(self, request: ChatCompletionRequest, meter: Meter) -> Answered:
+        params = self.params(request)
+        run = await self.run_for(request, params, meter)
         completion, route = await run.complete(params)
         report = run.report()
         self.caches.learn(params, report)
-        return ChatCompletion(
+        return Answered(ChatCompletion(
             model=route.model,
             choices=[Choice(message=_message(completion), finish_reason=completion.finish_reason)],
-            usage=CompletionUsage.of(report.usage), route=report.route_info()), route.header()
+            usage=CompletionUsage.of(report.usage), route=report.route_info()).model_dump(),
+            route.header())
 
-    async def stream(self, request: ChatCompletionRequest, meter: Meter | None = None
-                     ) -> tuple[AsyncIterator[ChatCompletionChunk], str]:
-        """Start the stream and wait for its first delta, so that anything failing before the first
-        token (bad input, every provider down) is an HTTP error rather than an event in a 200."""
-        run, params = await self._run(request, meter)
-        events = run.stream(params)
-        first = await anext(events)
-        route = run.attempts[-1].route
-        return self._chunks(request, params, run, route, prepend(first, events)), route.header()
+    async def stream(self, request: ChatCompletionRequest, meter: Meter) -> Streamed:
+        params = self.params(request)
+        run = await self.run_for(request, params, meter)
+        _, events = await peek(run.stream(params))
+        return Streamed(self._chunks(request, params, run, run.route, events), run.route.header())
 
     async def _chunks(self, request: ChatCompletionRequest, params: GenerationParams, run: Run,
                       route: Route, events: AsyncIterator[Delta | Switch]
@@ -206,13 +205,6 @@ class ChatService:
                     yield ChatCompletionChunk(**base, choices=[], usage=CompletionUsage.of(report.usage))
 
 
-async def prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
-    """`first`, then the rest of the stream it was taken from."""
-    yield first
-    async for delta in rest:
-        yield delta
-
-
 def _message(completion: Completion) -> AssistantMessage:
     """The answer's message: its text (null when it is only tool calls) and its calls."""
     calls = [ToolCallOut(id=c.id, function=FunctionCallOut(name=c.name, arguments=c.arguments))
@@ -226,8 +218,6 @@ def _call_chunks(delta: Delta) -> list[ToolCallChunk]:
     return [ToolCallChunk(index=c.index, id=c.id, type="function" if c.id else None,
                           function=FunctionCallChunk(name=c.name, arguments=c.arguments))
             for c in delta.tool_calls]
-
-
 
 
 def _json_schema(request: ChatCompletionRequest) -> dict[str, Any] | None:

@@ -13,7 +13,8 @@ from typing import Any, Literal
 from core.generation import Delta, GenerationParams
 from router.run.attempts import Switch
 from router.run.fallback import Run
-from router.services.chat import ChatService, prepend
+from router.services.chat import ChatService
+from router.services.generation import Answered, Streamed
 from router.usage.meter import Meter
 from router.wire.completions import (
     FIXED,
@@ -24,6 +25,7 @@ from router.wire.completions import (
 )
 from router.wire.params import refuse_unsupported
 from router.wire.replies import CompletionUsage
+from router.wire.sse import peek
 
 
 class CompletionsService:
@@ -37,31 +39,22 @@ class CompletionsService:
             temperature=request.temperature, top_p=request.top_p, stop=request.stop_list(),
             seed=request.seed)
 
-    async def _run(self, request: CompletionRequest,
-                   meter: Meter | None) -> tuple[Run, GenerationParams]:
+    async def complete(self, request: CompletionRequest, meter: Meter) -> Answered:
         params = self.params(request)
-        return await self._chat.run(request.model, list(request.preferred_providers), params,
-                                    meter), params
-
-    async def complete(self, request: CompletionRequest,
-                       meter: Meter | None = None) -> tuple[TextCompletion, str]:
-        run, params = await self._run(request, meter)
+        run = await self._chat.run_for(request, params, meter)
         completion, route = await run.complete(params)
         report = run.report()
         choice = CompletionChoice(text=completion.text,
                                   finish_reason=_finish_reason(completion.finish_reason))
-        return TextCompletion(model=route.model, choices=[choice], usage=CompletionUsage.of(report.usage),
-                              route=report.route_info()), route.header()
+        return Answered(TextCompletion(model=route.model, choices=[choice],
+                                       usage=CompletionUsage.of(report.usage),
+                                       route=report.route_info()).wire(), route.header())
 
-    async def stream(self, request: CompletionRequest, meter: Meter | None = None
-                     ) -> tuple[AsyncIterator[dict[str, Any]], str]:
-        """Start the stream and wait for its first delta, so that anything failing before the first
-        token (bad input, every provider down) is an HTTP error rather than an event in a 200."""
-        run, params = await self._run(request, meter)
-        deltas = run.stream(params)
-        first = await anext(deltas)
-        route = run.attempts[-1].route
-        return _chunks(request, run, route.model, prepend(first, deltas)), route.header()
+    async def stream(self, request: CompletionRequest, meter: Meter) -> Streamed:
+        params = self.params(request)
+        run = await self._chat.run_for(request, params, meter)
+        _, deltas = await peek(run.stream(params))
+        return Streamed(_chunks(request, run, run.route.model, deltas), run.route.header())
 
 
 async def _chunks(request: CompletionRequest, run: Run, model: str,
@@ -82,7 +75,7 @@ async def _chunks(request: CompletionRequest, run: Run, model: str,
             report = run.report()
             yield TextCompletion(**base, route=report.route_info(), choices=[CompletionChoice(
                 text="", finish_reason=_finish_reason(delta.finish_reason))]).wire()
-            if request.stream_options is not None and request.stream_options.include_usage:
+            if request.include_usage():
                 yield TextCompletion(**base, choices=[], usage=CompletionUsage.of(report.usage)).wire()
 
 

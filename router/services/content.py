@@ -25,9 +25,11 @@ from router.run.fallback import Run
 from router.run.policy import resolve
 from router.services.artifacts import ArtifactStore, artifact_key, validated
 from router.services.chat import ChatService
+from router.services.generation import Answered, Reply, Streamed
 from router.services.singleflight import Event, Flight, SingleFlight
 from router.usage.meter import Meter
 from router.wire.learnx import GenerateContentRequest
+from router.wire.sse import peek
 
 log = logging.getLogger("ray.serve")
 
@@ -62,6 +64,15 @@ class ContentService:
         return Prepared(request, messages, level, adaptation,
                         hashlib.sha256(canonical.encode()).hexdigest(), profile)
 
+    async def stream(self, request: GenerateContentRequest, meter: Meter) -> Reply:
+        """Its events; a failure before any content (an error event first) as an HTTP error."""
+        first, events = await peek(await self.events(self.prepare(request), meter))
+        return _error_answer(first) if first["type"] == "error" else Streamed(events)
+
+    async def complete(self, request: GenerateContentRequest, meter: Meter) -> Answered:
+        collected = collect([e async for e in await self.events(self.prepare(request), meter)])
+        return _error_answer(collected) if collected["type"] == "error" else Answered(collected)
+
     async def events(self, prepared: Prepared, meter: Meter) -> AsyncIterator[Event]:
         """This request's events, shared with identical requests of the same caller in flight (of
         the same tenant, when the result is an artifact to keep).
@@ -76,7 +87,7 @@ class ContentService:
         artifact = await self._artifact(prepared, meter)
         if isinstance(artifact, list):
             meter.cached = True
-            return meter.watch(_replayed(artifact))
+            return _replayed(artifact)
         params = self._first_params(prepared)
         routes, allowance = await meter.admission.routes(self._chat.plan(
             prepared.request.model, list(prepared.request.preferred_providers), params),
@@ -88,10 +99,12 @@ class ContentService:
         flight, leader = self.flights.join(key, lambda started: self._kept(artifact, self._generate(
             prepared, self._chat.start(routes, allowance, meter), meter, started)))
         if leader:
+            meter.keep_open()  # the run closes it when it ends, which may be after its client left
+        if leader:
             return self._follow(flight, prepared, meter, leader=True)
         meter.shared = True
         meter.track(NOTHING, allowance)  # its own reservation, released when it closes
-        return meter.watch(self._follow(flight, prepared, meter, leader=False))
+        return self._follow(flight, prepared, meter, leader=False)
 
     async def _artifact(self, prepared: Prepared, meter: Meter) -> list[Event] | str | None:
         """The stored artifact of these inputs, else its key (None: not one to keep)."""
@@ -121,8 +134,7 @@ class ContentService:
                 seq = event["metadata"]["seq"]
                 yield _attributed(event, leader) if event["type"] == "done" else event
         except ServiceError as error:  # the run failed: this request's own error event
-            if not leader:
-                meter.close(error)  # the leader's meter closes with the run
+            meter.close(error)  # a joiner's record has the run's failure (the leader's: kept open)
             yield {"content": "", "type": "error", "metadata": {
                 "seq": seq + 1, **_base(prepared), **error.body(), "status": status_of(error)}}
 
@@ -160,7 +172,7 @@ class ContentService:
         finally:
             if failure is None and 0 in flight.left_early:
                 failure = asyncio.CancelledError()  # its client left; the run went on for others
-            meter.close(failure)
+            meter.release(failure)
 
     async def _text(self, prepared: Prepared, run: Run) -> AsyncIterator[Event]:
         request = prepared.request
@@ -171,7 +183,7 @@ class ContentService:
                 yield {"content": "", "type": "fallback", "metadata": {
                     "from": event.from_route, "to": event.to_route, "error": event.error}}
                 continue
-            route = run.attempts[-1].route
+            route = run.route
             if event.text:
                 yield {"content": event.text, "type": request.content_type, "metadata": {
                     "structure": detector.feed(event.text), "provider": route.provider.name,
@@ -267,6 +279,13 @@ class _Nothing:
 
 
 NOTHING = _Nothing()
+
+
+def _error_answer(event: Event) -> Answered:
+    """An error event as an HTTP answer: with the error also at the top, in the one error shape
+    every route answers."""
+    metadata = event["metadata"]
+    return Answered({"error": metadata["error"], **event}, status=metadata["status"])
 
 
 def collect(events: list[Event]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from core.errors import RateLimited, ServiceError
@@ -17,7 +16,8 @@ from core.ids import new_id
 from router.run.attempts import RunReport, Switch
 from router.run.fallback import Run
 from router.services import responses_input as given
-from router.services.chat import ChatService, prepend
+from router.services.chat import ChatService
+from router.services.generation import Answered, Streamed
 from router.usage.meter import Meter
 from router.wire.params import refuse_unsupported
 from router.wire.responses import (
@@ -48,7 +48,7 @@ from router.wire.responses import (
     TextDelta,
     TextDone,
 )
-from router.wire.sse import Failure
+from router.wire.sse import peek
 
 TEMPERATURE = 0.7  # when the request sets none, as chat completions
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -161,13 +161,6 @@ class Assembly:
                 self._event(ResponseFailed, response=self.response)]
 
 
-@dataclass(frozen=True)
-class Streamed:
-    events: AsyncIterator[dict[str, Any]]
-    route: str  # provider/model of the first attempt (the x-learnx-route header)
-    failure: Failure  # the stream's end when it fails (router/wire/sse.py)
-
-
 class ResponsesService:
     def __init__(self, chat: ChatService):
         self._chat = chat
@@ -182,19 +175,13 @@ class ResponsesService:
             json_schema=given.json_schema(request), prompt_cache=request.prompt_cache,
             prompt_cache_key=request.prompt_cache_key, **given.tool_fields(request))
 
-    async def _run(self, request: ResponsesRequest,
-                   meter: Meter | None) -> tuple[Run, GenerationParams]:
-        params = self.params(request)
-        return await self._chat.run(request.model, list(request.preferred_providers), params,
-                                    meter), params
-
-    async def create(self, request: ResponsesRequest,
-                     meter: Meter | None = None) -> tuple[Response, str]:
+    async def complete(self, request: ResponsesRequest, meter: Meter) -> Answered:
         """The whole response. A JSON answer that broke off starts over on the next candidate."""
-        run, params = await self._run(request, meter)
+        params = self.params(request)
+        run = await self._chat.run_for(request, params, meter)
         assembly = None
         async for event in run.stream(params, restartable=True):
-            route = run.attempts[-1].route
+            route = run.route
             if isinstance(event, Switch):
                 assembly = None if event.restart else assembly
                 continue
@@ -203,19 +190,17 @@ class ResponsesService:
             if event.finish_reason is not None:
                 assembly.finish(event.finish_reason, run.report())
                 assembly.response.model = route.model
-                return assembly.response, route.header()
+                return Answered(assembly.response.model_dump(mode="json"), route.header())
         raise AssertionError("a run ends with a finish or raises")
 
-    async def stream(self, request: ResponsesRequest, meter: Meter | None = None) -> Streamed:
-        """Start the run and wait for its first delta, so that anything failing before the first
-        token (bad input, every provider down) is an HTTP error rather than an event in a 200."""
-        run, params = await self._run(request, meter)
-        deltas = run.stream(params)
-        first = await anext(deltas)
-        route = run.attempts[-1].route
-        assembly = Assembly(_response(request, route.model))
-        return Streamed(_events(assembly, run, prepend(first, deltas)), route.header(),
-                        assembly.fail)
+    async def stream(self, request: ResponsesRequest, meter: Meter) -> Streamed:
+        """Its semantic events, named (`event:` lines), ending with their own terminal event."""
+        params = self.params(request)
+        run = await self._chat.run_for(request, params, meter)
+        _, deltas = await peek(run.stream(params))
+        assembly = Assembly(_response(request, run.route.model))
+        return Streamed(_events(assembly, run, deltas), run.route.header(), named=True,
+                        failure=assembly.fail, done=False)
 
 
 async def _events(assembly: Assembly, run: Run,

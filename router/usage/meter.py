@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from router.usage.budget_stores import Hold
 from router.usage.budgets import Budgets, Scope
 from router.usage.ledger import Ledger
 from router.usage.ratelimit import RateLimiter
-from router.usage.record import Outcome, UsageRecord, new_record_id, utc_day
+from router.usage.record import Operation, Outcome, UsageRecord, new_record_id, utc_day
 from router.usage.sharedstate import SharedState
 from router.usage.spend import EmbeddingUse, Spend
 
@@ -59,7 +59,7 @@ class Accounting:
         self.baseline = cheapest_hosted(catalog)
         self._background: set[asyncio.Task[None]] = set()
 
-    async def start(self, key: ApiKeyConfig, user: str | None, operation: str,
+    async def start(self, key: ApiKeyConfig, user: str | None, operation: Operation,
                     request_id: str | None = None, content_type: str | None = None,
                     streamed: bool = False, idempotency_key: str | None = None,
                     tier: Tier | None = None, group: str | None = None) -> Meter:
@@ -67,7 +67,7 @@ class Accounting:
         key's default when None; a 403 above the key's max_tier)."""
         caller = Caller(key, user, request_id, time.time(), idempotency_key, group)
         admission = Admission(caller, self.budgets, self.limiter, tier=key.tier)
-        meter = Meter(self, admission, operation, content_type, streamed)
+        meter = Meter(self, admission, operation.value, content_type, streamed)
         with meter.closed_on_error():  # a refusal is recorded too
             admission.tier = granted(tier, key.tier, key.max_tier, key.id)
             await admission.admit()
@@ -119,6 +119,7 @@ class Meter:
     shared: bool = False  # served by another request's run (single flight): billed nothing
     cached: bool = False  # served a stored artifact (router/services/artifacts.py): billed nothing
     closed: bool = False
+    kept_open: bool = False  # a run that outlives its client closes the meter (release)
     record_id: str = field(default_factory=new_record_id)  # the ledger's key for this request
 
     @property
@@ -149,8 +150,10 @@ class Meter:
             self.close(error)
             raise
 
-    async def watch(self, events: AsyncIterator[T]) -> AsyncIterator[T]:
-        """Pass a response stream through; close the meter however it ends."""
+    async def watch(self, events: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+        """Pass a response stream through; close the meter however it ends, and the stream first
+        when it is left early (the client gone), so that what it holds (a run's provider call, a
+        place in a shared run) is let go now, not when the garbage collector finds it."""
         error: BaseException | None = None
         try:
             async for event in events:
@@ -159,11 +162,26 @@ class Meter:
             error = exc
             raise
         finally:
-            self.close(error)
+            try:
+                if isinstance(events, AsyncGenerator):
+                    await events.aclose()
+            finally:
+                self.close(error)
+
+    def keep_open(self) -> None:
+        """Only `release()` closes the meter from now on: a run shared by identical requests
+        (router/services/singleflight.py) goes on when the client that started it leaves, and its
+        request's record must hold everything the run spent."""
+        self.kept_open = True
+
+    def release(self, error: BaseException | None = None) -> None:
+        """The run that kept the meter open has ended: close it."""
+        self.kept_open = False
+        self.close(error)
 
     def close(self, error: BaseException | None = None) -> None:
         """Record the request (once) and settle its budget and rate limits in the background."""
-        if self.closed:
+        if self.closed or self.kept_open:
             return
         self.closed = True
         outcome, error_type = self._outcome(error)

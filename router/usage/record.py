@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import astuple, dataclass, fields
+from enum import StrEnum
 from typing import Literal
 
 from core.ids import new_id
@@ -13,6 +14,16 @@ from core.tiers import Tier
 # shared: served by an identical request's run in flight; cached: a stored artifact replayed
 # (router/services/artifacts.py). Both are billed nothing.
 Outcome = Literal["success", "error", "client_disconnected", "shared", "cached"]
+
+
+class Operation(StrEnum):
+    """What a request asked for: the ledger's `operation` column and the metrics' label."""
+
+    CHAT = "chat.completions"
+    COMPLETIONS = "completions"
+    RESPONSES = "responses"
+    CONTENT = "generate-content"
+    EMBEDDINGS = "embeddings"
 
 
 @dataclass(frozen=True)
@@ -24,7 +35,7 @@ class UsageRecord:
     day: str
     user_id: str
     api_key_id: str
-    operation: str  # chat.completions | responses | completions | embeddings | generate-content
+    operation: str  # an Operation's value
     content_type: str | None
     provider: str | None  # the final provider/model (the whole path is in fallback_path)
     model: str | None

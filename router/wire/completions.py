@@ -9,12 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.ids import new_id
-from core.tiers import Tier
-from models.catalog import ProviderName
-from router.wire.openai import MAX_TOKENS, Seed, StreamOptions
+from router.wire.generation import MAX_TOKENS, SampledRequest
 from router.wire.params import Fixed, fixed_schema
 from router.wire.replies import CompletionUsage, _now
-from router.wire.rules import Identifier, Wire
 
 FIXED: Fixed = {
     "echo": ((None, False), "only false: the prompt is not repeated in the answer"),
@@ -28,20 +25,12 @@ FIXED: Fixed = {
 }
 
 
-class CompletionRequest(Wire):
+class CompletionRequest(SampledRequest):
     # Unknown parameters are kept to be refused by name (router/wire/params.py), never dropped.
     model_config = ConfigDict(extra="allow", json_schema_extra=fixed_schema(FIXED))
 
-    model: Identifier
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     max_tokens: int = Field(16, ge=1, json_schema_extra=MAX_TOKENS)  # OpenAI's default: 16
-    temperature: float = Field(0.7, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: Seed | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: Identifier | None = None  # the end user: budgets, limits
     # Accepted only at the values this service honours (FIXED).
     echo: Any = None
     n: Any = None
@@ -51,11 +40,6 @@ class CompletionRequest(Wire):
     logit_bias: Any = None
     frequency_penalty: Any = None
     presence_penalty: Any = None
-    # Our extension: providers to try first, in order ("local", "openai").
-    preferred_providers: list[ProviderName] = Field(default_factory=list)
-    tier: Tier | None = Field(None, description=(
-        "Our extension: the request's priority tier (assessment > interactive > background), at "
-        "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -66,20 +50,8 @@ class CompletionRequest(Wire):
                              "(token arrays and batches are not supported)")
         return prompt
 
-    @field_validator("stop", mode="before")
-    @classmethod
-    def _stop_list(cls, stop: Any) -> Any:
-        if isinstance(stop, list) and len(stop) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
-        return stop
-
     def text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
-
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
 
 def _is_none(value: Any) -> bool:

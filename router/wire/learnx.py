@@ -24,8 +24,7 @@ from content.profile import (
     learning_style,
 )
 from content.templates import ContentType
-from core.tiers import Tier
-from models.catalog import ProviderName
+from router.wire.generation import GenerationRequest
 from router.wire.rules import Identifier, Wire, omitted
 
 
@@ -42,7 +41,7 @@ class SeedEmbeddingsRequest(Wire):
     user_id: Identifier | None = None
 
 
-class GenerateContentRequest(Wire):
+class GenerateContentRequest(GenerationRequest):
     """The seed's /api/v1/ai/generate-content."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{
@@ -61,12 +60,14 @@ class GenerateContentRequest(Wire):
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
     user_id: Identifier | None = None
     model: Identifier = "small"
-    preferred_providers: list[ProviderName] = Field(default_factory=list)
-    tier: Tier | None = Field(None, description=(
-        "Our extension: the request's priority tier (assessment > interactive > background), at "
-        "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
     max_tokens: int | None = Field(None, ge=16, le=4096)
     stream: bool = True
+
+    def end_user(self) -> str | None:
+        return self.user_id
+
+    def streamed(self) -> bool:
+        return self.stream
 
     @field_validator("difficulty", mode="wrap")
     @classmethod

@@ -18,8 +18,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from core.tiers import Tier
-from models.catalog import ProviderName
+from router.wire.generation import MAX_TOKENS, SampledRequest
 from router.wire.rules import Identifier, Wire
 
 
@@ -162,12 +161,6 @@ class OpenAIHints(Wire):
         None, description="Only 0: no penalties.")
 
 
-class StreamOptions(Wire):
-    include_usage: bool = False
-    include_obfuscation: bool | None = Field(
-        None, description="Advisory: ignored; chunks carry no obfuscation padding.")
-
-
 class JsonSchemaFormat(Wire):
     name: str | None = Field(None, max_length=64)
     description: str | None = None
@@ -183,55 +176,26 @@ class ResponseFormat(Wire):
     json_schema: JsonSchemaFormat | None = None
 
 
-# A seed as engines take it (torch and vLLM: a 64-bit integer), as OpenAI bounds it.
-Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
-
-# The default router.max_tokens_limit; a deployment may allow more.
-MAX_TOKENS: JsonDict = {"maximum": 4096,
-                        "description": "at most router.max_tokens_limit (4096 by default)"}
-
-
-class ChatCompletionRequest(OpenAIHints):
+class ChatCompletionRequest(OpenAIHints, SampledRequest):
     model_config = ConfigDict(json_schema_extra={"examples": [{
         "model": "smollm2-135m", "max_tokens": 64,
         "messages": [{"role": "user", "content": "Explain photosynthesis to a 10 year old."}]}]})
 
-    model: Identifier
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: int | None = Field(None, ge=1, json_schema_extra=MAX_TOKENS)
     max_completion_tokens: int | None = Field(None, ge=1, json_schema_extra=MAX_TOKENS)
-    temperature: float = Field(0.7, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | Annotated[list[str], Field(max_length=4)] | None = None
-    seed: Seed | None = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
     response_format: ResponseFormat | None = None
     n: Annotated[Literal[1], BeforeValidator(_not_a_bool)] = 1
     tools: Annotated[list[FunctionTool], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
-    user: Identifier | None = None  # the end user: budgets, limits
-    # Our extension: providers to try first, in order ("local", "openai", "anthropic").
-    preferred_providers: list[ProviderName] = Field(default_factory=list)
-    tier: Tier | None = Field(None, description=(
-        "Our extension: the request's priority tier (assessment > interactive > background), at "
-        "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
     prompt_cache: bool = Field(True, description=(
         "Our extension: false keeps the service from caching the shared prefix on purpose (no "
         "cache_control breakpoint of ours, no derived prompt_cache_key); the caller's own are "
         "sent either way."))
 
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
-
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
 
 
 class EmbeddingsRequest(Wire):

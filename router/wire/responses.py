@@ -8,9 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from core.tiers import Tier
-from models.catalog import ProviderName
-from router.wire.openai import MAX_TOKENS, MAX_TOOLS
+from router.wire.generation import MAX_TOKENS, GenerationRequest
+from router.wire.openai import MAX_TOOLS
 from router.wire.params import Fixed, fixed_schema
 from router.wire.rules import Identifier, Wire
 
@@ -116,11 +115,10 @@ def read_fields(value: Any, depth: int = 0) -> Any:
     return value
 
 
-class ResponsesRequest(Wire):
+class ResponsesRequest(GenerationRequest):
     # Unknown parameters are kept to be refused by name (router/wire/params.py), never dropped.
     model_config = ConfigDict(extra="allow", json_schema_extra=fixed_schema(FIXED))
 
-    model: Identifier
     # Text, or input items (router/services/responses_input.py reads them, and refuses an empty list).
     input: str | Annotated[list[dict[str, Any]], Field(json_schema_extra={
         "items": INPUT_ITEM, "minItems": 1})]
@@ -153,15 +151,16 @@ class ResponsesRequest(Wire):
     top_logprobs: Any = None
     max_tool_calls: Any = None
     service_tier: Any = None
-    # Our extension: providers to try first, in order.
-    preferred_providers: list[ProviderName] = Field(default_factory=list)
-    tier: Tier | None = Field(None, description=(
-        "Our extension: the request's priority tier (assessment > interactive > background), at "
-        "most its key's max_tier (else a 403 naming tier); omitted: the key's default tier."))
     prompt_cache: bool = Field(True, description=(
         "Our extension: false keeps the service from caching the shared prefix on purpose (no "
         "cache_control breakpoint of ours, no derived prompt_cache_key); a caller's own key is "
         "sent either way."))
+
+    def end_user(self) -> str | None:
+        return self.user
+
+    def streamed(self) -> bool:
+        return bool(self.stream)
 
     @classmethod
     def _checked_text(cls, field: str, value: Any) -> Any:

@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -22,6 +22,7 @@ DONE = b"data: [DONE]\n\n"
 MEDIA_TYPE = "text/event-stream"
 _EVENT_END = re.compile(rb"\r?\n\r?\n")  # a blank line ends an event
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: don't buffer
+T = TypeVar("T")
 
 
 def encode(data: BaseModel | dict[str, Any], event: str | None = None) -> bytes:
@@ -55,12 +56,13 @@ def _failed(error: ServiceError) -> list[ServiceError]:
     return [error]
 
 
-def _error_event(error: ServiceError) -> list[dict[str, Any]]:
+def error_event(error: ServiceError) -> list[dict[str, Any]]:
+    """A failed stream's end by default: one event, the error in the one error shape."""
     return [error.body()]
 
 
 async def encode_stream(events: AsyncIterator[BaseModel | dict[str, Any]], *, named: bool = False,
-                        failure: Failure = _error_event, done: bool = True) -> AsyncIterator[bytes]:
+                        failure: Failure = error_event, done: bool = True) -> AsyncIterator[bytes]:
     """Frame `events` as SSE. An error raised mid-stream becomes `failure`'s events (by default
     one error event); the stream ends with `data: [DONE]` unless `done` is False (OpenAI's
     Responses streams end with their own terminal event instead). `named`: each event is a dict
@@ -77,6 +79,19 @@ async def encode_stream(events: AsyncIterator[BaseModel | dict[str, Any]], *, na
             yield _frame(event, named)
     if done:
         yield DONE
+
+
+async def peek(events: AsyncIterator[T]) -> tuple[T, AsyncIterator[T]]:
+    """The stream's first event, waited for (what fails before it raises here, to be answered as
+    an HTTP error rather than an event in a 200), and the whole stream, that event included."""
+    first = await anext(events)
+    return first, _prepended(first, events)
+
+
+async def _prepended(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    yield first
+    async for event in rest:
+        yield event
 
 
 def _frame(event: BaseModel | dict[str, Any], named: bool) -> bytes:

@@ -12,6 +12,7 @@ import pytest_asyncio
 
 from core.errors import ProviderError
 from core.generation import GenerationParams
+from router.usage.record import Operation
 from router.wire.learnx import GenerateContentRequest
 from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.scripted import Cut, Hang, Say
@@ -169,8 +170,8 @@ async def test_a_run_is_cancelled_when_its_last_client_leaves(api: InProcess) ->
     request = GenerateContentRequest(content=MATERIAL, **SUMMARY, user_id="leaver")
     prepared = content.prepare(request)
     key = api.services.config.auth.api_keys[0]
-    meters = [await accounting.start(key, "leaver", "generate-content") for _ in range(2)]
-    streams = [await content.events(prepared, meter) for meter in meters]
+    meters = [await accounting.start(key, "leaver", Operation.CONTENT) for _ in range(2)]
+    streams = [meter.watch(await content.events(prepared, meter)) for meter in meters]  # as served
     for stream in streams:
         assert (await anext(stream))["type"] == "summary"
     await streams[0].aclose()  # the client that started the run leaves; the other still reads
