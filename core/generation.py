@@ -84,7 +84,8 @@ class GenerationParams:
     prompt_cache: bool = True
     prompt_cache_key: str | None = None
     cache_breakpoints: tuple[CacheBreakpoint, ...] = ()
-    # The W3C trace context of the router's attempt (core/tracing.py), for the replica's span.
+    # The W3C trace context of the router's attempt (core/tracing.py): a local replica's span
+    # continues it, a hosted provider sends it on as the traceparent header.
     trace: dict[str, str] | None = field(default=None, compare=False)
 
     def required_tools(self) -> tuple[Tool, ...]:

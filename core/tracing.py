@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -126,6 +127,20 @@ def running(span: Span) -> Iterator[Span]:
         except Exception as error:
             failed(span, error)
             raise
+
+
+@contextlib.contextmanager
+def continued(found: Mapping[str, str] | None) -> Iterator[None]:
+    """The context of `found` (a carrier) current for the block, so that an SDK that propagates
+    the current trace context itself (Anthropic's) sends this one; never across a yield."""
+    if not found:
+        yield
+        return
+    token = otel_context.attach(PROPAGATOR.extract(found))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def failed(span: Span, error: BaseException) -> None:

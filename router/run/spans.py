@@ -1,8 +1,9 @@
 """A request's journey as spans, under the request's server span (router/http/tracing.py): each
 attempt of a run (router/run/fallback.py) is a GenAI client span, `{operation} {model}`, whose
 context goes with the call (GenerationParams.trace) so that a local model's replica adds its span
-below it; the request's own span gets the request's totals when its meter closes. With tracing
-off, a run's spans are `NO_SPANS`: nothing is made."""
+below it (a hosted provider sends it on as `traceparent`, for a gateway that traces); the request's
+own span gets the request's totals when its meter closes. With tracing off, a run's spans are
+`NO_SPANS`: nothing is made."""
 
 from __future__ import annotations
 

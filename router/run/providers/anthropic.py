@@ -13,6 +13,7 @@ from core.config import HostedProviderConfig
 from core.errors import InvalidRequest, ProviderError, ServiceError
 from core.generation import Delta, GenerationParams, TokenUsage, ToolCallDelta
 from core.sdk import broken_transfer, translate_sdk_error
+from core.tracing import continued
 from models.catalog import KEY_ENV
 from router.run.providers.caching import mark_shared_prefix, split_text
 
@@ -150,7 +151,9 @@ class AnthropicProvider:
         # Outside the try: our own translation failing is the caller's error, never an outage.
         request = to_anthropic(model, params, self._cache_min_tokens)
         try:
-            stream = await self._client.messages.create(**request, stream=True)
+            with continued(params.trace):  # the SDK sends the current trace context itself
+                stream = await self._client.messages.create(**request, stream=True,
+                                                            extra_headers=params.trace)
             async with stream:
                 async for event in stream:
                     if event.type == "message_start":

@@ -151,7 +151,7 @@ class OpenAIProvider:
         finish_reason: str | None = None
         usage: TokenUsage | None = None  # None: no usage chunk came (the router estimates it)
         try:
-            async with self._http().post(self._chat_url, data=body) as response:
+            async with self._http().post(self._chat_url, data=body, headers=params.trace) as response:
                 if response.status >= 400:
                     raise upstream_error(self.name, model, status=response.status,
                                          retry_after=retry_after_seconds(response.headers))
@@ -183,7 +183,7 @@ class OpenAIProvider:
         try:
             stream = await self._client.completions.create(
                 **to_openai_completion(model, params), stream=True,
-                stream_options={"include_usage": True})
+                stream_options={"include_usage": True}, extra_headers=params.trace)
             async with stream:
                 async for chunk in stream:
                     if chunk.usage is not None:

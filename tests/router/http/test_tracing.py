@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest_asyncio
 
+from core.config import HostedProviderConfig
 from core.errors import ProviderError
 from router.http.api import build_api
+from router.run.providers.anthropic import AnthropicProvider
+from router.run.providers.openai import OpenAIProvider
 from router.run.spans import NO_SPANS
+from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY
+from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.inprocess import InProcess, config, start
 from tests.fakes.otlp import OtlpReceiver, ReceivedSpan
 from tests.fakes.scripted import Say
@@ -177,3 +182,27 @@ async def test_a_sample_ratio_of_zero_traces_nothing(tmp_path: Any, otlp: OtlpRe
     finally:
         await api.close()  # exports what is buffered
     assert otlp.received() == []
+
+
+async def test_hosted_providers_send_the_attempt_s_context_upstream(
+        tmp_path: Any, otlp: OtlpReceiver, fake_openai: FakeOpenAI,
+        fake_anthropic: FakeAnthropic) -> None:
+    keys = {"OPENAI_API_KEY": OPENAI_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}
+    api = start(config(tmp_path, tracing={"enabled": True, "otlp_endpoint": otlp.url}), providers={
+        "openai": OpenAIProvider.from_env(HostedProviderConfig(base_url=f"{fake_openai.url}/v1"),
+                                          keys),
+        "anthropic": AnthropicProvider.from_env(HostedProviderConfig(base_url=fake_anthropic.url),
+                                                keys)})
+    try:
+        for model in ("gpt-4o-mini", "claude-3-5-haiku-latest"):
+            response = await api.post("/v1/chat/completions", {"model": model, "messages": HELLO})
+            assert response.status_code == 200, response.text
+        spans = await exported(api, otlp, 4)
+    finally:
+        await api.close()
+    for fake, model in ((fake_openai, "gpt-4o-mini"), (fake_anthropic, "claude-3-5-haiku-latest")):
+        attempt = one(spans, f"chat {model}")
+        (request,) = fake.requests
+        # Sampled (flag 01; 02 says the trace id is random, W3C Trace Context level 2)
+        assert request.headers["traceparent"] in (f"00-{attempt.trace_id}-{attempt.span_id}-{flags}"
+                                                  for flags in ("01", "03"))
