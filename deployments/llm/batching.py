@@ -83,7 +83,7 @@ class Scheduler:
                 raise RuntimeError("llama.cpp engine is closed")
             limit = request.params.max_queue_wait_s
             load = self._load()
-            unread = len(request.tokens) - max(common_prefix(s.cached, request.tokens) for s in self._slots)
+            unread = self._unread(request.tokens)
             request.cost = request.budget + unread
             wait = self._wait_s(request) + self._pace.reading(unread)
             if ((limit is not None and wait > limit) or (load.busy == len(self._slots) and
@@ -107,6 +107,13 @@ class Scheduler:
             self._cond.notify()
         self._thread.join()
         self._lib.llama_batch_free(self._batch)
+
+    def _unread(self, tokens: list[int]) -> int:
+        """The prompt tokens a request will compute: what no slot's cache holds and no running or
+        waiting request reads before it (a class's followers copy their lesson's cells)."""
+        known = [s.cached for s in self._slots] + [r.tokens for r in self._waiting] + [
+            s.job.request.tokens for s in self._slots if isinstance(s.job, Job)]
+        return max(1, len(tokens) - max(common_prefix(k, tokens) for k in known))
 
     def _wait_s(self, request: Request) -> float:
         """The expected wait for a slot of `request` arriving now: behind the waiting requests

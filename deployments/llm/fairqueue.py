@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Generic, Protocol, TypeVar
 
-QUANTUM = 256  # tokens a group's deficit grows by per visit: a short answer's worth
+QUANTUM = 64  # tokens a group's deficit grows by per visit: a request or so of a class's followers
 
 
 class Waiting(Protocol):
@@ -66,18 +66,28 @@ class _Tier(Generic[W]):
         if not ready:
             return None
         while True:  # ends: each visit to a ready group adds a quantum to its deficit
-            group = self.ring[0]
-            item = ready.get(group)
-            if item is not None:
-                if not self.credited:
-                    self.deficit[group] += self.quantum
-                    self.credited = True
-                if item.cost <= self.deficit[group]:
-                    self.deficit[group] -= item.cost
-                    self.remove(item)
-                    return item
-            self.ring.rotate(-1)
-            self.credited = False
+            for _ in range(len(self.ring)):
+                group = self.ring[0]
+                item = ready.get(group)
+                if item is not None:
+                    if not self.credited:
+                        self.deficit[group] += self.quantum
+                        self.credited = True
+                    if item.cost <= self.deficit[group]:
+                        self.deficit[group] -= item.cost
+                        self.remove(item)
+                        return item
+                self.ring.rotate(-1)
+                self.credited = False
+            self._skip_idle_rounds(ready)
+
+    def _skip_idle_rounds(self, ready: dict[str, W]) -> None:
+        """After a round in which no group could afford its request: the quanta of the rounds
+        before the first in which one can, at once (a large request costs many quanta)."""
+        rounds = min(-(-(item.cost - self.deficit[group]) // self.quantum)
+                     for group, item in ready.items())
+        for group in ready:
+            self.deficit[group] += (rounds - 1) * self.quantum
 
     def ahead(self, group: str, cost: int) -> int:
         """Requests of this tier expected to start before a newcomer of `group` costing `cost`: its

@@ -76,6 +76,15 @@ def test_while_every_group_waits_no_group_is_ahead_by_more_than_a_quantum_and_a_
         assert max(served.values()) - min(served[g] for g in waiting) <= QUANTUM + 600
 
 
+def test_requests_of_many_quanta_go_in_the_order_the_rounds_would_give() -> None:
+    """Rounds in which no group can afford its request are skipped at once, not walked; the group
+    that needs fewer rounds still goes first, and of equal needs the first in the ring."""
+    assert [i.group for i in drain(filled(Item("a", cost=100 * QUANTUM),
+                                          Item("b", cost=90 * QUANTUM)))] == ["b", "a"]
+    assert [i.group for i in drain(filled(Item("a", cost=90 * QUANTUM),
+                                          Item("b", cost=90 * QUANTUM)))] == ["a", "b"]
+
+
 def test_a_group_that_emptied_comes_back_without_credit() -> None:
     queue = filled(Item("a", cost=10), *(Item("b") for _ in range(10)))
     drain(queue, 1)  # a's one request: a leaves the ring with most of a quantum unspent

@@ -1,0 +1,309 @@
+"""A school at once (issue 23): classes of learners on the embedded default (configs/serve.yaml as
+shipped: SmolLM2 on llama.cpp, 8 slots) plus a hosted fake (OpenAI's wire format), mixed tiers and
+content types. Three measurements, each side by side in one run:
+
+1. Fair share. One class sends a burst (3x its learners' requests, first); the other classes' learners
+   follow at once; everything on the local model at the interactive tier. Each class's share of the
+   answer tokens started while every class had requests waiting: max/min and Jain's index, with the
+   classes told apart (a key per class, whose tenant is the engine's group) and not (every class
+   under one key: one group, first come first served).
+2. Assessment time to first token. Exam questions one at a time on an idle replica, then while
+   background requests keep its slots and queue full: p50/p95 and the ratio; for the shipped config
+   and with `--reserve` slots kept for assessments and `--chunk` prompt tokens per step for the
+   other tiers.
+3. Each validated artifact once per class. 30 identical quiz requests of one class on the hosted
+   fake, arriving within `--spread` seconds: generations, replays, schema-valid answers and what they
+   cost; against 30 learners of 30 different schools asking the same (nothing to share).
+
+    .venv/bin/python benchmarks/school.py [--classes 4] [--learners 8] [--exams 12] [--reserve 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._serve import served
+from content.schemas import json_schema, validate
+from router.http.auth import hash_key
+from tests.fakes import FakeOpenAI
+from tests.fakes.base import Reply
+from tests.fakes.scripted import example
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCE = "Cells of {tag} divide: the membrane grows, the DNA is copied, part {n} of the story."
+HOSTED = "gpt-4o-mini"
+
+
+def key(name: str) -> str:
+    return f"lx_school-{name}-0123456789abcdef"
+
+
+def keys(classes: int) -> list[dict[str, Any]]:
+    """A key per class (its tenant: the local engine's group), one school key every class shares
+    (one group), and 30 keys of 30 other schools."""
+    names = [(f"class-{n}", f"class-{n}") for n in range(classes)] + [("school", "school")] + [
+        (f"solo-{n}", f"solo-{n}") for n in range(30)]
+    return [{"id": name, "tenant": tenant, "sha256": hash_key(key(name)), "max_tier": "assessment"}
+            for name, tenant in names]
+
+
+def lesson(tag: str, sentences: int) -> str:
+    return " ".join(SENTENCE.format(tag=tag, n=n) for n in range(sentences))
+
+
+def chat(model: str, system: str, question: str, tokens: int, tier: str) -> dict[str, Any]:
+    return {"model": model, "max_tokens": tokens, "temperature": 0, "stream": True, "tier": tier,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}
+
+
+@dataclass
+class Answer:
+    group: int
+    sent: float
+    first: float
+    end: float
+    tokens: int
+    error: str | None = None
+
+
+async def stream(client: httpx.AsyncClient, url: str, who: str, body: dict[str, Any],
+                 group: int = 0) -> Answer:
+    sent, first, tokens, error = time.perf_counter(), 0.0, 0, None
+    async with client.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600,
+                             headers={"X-API-Key": key(who)}) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"{response.status_code}: {(await response.aread())[:300]!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("error"):
+                error = chunk["error"].get("message", "")[:200]
+            if not first and chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
+                first = time.perf_counter()
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+    end = time.perf_counter()
+    return Answer(group, sent, first or end, end, tokens, error)
+
+
+# -- 1. fair share -------------------------------------------------------------------------------
+
+async def school_at_once(url: str, model: str, opts: argparse.Namespace, apart: bool,
+                         tag: str) -> list[Answer]:
+    requests = [(0, n) for n in range(3 * opts.learners)]  # the burst first
+    requests += [(c, n) for n in range(opts.learners) for c in range(1, opts.classes)]
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=len(requests) + 4)) as client:
+        async def learner(group: int, n: int, delay: float) -> Answer:
+            await asyncio.sleep(delay)
+            body = chat(model, f"The lesson: {lesson(f'{tag}-{group}', opts.lesson_sentences)}",
+                        f"Learner {n}: retell part {n} of the lesson.", opts.tokens, "interactive")
+            return await stream(client, url, f"class-{group}" if apart else "school", body, group)
+
+        return await asyncio.gather(*(learner(g, n, 0.0 if g == 0 else 0.3) for g, n in requests))
+
+
+def backlogged_window(answers: list[Answer]) -> tuple[float, float]:
+    """The span during which every class had a request waiting for its first token."""
+    groups = sorted({a.group for a in answers})
+    times = sorted({t for a in answers for t in (a.sent, a.first)})
+    inside = [t for t in times if all(any(a.sent <= t < a.first for a in answers if a.group == g)
+                                      for g in groups)]
+    return (inside[0], inside[-1]) if inside else (0.0, 0.0)
+
+
+def shares(answers: list[Answer]) -> dict[int, int]:
+    start, end = backlogged_window(answers)
+    tokens = dict.fromkeys(sorted({a.group for a in answers}), 0)
+    for a in answers:
+        if start <= a.first <= end:
+            tokens[a.group] += a.tokens
+    return tokens
+
+
+def jain(values: list[int]) -> float:
+    squares = sum(v * v for v in values)
+    return sum(values) ** 2 / (len(values) * squares) if squares else 0.0
+
+
+def report_share(label: str, answers: list[Answer]) -> None:
+    failed = [a.error for a in answers if a.error]
+    if failed:
+        print(f"  {label}: {len(failed)} failed, e.g. {failed[0]}")
+    if os.environ.get("SCHOOL_DEBUG"):
+        origin = min(a.sent for a in answers)
+        for a in sorted(answers, key=lambda a: a.first):
+            print(f"    class {a.group} sent {a.sent - origin:6.2f} first {a.first - origin:6.2f} "
+                  f"end {a.end - origin:6.2f} tokens {a.tokens}")
+    tokens = shares(answers)
+    start, end = backlogged_window(answers)
+    low, high = min(tokens.values()), max(tokens.values())
+    others = sorted(a.first - a.sent for a in answers if a.group != 0)
+    print(f"  {label}: backlogged {end - start:.1f} s; answer tokens started then, per class "
+          f"{list(tokens.values())} (burst class first); max/min "
+          f"{high / low if low else float('inf'):.2f}x, Jain {jain(list(tokens.values())):.3f}; "
+          f"the other classes' TTFT p50 {statistics.median(others):.2f} s, p95 {p95(others):.2f} s")
+
+
+# -- 2. assessment TTFT --------------------------------------------------------------------------
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+async def exams(client: httpx.AsyncClient, url: str, model: str, count: int, tag: str) -> list[float]:
+    """Exam questions one at a time, each with a passage of its own (no cache holds it)."""
+    times = []
+    for n in range(count):
+        body = chat(model, f"Exam passage: {lesson(f'exam-{tag}-{n}', 6)}",
+                    f"Exam item {n}: in one word, what divides?", 8, "assessment")
+        answer = await stream(client, url, "class-0", body)
+        times.append(answer.first - answer.sent)
+        await asyncio.sleep(0.3)
+    return times
+
+
+async def assessment(url: str, model: str, opts: argparse.Namespace, tag: str) -> None:
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=opts.background + 8)) as client:
+        await exams(client, url, model, 2, f"{tag}-warm")
+        idle = await exams(client, url, model, opts.exams, f"{tag}-idle")
+        stop = asyncio.Event()
+
+        async def background(n: int) -> None:
+            for round_ in range(10_000):
+                if stop.is_set():
+                    return
+                body = chat(model, f"Task {n}.{round_}: {lesson(f'{tag}-bg', opts.lesson_sentences)}",
+                            "Write flashcards for every part.", opts.background_tokens, "background")
+                try:
+                    await stream(client, url, f"class-{1 + n % max(1, opts.classes - 1)}", body)
+                except RuntimeError:  # a full queue's 429: try again shortly
+                    await asyncio.sleep(0.5)
+
+        workers = [asyncio.ensure_future(background(n)) for n in range(opts.background)]
+        await asyncio.sleep(opts.warmup)  # slots full, queue filled
+        loaded = await exams(client, url, model, opts.exams, f"{tag}-loaded")
+        stop.set()
+        for worker in workers:
+            worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+    print(f"  {tag}: idle TTFT p50 {statistics.median(idle):.2f} s, p95 {p95(idle):.2f} s; "
+          f"under {opts.background} background streams p50 {statistics.median(loaded):.2f} s, "
+          f"p95 {p95(loaded):.2f} s (**{p95(loaded) / p95(idle):.2f}x** idle)")
+
+
+# -- 3. artifacts --------------------------------------------------------------------------------
+
+async def quiz_class(url: str, fake: FakeOpenAI, opts: argparse.Namespace) -> None:
+    quiz = json.dumps(example(json_schema("quiz")))
+    request = {"content": lesson("quiz", 8), "content_type": "quiz", "difficulty": "intermediate",
+               "persona": "visual", "model": HOSTED, "stream": False}
+    rng = random.Random(23)
+
+    async def ask(client: httpx.AsyncClient, who: str, user: str) -> dict[str, Any]:
+        await asyncio.sleep(rng.uniform(0, opts.spread))
+        response = await client.post(f"{url}/api/v1/ai/generate-content", timeout=120,
+                                     json={**request, "user_id": user}, headers={"X-API-Key": key(who)})
+        response.raise_for_status()
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=40)) as client:
+        for label, who in (("one class", lambda n: "class-0"), ("30 schools", lambda n: f"solo-{n}")):
+            fake.reset()
+            fake.enqueue(*(Reply(text=quiz) for _ in range(60)))
+            answers = await asyncio.gather(*(ask(client, who(n), f"learner-{n}") for n in range(30)))
+            meta = [a["metadata"] for a in answers]
+            valid = sum(validate("quiz", json.dumps(a.get("data")))[0] is not None for a in answers)
+            cached = sum(bool(m.get("cached")) for m in meta)
+            shared = sum(bool(m.get("single_flight", {}).get("shared")) for m in meta)
+            billed = sum(m.get("billed_usd", 0.0) for m in meta)
+            print(f"  {label}: {len(fake.requests)} generations on the fake, {cached} replayed "
+                  f"from kept artifacts, {shared} shared a run in flight, {valid}/30 schema-valid; "
+                  f"billed ${billed:.6f}")
+            if label == "one class":
+                shared_cost = billed
+            else:
+                print(f"  one class's quiz costs {shared_cost / billed:.1%} of 30 learners' uncached")
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def config(shipped: dict[str, Any], fake: FakeOpenAI, opts: argparse.Namespace,
+           reserve: int, chunk: int | None) -> dict[str, Any]:
+    local = dict(shipped["local_models"][0])
+    local["llama_cpp"] = {**local["llama_cpp"], "assessment_slots": reserve,
+                          **({"prefill_chunk": chunk} if chunk else {})}
+    return {**shipped, "local_models": [local],
+            "auth": {"enabled": True, "api_keys": keys(opts.classes)},
+            "rate_limits": {**shipped.get("rate_limits", {}), "key_requests_per_minute": 100_000},
+            # The model a request names serves it, nothing spills or falls back, and waiting for a
+            # first token is not cut short: demand beyond the local model's capacity waits in its
+            # queue (as on the embedded default, which has no hosted model), and that queue's
+            # order is what is measured. The fake serves what names a hosted model.
+            "router": {**shipped.get("router", {}), "spill_over_wait_s": None,
+                       "enable_fallback": False, "request_timeout_s": 300,
+                       "first_token_timeout_s": 300,
+                       "providers": {"openai": {"base_url": f"{fake.url}/v1"}}}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--classes", type=int, default=4)
+    parser.add_argument("--learners", type=int, default=8)
+    parser.add_argument("--tokens", type=int, default=32)
+    parser.add_argument("--lesson-sentences", type=int, default=10)  # ~200 tokens
+    parser.add_argument("--exams", type=int, default=12)
+    parser.add_argument("--background", type=int, default=24, help="background streams in flight")
+    parser.add_argument("--background-tokens", type=int, default=96)
+    parser.add_argument("--warmup", type=float, default=8.0)
+    parser.add_argument("--reserve", type=int, default=1, help="assessment_slots of the variant")
+    parser.add_argument("--chunk", type=int, default=64, help="prefill_chunk of the variant")
+    parser.add_argument("--spread", type=float, default=3.0)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["share", "exams", "quiz"])
+    opts = parser.parse_args()
+    shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
+    model = shipped["local_models"][0]["name"]
+    os.environ.setdefault("OPENAI_API_KEY", "sk-school")
+    fake = FakeOpenAI()
+    fake.start()
+    print(f"{opts.classes} classes x {opts.learners} learners (the burst class {3 * opts.learners}); "
+          f"configs/serve.yaml ({shipped['local_models'][0]['llama_cpp']}) + hosted fake")
+    try:
+        with served(config(shipped, fake, opts, 0, None)) as url:
+            if "share" not in opts.skip:
+                print("fair share of the local model's answer tokens while every class waits:")
+                for apart, label in ((True, "a key per class (groups)"), (False, "one key (one group)")):
+                    report_share(label, asyncio.run(school_at_once(url, model, opts, apart, label[:9])))
+            if "quiz" not in opts.skip:
+                print("30 identical quiz requests (hosted fake):")
+                asyncio.run(quiz_class(url, fake, opts))
+            if "exams" not in opts.skip:
+                print("assessment time to first token, idle vs saturated by background work:")
+                asyncio.run(assessment(url, model, opts, "shipped (assessment_slots 0)"))
+        if "exams" not in opts.skip and opts.reserve:
+            with served(config(shipped, fake, opts, opts.reserve, opts.chunk)) as url:
+                asyncio.run(assessment(url, model, opts, f"assessment_slots {opts.reserve}, "
+                                                         f"prefill_chunk {opts.chunk}"))
+    finally:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
