@@ -41,6 +41,14 @@ class RequestSample:
     fallbacks: int  # moves to another provider/model
     retries: int  # repeated attempts on the same provider/model
     budget_action: str | None  # downgraded | refused
+    # Of input_tokens, those read from the provider's prompt cache and those written to it; of
+    # output_tokens, the reasoning ones (the provider's own counts, as the ledger keeps them).
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+DETAILS = ("cached_input", "cache_write", "reasoning")  # learnx_token_details_total's kinds
 
 
 def _counter(name: str, description: str, tags: tuple[str, ...] = ()) -> metrics.Counter:
@@ -53,6 +61,7 @@ class _RequestMetrics:
     latency: metrics.Histogram
     ttft: metrics.Histogram
     tokens: metrics.Counter
+    details: metrics.Counter
     amounts: dict[str, metrics.Counter]  # RequestSample field -> counter tagged like latency
 
 
@@ -68,6 +77,9 @@ def _request_metrics() -> _RequestMetrics:
                                tag_keys=MODEL_TAGS),
         tokens=_counter("learnx_tokens_total", "Tokens billed, by direction (input, output)",
                         (*MODEL_TAGS, "direction")),
+        details=_counter("learnx_token_details_total", "Of the tokens billed, those read from the "
+                         "provider's prompt cache (cached_input), written to it (cache_write) and "
+                         "spent reasoning (reasoning), by kind", (*MODEL_TAGS, "kind")),
         amounts={
             "cost_usd": _counter("learnx_cost_usd_total", "Cost in USD", MODEL_TAGS),
             "savings_usd": _counter("learnx_savings_usd_total", "USD saved by local models against "
@@ -96,6 +108,9 @@ def record_request(sample: RequestSample) -> None:
     for direction, tokens in (("input", sample.input_tokens), ("output", sample.output_tokens)):
         if tokens:
             m.tokens.inc(tokens, tags={**tags, "direction": direction})
+    for kind in DETAILS:
+        if count := getattr(sample, f"{kind}_tokens"):
+            m.details.inc(count, tags={**tags, "kind": kind})
     for field_name, counter in m.amounts.items():
         value = getattr(sample, field_name)
         if value > 0:

@@ -271,7 +271,9 @@ class Meter:
             input_tokens=record.input_tokens, output_tokens=record.output_tokens,
             cost_usd=record.cost_usd, savings_usd=record.savings_usd,
             fallbacks=sum(r.fallbacks for r in reports), retries=sum(r.retries for r in reports),
-            budget_action="downgraded" if self.admission.downgraded else budget)
+            budget_action="downgraded" if self.admission.downgraded else budget,
+            cached_input_tokens=record.cached_input_tokens,
+            cache_write_tokens=record.cache_write_tokens, reasoning_tokens=record.reasoning_tokens)
 
     def _final(self) -> ModelCard | None:
         if self.embedding is not None:

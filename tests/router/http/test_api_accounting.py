@@ -17,9 +17,11 @@ from core.pricing import prompt_estimate
 from tests.conftest import AUTH
 from tests.fakes import Fault, Reply
 from tests.fakes.catalog import MODELS
+from tests.metrics import total
 
 ASK = [{"role": "user", "content": "Explain photosynthesis to a new student in one line."}]
 PRICES = {c.name: c for c in MODELS}
+DETAILS = "ray_learnx_token_details_total"
 
 
 @pytest.fixture(params=["postgres", "sqlite"])
@@ -198,3 +200,23 @@ def test_usage_report_validates_its_window(serve_url) -> None:
     total = httpx.get(f"{serve_url}/api/v1/ai/usage", headers=AUTH, timeout=30).json()
     assert set(total) >= {"totals", "by_day", "by_provider", "by_model", "by_operation", "savings"}
     assert json.dumps(total)  # plain JSON numbers, whatever the database returned
+
+
+def test_cache_and_reasoning_tokens_are_counted_in_the_metrics(serve_url, fake_anthropic) -> None:
+    """learnx_token_details_total counts, by kind, what the provider reported: the lesson written
+    once, then read; each answer's reasoning tokens."""
+    model, kinds = "claude-3-5-sonnet-latest", ("cached_input", "cache_write", "reasoning")
+    lesson = " ".join(f"metrics{i}" for i in range(1500))  # 1500 tokens to the fake, cached once
+    before = {kind: total(DETAILS, model=model, kind=kind) for kind in kinds}
+    fake_anthropic.enqueue(Reply(reasoning_tokens=5), Reply(reasoning_tokens=5))
+    for question in ("What is a cell?", "Why are leaves green?"):
+        _, response, text = chat(serve_url, user(), model=model, messages=[
+            {"role": "system", "content": lesson}, {"role": "user", "content": question}])
+        assert response.status_code == 200, text
+    counted: dict[str, float] = {}
+    deadline = time.monotonic() + 15
+    while counted != {"cached_input": 1500, "cache_write": 1500, "reasoning": 10} \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+        counted = {kind: total(DETAILS, model=model, kind=kind) - before[kind] for kind in kinds}
+    assert counted == {"cached_input": 1500, "cache_write": 1500, "reasoning": 10}
