@@ -66,8 +66,8 @@ def resolve(name: str, catalog: Sequence[ModelCard], kind: str = "chat") -> tupl
 
 # What an unknown model's error says to do.
 ADD_A_MODEL = ("to offer a hosted model, declare it in the config file's catalog.models (provider, "
-               "name, tier, context_window and its prices per million tokens; docs/api.md: Model "
-               "catalogue)")
+               "name, tier, context_window, its prices per million tokens, and its kind unless "
+               "chat; docs/api.md: Model catalogue)")
 
 
 def rank(request: RouteRequest, catalog: Sequence[ModelCard], available: set[str],

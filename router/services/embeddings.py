@@ -33,6 +33,7 @@ from deployments.embed.shared import (
 from models import find_embedding_model
 from models.catalog import HOSTED_MODELS, ModelCard
 from router.run import spans
+from router.run.policy import ADD_A_MODEL
 from router.usage.meter import Meter
 
 
@@ -118,7 +119,8 @@ class EmbeddingService:
             if self._openai:
                 return model
             raise ModelUnavailable(f"{model} needs OPENAI_API_KEY")
-        raise ModelNotFound(model, [*sorted(self._local), *sorted(self._openai_cards)])
+        raise ModelNotFound(model, [*sorted(self._local), *sorted(self._openai_cards)],
+                            how=ADD_A_MODEL)
 
     async def embed(self, texts: list[str], model: str | None, meter: Meter, use_cache: bool = True,
                     deduplicate: bool = True, dimensions: int | None = None) -> EmbedResult:

@@ -79,9 +79,11 @@ async def test_too_many_texts_is_a_422(api: InProcess) -> None:
     assert response.status_code == 422
 
 
-async def test_an_unknown_model_is_a_404(api: InProcess) -> None:
+async def test_an_unknown_model_is_a_404_that_says_how_to_add_it(api: InProcess) -> None:
     response = await api.post("/v1/embeddings", {"model": "word2vec", "input": "x"})
     assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found" and "catalog.models" in error["message"]
 
 
 @pytest_asyncio.fixture(loop_scope="function")
