@@ -3,6 +3,7 @@ made while a span is current carrying its ids."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -76,3 +77,8 @@ def test_logs_made_in_a_span_carry_its_trace_id(otlp: OtlpReceiver) -> None:
     inside, outside = handler.records
     assert inside.trace_id == format_trace_id(span.get_span_context().trace_id)  # type: ignore[attr-defined]
     assert not hasattr(outside, "trace_id")
+    # Serve's JSON encoding (logging_config: {encoding: JSON}) writes a record's extra fields.
+    from ray._common.formatters import JSONFormatter
+
+    line = json.loads(JSONFormatter().format(inside))
+    assert (line["trace_id"], line["span_id"]) == (inside.trace_id, inside.span_id)  # type: ignore[attr-defined]
