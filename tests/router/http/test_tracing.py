@@ -206,3 +206,20 @@ async def test_hosted_providers_send_the_attempt_s_context_upstream(
         # Sampled (flag 01; 02 says the trace id is random, W3C Trace Context level 2)
         assert request.headers["traceparent"] in (f"00-{attempt.trace_id}-{attempt.span_id}-{flags}"
                                                   for flags in ("01", "03"))
+
+
+async def test_generated_content_is_a_chat_under_its_request(traced: InProcess,
+                                                             otlp: OtlpReceiver) -> None:
+    response = await traced.post("/api/v1/ai/generate-content", {
+        "content": "Cells divide by mitosis.", "content_type": "explanation", "stream": True,
+        "model": "smollm2-135m", "difficulty": "beginner", "user_id": "learner-7"})
+    assert response.status_code == 200 and '"done"' in response.text
+    spans = await exported(traced, otlp, 2)
+    request = one(spans, "POST /api/v1/ai/generate-content")
+    attempt = one(spans, "chat smollm2-135m")
+    assert attempt.parent_id == request.span_id
+    assert request.attributes["learnx.operation"] == "generate-content"
+    assert request.attributes["gen_ai.operation.name"] == "chat"
+    assert request.attributes["gen_ai.usage.output_tokens"] == \
+        attempt.attributes["gen_ai.usage.output_tokens"] > 0
+    assert "learner-7" not in str(request.attributes)  # no user id in traces
