@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,36 +37,10 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENAI_API_KEY", "sk-chaos")
 from benchmarks._serve import served  # noqa: E402
 from tests.fakes import FakeOpenAI, Fault  # noqa: E402
-from tests.ports import free_port, wait_for_port  # noqa: E402
+from tests.ports import free_port  # noqa: E402
+from tests.redis_server import RedisServer  # noqa: E402
 
 PG_BIN = next(Path("/usr/lib/postgresql").glob("*/bin"))
-
-
-class Redis:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            self._process = None
-
-    def pause(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGCONT)
 
 
 class Postgres:
@@ -226,12 +199,12 @@ def kill_llm_replica() -> None:
             ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
 
 
-def scenarios(redis: Redis, db: Postgres, fake: FakeOpenAI) -> list[Scenario]:
+def scenarios(redis: RedisServer, db: Postgres, fake: FakeOpenAI) -> list[Scenario]:
     def hang() -> None:
         fake.enqueue(*[Fault(delay_s=3600)] * 100_000)
 
     return [
-        Scenario("redis", redis.stop, redis.start),
+        Scenario("redis", redis.kill, redis.start),
         Scenario("postgres", db.stop, db.start),
         Scenario("replica", kill_llm_replica, lambda: None),
         Scenario("hosted-hang", hang, fake.script.clear),
@@ -240,8 +213,8 @@ def scenarios(redis: Redis, db: Postgres, fake: FakeOpenAI) -> list[Scenario]:
 
 
 @contextlib.contextmanager
-def dependencies() -> Iterator[tuple[Redis, Postgres, FakeOpenAI]]:
-    redis, db, fake = Redis(), Postgres(), FakeOpenAI()
+def dependencies() -> Iterator[tuple[RedisServer, Postgres, FakeOpenAI]]:
+    redis, db, fake = RedisServer(), Postgres(), FakeOpenAI()
     redis.start()
     db.start()
     fake.start()
@@ -253,7 +226,7 @@ def dependencies() -> Iterator[tuple[Redis, Postgres, FakeOpenAI]]:
         db.remove()
 
 
-def app_args(redis: Redis, db: Postgres, fake: FakeOpenAI) -> dict[str, object]:
+def app_args(redis: RedisServer, db: Postgres, fake: FakeOpenAI) -> dict[str, object]:
     return {
         "local_models": [{"name": "smollm2-135m", "ray_actor_options": {"num_cpus": 1},
                           "llama_cpp": {"n_ctx": 2048, "n_threads": 1}}],

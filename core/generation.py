@@ -39,6 +39,10 @@ class ToolCallDelta:
     arguments: str = ""
 
 
+# A tool_choice that is a mode, not a function's name.
+TOOL_CHOICE_MODES = ("none", "auto", "required")
+
+
 @dataclass(frozen=True)
 class CacheBreakpoint:
     """A caller's `cache_control` on a content part: the prompt up to the end of that part (the
@@ -62,7 +66,8 @@ class GenerationParams:
     seed: int | None = None
     json_schema: dict[str, Any] | None = None  # constrain output to JSON ({} = any JSON object)
     tools: tuple[Tool, ...] = ()
-    # "auto" (the model decides), "none", "required" (at least one call), or a function's name
+    # One of TOOL_CHOICE_MODES ("auto": the model decides; "required": at least one call), or the
+    # name of the function to call
     tool_choice: str = "auto"
     parallel_tool_calls: bool = True
     # A raw prompt (legacy text completions): the model continues this text as it is, without a

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
-import signal
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -19,7 +17,8 @@ from router.http.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.catalog import CATALOG
 from tests.fakes.otlp import OtlpReceiver
-from tests.ports import free_port, serve_ports_env, wait_for_port
+from tests.ports import free_port, serve_ports_env
+from tests.redis_server import RedisServer
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -101,36 +100,6 @@ TEST_ARGS: dict[str, Any] = {
     "ledger": {"flush_interval_s": 0.05},
     "catalog": CATALOG,
 }
-
-
-class RedisServer:
-    """A Redis of the tests' own on a free port, so a test may stop and restart it."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10)
-            self._process = None
-
-    def pause(self) -> None:
-        """Hang it (SIGSTOP): connections stay open and nothing answers."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self._process is not None
-        self._process.send_signal(signal.SIGCONT)
 
 
 def _postgres(sql: str) -> None:

@@ -3,7 +3,6 @@ to OpenAI's wire format with usage, cost and the route taken."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,7 +41,8 @@ from router.wire.replies import (
     FunctionCallOut,
     ToolCallChunk,
     ToolCallOut,
-    _chat_id,
+    chat_id,
+    unix_now,
 )
 from router.wire.sse import peek
 
@@ -185,7 +185,7 @@ class ChatService:
     async def _chunks(self, request: ChatCompletionRequest, params: GenerationParams, run: Run,
                       route: Route, events: AsyncIterator[Delta | Switch]
                       ) -> AsyncIterator[ChatCompletionChunk]:
-        base = {"id": _chat_id(), "created": int(time.time()), "model": route.model}
+        base = {"id": chat_id(), "created": unix_now(), "model": route.model}
         yield ChatCompletionChunk(
             **base, choices=[ChunkChoice(delta=DeltaMessage(role="assistant", content=""))])
         async for event in events:

@@ -17,13 +17,11 @@ from router.services.chat import ChatService
 from router.services.generation import Answered, Streamed
 from router.usage.meter import Meter
 from router.wire.completions import (
-    FIXED,
     CompletionChoice,
     CompletionRequest,
     TextCompletion,
     completion_id,
 )
-from router.wire.params import refuse_unsupported
 from router.wire.replies import CompletionUsage
 from router.wire.sse import peek
 
@@ -33,7 +31,6 @@ class CompletionsService:
         self._chat = chat
 
     def params(self, request: CompletionRequest) -> GenerationParams:
-        refuse_unsupported(request, FIXED)
         return GenerationParams(
             messages=[], prompt=request.text(), max_tokens=self._chat.max_tokens(request.max_tokens),
             temperature=request.temperature, top_p=request.top_p, stop=request.stop_list(),

@@ -19,9 +19,7 @@ from router.services import responses_input as given
 from router.services.chat import ChatService
 from router.services.generation import Answered, Streamed
 from router.usage.meter import Meter
-from router.wire.params import refuse_unsupported
 from router.wire.responses import (
-    FIXED,
     ArgumentsDelta,
     ArgumentsDone,
     ContentPartAdded,
@@ -166,7 +164,6 @@ class ResponsesService:
         self._chat = chat
 
     def params(self, request: ResponsesRequest) -> GenerationParams:
-        refuse_unsupported(request, FIXED)
         self._chat.check_messages(given.item_count(request), "input")
         return GenerationParams(
             messages=given.messages(request),

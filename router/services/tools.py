@@ -14,12 +14,10 @@ from collections.abc import Iterable
 from typing import Any, Protocol
 
 from core.errors import InvalidRequest
-from core.generation import GenerationParams, Tool
+from core.generation import TOOL_CHOICE_MODES, GenerationParams, Tool
 from core.schema import SchemaError, check_schema
 from models.registry import ToolCalling
 from router.wire.openai import ChatCompletionRequest, ChatMessage, NamedToolChoice
-
-MODES = ("none", "auto", "required")
 
 
 class Function(Protocol):
@@ -90,7 +88,7 @@ def refuse_json_with_tools(tools: tuple[Tool, ...], choice: str, json_format: bo
 def named_choice(tools: tuple[Tool, ...], name: str) -> tuple[tuple[Tool, ...], str]:
     """The tools and tool_choice for a choice naming a function. A function named like a mode
     ("auto"): call it, and only it."""
-    if name in MODES:
+    if name in TOOL_CHOICE_MODES:
         return tuple(t for t in tools if t.name == name), "required"
     return tools, name
 

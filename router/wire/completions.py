@@ -4,34 +4,33 @@ chunks (`CreateCompletionResponse`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from core.ids import new_id
 from router.wire.generation import MAX_TOKENS, SampledRequest
-from router.wire.params import Fixed, fixed_schema
-from router.wire.replies import CompletionUsage, _now
-
-FIXED: Fixed = {
-    "echo": ((None, False), "only false: the prompt is not repeated in the answer"),
-    "n": ((None, 1), "only 1: send one request per completion"),
-    "best_of": ((None, 1), "only 1"),
-    "logprobs": ((None,), "log probabilities are not available"),
-    "suffix": ((None,), "insertion (a suffix after the completion) is not supported"),
-    "logit_bias": ((None, {}), "token biases are not supported"),
-    "frequency_penalty": ((None, 0, 0.0), "only 0"),
-    "presence_penalty": ((None, 0, 0.0), "only 0"),
-}
+from router.wire.params import Fixed
+from router.wire.replies import CompletionUsage, unix_now
+from router.wire.rules import omitted
 
 
 class CompletionRequest(SampledRequest):
-    # Unknown parameters are kept to be refused by name (router/wire/params.py), never dropped.
-    model_config = ConfigDict(extra="allow", json_schema_extra=fixed_schema(FIXED))
+    # Accepted only at these values (router/wire/params.py), each with what to do instead.
+    FIXED: ClassVar[Fixed] = {
+        "echo": ((None, False), "only false: the prompt is not repeated in the answer"),
+        "n": ((None, 1), "only 1: send one request per completion"),
+        "best_of": ((None, 1), "only 1"),
+        "logprobs": ((None,), "log probabilities are not available"),
+        "suffix": ((None,), "insertion (a suffix after the completion) is not supported"),
+        "logit_bias": ((None, {}), "token biases are not supported"),
+        "frequency_penalty": ((None, 0, 0.0), "only 0"),
+        "presence_penalty": ((None, 0, 0.0), "only 0"),
+    }
 
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     max_tokens: int = Field(16, ge=1, json_schema_extra=MAX_TOKENS)  # OpenAI's default: 16
-    # Accepted only at the values this service honours (FIXED).
+    # Accepted only at the values FIXED allows.
     echo: Any = None
     n: Any = None
     best_of: Any = None
@@ -54,10 +53,6 @@ class CompletionRequest(SampledRequest):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-def _is_none(value: Any) -> bool:
-    return value is None
-
-
 def completion_id() -> str:
     return new_id("cmpl-")
 
@@ -73,12 +68,12 @@ class CompletionChoice(BaseModel):
 class TextCompletion(BaseModel):
     id: str = Field(default_factory=completion_id)
     object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=_now)
+    created: int = Field(default_factory=unix_now)
     model: str
     choices: list[CompletionChoice]
-    usage: CompletionUsage | None = Field(None, exclude_if=_is_none)
+    usage: CompletionUsage | None = omitted()
     # Our extension: which provider/model served the request and why, its cost, the path taken.
-    route: dict[str, Any] | None = Field(None, exclude_if=_is_none)
+    route: dict[str, Any] | None = omitted()
 
     def wire(self) -> dict[str, Any]:
         """As sent: null where OpenAI's clients expect the key (logprobs, a streamed chunk's

@@ -53,11 +53,11 @@ class CompletionUsage(BaseModel):
                        reasoning_tokens=usage.reasoning_tokens))
 
 
-def _chat_id() -> str:
+def chat_id() -> str:
     return new_id("chatcmpl-")
 
 
-def _now() -> int:
+def unix_now() -> int:
     return int(time.time())
 
 
@@ -87,9 +87,9 @@ class Choice(BaseModel):
 
 
 class ChatCompletion(BaseModel):
-    id: str = Field(default_factory=_chat_id)
+    id: str = Field(default_factory=chat_id)
     object: Literal["chat.completion"] = "chat.completion"
-    created: int = Field(default_factory=_now)
+    created: int = Field(default_factory=unix_now)
     model: str
     choices: list[Choice]
     usage: CompletionUsage

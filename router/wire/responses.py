@@ -4,18 +4,14 @@ serves: the request, the Response object and its stream events, shaped as OpenAI
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from router.wire.generation import MAX_TOKENS, GenerationRequest
 from router.wire.openai import MAX_TOOLS
-from router.wire.params import Fixed, fixed_schema
-from router.wire.rules import Identifier, Wire
-
-
-def _is_none(value: Any) -> bool:
-    return value is None
+from router.wire.params import Fixed
+from router.wire.rules import Identifier, Wire, omitted
 
 
 class FunctionTool(Wire):
@@ -67,18 +63,6 @@ class TextParam(Wire):
 
 
 STATELESS = "this service keeps no state between responses: send the whole conversation in `input`"
-FIXED: Fixed = {
-    "store": ((None, False), f"only false: {STATELESS}"),
-    "previous_response_id": ((None,), STATELESS),
-    "background": ((None, False), "only false: responses are generated while the request waits"),
-    "include": ((None, []), "no extra output data is available"),
-    "reasoning": ((None,), "reasoning options are not supported by these models"),
-    "truncation": ((None, "disabled"), "only disabled: a prompt longer than the model's context "
-                                       "is a 400"),
-    "top_logprobs": ((None, 0), "log probabilities are not available"),
-    "max_tool_calls": ((None,), "only function tools are supported: limit the calls you run"),
-    "service_tier": ((None, "auto", "default"), "only auto or default"),
-}
 
 
 _PART = {"type": "object", "required": ["type", "text"],
@@ -116,8 +100,19 @@ def read_fields(value: Any, depth: int = 0) -> Any:
 
 
 class ResponsesRequest(GenerationRequest):
-    # Unknown parameters are kept to be refused by name (router/wire/params.py), never dropped.
-    model_config = ConfigDict(extra="allow", json_schema_extra=fixed_schema(FIXED))
+    # Accepted only at these values (router/wire/params.py), each with what to do instead.
+    FIXED: ClassVar[Fixed] = {
+        "store": ((None, False), f"only false: {STATELESS}"),
+        "previous_response_id": ((None,), STATELESS),
+        "background": ((None, False), "only false: responses are generated while the request waits"),
+        "include": ((None, []), "no extra output data is available"),
+        "reasoning": ((None,), "reasoning options are not supported by these models"),
+        "truncation": ((None, "disabled"), "only disabled: a prompt longer than the model's context "
+                                           "is a 400"),
+        "top_logprobs": ((None, 0), "log probabilities are not available"),
+        "max_tool_calls": ((None,), "only function tools are supported: limit the calls you run"),
+        "service_tier": ((None, "auto", "default"), "only auto or default"),
+    }
 
     # Text, or input items (router/services/responses_input.py reads them, and refuses an empty list).
     input: str | Annotated[list[dict[str, Any]], Field(json_schema_extra={
@@ -141,7 +136,7 @@ class ResponsesRequest(GenerationRequest):
         None, max_length=1024, description="Sent on to OpenAI models (otherwise one is derived "
         "from the shared prefix: tools and the instructions); ignored by the others.")
     stream_options: ResponseStreamOptions | None = None
-    # Accepted only at the values this stateless service honours (router/services/responses_input.py).
+    # Accepted only at the values FIXED allows (this service is stateless).
     store: Any = None
     previous_response_id: Any = None
     background: Any = None
@@ -244,11 +239,11 @@ class Response(BaseModel):
     tool_choice: str | dict[str, Any] = "auto"
     tools: list[dict[str, Any]] = Field(default_factory=list)
     truncation: Literal["disabled"] = "disabled"
-    usage: ResponseUsage | None = Field(None, exclude_if=_is_none)  # not nullable in OpenAI's schema
-    user: str | None = Field(None, exclude_if=_is_none)  # not nullable in OpenAI's schema
+    usage: ResponseUsage | None = omitted()  # not nullable in OpenAI's schema
+    user: str | None = omitted()  # not nullable in OpenAI's schema
     metadata: dict[str, str] = Field(default_factory=dict)
     # Our extension: which provider/model served the response and why, its cost, the path taken.
-    route: dict[str, Any] | None = Field(None, exclude_if=_is_none)
+    route: dict[str, Any] | None = omitted()
 
 
 class Event(BaseModel):

@@ -2,8 +2,9 @@
 router/wire/learnx.py, router/wire/completions.py, router/wire/responses.py), and the one helper
 response models use to leave a field out.
 
-Requests (`Wire`): a field this service does not act on is a 400 naming it, never silently dropped;
-the only exceptions are the few parameters OpenAI itself treats as hints (router/wire/openai.py:
+Requests (`Wire`): a field this service does not act on is a 400 naming it, never silently dropped,
+and so is a value its model's `FIXED` table does not allow (router/wire/params.py); the only
+exceptions are the few parameters OpenAI itself treats as hints (router/wire/openai.py:
 `OpenAIHints`), accepted with the values listed there and ignored. Responses: None is sent as null, as
 OpenAI's schemas require of many fields; fields declared `omitted()` (our extensions, and optional
 fields OpenAI's schema does not let be null) are left out while None. Dump response models without
@@ -11,19 +12,23 @@ fields OpenAI's schema does not let be null) are left out while None. Dump respo
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from core.errors import InvalidRequest
+from router.wire.params import Fixed, check_fixed, document_fixed
 
 # Control characters (C0, DEL, C1) and lone surrogates: never in an id. Text may hold tab, newline
 # and carriage return, nothing else of C0. A NUL or a lone surrogate cannot even be stored (PostgreSQL
@@ -90,6 +95,16 @@ class Wire(BaseModel):
     # it (router/http/api.py words it), since a silently dropped parameter is an answer to another request.
     # Strict: JSON's types as the OpenAPI document states them ("3" is no integer, 0 no boolean).
     model_config = ConfigDict(extra="forbid", strict=True)
+    # Parameters accepted only at some values (router/wire/params.py): refused by name otherwise.
+    FIXED: ClassVar[Fixed] = {}
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        if cls.FIXED:
+            document_fixed(cls.FIXED, handler.resolve_ref_schema(schema))
+        return schema
 
     @model_validator(mode="before")
     @classmethod
@@ -99,6 +114,12 @@ class Wire(BaseModel):
             return data
         return {key: int(value) if isinstance(value, float) and value.is_integer() else value
                 for key, value in data.items()}
+
+    @field_validator("*")
+    @classmethod
+    def _supported_value(cls, value: Any, info: ValidationInfo) -> Any:
+        check_fixed(cls.FIXED, info.field_name or "", value)
+        return value
 
     @field_validator("*")
     @classmethod

@@ -17,10 +17,11 @@ import pytest
 import yaml
 
 from router.http.auth import hash_key
-from tests.conftest import OPENAI_KEY, RedisServer
+from tests.conftest import OPENAI_KEY
 from tests.deploy.cluster import LocalCluster, free_ports, poll
 from tests.fakes import FakeOpenAI
 from tests.fakes.catalog import CATALOG
+from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "lx_deploy-tests-key-0123456789abcdef"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest_asyncio
 
 from router.usage.sharedstate import SharedState
-from tests.conftest import RedisServer
 from tests.fakes.inprocess import InProcess, config, start
+from tests.redis_server import RedisServer
 
 
 @pytest_asyncio.fixture(loop_scope="function")

@@ -16,7 +16,14 @@ import openai
 
 from core.config import HostedProviderConfig
 from core.errors import ProviderError
-from core.generation import Delta, GenerationParams, TokenUsage, Tool, ToolCallDelta
+from core.generation import (
+    TOOL_CHOICE_MODES,
+    Delta,
+    GenerationParams,
+    TokenUsage,
+    Tool,
+    ToolCallDelta,
+)
 from core.sdk import (
     broken_transfer,
     openai_client,
@@ -48,7 +55,7 @@ def to_openai(model: str, params: GenerationParams,
         request["response_format"] = {"type": "json_object"}
     if params.tools:
         request["tools"] = [_tool(t) for t in params.tools]
-        request["tool_choice"] = params.tool_choice if params.tool_choice in MODES else {
+        request["tool_choice"] = params.tool_choice if params.tool_choice in TOOL_CHOICE_MODES else {
             "type": "function", "function": {"name": params.tool_choice}}
         request["parallel_tool_calls"] = params.parallel_tool_calls
     key = params.prompt_cache_key if cache_min_tokens is None \
@@ -68,9 +75,6 @@ def to_openai_completion(model: str, params: GenerationParams) -> dict[str, Any]
     if params.seed is not None:
         request["seed"] = params.seed
     return request
-
-
-MODES = ("auto", "none", "required")
 
 
 def openai_usage(usage: dict[str, Any]) -> TokenUsage:
