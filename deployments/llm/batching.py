@@ -38,7 +38,16 @@ from typing import Any
 from core.generation import Delta, EngineBusy, EngineLoad
 from core.tiers import PRIORITY
 from deployments.llm.fairqueue import FairQueue
-from deployments.llm.jobs import FINISHED, Job, Request, Slot, cached_prefix, common_prefix, steps_left
+from deployments.llm.jobs import (
+    FINISHED,
+    Job,
+    Request,
+    Slot,
+    cached_prefix,
+    common_prefix,
+    steps_left,
+    to_compute,
+)
 from deployments.llm.output import Output
 from deployments.llm.pace import Pace
 from deployments.llm.sampling import Sampler
@@ -83,9 +92,7 @@ class Scheduler:
                 raise RuntimeError("llama.cpp engine is closed")
             limit = request.params.max_queue_wait_s
             load = self._load()
-            unread = self._unread(request.tokens)
-            request.cost = request.budget + unread
-            wait = self._wait_s(request) + self._pace.reading(unread)
+            wait = self._wait_s(request) + self._pace.reading(self._unread(request.tokens))
             if ((limit is not None and wait > limit) or (load.busy == len(self._slots) and
                     len(self._waiting) >= self._max_queued and not self._shed(request))):
                 raise EngineBusy(f"{load.queued} requests wait for {load.slots} slots",
@@ -200,6 +207,7 @@ class Scheduler:
             if request is None:
                 break
             slot = max(free, key=functools.partial(cached_prefix, request.tokens))
+            self._waiting.charge(request, to_compute(request.tokens, self._slots))  # its prompt
             admitted.append((slot, request))
             slot.job = _PLACEHOLDER  # taken
         return admitted
@@ -254,7 +262,7 @@ class Scheduler:
             request.emit(FINISHED)
             return
         output = Output(request.params, len(request.tokens), request.budget, self._detokenize)
-        slot.job = Job(request, sampler, output, fed, reused=fed)
+        slot.job = Job(request, sampler, output, fed)
 
     def _reuse(self, slot: Slot, tokens: list[int]) -> int:
         """Put the longest cached prefix of `tokens` into `slot`'s sequence; how many tokens that is.
@@ -367,14 +375,14 @@ class Scheduler:
 
     def _release(self, slot: Slot, job: Job, last: Delta | BaseException | None) -> None:
         """The job's last item (its final delta, or its error), its end, its slot freed, and what
-        it used settled with its group's share."""
+        the budget its answer did not use credited back to its group's share."""
         if last is not None:
             job.request.emit(last)
         job.request.emit(FINISHED)
         job.sampler.close()
         slot.job = None
         with self._cond:
-            self._waiting.settle(job.request, job.used())
+            self._waiting.charge(job.request, job.output.generated - job.request.budget)
 
     def _decode_failed(self, plan: list[tuple[Slot, list[int], bool]], status: int) -> None:
         """No room in the KV cache (1): drop idle slots' caches and try again next step; if none is

@@ -3,12 +3,16 @@ share of tokens across the groups (classes) waiting in a tier.
 
 When more requests wait than slots free up, one class's burst must not starve another class: each
 tier keeps a queue per group and a ring of the groups with requests waiting, served by deficit
-round robin over estimated tokens (Shreedhar and Varghese, 1995). Each visit adds a quantum of
-tokens to a group's deficit; the group's first request that may start is taken once its estimated
-tokens fit the deficit, else the ring moves on. A group whose queue empties leaves the ring and
-forgets its deficit, so idleness earns no credit. What a request did not use of its estimate (an
-answer shorter than its max_tokens) is credited back to its group while the group still waits, so
-the share is of tokens used, not promised. Within a group, requests keep their order of arrival."""
+round robin over tokens (Shreedhar and Varghese, 1995). Each visit adds a quantum of tokens to a
+group's deficit (also while its requests may not start yet: they wait for their lesson's prefix
+to be read, which is waiting all the same); the group's first request that may start is taken once its cost (its answer's
+budget of tokens) fits the deficit, else the ring moves on. The engine charges what the estimate
+left out or overstated as it learns it (`charge`): the prompt tokens a request computes as it
+starts (a class's first request reads the lesson; its followers copy it), and the budget an answer
+did not use at its end. So a group's deficit may fall below zero, and it waits more rounds; a
+class's first request is not held back for rounds to pay for its lesson first. A group whose queue
+empties leaves the ring and forgets its deficit, so idleness earns no credit and debt is forgiven.
+Within a group, requests keep their order of arrival."""
 
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ class Waiting(Protocol):
     def group(self) -> str: ...  # shares its tier's slots fairly with the other groups
 
     @property
-    def cost(self) -> int: ...  # estimated tokens: the answer's budget and the prompt to compute
+    def cost(self) -> int: ...  # tokens charged when taken: the answer's budget
 
 
 W = TypeVar("W", bound=Waiting)
@@ -68,25 +72,24 @@ class _Tier(Generic[W]):
         while True:  # ends: each visit to a ready group adds a quantum to its deficit
             for _ in range(len(self.ring)):
                 group = self.ring[0]
+                if not self.credited:  # a group waiting for a prefix being read has its turn too
+                    self.deficit[group] += self.quantum
+                    self.credited = True
                 item = ready.get(group)
-                if item is not None:
-                    if not self.credited:
-                        self.deficit[group] += self.quantum
-                        self.credited = True
-                    if item.cost <= self.deficit[group]:
-                        self.deficit[group] -= item.cost
-                        self.remove(item)
-                        return item
+                if item is not None and item.cost <= self.deficit[group]:
+                    self.deficit[group] -= item.cost
+                    self.remove(item)
+                    return item
                 self.ring.rotate(-1)
                 self.credited = False
             self._skip_idle_rounds(ready)
 
     def _skip_idle_rounds(self, ready: dict[str, W]) -> None:
         """After a round in which no group could afford its request: the quanta of the rounds
-        before the first in which one can, at once (a large request costs many quanta)."""
+        before the first in which one can, at once (a group in debt waits many rounds)."""
         rounds = min(-(-(item.cost - self.deficit[group]) // self.quantum)
                      for group, item in ready.items())
-        for group in ready:
+        for group in self.ring:
             self.deficit[group] += (rounds - 1) * self.quantum
 
     def ahead(self, group: str, cost: int) -> int:
@@ -137,12 +140,12 @@ class FairQueue(Generic[W]):
                 return item
         return None
 
-    def settle(self, item: W, used: int) -> None:
-        """A taken request ended having used `used` tokens: what its estimate overstated is its
-        group's again (and what it understated, taken), if the group still waits."""
+    def charge(self, item: W, tokens: int) -> None:
+        """A taken request used `tokens` more than it was charged (fewer: negative), charged to its
+        group if the group still waits."""
         tier = self._tiers.get(item.priority)
         if tier is not None and item.group in tier.deficit:
-            tier.deficit[item.group] += item.cost - used
+            tier.deficit[item.group] -= tokens
 
     def ahead(self, priority: int, group: str, cost: int) -> int:
         """Waiting requests expected to start before a newcomer: every one of a higher tier, and

@@ -26,7 +26,6 @@ class Request:
     emit: Emit
     budget: int
     order: int = 0
-    cost: int = 0  # estimated tokens: its budget and the prompt not in a cache when it arrived
     cancelled: bool = False
     arrived: float = field(default_factory=time.monotonic)
 
@@ -38,6 +37,11 @@ class Request:
     def group(self) -> str:
         return self.params.group or ""
 
+    @property
+    def cost(self) -> int:
+        """Tokens its group's fair share is charged when it starts (its prompt, as it is read)."""
+        return self.budget
+
     def cancel(self) -> None:
         self.cancelled = True
 
@@ -48,12 +52,7 @@ class Job:
     sampler: Sampler
     output: Output
     fed: int  # prompt tokens in the cache
-    reused: int = 0  # of them, read from a cache rather than computed
     next_token: int | None = None  # sampled, not yet decoded
-
-    def used(self) -> int:
-        """Tokens it has cost the engine: its prompt computed and its answer so far."""
-        return self.fed - self.reused + self.output.generated
 
 
 @dataclass(eq=False)
@@ -74,6 +73,12 @@ def steps_left(job: Any) -> int:
 
 def cached_prefix(tokens: list[int], slot: Slot) -> int:
     return common_prefix(slot.cached, tokens)
+
+
+def to_compute(tokens: list[int], slots: list[Slot]) -> int:
+    """The prompt tokens a request starting now computes: what no slot's cache holds, and at least
+    its last token (its logits start the answer)."""
+    return len(tokens) - min(max(common_prefix(s.cached, tokens) for s in slots), len(tokens) - 1)
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

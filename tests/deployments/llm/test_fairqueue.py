@@ -39,6 +39,14 @@ def drain(queue: FairQueue[Item], n: int | None = None) -> list[Item]:
     return taken
 
 
+def test_a_group_whose_requests_may_not_start_yet_keeps_its_turns() -> None:
+    """b's requests wait for their prefix while a takes four turns: b's turns are kept for it."""
+    queue = filled(*(Item("a", cost=QUANTUM) for _ in range(8)), *(Item("b", cost=QUANTUM)
+                                                                  for _ in range(8)))
+    assert [i.group for i in (queue.take(lambda i: i.group == "a") for _ in range(4))] == ["a"] * 4
+    assert [i.group for i in drain(queue, 4)].count("b") >= 3
+
+
 def test_a_higher_tier_goes_first_whatever_the_groups_deficits() -> None:
     queue = filled(*(Item("a") for _ in range(5)), Item("b", priority=2), Item("c", priority=1))
     assert [(i.group, i.priority) for i in drain(queue, 3)] == [("b", 2), ("c", 1), ("a", 0)]
@@ -100,7 +108,7 @@ def test_an_answer_shorter_than_its_estimate_is_credited_back() -> None:
                        *(Item("b", cost=200) for _ in range(3)))
         first = drain(queue, 1)[0]
         if used is not None:
-            queue.settle(first, used=used)
+            queue.charge(first, used - first.cost)
         return drain(queue, 1)[0].group
 
     assert next_after_first(None) == "b"  # a's deficit is spent ...
