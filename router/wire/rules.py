@@ -117,15 +117,13 @@ class Wire(BaseModel):
 
     @field_validator("*")
     @classmethod
-    def _supported_value(cls, value: Any, info: ValidationInfo) -> Any:
-        check_fixed(cls.FIXED, info.field_name or "", value)
-        return value
-
-    @field_validator("*")
-    @classmethod
-    def _valid_text(cls, value: Any, info: ValidationInfo) -> Any:
-        """Text may hold tab, newline and carriage return, no other control character and no
-        unpaired surrogate; the error names the field (and the item within it)."""
+    def _valid_value(cls, value: Any, info: ValidationInfo) -> Any:
+        """A value its model's FIXED table allows (one validator for both rules: it runs for
+        every field of every request). Text may hold tab, newline and carriage return, no other
+        control character and no unpaired surrogate; the error names the field (and the item
+        within it)."""
+        if cls.FIXED:
+            check_fixed(cls.FIXED, info.field_name or "", value)
         problem = _text_problem(cls._checked_text(info.field_name or "", value),
                                 info.field_name or "")
         if problem:
