@@ -224,6 +224,26 @@ class SpillOverWaits(ConfigModel):
         return wait
 
 
+class ResumeConfig(ConfigModel):
+    """Streams that survive a dropped connection (docs/api.md, "Resuming a stream"): every event of
+    a stream has an SSE id (`run_<hex>:<n>`), a generation whose client left runs on for `grace_s`
+    (then it is cancelled, as a disconnect always was), and its events are kept for a reconnect
+    with `Last-Event-ID`: in each router replica's memory, and in Redis (a stream per run) when
+    `redis_url` is set, so that another replica resumes it."""
+
+    enabled: bool = Field(True, description="number the events and keep runs for a reconnect")
+    grace_s: float = Field(15.0, ge=0, description=(
+        "how long a generation runs on after its last client left, waiting for a reconnect; 0: it "
+        "is cancelled at once"))
+    keep_s: float = Field(600.0, gt=0, description=(
+        "how long a run's events are kept after its last event (a reconnect later is a 410)"))
+    max_events: PositiveInt = Field(5000, description=(
+        "events kept per run (the oldest are dropped past it; resuming before them is a 410)"))
+    max_bytes: PositiveInt = Field(524_288, description="bytes of events kept per run, likewise")
+    max_runs: PositiveInt = Field(256, description=(
+        "runs kept in each replica's memory (the oldest ended run is dropped first)"))
+
+
 class RouterConfig(DeploymentOptions):
     max_ongoing_requests: PositiveInt = 256
     access_log: bool = False  # measured: a log line per request is CPU on the hot path
@@ -251,6 +271,7 @@ class RouterConfig(DeploymentOptions):
     default_provider: ProviderName | None = None
     enable_fallback: bool = True
     enable_cost_optimization: bool = True
+    resume: ResumeConfig = Field(default_factory=ResumeConfig)
 
 
 class CacheConfig(ConfigModel):

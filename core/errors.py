@@ -6,13 +6,17 @@
     │   ├── PayloadTooLarge           413
     │   ├── ContextExceeded           400  (too long for one model: a larger candidate may fit it)
     │   ├── LimitExceeded             422  (too many messages / texts, a text too long)
-    │   └── IdempotencyKeyReused      422  (an Idempotency-Key sent again with another request)
+    │   ├── IdempotencyKeyReused      422  (an Idempotency-Key sent again with another request)
+    │   ├── RunNotFound               404  (no run of this key by that id: never a new generation)
+    │   ├── RunExpired                410  (the run's events after that id are no longer kept)
+    │   └── RunMismatch               422  (a Last-Event-ID sent with another request than its run's)
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error     (the key's role does not allow it)
     ├── BudgetExceeded                402 budget_exceeded      (the user's spend limit is reached)
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
     │   └── ModelBusy                 429  (a local model's slots and queue are full)
     ├── IdempotencyConflict           409 conflict_error       (its Idempotency-Key still runs)
+    ├── RunStopped                    409 conflict_error       (the run was stopped: it stays so)
     ├── ModelUnavailable              503 service_unavailable  (no configured provider serves it)
     ├── StorageUnavailable            503 service_unavailable  (the ledger's database, the budget store)
     ├── AllProvidersFailed            503 service_unavailable  (every candidate failed; lists them)
@@ -94,6 +98,24 @@ class IdempotencyKeyReused(InvalidRequest):
         super().__init__(message, code="idempotency_key_reused", param="Idempotency-Key")
 
 
+class RunNotFound(InvalidRequest):
+    def __init__(self, run: str, param: str = "Last-Event-ID"):
+        super().__init__(f"no run {run!r} of this API key is kept here: send the request without "
+                         "Last-Event-ID to start a new one", code="run_not_found", param=param)
+
+
+class RunExpired(InvalidRequest):
+    def __init__(self, message: str, param: str = "Last-Event-ID"):
+        super().__init__(message, code="run_expired", param=param)
+
+
+class RunMismatch(InvalidRequest):
+    def __init__(self, run: str):
+        super().__init__(f"Last-Event-ID names run {run!r}, which another request started: resume "
+                         "with the same route and body, or send this request without it",
+                         code="run_mismatch", param="Last-Event-ID")
+
+
 class AuthenticationFailed(ServiceError):
     error_type = "authentication_error"
 
@@ -143,6 +165,17 @@ class IdempotencyConflict(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+class RunStopped(ServiceError):
+    """The run was stopped (POST /v1/runs/{id}/cancel): the end of its stream, and the answer to
+    every later resume."""
+
+    error_type = "conflict_error"
+
+    def __init__(self, run: str):
+        super().__init__(f"the run {run!r} was stopped; send the request again without "
+                         "Last-Event-ID for a new one", code="run_stopped")
 
 
 class ModelUnavailable(ServiceError):
@@ -216,6 +249,10 @@ STATUS: dict[type[ServiceError], int] = {
     LimitExceeded: 422,
     IdempotencyKeyReused: 422,
     IdempotencyConflict: 409,
+    RunNotFound: 404,
+    RunExpired: 410,
+    RunMismatch: 422,
+    RunStopped: 409,
     AuthenticationFailed: 401,
     PermissionDenied: 403,
     BudgetExceeded: 402,

@@ -83,6 +83,9 @@ TEST_ARGS: dict[str, Any] = {
         # Short limits so that faults resolve quickly; breakers are reset before each test.
         "request_timeout_s": 40, "first_token_timeout_s": 10, "idle_timeout_s": 2,
         "max_retries": 1, "retry_backoff_s": 0.05,
+        # A client that leaves cancels its generation at once, as these apps' tests expect (the
+        # grace period's tests run apps of their own: tests/router/http/test_api_resume.py).
+        "resume": {"grace_s": 0},
     },
     "embedder": {"ray_actor_options": {"num_cpus": 0.25}, "n_threads": 1, "max_texts": 256,
                  "batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.01},

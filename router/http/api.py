@@ -19,6 +19,7 @@ from router.http.limits import BodyLimit
 from router.http.openapi import document
 from router.http.openapi import install as install_openapi
 from router.http.routes import routes
+from router.http.runs import Resume
 from router.http.tracing import Traced
 from router.services.wiring import Services
 
@@ -33,6 +34,7 @@ def build_api(services: Services) -> FastAPI:
     shared = services.accounting.shared  # the Redis of every replica, when configured
     app.add_middleware(Idempotency, store=RedisStore(shared) if shared else MemoryStore())
     # ^ inside auth (keys are scoped to the caller's API key)
+    app.add_middleware(Resume, runs=services.runs)  # a reconnect never reaches Idempotency
     app.add_middleware(BodyLimit, max_bytes=services.config.router.max_body_bytes)
     app.add_middleware(ApiKeyAuth, config=services.config.auth)  # 401 before a body
     if services.tracing is not None:  # outermost: every answer has its span, a 401 too

@@ -16,6 +16,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from router.http.runs import run_stream
 from router.services.generation import Generating, Streamed
 from router.services.wiring import Services
 from router.usage.meter import Meter
@@ -57,6 +58,9 @@ async def generated(request: Request, service: Generating[Body], body: Body,
         reply = await (service.stream(body, meter) if body.streamed()
                        else service.complete(body, meter))
     if isinstance(reply, Streamed):
+        runs = services(request).runs
+        if runs is not None:  # a stream that outlives its connection (router/http/runs.py)
+            return await run_stream(request, runs, meter, reply, _route(reply.route))
         return MeteredStream(meter, reply)
     meter.close()
     return JSONResponse(reply.body, status_code=reply.status, headers=_route(reply.route))

@@ -12,7 +12,9 @@ the first one's response instead of running (and billing) again.
 - A first request that ends otherwise (an error, a stream that ended with an error event, a client
   that left, a body refused as too large) keeps nothing: a retry runs. A refused body runs nothing.
 - While Redis does not answer, keyed requests run as if they had no key (logged): a retry in that
-  time may run twice, which is better than refusing every keyed request."""
+  time may run twice, which is better than refusing every keyed request.
+- A reconnect to a stream (`Last-Event-ID`, router/http/runs.py) is not a repeat: it follows the
+  first request's run, and is never answered from here."""
 
 from __future__ import annotations
 
@@ -44,8 +46,10 @@ class Idempotency:
         self.store = store or MemoryStore()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raw = dict(scope.get("headers", [])).get(b"idempotency-key")
-        if scope["type"] != "http" or scope["method"] != "POST" or raw is None:
+        headers = dict(scope.get("headers", []))
+        raw = headers.get(b"idempotency-key")
+        if scope["type"] != "http" or scope["method"] != "POST" or raw is None \
+                or b"last-event-id" in headers:
             await self.app(scope, receive, send)
             return
         try:
@@ -56,7 +60,7 @@ class Idempotency:
         if key is None:
             await self.app(scope, receive, send)
             return
-        body = await _body(receive)
+        body = await read_body(receive)
         if body is None:
             return  # refused by the body limit (its 413 is sent) or the client left: run nothing
         slot = (scope["state"]["api_key"].id, key)
@@ -110,7 +114,7 @@ async def _repeat(entry: Entry, fingerprint: str, scope: Scope, receive: Receive
     await send({"type": "http.response.body", "body": bytes(entry.response.body)})
 
 
-async def _body(receive: Receive) -> bytes | None:
+async def read_body(receive: Receive) -> bytes | None:
     """The whole body, or None when the client left (or the body limit refused it) first."""
     chunks = []
     while True:

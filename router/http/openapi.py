@@ -26,6 +26,7 @@ from core.errors import (
     ProviderError,
     ProviderTimeout,
     RateLimited,
+    RunExpired,
     ServiceError,
 )
 from router.http.auth import OPEN_PATHS
@@ -70,16 +71,22 @@ ERRORS: dict[int, tuple[str, ServiceError, dict[str, Any]]] = {
           "above the key's max_tier.",
           PermissionDenied("reading the usage of all users (no user_id) needs an admin key; the "
                            "key 'node-backend' is a service key"), {}),
-    404: ("The model does not exist here.",
+    404: ("The model does not exist here, or no run of this API key has the id that "
+          "`Last-Event-ID` (or the path) names.",
           ModelNotFound("gpt-5", ["smollm2-135m", "gpt-4o-mini", "small", "large"]), {}),
-    409: ("A request with this Idempotency-Key is still running.",
+    409: ("A request with this Idempotency-Key is still running, or the run named was stopped "
+          "(`run_stopped`: it stays stopped).",
           IdempotencyConflict("a request with this Idempotency-Key is still running; retry "
                               "after it ends"), _RETRY_AFTER),
+    410: ("The run's events after the id named are no longer kept (its `keep_s` passed, it was "
+          "longer than its bounds, or it was cancelled after its client left).",
+          RunExpired("the events of run 'run_9f0c2a4e51b7d3c8a6e0f4b2d1c3e5a7' after 12 are no "
+                     "longer kept: send the request again without Last-Event-ID"), {}),
     413: ("The body is larger than the limit.",
           PayloadTooLarge("the request body is larger than 1000000 bytes: send less text per "
                           "request"), {}),
-    422: ("Too many messages or texts, a text too long, or an Idempotency-Key reused with another "
-          "request.",
+    422: ("Too many messages or texts, a text too long, an Idempotency-Key reused with another "
+          "request, or a Last-Event-ID sent with another request than its run's.",
           LimitExceeded("300 messages in one request; the limit is 256: summarize or drop older "
                         "turns", param="messages"), {}),
     429: ("Over a rate limit: retry after `Retry-After` seconds.",
@@ -99,7 +106,9 @@ ERRORS: dict[int, tuple[str, ServiceError, dict[str, Any]]] = {
 }
 # What a generation route answers besides 200: input, auth, limits, budgets, idempotency, providers.
 GENERATION = (400, 401, 402, 404, 409, 413, 422, 429, 502, 503, 504)
-TIERED = (*GENERATION, 403)  # a generation with a `tier` the key may not ask (core/tiers.py)
+# A generation with a `tier` the key may not ask (core/tiers.py); a stream's reconnect whose events
+# are no longer kept (router/http/runs.py).
+TIERED = (*GENERATION, 403, 410)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

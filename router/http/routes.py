@@ -7,15 +7,16 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from core.config import ApiKeyConfig
-from core.errors import InvalidRequest, ModelUnavailable
+from core.errors import InvalidRequest, ModelUnavailable, RunNotFound
 from deployments.embed.shared import EmbedResult
 from router.http.auth import require_admin
 from router.http.generated import generated, metered, services
 from router.http.openapi import GENERATION, TIERED, errors, streamed
+from router.http.runs import RunStream, owner, runs_of
 from router.services.embeddings import openai_response, seed_response
 from router.usage.budgets import Scope
 from router.usage.ledger import Ledger
@@ -32,7 +33,14 @@ from router.wire.learnx import (
     SeedEmbeddingsRequest,
 )
 from router.wire.openai import ChatCompletionRequest, EmbeddingsRequest
-from router.wire.replies import ChatCompletion, ChatCompletionChunk, EmbeddingList, ModelList, ModelObject
+from router.wire.replies import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    EmbeddingList,
+    ModelList,
+    ModelObject,
+    RunStatus,
+)
 from router.wire.responses import Response as ResponseObject
 from router.wire.responses import ResponsesRequest, ResponseStreamEvent
 
@@ -80,6 +88,38 @@ async def responses(request: Request, body: ResponsesRequest) -> Response:
 async def generate_content(request: Request, body: GenerateContentRequest) -> Response:
     return await generated(request, services(request).content, body, Operation.CONTENT,
                            content_type=body.content_type)
+
+
+RunId = Annotated[str, Path(description="the run's id: an event id's part before `:`",
+                            pattern=r"^run_[0-9a-f]{32}$")]
+
+
+@routes.get("/v1/runs/{run_id}/events", responses={
+    200: {"description": "The run's events after `after` (SSE, as the stream that started it sent "
+                         "them, ids included), then the live ones to its end.",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+    **errors(400, 401, 404, 409, 410, 503)})
+async def run_events(request: Request, run_id: RunId,
+                     after: Annotated[int, Query(ge=0, le=999_999_999, description=(
+                         "the number of the last event received (after `:` in its id); 0: "
+                         "from the start"))] = 0) -> RunStream:
+    """Resume a stream by its run (for clients that cannot send `Last-Event-ID`)."""
+    runs = runs_of(request)
+    if runs is None:
+        raise RunNotFound(run_id, param="run_id")
+    return RunStream.resumed(await runs.resume(owner(request.state.api_key), run_id, None, after))
+
+
+@routes.post("/v1/runs/{run_id}/cancel", response_model=RunStatus,
+             responses=errors(400, 401, 404, 409, 413, 422, 503))
+async def cancel_run(request: Request, run_id: RunId) -> RunStatus:
+    """Stop a run: its generation is cancelled, its stream ends with a `run_stopped` error event,
+    and every later resume is a 409. A run that already ended keeps its status."""
+    runs = runs_of(request)
+    if runs is None:
+        raise RunNotFound(run_id, param="run_id")
+    status = await runs.stop(owner(request.state.api_key), run_id)
+    return RunStatus(id=run_id, status=status)
 
 
 async def embed(request: Request, user: str | None, texts: list[str], model: str | None,

@@ -67,7 +67,8 @@ class ContentService:
     async def stream(self, request: GenerateContentRequest, meter: Meter) -> Reply:
         """Its events; a failure before any content (an error event first) as an HTTP error."""
         first, events = await peek(await self.events(self.prepare(request), meter))
-        return _error_answer(first) if first["type"] == "error" else Streamed(events)
+        return _error_answer(first) if first["type"] == "error" else Streamed(events,
+                                                                              failure=failure)
 
     async def complete(self, request: GenerateContentRequest, meter: Meter) -> Answered:
         collected = collect([e async for e in await self.events(self.prepare(request), meter)])
@@ -218,6 +219,12 @@ class ContentService:
                 messages = repair_messages(prepared.messages, completion.text, problems)
         raise ProviderError(f"no model produced valid {request.content_type} JSON ({problems})",
                             provider="router", model=request.model, retryable=False)
+
+
+def failure(error: ServiceError) -> list[dict[str, Any]]:
+    """A content stream's end when what follows it raised (a stopped run): its error event."""
+    return [{"content": "", "type": "error", "metadata": {**error.body(),
+                                                          "status": status_of(error)}}]
 
 
 def _escalation(model: str, chat: ChatService) -> list[str]:

@@ -21,6 +21,8 @@ from router.services.content import ContentService
 from router.services.embeddings import EmbedderClient, EmbeddingService, front_cache
 from router.services.readiness import HealthCheck, Readiness
 from router.services.responses import ResponsesService
+from router.services.run_mirror import RedisMirror
+from router.services.runs import Runs
 from router.usage.budget_stores import MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import Budgets, SpendRow
 from router.usage.ledger import Ledger
@@ -45,11 +47,13 @@ class Services:
     first_token: FirstTokenLimits
     readiness: Readiness = field(default_factory=lambda: Readiness({}))
     tracing: Tracing | None = None  # this replica's, when config.tracing is on
-
+    runs: Runs | None = None  # streams kept for a reconnect (router.resume.enabled)
 
     async def close(self) -> None:
-        """Settle what is in flight, write what the ledger still buffers and release connections
-        (graceful shutdown)."""
+        """End the runs still going (each recorded), settle what is in flight, write what the
+        ledger still buffers and release connections (graceful shutdown)."""
+        if self.runs is not None:
+            await self.runs.close()
         await self.accounting.close()
         await self.chat.aclose()
         await self.embeddings.aclose()
@@ -76,7 +80,19 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,
                                     front_cache(config.embedder) if embedder else None, catalog),
         accounting=accounting, breakers=breakers, first_token=first_token,
-        readiness=Readiness(dict(readiness or {})), tracing=tracing)
+        readiness=Readiness(dict(readiness or {})), tracing=tracing, runs=build_runs(config))
+
+
+def build_runs(config: AppConfig) -> Runs | None:
+    """Runs kept in this replica's memory, and mirrored in Redis when one is configured (with a
+    pool of their own: a follower's reads wait on Redis, budgets' calls must not wait on them)."""
+    resume = config.router.resume
+    if not resume.enabled:
+        return None
+    if config.redis_url is None:
+        return Runs(resume)
+    state = SharedState.connect(config.redis_url, max_connections=16)
+    return Runs(resume, RedisMirror(state, resume, config.redis_url))
 
 
 def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:

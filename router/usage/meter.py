@@ -121,6 +121,8 @@ class Meter:
     closed: bool = False
     kept_open: bool = False  # a run that outlives its client closes the meter (release)
     record_id: str = field(default_factory=new_record_id)  # the ledger's key for this request
+    resumes: int = 0  # reconnects to the stream's run (router/services/runs.py) while it ran
+    stopped: bool = False  # its run was stopped (POST /v1/runs/{id}/cancel)
 
     @property
     def caller(self) -> Caller:
@@ -186,10 +188,10 @@ class Meter:
         self.closed = True
         outcome, error_type = self._outcome(error)
         status = 200
-        if isinstance(error, ServiceError):
-            status = status_of(error)
-        elif outcome == "client_disconnected":
+        if outcome in ("client_disconnected", "stopped"):
             status = 499
+        elif isinstance(error, ServiceError):
+            status = status_of(error)
         elif error is not None:
             status = 500
         spend, settlements, path = self._spend()
@@ -208,6 +210,8 @@ class Meter:
     def _outcome(self, error: BaseException | None) -> tuple[Outcome, str | None]:
         if error is None:
             return ("cached" if self.cached else "shared" if self.shared else "success"), None
+        if self.stopped:
+            return "stopped", None
         if isinstance(error, (asyncio.CancelledError, GeneratorExit)):
             return "client_disconnected", None
         if isinstance(error, ServiceError):
@@ -252,7 +256,7 @@ class Meter:
             usage_source="estimated" if spend.estimated else "provider", streamed=self.streamed,
             cached_input_tokens=spend.cached_input_tokens,
             cache_write_tokens=spend.cache_write_tokens, reasoning_tokens=spend.reasoning_tokens,
-            tier=self.tier)
+            tier=self.tier, resumes=self.resumes)
 
     def _sample(self, record: UsageRecord, error: BaseException | None) -> metrics.RequestSample:
         """The record as a metrics sample, with what only the runs know: time to the first token,

@@ -12,8 +12,9 @@ from core.ids import new_id
 from core.tiers import Tier
 
 # shared: served by an identical request's run in flight; cached: a stored artifact replayed
-# (router/services/artifacts.py). Both are billed nothing.
-Outcome = Literal["success", "error", "client_disconnected", "shared", "cached"]
+# (router/services/artifacts.py). Both are billed nothing. stopped: its run was stopped
+# (POST /v1/runs/{id}/cancel); it is billed what it used, as a client that left is.
+Outcome = Literal["success", "error", "client_disconnected", "shared", "cached", "stopped"]
 
 
 class Operation(StrEnum):
@@ -58,6 +59,7 @@ class UsageRecord:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     tier: Tier = "interactive"  # core/tiers.py: the tier the request ran at (migration 4)
+    resumes: int = 0  # reconnects to the stream's run while it ran (migration 5)
 
     def row(self) -> tuple[object, ...]:
         return astuple(self)

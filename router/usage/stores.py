@@ -105,6 +105,8 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
          "ALTER TABLE usage_records ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0"]),
     # The request's priority tier (core/tiers.py); earlier requests all ran as interactive.
     (4, ["ALTER TABLE usage_records ADD COLUMN tier TEXT NOT NULL DEFAULT 'interactive'"]),
+    # How many times a streamed request's client reconnected to its run (Last-Event-ID).
+    (5, ["ALTER TABLE usage_records ADD COLUMN resumes BIGINT NOT NULL DEFAULT 0"]),
 ]
 
 INSERT = (f"INSERT INTO usage_records ({', '.join(COLUMNS)}) VALUES "

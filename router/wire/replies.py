@@ -180,3 +180,15 @@ class ErrorResponse(BaseModel):
     """Every error, on every route, in OpenAI's shape (core/errors.py: the one status table)."""
 
     error: ErrorDetail
+
+
+RunState = Literal["running", "completed", "stopped", "abandoned"]  # router/services/runs.py
+
+
+class RunStatus(BaseModel):
+    """A run (a stream's generation, router/services/runs.py) and how it stands: abandoned runs
+    were cancelled after their last client had been gone for the grace period."""
+
+    id: str
+    object: Literal["run"] = "run"
+    status: RunState

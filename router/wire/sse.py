@@ -1,6 +1,7 @@
 """The one SSE encoder (and the decoder of upstream SSE bodies). Every stream the service sends goes
 through `encode_stream`, which guarantees an explicit terminal event: the stream's own end, or an
-error event, then `data: [DONE]`."""
+error event, then `data: [DONE]`. A stream of a run (router/services/runs.py) numbers its events:
+`id: run_<hex>:<n>`, n from 1, `[DONE]` included, which is what a reconnect's Last-Event-ID names."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from core.errors import ServiceError
+from core.errors import InvalidRequest, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,18 @@ MEDIA_TYPE = "text/event-stream"
 _EVENT_END = re.compile(rb"\r?\n\r?\n")  # a blank line ends an event
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # nginx: don't buffer
 T = TypeVar("T")
+RUN_HEADER = "X-LearnX-Run-Id"  # names a stream's run, for clients that cannot read event ids
+_EVENT_ID = re.compile(r"(run_[0-9a-f]{32}):([0-9]{1,9})")
+
+
+def parse_event_id(value: str) -> tuple[str, int]:
+    """(run, sequence) of a Last-Event-ID, or a 400 saying what an id looks like."""
+    found = _EVENT_ID.fullmatch(value.strip())
+    if found is None:
+        raise InvalidRequest("Last-Event-ID must be the id of an event of this service's stream "
+                             "(run_<32 hex digits>:<number>), as the stream sent it",
+                             param="Last-Event-ID")
+    return found.group(1), int(found.group(2))
 
 
 def encode(data: BaseModel | dict[str, Any], event: str | None = None) -> bytes:
@@ -62,23 +75,26 @@ def error_event(error: ServiceError) -> list[dict[str, Any]]:
 
 
 async def encode_stream(events: AsyncIterator[BaseModel | dict[str, Any]], *, named: bool = False,
-                        failure: Failure = error_event, done: bool = True) -> AsyncIterator[bytes]:
+                        failure: Failure = error_event, done: bool = True,
+                        run: str | None = None) -> AsyncIterator[bytes]:
     """Frame `events` as SSE. An error raised mid-stream becomes `failure`'s events (by default
     one error event); the stream ends with `data: [DONE]` unless `done` is False (OpenAI's
     Responses streams end with their own terminal event instead). `named`: each event is a dict
-    whose `type` is also its SSE event name, as OpenAI's Responses streams send them."""
+    whose `type` is also its SSE event name, as OpenAI's Responses streams send them. `run`: each
+    event has the id `run:n`, n counting from 1."""
+    frame = _Framer(named, run)
     try:
         async for event in events:
-            yield _frame(event, named)
+            yield frame(event)
     except ServiceError as error:
         for event in failure(*_failed(error)):
-            yield _frame(event, named)
+            yield frame(event)
     except Exception:  # a bug must still end the stream visibly, not cut it
         log.exception("stream failed")
         for event in failure(*_failed(ServiceError("internal error while streaming"))):
-            yield _frame(event, named)
+            yield frame(event)
     if done:
-        yield DONE
+        yield frame(None)
 
 
 async def peek(events: AsyncIterator[T]) -> tuple[T, AsyncIterator[T]]:
@@ -94,8 +110,22 @@ async def _prepended(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
         yield event
 
 
-def _frame(event: BaseModel | dict[str, Any], named: bool) -> bytes:
-    return encode(event, event["type"] if named and isinstance(event, dict) else None)
+class _Framer:
+    def __init__(self, named: bool, run: str | None):
+        self.named = named
+        self.run = run
+        self.seq = 0
+
+    def __call__(self, event: BaseModel | dict[str, Any] | None) -> bytes:
+        """An event's frame; None: the final `[DONE]`."""
+        if event is None:
+            framed = DONE
+        else:
+            framed = encode(event, event["type"] if self.named and isinstance(event, dict) else None)
+        if self.run is None:
+            return framed
+        self.seq += 1
+        return f"id: {self.run}:{self.seq}\n".encode() + framed
 
 
 async def decode_json(chunks: AsyncIterator[bytes]) -> AsyncIterator[Any]:

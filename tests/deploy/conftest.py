@@ -56,6 +56,7 @@ def app_config(serve_port: int) -> dict[str, Any]:
     args["router"].update(
         autoscaling_config=ROUTER_AUTOSCALING, first_token_timeout_s=5, idle_timeout_s=3,
         request_timeout_s=30, max_retries=1,
+        resume={"grace_s": 0},  # a client that leaves through nginx cancels its generation at once
         breaker={"failure_threshold": 2, "cooldown_s": 1, "max_cooldown_s": 2},
         # OpenAI is played by the fake; Anthropic is not in this cluster (the suite's environment
         # holds a key for it, which the nodes inherit).

@@ -56,8 +56,10 @@ async def events(api: InProcess, **body: Any) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
     found = []
-    for frame in response.text.strip().split("\n\n"):
-        name, data = frame.split("\n")
+    run = response.headers["x-learnx-run-id"]
+    for number, frame in enumerate(response.text.strip().split("\n\n"), 1):
+        event_id, name, data = frame.split("\n")
+        assert event_id == f"id: {run}:{number}"  # router/http/runs.py
         event = json.loads(data.removeprefix("data: "))
         assert name == f"event: {event['type']}"
         check(EVENT_SCHEMAS[event["type"]], event)

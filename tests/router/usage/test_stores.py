@@ -21,6 +21,7 @@ from router.usage.stores import (
 from tests.router.usage.conftest import Database, usage_record
 
 V2_COLUMNS = COLUMNS[:COLUMNS.index("cached_input_tokens")]  # before migration 3
+ALL_VERSIONS = [(version,) for version, _ in MIGRATIONS]
 
 
 async def versions(db: Database) -> list[tuple[int, ...]]:
@@ -32,14 +33,14 @@ async def test_migrate_is_idempotent(database: Database) -> None:
     await store.migrate()
     await store.insert([usage_record(id="kept").row()])
     await store.migrate()
-    assert await versions(database) == [(1,), (2,), (3,), (4,)]
+    assert await versions(database) == ALL_VERSIONS
     assert await store.fetch("SELECT id FROM usage_records", []) == [("kept",)]
 
 
 async def test_replicas_migrating_together_apply_each_migration_once(database: Database) -> None:
     stores = [database.open() for _ in range(3)]
     await asyncio.gather(*(s.migrate() for s in stores))
-    assert await versions(database) == [(1,), (2,), (3,), (4,)]
+    assert await versions(database) == ALL_VERSIONS
     await asyncio.gather(*(s.insert([usage_record().row()]) for s in stores))
     assert await stores[0].fetch("SELECT COUNT(*) FROM usage_records", []) == [(3,)]
 
@@ -175,6 +176,23 @@ async def test_records_of_the_third_schema_ran_as_interactive(database: Database
     await store.insert([usage_record(tier="background").row()])
     assert await store.fetch("SELECT tier FROM usage_records ORDER BY tier", []) == [
         ("background",), ("interactive",)]
+
+
+async def test_records_of_the_fourth_schema_had_no_resumes(database: Database) -> None:
+    store = database.open()
+    await store.fetch(_MIGRATIONS_TABLE, [])
+    for version, statements in MIGRATIONS[:4]:
+        for statement in statements:
+            await store.fetch(statement, [])
+        await store.fetch("INSERT INTO schema_migrations VALUES (?, 0)", [version])
+    v4_columns = COLUMNS[:COLUMNS.index("resumes")]
+    await store.fetch(f"INSERT INTO usage_records ({', '.join(v4_columns)}) VALUES "
+                      f"({', '.join('?' for _ in v4_columns)})",
+                      list(usage_record(request_id="before-5").row()[:len(v4_columns)]))
+    await store.migrate()
+    await store.insert([usage_record(resumes=3).row()])
+    assert await store.fetch("SELECT resumes FROM usage_records ORDER BY resumes", []) == [
+        (0,), (3,)]
 
 
 async def test_rows_the_database_cannot_store_are_rejected_as_such(database: Database) -> None:

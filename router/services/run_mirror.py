@@ -1,0 +1,330 @@
+"""Runs mirrored in Redis, so that a reconnect to another router replica resumes the run
+(router/services/runs.py keeps them in each replica's memory).
+
+Per run: a stream `learnx:run:<id>` of its frames (entry id `<n>-0` for frame n, and `<last>-1`
+for the end, whose `end` field says how it ended), at most `max_events` long and trimmed to the
+same first frame as the owner's memory; a hash `learnx:run:<id>:meta` (who started it, the
+request's fingerprint, the response's headers, status, `stop` once stopped); while a follower on
+another replica reads it, `learnx:run:<id>:att` (a heartbeat the owner checks before cancelling
+the run at the end of its grace period). The stream expires `keep_s` after the run's last write,
+the meta hash at twice that (an id whose events expired is a 410, not a 404).
+
+One task per replica writes: frames are queued and written by one pipeline at a time, in order.
+One task per replica reads for the followers of other replicas' runs (one XREAD over all of
+them), and one listens on the `learnx:runs` channel for stops and resumes sent to other replicas.
+While Redis does not answer, writes are dropped (logged): a run that missed frames cannot be
+resumed elsewhere (a gap is a 410); on its own replica it still can."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from core.config import ResumeConfig
+from core.errors import (
+    InvalidRequest,
+    RunExpired,
+    RunMismatch,
+    RunNotFound,
+    RunStopped,
+    StorageUnavailable,
+)
+from router.services.runs import Owner, Resumed, Run, Runs
+from router.usage.sharedstate import SharedState, StateUnavailable
+from router.wire.replies import RunState as Status
+
+log = logging.getLogger("ray.serve")
+PREFIX = "learnx:run:"
+CHANNEL = "learnx:runs"
+BLOCK_MS = 100  # one XREAD waits this long for any followed run: a newly followed run waits it
+HEARTBEAT_MS = 3000  # a remote follower's mark lives this long, refreshed every second
+LOOKUPS = (0.0, 0.05, 0.1)  # waits before each look for a run's meta hash
+STALL_S = 120.0  # a remote follower gives up on a run that wrote nothing for this long
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def stream_key(run_id: str) -> str:
+    return PREFIX + run_id
+
+
+def _seq(entry_id: bytes) -> tuple[int, int]:
+    ms, _, sub = entry_id.partition(b"-")
+    return int(ms), int(sub)
+
+
+@dataclass(eq=False)
+class _Subscription:
+    key: str
+    last: bytes  # the last entry id delivered
+    entries: asyncio.Queue[list[Entry]] = field(default_factory=asyncio.Queue)
+
+
+class RedisMirror:
+    def __init__(self, state: SharedState, config: ResumeConfig, url: str | None = None):
+        self.state = state
+        self.config = config
+        self._url = url  # the channel's own connection (None: no stops or resumes across replicas)
+        self._runs: Runs | None = None
+        self._pending: list[tuple[str, Callable[[Any], None]]] = []  # (run id, write)
+        self._live: dict[str, Run] = {}  # this replica's running runs, for their `stop` mark
+        self._subscriptions: set[_Subscription] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def bind(self, runs: Runs) -> None:
+        self._runs = runs
+
+    # -- this replica's runs, written -------------------------------------------------------------
+
+    def started(self, run: Run) -> None:
+        self._live[run.id] = run
+        meta = {"key": run.owner.key, "tenant": run.owner.tenant, "fp": run.fingerprint,
+                "headers": json.dumps(run.headers), "status": "running"}
+        self._queue(run.id, lambda pipe: pipe.hset(f"{stream_key(run.id)}:meta", mapping=meta))
+        self._ensure("listen", self._listen)
+
+    def appended(self, run: Run, seq: int, frame: bytes) -> None:
+        self._queue(run.id, lambda pipe: pipe.xadd(
+            stream_key(run.id), {"f": frame}, id=f"{seq}-0", maxlen=self.config.max_events,
+            approximate=False))
+
+    def trimmed(self, run: Run) -> None:
+        first = run.first
+        self._queue(run.id, lambda pipe: pipe.xtrim(stream_key(run.id), minid=f"{first}-0",
+                                                    approximate=False))
+
+    def ended(self, run: Run) -> None:
+        self._live.pop(run.id, None)
+        last, status = run.last, run.status
+        key = stream_key(run.id)
+
+        def end(pipe: Any) -> None:
+            pipe.xadd(key, {"end": status}, id=f"{last}-1")
+            pipe.hset(f"{key}:meta", mapping={"status": status, "last": last})
+        self._queue(run.id, end)
+
+    def _queue(self, run_id: str, write: Callable[[Any], None]) -> None:
+        self._pending.append((run_id, write))
+        self._ensure("write", self._write)
+
+    def _ensure(self, name: str, work: Callable[[], Any]) -> None:
+        task = self._tasks.get(name)
+        if task is None or task.done():
+            self._tasks[name] = asyncio.get_running_loop().create_task(work())
+
+    async def _write(self) -> None:
+        while self._pending:
+            writes, self._pending = self._pending, []
+            pipe = self.state.client.pipeline(transaction=False)
+            for _, write in writes:
+                write(pipe)
+            touched = list(dict.fromkeys(run_id for run_id, _ in writes))
+            live = [run_id for run_id in touched if run_id in self._live]
+            for run_id in touched:  # each run written to lives on
+                key = stream_key(run_id)
+                pipe.expire(key, int(self.config.keep_s))
+                pipe.expire(f"{key}:meta", int(2 * self.config.keep_s))
+            for run_id in live:  # a stop sent to another replica, should its message be lost
+                pipe.hget(f"{stream_key(run_id)}:meta", "stop")
+            try:
+                found = await self.state.run(pipe.execute)
+            except StateUnavailable as error:
+                log.warning("runs not mirrored (%d writes dropped): %s", len(writes), error.reason)
+                continue
+            for run_id, stop in zip(live, found[-len(live):] if live else [], strict=True):
+                if stop and self._runs is not None:
+                    self._runs.stop_here(run_id)
+
+    async def attached(self, run: Run) -> bool:
+        try:
+            return bool(await self.state.run(
+                lambda: self.state.client.exists(f"{stream_key(run.id)}:att")))
+        except StateUnavailable:
+            return False
+
+    # -- other replicas' runs, read ---------------------------------------------------------------
+
+    async def _meta(self, owner: Owner, run_id: str) -> dict[str, str]:
+        """The run's meta hash, if `owner` started it. A run just started may not be written yet
+        when its client reconnects at once: it is looked for a few times (a genuinely unknown id
+        costs those waits)."""
+        for wait in LOOKUPS:
+            await asyncio.sleep(wait)
+            raw = await self._call(
+                lambda: self.state.client.hgetall(f"{stream_key(run_id)}:meta"))
+            if raw:
+                break
+        meta = {k.decode(): v.decode() for k, v in raw.items()}
+        if not meta or (meta.get("key"), meta.get("tenant")) != (owner.key, owner.tenant):
+            raise RunNotFound(run_id)
+        return meta
+
+    async def _call(self, call: Callable[[], Any]) -> Any:
+        try:
+            return await self.state.run(call)
+        except StateUnavailable as error:
+            raise _unavailable(error) from None
+
+    async def resume(self, owner: Owner, run_id: str, fingerprint: str | None,
+                     after: int) -> Resumed:
+        meta = await self._meta(owner, run_id)
+        if fingerprint is not None and fingerprint != meta.get("fp"):
+            raise RunMismatch(run_id)
+        status = _status(meta)
+        if meta.get("stop") or status == "stopped":
+            raise RunStopped(run_id)
+        if status == "abandoned":
+            raise RunExpired(f"the run {run_id!r} was cancelled {self.config.grace_s:g} s after "
+                             "its last client left: send the request again without Last-Event-ID")
+        key = stream_key(run_id)
+        entries: list[Entry] = await self._call(lambda: self._opening(key, after))
+        if (entries and _seq(entries[0][0]) > (after + 1, 0)) or (not entries
+                                                                   and status != "running"):
+            if not entries and after >= int(meta.get("last", 0)):
+                raise InvalidRequest(f"Last-Event-ID names event {after} of run {run_id!r}, "
+                                     f"which sent {meta.get('last')}", param="Last-Event-ID")
+            raise RunExpired(f"the events of run {run_id!r} after {after} are no longer kept: "
+                             "send the request again without Last-Event-ID")
+        if status == "running":
+            await self._publish(f"resume {run_id}")
+        return Resumed(json.loads(meta["headers"]), self._follow(key, after, entries))
+
+    async def _opening(self, key: str, after: int) -> list[Entry]:
+        pipe = self.state.client.pipeline(transaction=False)
+        pipe.set(f"{key}:att", 1, px=HEARTBEAT_MS)
+        pipe.xrange(key, min=f"{after + 1}-0", count=self.config.max_events + 1)
+        found = await pipe.execute()
+        entries: list[Entry] = found[1]
+        return entries
+
+    async def _follow(self, key: str, after: int, entries: list[Entry]) -> AsyncIterator[bytes]:
+        """The frames of `entries`, then those the feed reads, until the end entry. A gap (frames
+        the owner could not write) ends the response: the reconnect is a 410."""
+        seq = after
+        subscription = _Subscription(key, entries[-1][0] if entries else f"{after}-0".encode())
+        self._subscriptions.add(subscription)
+        self._ensure("read", self._read)
+        try:
+            while True:
+                for entry_id, fields in entries:
+                    number, sub = _seq(entry_id)
+                    if sub or number != seq + 1:
+                        return  # the end (or a gap)
+                    seq = number
+                    yield fields[b"f"]
+                entries = await asyncio.wait_for(subscription.entries.get(), STALL_S)
+        except TimeoutError:
+            log.warning("run %s wrote nothing for %g s: its follower gives up", key, STALL_S)
+        finally:
+            self._subscriptions.discard(subscription)
+
+    async def _read(self) -> None:
+        """Feed every subscription of this replica from one XREAD at a time, and keep their
+        heartbeats alive."""
+        beat = 0.0
+        loop = asyncio.get_running_loop()
+        while self._subscriptions:
+            if loop.time() - beat > 1.0:
+                beat = loop.time()
+                await self._beat({s.key for s in self._subscriptions})
+            ready = [s for s in self._subscriptions if s.entries.qsize() < 8]  # else: backpressure
+            if not ready:
+                await asyncio.sleep(BLOCK_MS / 1000)
+                continue
+            for name, got in await self._next(ready):
+                for s in ready:
+                    newer = [e for e in got if s.key == name and _seq(e[0]) > _seq(s.last)]
+                    if newer:
+                        s.last = newer[-1][0]
+                        s.entries.put_nowait(newer)
+
+    async def _next(self, ready: list[_Subscription]) -> list[tuple[str, list[Entry]]]:
+        """New entries of the subscribed runs, waiting up to BLOCK_MS for any."""
+        streams: dict[Any, Any] = {}
+        for s in ready:
+            streams[s.key] = min(streams.get(s.key, s.last), s.last, key=_seq)
+        try:
+            found: Any = await self.state.run(  # RESP2: [[name, entries], ...]
+                lambda: self.state.client.xread(streams, count=1000, block=BLOCK_MS))
+        except StateUnavailable:
+            await asyncio.sleep(0.2)
+            return []
+        return [(name.decode(), entries) for name, entries in found or []]
+
+    async def _beat(self, keys: set[str]) -> None:
+        pipe = self.state.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(f"{key}:att", 1, px=HEARTBEAT_MS)
+        with contextlib.suppress(StateUnavailable):
+            await self.state.run(pipe.execute)
+
+    async def stop(self, owner: Owner, run_id: str) -> Status:
+        meta = await self._meta(owner, run_id)
+        status = _status(meta)
+        if status != "running":
+            return status
+        key = f"{stream_key(run_id)}:meta"
+        await self._call(lambda: self.state.client.hset(key, "stop", 1))
+        await self._publish(f"stop {run_id}")
+        return "stopped"
+
+    # -- the channel ------------------------------------------------------------------------------
+
+    async def _publish(self, message: str) -> None:
+        # Lost while Redis is down: a stop is still seen at the owner's next write; a resume goes
+        # uncounted.
+        with contextlib.suppress(StateUnavailable):
+            await self.state.run(lambda: self.state.client.publish(CHANNEL, message))
+
+    async def _listen(self) -> None:
+        """Stops and resumes of this replica's runs that other replicas were sent."""
+        if self._url is None:
+            return
+        while True:
+            client = aioredis.Redis.from_url(self._url, socket_connect_timeout=1.0)
+            try:
+                async with client.pubsub(ignore_subscribe_messages=True) as channel:
+                    await channel.subscribe(CHANNEL)
+                    async for message in channel.listen():
+                        self._heard(message.get("data", b""))
+            except (aioredis.RedisError, OSError) as error:
+                log.warning("the runs channel failed (%s); listening again", type(error).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                await client.aclose()
+
+    def _heard(self, data: bytes | str) -> None:
+        text = data.decode() if isinstance(data, bytes) else str(data)
+        what, _, run_id = text.partition(" ")
+        if self._runs is None:
+            return
+        if what == "stop":
+            self._runs.stop_here(run_id)
+        elif what == "resume":
+            self._runs.resumed_here(run_id)
+
+    async def close(self) -> None:
+        writing = self._tasks.get("write")
+        if writing is not None:  # the runs' ends, written before the connections go
+            await asyncio.wait([writing], timeout=2.0)
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await self.state.client.aclose()
+
+
+def _status(meta: dict[str, str]) -> Status:
+    found = meta.get("status", "running")
+    statuses: tuple[Status, ...] = ("running", "completed", "stopped", "abandoned")
+    return next((s for s in statuses if s == found), "running")
+
+
+def _unavailable(error: StateUnavailable) -> StorageUnavailable:
+    return StorageUnavailable(f"runs cannot be resumed on this replica now: {error.reason}",
+                              code="runs_unavailable", retry_after=error.retry_after)
