@@ -47,6 +47,7 @@ BLOCK_MS = 100  # one XREAD waits this long for any followed run: a newly follow
 HEARTBEAT_MS = 3000  # a remote follower's mark lives this long, refreshed every second
 LOOKUPS = (0.0, 0.05, 0.1)  # waits before each look for a run's meta hash
 STALL_S = 120.0  # a remote follower gives up on a run that wrote nothing for this long
+REFRESH_S = 1.0  # a live run's expiry is extended (and its stop mark read) at most this often
 Entry = tuple[bytes, dict[bytes, bytes]]
 
 
@@ -74,6 +75,7 @@ class RedisMirror:
         self._runs: Runs | None = None
         self._pending: list[tuple[str, Callable[[Any], None]]] = []  # (run id, write)
         self._live: dict[str, Run] = {}  # this replica's running runs, for their `stop` mark
+        self._refreshed: dict[str, float] = {}  # a live run's last expiry extension (loop time)
         self._subscriptions: set[_Subscription] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -124,22 +126,37 @@ class RedisMirror:
             pipe = self.state.client.pipeline(transaction=False)
             for _, write in writes:
                 write(pipe)
-            touched = list(dict.fromkeys(run_id for run_id, _ in writes))
-            live = [run_id for run_id in touched if run_id in self._live]
-            for run_id in touched:  # each run written to lives on
-                key = stream_key(run_id)
-                pipe.expire(key, int(self.config.keep_s))
-                pipe.expire(f"{key}:meta", int(2 * self.config.keep_s))
-            for run_id in live:  # a stop sent to another replica, should its message be lost
-                pipe.hget(f"{stream_key(run_id)}:meta", "stop")
+            live = self._refresh(pipe, list(dict.fromkeys(run_id for run_id, _ in writes)))
             try:
                 found = await self.state.run(pipe.execute)
             except StateUnavailable as error:
                 log.warning("runs not mirrored (%d writes dropped): %s", len(writes), error.reason)
                 continue
-            for run_id, stop in zip(live, found[-len(live):] if live else [], strict=True):
+            for run_id, stop in zip(live, found[len(found) - len(live):], strict=True):
                 if stop and self._runs is not None:
                     self._runs.stop_here(run_id)
+
+    def _refresh(self, pipe: Any, touched: list[str]) -> list[str]:
+        """Extend the expiry of the runs written to (at their start and end, and at most once a
+        second between: not at every frame), and read the `stop` mark of the live ones among
+        them (a stop whose message was lost); the live runs whose mark is read, in order."""
+        now = asyncio.get_running_loop().time()
+        live = []
+        for run_id in touched:
+            running = run_id in self._live
+            if running and now - self._refreshed.get(run_id, -REFRESH_S) < REFRESH_S:
+                continue
+            key = stream_key(run_id)
+            pipe.expire(key, int(self.config.keep_s))
+            pipe.expire(f"{key}:meta", int(2 * self.config.keep_s))
+            if running:
+                self._refreshed[run_id] = now
+                live.append(run_id)
+            else:
+                self._refreshed.pop(run_id, None)
+        for run_id in live:
+            pipe.hget(f"{stream_key(run_id)}:meta", "stop")
+        return live
 
     async def attached(self, run: Run) -> bool:
         try:
@@ -150,20 +167,23 @@ class RedisMirror:
 
     # -- other replicas' runs, read ---------------------------------------------------------------
 
-    async def _meta(self, owner: Owner, run_id: str) -> dict[str, str]:
-        """The run's meta hash, if `owner` started it. A run just started may not be written yet
-        when its client reconnects at once: it is looked for a few times (a genuinely unknown id
-        costs those waits)."""
+    async def _look(self, owner: Owner, run_id: str,
+                    after: int | None = None) -> tuple[dict[str, str], list[Entry]]:
+        """The run's meta hash, if `owner` started it, and (`after`) its entries after that
+        frame, in one round trip. A run just started may not be written yet when its client
+        reconnects at once: it is looked for a few times (an unknown id costs those waits)."""
+        key = stream_key(run_id)
+        raw: dict[bytes, bytes] = {}
+        entries: list[Entry] = []
         for wait in LOOKUPS:
             await asyncio.sleep(wait)
-            raw = await self._call(
-                lambda: self.state.client.hgetall(f"{stream_key(run_id)}:meta"))
+            raw, entries = await self._call(lambda: self._opening(key, after))
             if raw:
                 break
         meta = {k.decode(): v.decode() for k, v in raw.items()}
         if not meta or (meta.get("key"), meta.get("tenant")) != (owner.key, owner.tenant):
             raise RunNotFound(run_id)
-        return meta
+        return meta, entries
 
     async def _call(self, call: Callable[[], Any]) -> Any:
         try:
@@ -173,7 +193,7 @@ class RedisMirror:
 
     async def resume(self, owner: Owner, run_id: str, fingerprint: str | None,
                      after: int) -> Resumed:
-        meta = await self._meta(owner, run_id)
+        meta, entries = await self._look(owner, run_id, after)
         if fingerprint is not None and fingerprint != meta.get("fp"):
             raise RunMismatch(run_id)
         status = _status(meta)
@@ -183,7 +203,6 @@ class RedisMirror:
             raise RunExpired(f"the run {run_id!r} was cancelled {self.config.grace_s:g} s after "
                              "its last client left: send the request again without Last-Event-ID")
         key = stream_key(run_id)
-        entries: list[Entry] = await self._call(lambda: self._opening(key, after))
         if (entries and _seq(entries[0][0]) > (after + 1, 0)) or (not entries
                                                                    and status != "running"):
             if not entries and after >= int(meta.get("last", 0)):
@@ -195,13 +214,15 @@ class RedisMirror:
             await self._publish(f"resume {run_id}")
         return Resumed(json.loads(meta["headers"]), self._follow(key, after, entries))
 
-    async def _opening(self, key: str, after: int) -> list[Entry]:
+    async def _opening(self, key: str,
+                       after: int | None) -> tuple[dict[bytes, bytes], list[Entry]]:
         pipe = self.state.client.pipeline(transaction=False)
-        pipe.set(f"{key}:att", 1, px=HEARTBEAT_MS)
-        pipe.xrange(key, min=f"{after + 1}-0", count=self.config.max_events + 1)
+        pipe.hgetall(f"{key}:meta")
+        if after is not None:  # a follower from now on: the owner keeps the run past its grace
+            pipe.set(f"{key}:att", 1, px=HEARTBEAT_MS)
+            pipe.xrange(key, min=f"{after + 1}-0", count=self.config.max_events + 1)
         found = await pipe.execute()
-        entries: list[Entry] = found[1]
-        return entries
+        return found[0], found[2] if after is not None else []
 
     async def _follow(self, key: str, after: int, entries: list[Entry]) -> AsyncIterator[bytes]:
         """The frames of `entries`, then those the feed reads, until the end entry. A gap (frames
@@ -265,7 +286,7 @@ class RedisMirror:
             await self.state.run(pipe.execute)
 
     async def stop(self, owner: Owner, run_id: str) -> Status:
-        meta = await self._meta(owner, run_id)
+        meta, _ = await self._look(owner, run_id)
         status = _status(meta)
         if status != "running":
             return status

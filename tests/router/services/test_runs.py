@@ -74,6 +74,7 @@ async def test_a_follower_that_comes_back_gets_what_it_missed_then_the_rest() ->
     got = await take(first, 2)
     assert got[0].startswith(f"id: {run.id}:1\n".encode())
     await first.aclose()  # the connection drops
+    run.detach()
     source.release(2)  # the generation goes on meanwhile
     await asyncio.sleep(0.01)
     assert source.sent == 4 and run.status == "running"
@@ -93,6 +94,7 @@ async def test_after_the_grace_period_without_a_follower_the_run_is_cancelled() 
     source.release()
     await take(frames, 1)
     await frames.aclose()
+    run.detach()
     await asyncio.sleep(0.2)
     assert isinstance(source.finished, asyncio.CancelledError) and run.status == "abandoned"
     with pytest.raises(RunExpired):
@@ -107,6 +109,7 @@ async def test_without_a_grace_period_a_client_that_leaves_cancels_at_once() -> 
     source.release()
     await take(frames, 1)
     await frames.aclose()
+    run.detach()
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert isinstance(source.finished, asyncio.CancelledError)
