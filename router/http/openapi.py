@@ -30,6 +30,8 @@ from core.errors import (
     ServiceError,
 )
 from router.http.auth import OPEN_PATHS
+from router.http.runs import RESUMABLE
+from router.wire import sse
 from router.wire.completions import TextCompletion
 from router.wire.learnx import ContentEvent
 from router.wire.replies import ChatCompletionChunk, ErrorResponse
@@ -47,9 +49,17 @@ backend calls (`/api/v1/ai/*`).
   dropped, except the advisory hints OpenAI itself ignores (described on `OpenAIHints`' fields).
 - **Streams** (`stream: true`) are `text/event-stream`: each event's `data` is one JSON object of the
   schema documented for that media type, the stream ends with `data: [DONE]`, and a failure after
-  the first event is an `ErrorResponse` event before it.
+  the first event is an `ErrorResponse` event before it. Each event's `id` names its run and
+  number: after a dropped connection, the same request with `Last-Event-ID` resumes the run
+  (`GET /v1/runs/{run_id}/events` likewise; `POST /v1/runs/{run_id}/cancel` stops it).
 """
 
+EVENT_ID_PATTERN = r"^run_[0-9a-f]{32}:[0-9]{1,9}$"
+# A stream's reconnect: the same request, resuming after this event (router/http/runs.py).
+LAST_EVENT_ID = {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "description": "a reconnect (streams): the id of the last event received; the "
+                                "answer replays the events after it and follows the run",
+                 "schema": {"type": "string", "pattern": EVENT_ID_PATTERN}}
 # Models that are streamed as SSE event data: added to the components beside the response models.
 EVENT_MODELS: tuple[type[BaseModel], ...] = (ChatCompletionChunk, ContentEvent, TextCompletion,
                                               ResponseStreamEvent)
@@ -130,9 +140,14 @@ def streamed(body: type[BaseModel], event: type[BaseModel],
         {"type": "string", "contentMediaType": "application/json", "contentSchema": {"anyOf": [
             {"$ref": f"#/components/schemas/{event.__name__}"},
             {"$ref": "#/components/schemas/ErrorResponse"}]}}]}
-    schema = {"type": "object", "required": ["data"], "properties": {"data": data}}
+    event_id = {"type": "string", "pattern": EVENT_ID_PATTERN, "description": (
+        "the run and the event's number (router/http/runs.py): what Last-Event-ID resumes after")}
+    schema = {"type": "object", "required": ["data"],
+              "properties": {"data": data, "id": event_id}}
     return {200: {"model": body, "description": description,
-                  "content": {"text/event-stream": {"schema": schema}}}}
+                  "content": {"text/event-stream": {"schema": schema}},
+                  "headers": {sse.RUN_HEADER: {"description": "the stream's run (streams only)",
+                                               "schema": {"type": "string"}}}}}
 
 
 def _request_schemas(doc: dict[str, Any]) -> set[str]:
@@ -205,4 +220,6 @@ def document(app: FastAPI, auth: bool = True) -> dict[str, Any]:
         for path in OPEN_PATHS:
             for operation in doc["paths"].get(path, {}).values():
                 operation["security"] = []
+    for path in RESUMABLE:
+        doc["paths"][path]["post"].setdefault("parameters", []).append(LAST_EVENT_ID)
     return doc

@@ -13,12 +13,15 @@ them (negative cases are left alone). Loaded by the CLI through SCHEMATHESIS_HOO
 - A `seed` is within int64 (the document states the bounds; a generator comparing as floats
   crosses them by one).
 - A tool's `parameters` are a schema of type object; callable tools exclude a JSON answer format.
+- A `Last-Event-ID` header is an event id of the pattern the document states (the coverage phase
+  sends header values that do not keep it).
 - Tool names are unique. Chat conversations with tool turns (calls and their results, whose
   pairing rules the document states in words) are left to tests/router/services/test_tools.py."""
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import date
 from typing import Any
 
@@ -26,6 +29,7 @@ import schemathesis
 from schemathesis import GenerationMode
 
 from core.schema import SchemaError, check_schema
+from router.http.openapi import EVENT_ID_PATTERN
 
 
 def _dates_in_order(case: Any) -> bool:
@@ -128,14 +132,19 @@ def _tools_as_chat_takes_them(case: Any) -> bool:
     return not (tools and json_format and body.get("tool_choice") != "none")
 
 
+def _event_id_well_formed(case: Any) -> bool:
+    value = {k.lower(): v for k, v in (case.headers or {}).items()}.get("last-event-id")
+    return value is None or re.fullmatch(EVENT_ID_PATTERN, str(value)) is not None
+
+
 def _seed_in_int64(case: Any) -> bool:
     body = case.body if isinstance(case.body, dict) else {}
     seed = body.get("seed")
     return not isinstance(seed, int) or -(2**63) <= seed < 2**63
 
 
-RULES = (_seed_in_int64, _tool_names_unique, _arguments_are_objects, _tools_as_chat_takes_them,
-         _no_tool_turns, _outputs_answer_calls, _dates_in_order,
+RULES = (_event_id_well_formed, _seed_in_int64, _tool_names_unique, _arguments_are_objects,
+         _tools_as_chat_takes_them, _no_tool_turns, _outputs_answer_calls, _dates_in_order,
          _dimensions_where_supported, _schema_supported, _tool_choice_names_a_tool)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from router.http.api import build_api
 from router.usage.record import Operation
-from tests.fakes.inprocess import KEY, LOCAL, InProcess
+from tests.fakes.inprocess import KEY, LOCAL, InProcess, config, start
 from tests.fakes.scripted import Hang
 
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -50,7 +50,19 @@ async def test_a_request_refused_before_any_model_leaves_one_error_record(
         (operation.value, 404)]
 
 
-async def test_a_client_gone_before_the_first_byte_leaves_one_record(api: InProcess) -> None:
+@pytest.mark.parametrize("grace_s", [0.0, 0.2])
+async def test_a_client_gone_before_the_first_byte_leaves_one_record(tmp_path: Any,
+                                                                     grace_s: float) -> None:
+    """Without a grace period the generation is cancelled at once; with one, once it ran out
+    (router/services/runs.py: nobody came back)."""
+    api = start(config(tmp_path, router={"resume": {"grace_s": grace_s}}))
+    try:
+        await _gone_before_the_first_byte(api, grace_s)
+    finally:
+        await api.close()
+
+
+async def _gone_before_the_first_byte(api: InProcess, grace_s: float) -> None:
     api.anthropic.enqueue(Hang(after_words=2))  # the answer would never end by itself
     body = json.dumps({"model": "claude-3-5-haiku-latest", "messages": HELLO, "stream": True,
                        "user": "gone"}).encode()
@@ -73,5 +85,6 @@ async def test_a_client_gone_before_the_first_byte_leaves_one_record(api: InProc
                          (b"content-length", str(len(body)).encode())]}
     await build_api(api.services)(scope, receive, send)
     assert not any(m.get("body") for m in sent if m["type"] == "http.response.body")
+    await asyncio.sleep(grace_s + 0.1)
     assert [(r["outcome"], r["status"]) for r in await api.records("gone")] == [
         ("client_disconnected", 499)]
