@@ -3,6 +3,7 @@
     ServiceError                      500 server_error
     ├── InvalidRequest                400 invalid_request_error
     │   ├── ModelNotFound             404
+    │   ├── NotFound                  404  (no such resource, e.g. no budget at a level)
     │   ├── PayloadTooLarge           413
     │   ├── ContextExceeded           400  (too long for one model: a larger candidate may fit it)
     │   ├── LimitExceeded             422  (too many messages / texts, a text too long)
@@ -12,7 +13,7 @@
     │   └── RunMismatch               422  (a Last-Event-ID sent with another request than its run's)
     ├── AuthenticationFailed          401 authentication_error
     ├── PermissionDenied              403 permission_error     (the key's role does not allow it)
-    ├── BudgetExceeded                402 budget_exceeded      (the user's spend limit is reached)
+    ├── BudgetExceeded                402 budget_exceeded      (a budget of the caller's levels is spent)
     ├── RateLimited                   429 rate_limit_error     (with Retry-After)
     │   └── ModelBusy                 429  (a local model's slots and queue are full)
     ├── IdempotencyConflict           409 conflict_error       (its Idempotency-Key still runs)
@@ -79,6 +80,11 @@ class ModelNotFound(InvalidRequest):
             param="model")
 
 
+class NotFound(InvalidRequest):
+    def __init__(self, message: str):
+        super().__init__(message, code="not_found")
+
+
 class PayloadTooLarge(InvalidRequest):
     pass
 
@@ -129,10 +135,20 @@ class PermissionDenied(ServiceError):
 
 
 class BudgetExceeded(ServiceError):
+    """`level` (tenant, group, learner_share, user) and `period` (day, week, month, term): the
+    budget that cannot cover the request, in the body beside the message."""
+
     error_type = "budget_exceeded"
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, *, level: str | None = None, period: str | None = None):
         super().__init__(message, code="budget_exceeded")
+        self.level = level
+        self.period = period
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["error"] |= {"level": self.level, "period": self.period}
+        return body
 
 
 class RateLimited(ServiceError):
@@ -246,6 +262,7 @@ STATUS: dict[type[ServiceError], int] = {
     ModelNotFound: 404,
     PayloadTooLarge: 413,
     ContextExceeded: 400,
+    NotFound: 404,
     LimitExceeded: 422,
     IdempotencyKeyReused: 422,
     IdempotencyConflict: 409,

@@ -10,9 +10,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from core.errors import InvalidRequest, ServiceError, error_response
 from router.http.auth import ApiKeyAuth
+from router.http.budgets import budget_routes
 from router.http.idempotency import Idempotency
 from router.http.idempotency_stores import MemoryStore, RedisStore
 from router.http.limits import BodyLimit
@@ -45,6 +47,7 @@ def build_api(services: Services) -> FastAPI:
 def _routed() -> FastAPI:
     app = FastAPI(title="LEARN-X AI service", version="0.1.0")
     app.include_router(routes)
+    app.include_router(budget_routes)
     return app
 
 
@@ -68,6 +71,7 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
     one error shape."""
     headers = dict(error.headers or {})
     if error.status_code == 405:
+        headers["Allow"] = _allowed(request) or headers.get("Allow", "")
         message = (f"{request.method} is not allowed on {request.url.path}; "
                    f"allowed: {headers.get('Allow', 'none')}")
         found = InvalidRequest(message, code="method_not_allowed")
@@ -79,6 +83,23 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
     response = error_response(found, headers=headers)
     response.status_code = error.status_code
     return response
+
+
+def _allowed(request: Request) -> str:
+    """Every method of the path (Starlette names the first route's only, and a path such as a
+    budget level's has a route per method)."""
+    return ", ".join(sorted(_methods(request.app.router.routes, request.scope)))
+
+
+def _methods(routes: Any, scope: Any) -> set[str]:
+    found: set[str] = set()
+    for route in routes:
+        included = getattr(route, "original_router", None)  # FastAPI's include_router
+        if included is not None:
+            found |= _methods(included.routes, scope)
+        elif isinstance(route, Route) and route.matches(scope)[0] != Match.NONE:
+            found |= route.methods or set()
+    return found
 
 
 def validation_message(errors: Any) -> str:

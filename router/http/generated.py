@@ -53,7 +53,7 @@ async def generated(request: Request, service: Generating[Body], body: Body,
                     operation: Operation, **details: Any) -> Response:
     """`body` served by `service`: streamed as SSE when it asks to be, else one JSON answer."""
     meter = await start_meter(request, body.end_user(), operation, streamed=body.streamed(),
-                              tier=body.tier, **details)
+                              tier=body.tier, group=body.end_group(), **details)
     with meter.closed_on_error():
         reply = await (service.stream(body, meter) if body.streamed()
                        else service.complete(body, meter))

@@ -74,9 +74,11 @@ ERRORS: dict[int, tuple[str, ServiceError, dict[str, Any]]] = {
     401: ("A missing or invalid API key (when auth is on).",
           AuthenticationFailed("invalid API key", code="invalid_api_key"),
           {"WWW-Authenticate": {"schema": {"type": "string"}}}),
-    402: ("The user's spending budget cannot cover the request.",
-          BudgetExceeded("the daily budget of user 'learner-1' ($0.50) is spent; it resets at "
-                         "00:00 UTC"), {}),
+    402: ("A budget of the caller's levels (tenant, group, the learner's share of it, user) "
+          "cannot cover the request: `level` and `period` say which.",
+          BudgetExceeded("the spending budget of group 'class-7a' cannot cover this request "
+                         "(estimated $0.004200); it resets at the start of the next period (UTC)",
+                         level="group", period="week"), {}),
     403: ("The API key does not allow this: an admin key is needed, or the request's `tier` is "
           "above the key's max_tier.",
           PermissionDenied("reading the usage of all users (no user_id) needs an admin key; the "

@@ -18,10 +18,10 @@ from router.http.generated import generated, metered, services
 from router.http.openapi import GENERATION, TIERED, errors, streamed
 from router.http.runs import RunStream, owner, runs_of
 from router.services.embeddings import openai_response, seed_response
-from router.usage.budgets import Scope
 from router.usage.ledger import Ledger
 from router.usage.record import Operation
 from router.usage.report import recent_records, usage_report
+from router.usage.scopes import Scope
 from router.wire.completions import CompletionRequest, TextCompletion
 from router.wire.learnx import (
     ContentEvent,
@@ -122,15 +122,16 @@ async def cancel_run(request: Request, run_id: RunId) -> RunStatus:
     return RunStatus(id=run_id, status=status)
 
 
-async def embed(request: Request, user: str | None, texts: list[str], model: str | None,
-                **options: Any) -> EmbedResult:
-    async with metered(request, user, Operation.EMBEDDINGS) as meter:
+async def embed(request: Request, user: str | None, group: str | None, texts: list[str],
+                model: str | None, **options: Any) -> EmbedResult:
+    async with metered(request, user, Operation.EMBEDDINGS, group=group) as meter:
         return await services(request).embeddings.embed(texts, model, meter, **options)
 
 
 @routes.post("/v1/embeddings", response_model=EmbeddingList, responses=errors(*GENERATION))
 async def openai_embeddings(request: Request, body: EmbeddingsRequest) -> JSONResponse:
-    result = await embed(request, body.user, body.texts(), body.model, dimensions=body.dimensions)
+    result = await embed(request, body.user, body.group, body.texts(), body.model,
+                         dimensions=body.dimensions)
     return JSONResponse(openai_response(result, body.encoding_format))
 
 
@@ -138,7 +139,7 @@ async def openai_embeddings(request: Request, body: EmbeddingsRequest) -> JSONRe
               responses=errors(*GENERATION))
 async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSONResponse:
     started = time.perf_counter()
-    result = await embed(request, body.user_id, body.texts, body.model,
+    result = await embed(request, body.user_id, body.group_id, body.texts, body.model,
                          use_cache=body.use_cache, deduplicate=body.deduplicate)
     return JSONResponse(seed_response(result, started))
 
@@ -146,13 +147,16 @@ async def seed_embeddings(request: Request, body: SeedEmbeddingsRequest) -> JSON
 @routes.get("/api/v1/ai/usage", responses=errors(400, 401, 403, 503))
 @routes.get("/v1/usage", responses=errors(400, 401, 403, 503))
 async def usage(request: Request, user_id: Annotated[str | None, Query(min_length=1)] = None,
+                group: Annotated[str | None, Query(min_length=1, max_length=256, description=(
+                    "a group (a class) of the key's tenant: its learners' requests"))] = None,
                 since: Annotated[IsoDate | None, Query(alias="from")] = None,
                 until: Annotated[IsoDate | None, Query(
                     alias="to", description="not before `from`")] = None) -> dict[str, Any]:
-    """Usage and cost per user (or in total when user_id is omitted: an admin key), by day,
-    provider, model and operation, with the savings of local models; the last 30 days (UTC) by
-    default."""
-    if user_id is None:
+    """Usage and cost of a user, of a group, of a user in a group (or in total when both are
+    omitted: an admin key), by day, provider, model and operation, with the savings of local models;
+    the last 30 days (UTC) by default. With a user or a group, `budgets`: each budget their
+    requests spend (tenant, group, the learner's share, user) in its current period."""
+    if user_id is None and group is None:
         require_admin(request.state.api_key, "reading the usage of all users (no user_id)")
     accounting = services(request).accounting
     ledger = _ledger(request)
@@ -162,9 +166,13 @@ async def usage(request: Request, user_id: Annotated[str | None, Query(min_lengt
         raise InvalidRequest("'from' must not be after 'to'", param="from")
     key: ApiKeyConfig = request.state.api_key
     keys = _tenant_keys(request)
-    report = await ledger.read(lambda store: usage_report(store, user_id, since, until, keys))
+    report = await ledger.read(lambda store: usage_report(store, user_id, since, until, keys,
+                                                          group))
+    scope = Scope(key.tenant_id, user_id, group)
     if user_id is not None:
-        report["budget"] = await accounting.budget_status(Scope(key.tenant_id, user_id))
+        report["budget"] = await accounting.budget_status(scope)
+    if user_id is not None or group is not None:
+        report["budgets"] = await accounting.budgets.by_level(scope)
     report["ledger"] = accounting.ledger_status()
     return report
 

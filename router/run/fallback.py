@@ -74,6 +74,10 @@ class BudgetGate(Protocol):
         (it may reserve more to do so); else why not."""
         ...
 
+    def exceeded(self, message: str) -> BudgetExceeded:
+        """The 402 of a run the budget stopped (`message` lists the attempts), naming the budget."""
+        ...
+
 
 class StreamCapped(Exception):
     """The request reached max_stream_s while its answer streamed."""
@@ -323,10 +327,10 @@ class Run:
         tried = [(a.route.header(), a.skipped or (a.error.message if a.error else "unfinished"))
                  for a in self.attempts]
         called = [a for a in self.attempts if not a.skipped]
-        if any(a.skipped == OVER_BUDGET for a in self.attempts):
+        if self._budget is not None and any(a.skipped == OVER_BUDGET for a in self.attempts):
             detail = "; ".join(f"{route} ({what})" for route, what in tried)
-            return BudgetExceeded(f"the spending budget cannot cover another candidate after: "
-                                  f"{detail}")
+            return self._budget.exceeded(f"the spending budget cannot cover another candidate "
+                                         f"after: {detail}")
         too_long = [a.error for a in called if isinstance(a.error, ContextExceeded)]
         if called and len(too_long) == len(called):
             return too_long[-1]  # no candidate tried could fit the prompt: the caller's 400

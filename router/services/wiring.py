@@ -26,6 +26,7 @@ from router.services.runs import Runs
 from router.usage.budget_stores import MemoryBudgetStore, RedisBudgetStore
 from router.usage.budgets import Budgets, SpendRow
 from router.usage.ledger import Ledger
+from router.usage.levels import Levels
 from router.usage.meter import Accounting
 from router.usage.ratelimit import MemoryBuckets, RateLimiter, RedisBuckets
 from router.usage.report import spend_by_user_day
@@ -102,24 +103,26 @@ def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
     if config.ledger.enabled:
         ledger = Ledger(open_store(config.ledger.database_url), config.ledger)
     ttl = config.budgets.hold_ttl_s
+    levels = Levels(config.budgets.levels, ledger, config.budgets.levels_refresh_s)
     if config.redis_url:
         state = SharedState.connect(config.redis_url)
-        budgets = Budgets(config.budgets, RedisBudgetStore(state), hold_ttl_s=ttl)
+        budgets = Budgets(config.budgets, RedisBudgetStore(state), hold_ttl_s=ttl, levels=levels)
         limiter = RateLimiter(config.rate_limits, RedisBuckets(state))
         return Accounting(ledger, budgets, limiter, catalog, state)
     budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
-                      seed=_ledger_spend(ledger, config) if ledger else None)
+                      seed=_ledger_spend(ledger, config) if ledger else None, levels=levels)
     return Accounting(ledger, budgets, RateLimiter(config.rate_limits, MemoryBuckets()), catalog)
 
 
 def _ledger_spend(ledger: Ledger,
                   config: AppConfig) -> Callable[[str], Awaitable[list[SpendRow]]]:
-    """The ledger's spend per tenant, user and day ("" in the ledger: no user)."""
+    """The ledger's spend per tenant, group, user and day ("" in the ledger: no user)."""
     tenants = {key.id: key.tenant_id for key in config.auth.api_keys}
 
     async def spend(since: str) -> list[SpendRow]:
         rows = await ledger.read(lambda store: spend_by_user_day(store, since))
-        return [(tenants.get(key, key), user or None, day, usd) for key, user, day, usd in rows]
+        return [(tenants.get(key, key), group, user or None, day, usd)
+                for key, group, user, day, usd in rows]
     return spend
 
 

@@ -20,8 +20,9 @@ from core.tiers import Tier
 from router.run.attempts import Route
 from router.run.fallback import OVER_BUDGET
 from router.usage.budget_stores import Hold
-from router.usage.budgets import Budgets, Scope, to_nano
+from router.usage.budgets import Budgets, Refusal
 from router.usage.ratelimit import RateLimiter
+from router.usage.scopes import Scope, to_nano
 
 log = logging.getLogger("ray.serve")
 
@@ -58,6 +59,7 @@ class Allowance:
     budgets: Budgets
     caller: Caller
     hold: Hold | None = None
+    refused: Refusal | None = None  # the counters without room, when the last cover failed
 
     async def refusal(self, spent_usd: float, next_usd: float) -> str | None:
         try:
@@ -71,13 +73,25 @@ class Allowance:
         if usd <= 0 or (self.hold is not None and to_nano(usd) <= self.hold.amount):
             return True
         if self.hold is None:
-            hold = await self.budgets.reserve(self.caller.scope, usd, self.caller.admitted)
+            found = await self.budgets.reserve(self.caller.scope, usd, self.caller.admitted)
         else:
-            hold = await self.budgets.top_up(self.hold, usd)
-        if hold is None:
+            found = await self.budgets.top_up(self.hold, usd)
+        if isinstance(found, Refusal):
+            self.refused = found
             return False
-        self.hold = hold
+        self.hold = found
         return True
+
+    def exceeded(self, message: str) -> BudgetExceeded:
+        """The 402 for a run whose attempts this allowance refused (`message`), naming the level."""
+        refused = self.refused
+        if refused is None:
+            return BudgetExceeded(message)
+        return refused.error(f"{message}; over the budget of {refused.whose(self.caller.scope)}")
+
+    def holds(self) -> bool:
+        """Whether it holds budget on any counter (a caller without budgets holds none)."""
+        return self.hold is not None and bool(self.hold.counters)
 
 
 def _free(routes: list[Route], why: str) -> list[Route]:
@@ -116,8 +130,7 @@ class Admission:
         budget store does not answer, the free candidates too (the learner is served, no money is
         spent unchecked), or StorageUnavailable (503) when there are none."""
         await self.reserve_tokens(tokens)
-        budget = self._budgets.policy(self.caller.scope)
-        if budget is None or not routes:
+        if not routes:
             return routes, None
         allowance = Allowance(self._budgets, self.caller)
         first = routes[0].candidate.estimated_cost
@@ -129,32 +142,31 @@ class Admission:
                 raise
             self.downgraded = True
             return unchecked, allowance
-        if covered:
+        refused = allowance.refused
+        if covered or refused is None:
             return routes, allowance
-        free = _free(routes, "budget exhausted")
-        if free and budget.on_exhausted == "downgrade":
+        whose = refused.whose(self.caller.scope)
+        free = _free(routes, f"budget exhausted ({whose})")
+        if free and refused.action == "downgrade":
             self.downgraded = True
             return free, allowance
-        raise BudgetExceeded(f"the spending budget of {self.whose()} cannot cover this request "
-                             f"(estimated ${first:.6f}); it resets at the start of the next period "
-                             "(UTC)" + ("" if free else "; no free local model can serve it"))
+        raise refused.error(f"the spending budget of {whose} cannot cover this request "
+                            f"(estimated ${first:.6f}); {refused.resets()}"
+                            + ("" if free else "; no free local model can serve it"))
 
     async def allowance(self, usd: float, instead: str) -> Allowance | None:
         """An allowance holding `usd` for one call that is never downgraded (embeddings: vectors of
         different models do not mix), None when the caller's budgets do not limit it, or
         BudgetExceeded saying what to do `instead`."""
-        if usd <= 0 or self._budgets.policy(self.caller.scope) is None:
+        if usd <= 0:
             return None
         allowance = Allowance(self._budgets, self.caller)
         if not await allowance.cover(usd):
-            raise BudgetExceeded(f"the spending budget of {self.whose()} cannot cover this "
-                                 f"request (estimated ${usd:.6f}); {instead}")
-        return allowance
-
-    def whose(self) -> str:
-        """Whose budget, in words."""
-        user = self.caller.user_id
-        return f"user {user!r}" if user is not None else "requests without a user id"
+            refused = allowance.refused
+            assert refused is not None
+            raise refused.error(f"the spending budget of {refused.whose(self.caller.scope)} "
+                                f"cannot cover this request (estimated ${usd:.6f}); {instead}")
+        return allowance if allowance.holds() else None
 
     async def settle(self, holds: list[tuple[Hold, float]], tokens: int, record_id: str) -> None:
         """Settle the token reservation and each hold to what the request (the ledger's

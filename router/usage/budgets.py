@@ -20,75 +20,95 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from core.budget_config import ADJECTIVES, BudgetConfig, BudgetsConfig
-from core.errors import StorageUnavailable
+from core.budget_config import ADJECTIVES, BudgetConfig, BudgetsConfig, LevelBudget, Period
+from core.errors import BudgetExceeded, StorageUnavailable
 from core.ids import new_id
-from router.usage.budget_stores import BudgetStore, Counter, Hold
+from router.usage.budget_stores import BudgetStore, Counter, Hold, Usage
+from router.usage.levels import Levels
 from router.usage.periods import PERIODS, window
+from router.usage.scopes import NANO, LevelKey, Scope, counters, level_window, to_nano, user_budget
 from router.usage.sharedstate import StateUnavailable
 
-NANO = 1_000_000_000
-GRACE_S = 86_400  # a counter outlives its period by a day (requests admitted before its end settle)
 SEED_RETRY_S = 5.0
-ANONYMOUS = "anonymous"  # requests without a user id: limited only by a budget of this name
-UNNAMED = "\x00"  # their counters' name: no user id can hold a control character
 T = TypeVar("T")
 
-SpendRow = tuple[str | None, str | None, str, float]  # (tenant, user or None, UTC day, USD)
+# (tenant, group or None, user or None, UTC day, USD)
+SpendRow = tuple[str | None, str | None, str | None, str, float]
 
 
 @dataclass(frozen=True)
-class Scope:
-    """Whose budgets a request spends: its tenant's (None: no tenant), its user's within the tenant
-    (None: the request named no user) and its group's (a class, within the tenant)."""
+class Refusal:
+    """The counters without room for a request: the levels whose budget it would overrun."""
 
-    tenant: str | None
-    user: str | None
-    group: str | None = None
+    counters: tuple[Counter, ...]
 
-    def subject(self) -> str:
-        """The user's counters' name: the user (or the unnamed requests) within the tenant. User
-        ids belong to the tenant of the key that sent them; no id holds the control characters
-        used here."""
-        name = UNNAMED if self.user is None else self.user
-        return name if self.tenant is None else f"{self.tenant}\x1f{name}"
+    @property
+    def action(self) -> str:
+        """`refuse` if any of them says so, else `downgrade`."""
+        return "refuse" if any(c.action == "refuse" for c in self.counters) else "downgrade"
+
+    @property
+    def first(self) -> Counter:
+        """The counter to name: the first that refuses, else the first."""
+        return next((c for c in self.counters if c.action == "refuse"), self.counters[0])
+
+    def whose(self, scope: Scope) -> str:
+        """Whose budget, in words."""
+        level = self.first.level
+        if level == "tenant":
+            return f"tenant {scope.tenant!r}"
+        if level == "group":
+            return f"group {scope.group!r}"
+        if level == "learner_share":
+            return f"user {scope.user!r}'s share of group {scope.group!r}"
+        return f"user {scope.user!r}" if scope.user is not None else "requests without a user id"
+
+    def error(self, message: str) -> BudgetExceeded:
+        counter = self.first
+        return BudgetExceeded(message, level=counter.level, period=counter.window.period)
+
+    def resets(self) -> str:
+        """When the budget named has room again, in words."""
+        occurrence = self.first.window
+        if occurrence.period == "term":
+            return f"it is the budget of the term {occurrence.first} to {occurrence.last}"
+        return "it resets at the start of the next period (UTC)"
 
 
 class Budgets:
     def __init__(self, config: BudgetsConfig, store: BudgetStore,
                  clock: Callable[[], float] = time.time, hold_ttl_s: float = 900.0,
-                 seed: Callable[[str], Awaitable[list[SpendRow]]] | None = None):
-        """`seed(first_day)`: the ledger's spend per user and day since `first_day`, for a store
-        that starts empty."""
+                 seed: Callable[[str], Awaitable[list[SpendRow]]] | None = None,
+                 levels: Levels | None = None):
+        """`seed(first_day)`: the ledger's spend per tenant, group, user and day since
+        `first_day`, for a store that starts empty."""
         self._config = config
         self._store = store
         self._clock = clock
         self.hold_ttl_s = hold_ttl_s
         self._seed = seed
+        self.levels = levels or Levels(config.levels, None)
         self._seeding = asyncio.Lock()
         self._seed_again_at = 0.0  # after a failed seeding, refuse at once until then
 
     def policy(self, scope: Scope) -> BudgetConfig | None:
-        """The user's budget, or None when their spend is not limited. The default budget is for
-        identified users: requests without a user id have only a budget named `anonymous` (with
-        counters of their own: a user named so is a user like any other)."""
-        budget = (self._config.users.get(ANONYMOUS, BudgetConfig()) if scope.user is None
-                  else self._config.for_user(scope.user))
-        return budget if budget.limited() else None
+        """The per-user budget (router/usage/scopes.py), or None."""
+        return user_budget(self._config, scope)
 
-    async def reserve(self, scope: Scope, usd: float, at: float | None = None) -> Hold | None:
-        """Hold `usd` on the scope's counters of the periods of time `at` (now by default), or None
-        when it does not fit one of them."""
-        hold = Hold(new_id(), tuple(self._counters(scope, at)), to_nano(usd))
-        return await self._take(hold)
+    async def reserve(self, scope: Scope, usd: float, at: float | None = None) -> Hold | Refusal:
+        """Hold `usd` on the scope's counters of the periods of time `at` (now by default), or the
+        counters without room for it."""
+        now = self._clock() if at is None else at
+        found = counters(scope, now, self._config, await self.levels.current())
+        return await self._take(Hold(new_id(), tuple(found), to_nano(usd)))
 
-    async def top_up(self, hold: Hold, usd: float) -> Hold | None:
+    async def top_up(self, hold: Hold, usd: float) -> Hold | Refusal:
         """Hold `usd` in total on the same counters (the same periods, even after midnight), or
-        None when the more it needs does not fit."""
+        the counters without room for what more it needs."""
         return await self._take(replace(hold, amount=max(hold.amount, to_nano(usd))))
 
     async def settle(self, hold: Hold, usd: float) -> None:
@@ -96,23 +116,44 @@ class Budgets:
             await self._call(lambda: self._store.settle(hold, to_nano(usd), self.hold_ttl_s))
 
     async def status(self, scope: Scope) -> dict[str, float] | None:
-        """Settled spend, spend held by requests in flight, and limits this period, in USD."""
-        counters = self._counters(scope)
-        if not counters:
+        """The user's budget: settled spend, spend held by requests in flight, and limits this
+        period, in USD, named by period."""
+        own = [c for c in await self._counters(scope) if c.level == "user"]
+        if not own:
             return None
-        found = await self._call(lambda: self._store.usage(counters))
         out: dict[str, float] = {}
-        for counter, (spent, held) in zip(counters, found, strict=True):
-            name = ADJECTIVES[counter.window.period]
-            out[f"{name}_limit_usd"] = counter.limit / NANO
-            out[f"{name}_spent_usd"] = spent / NANO
-            out[f"{name}_held_usd"] = held / NANO
+        for counter, usage in zip(own, await self._call(lambda: self._store.usage(own)),
+                                  strict=True):
+            name = _adjective(counter.window.period)
+            out[f"{name}_limit_usd"] = usage.limit / NANO
+            out[f"{name}_spent_usd"] = usage.settled / NANO
+            out[f"{name}_held_usd"] = usage.held / NANO
         return out
 
-    async def _take(self, hold: Hold) -> Hold | None:
+    async def by_level(self, scope: Scope) -> list[dict[str, Any]]:
+        """Every budget the scope spends, one per level and period: its limit, spend and what is
+        left."""
+        found = await self._counters(scope)
+        if not found:
+            return []
+        usages = await self._call(lambda: self._store.usage(found))
+        return [_level_status(scope, c, u) for c, u in zip(found, usages, strict=True)]
+
+    async def of_level(self, key: LevelKey) -> list[dict[str, Any]]:
+        """The current period of one level's budget (a user without one: the per-user budget's)."""
+        tenant, group, user = key
+        level = "group" if group else "user" if user else "tenant"
+        found = await self.by_level(Scope(tenant, user, group))
+        return [status for status in found if status["level"] == level]
+
+    async def _counters(self, scope: Scope) -> list[Counter]:
+        return counters(scope, self._clock(), self._config, await self.levels.current())
+
+    async def _take(self, hold: Hold) -> Hold | Refusal:
         if not hold.counters:
             return hold
-        return hold if await self._call(lambda: self._store.hold(hold, self.hold_ttl_s)) else None
+        full = await self._call(lambda: self._store.take(hold, self.hold_ttl_s))
+        return Refusal(full) if full else hold
 
     async def _call(self, work: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -131,44 +172,52 @@ class Budgets:
             if self._clock() < self._seed_again_at:
                 raise unavailable(waiting, self._seed_again_at - self._clock())
             now = self._clock()
-            since = min(window(period, now).first for period in PERIODS).isoformat()
+            levels = await self.levels.current()
             try:
-                rows = await self._seed(since)
+                rows = await self._seed(_first_day(now, levels.values()))
             except StorageUnavailable as error:
                 self._seed_again_at = self._clock() + SEED_RETRY_S
                 raise unavailable(f"{waiting} ({error.message})", SEED_RETRY_S) from None
-            for counter, spent in self._seeded_counters(rows, now).items():
+            for counter, spent in self._seeded_counters(rows, now, levels).items():
                 await self._store.settle(Hold(f"seed:{counter.key}", (counter,), 0), spent,
                                          self.hold_ttl_s)
             self._seed = None
 
-    def _seeded_counters(self, rows: list[SpendRow], now: float) -> dict[Counter, int]:
+    def _seeded_counters(self, rows: list[SpendRow], now: float,
+                         levels: dict[LevelKey, LevelBudget]) -> dict[Counter, int]:
         """Each current counter's spend: the rows of the days its period holds."""
         totals: dict[Counter, int] = {}
-        for tenant, user, day, usd in rows:
-            for counter in self._counters(Scope(tenant, user), now):
+        for tenant, group, user, day, usd in rows:
+            for counter in counters(Scope(tenant, user, group), now, self._config, levels):
                 if counter.window.holds(day):
                     totals[counter] = totals.get(counter, 0) + to_nano(usd)
         return totals
 
-    def _counters(self, scope: Scope, at: float | None = None) -> list[Counter]:
-        budget = self.policy(scope)
-        if budget is None:
-            return []
-        now = self._clock() if at is None else at
-        counters = []
-        for period, usd in budget.limits().items():
-            occurrence = window(period, now)
-            counters.append(Counter(f"{scope.subject()}:{occurrence.key}", occurrence,
-                                    to_nano(usd), max(1, int(occurrence.end - now)) + GRACE_S))
-        return counters
+
+def _adjective(period: Period) -> str:
+    return "term" if period == "term" else ADJECTIVES[period]
+
+
+def _level_status(scope: Scope, counter: Counter, usage: Usage) -> dict[str, Any]:
+    occurrence = counter.window
+    return {"level": counter.level, "tenant": scope.tenant,
+            "group": scope.group if counter.level in ("group", "learner_share") else None,
+            "user": scope.user if counter.level in ("user", "learner_share") else None,
+            "period": occurrence.period, "start": occurrence.first.isoformat(),
+            "end": occurrence.last.isoformat(), "limit_usd": usage.limit / NANO,
+            "spent_usd": usage.settled / NANO, "held_usd": usage.held / NANO,
+            "remaining_usd": max(0, usage.limit - usage.settled - usage.held) / NANO,
+            "on_exhausted": counter.action}
+
+
+def _first_day(now: float, levels: Iterable[LevelBudget]) -> str:
+    """The first day of every period current at `now`: the ledger's spend is read from there."""
+    firsts = [window(period, now).first for period in PERIODS]
+    firsts += [level_window(budget, now).first for budget in levels]
+    return min(firsts).isoformat()
 
 
 def unavailable(reason: str, retry_after: float) -> StorageUnavailable:
     return StorageUnavailable(f"{reason}: budget-limited requests for paid models cannot be "
                               "checked; retry shortly, or use a free local model",
                               code="budget_store_unavailable", retry_after=retry_after)
-
-
-def to_nano(usd: float) -> int:
-    return round(usd * NANO)

@@ -26,10 +26,11 @@ from router.run import spans
 from router.run.attempts import Reporting
 from router.usage.admission import Admission, Allowance, Caller
 from router.usage.budget_stores import Hold
-from router.usage.budgets import Budgets, Scope
+from router.usage.budgets import Budgets
 from router.usage.ledger import Ledger
 from router.usage.ratelimit import RateLimiter
 from router.usage.record import Operation, Outcome, UsageRecord, new_record_id, utc_day
+from router.usage.scopes import Scope
 from router.usage.sharedstate import SharedState
 from router.usage.spend import EmbeddingUse, Spend
 
@@ -256,7 +257,7 @@ class Meter:
             usage_source="estimated" if spend.estimated else "provider", streamed=self.streamed,
             cached_input_tokens=spend.cached_input_tokens,
             cache_write_tokens=spend.cache_write_tokens, reasoning_tokens=spend.reasoning_tokens,
-            tier=self.tier, resumes=self.resumes)
+            tier=self.tier, resumes=self.resumes, group_id=self.caller.group)
 
     def _sample(self, record: UsageRecord, error: BaseException | None) -> metrics.RequestSample:
         """The record as a metrics sample, with what only the runs know: time to the first token,

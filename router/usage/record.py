@@ -60,6 +60,7 @@ class UsageRecord:
     reasoning_tokens: int = 0
     tier: Tier = "interactive"  # core/tiers.py: the tier the request ran at (migration 4)
     resumes: int = 0  # reconnects to the stream's run while it ran (migration 5)
+    group_id: str | None = None  # the request's group (a class) in its tenant (migration 6)
 
     def row(self) -> tuple[object, ...]:
         return astuple(self)

@@ -1,4 +1,4 @@
-"""GET /api/v1/ai/usage: spend per user (or in total) by day, provider, model and operation, and
+"""GET /api/v1/ai/usage: spend per user, per group (or in total) by day, provider, model and operation, and
 what local models saved against the same tokens on the cheapest hosted model of their tier."""
 
 from __future__ import annotations
@@ -17,12 +17,15 @@ _SUMS = ("COUNT(*), COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens),
 _WIDTH = 7  # the columns of _SUMS
 
 
-def _where(user_id: str | None, since: date, until: date,
-           keys: list[str] | None) -> tuple[str, list[Any]]:
+def _where(user_id: str | None, since: date, until: date, keys: list[str] | None,
+           group: str | None = None) -> tuple[str, list[Any]]:
     sql, params = "WHERE day >= ? AND day <= ?", [since.isoformat(), until.isoformat()]
     if user_id is not None:
         sql += " AND user_id = ?"
         params.append(user_id)
+    if group is not None:
+        sql += " AND group_id = ?"
+        params.append(group)
     tenant, tenant_params = _of_keys(keys)
     return sql + tenant, params + tenant_params
 
@@ -48,15 +51,16 @@ def _totals(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 async def usage_report(store: LedgerStore, user_id: str | None, since: date,
-                       until: date, keys: list[str] | None = None) -> dict[str, Any]:
-    """`keys`: the caller's tenant's key ids (None: every tenant)."""
-    where, params = _where(user_id, since, until, keys)
+                       until: date, keys: list[str] | None = None,
+                       group: str | None = None) -> dict[str, Any]:
+    """`keys`: the caller's tenant's key ids (None: every tenant); `group`: its records only."""
+    where, params = _where(user_id, since, until, keys, group)
     (total,) = await store.fetch(
         f"SELECT {_SUMS}, COALESCE(SUM(cache_hits), 0), "
         "COALESCE(SUM(CASE WHEN outcome = 'error' THEN 1 ELSE 0 END), 0) "
         f"FROM usage_records {where}", params)
     report: dict[str, Any] = {
-        "user_id": user_id, "from": since.isoformat(), "to": until.isoformat(),
+        "user_id": user_id, "group": group, "from": since.isoformat(), "to": until.isoformat(),
         "totals": {**_totals(total), "cache_hits": int(total[_WIDTH]),
                    "errors": int(total[_WIDTH + 1])}}
     for dimension in DIMENSIONS:
@@ -97,10 +101,11 @@ async def recent_records(store: LedgerStore, user_id: str, limit: int,
 
 
 async def spend_by_user_day(store: LedgerStore,
-                            since: str) -> list[tuple[str, str, str, float]]:
-    """(key id, user, day, cost) of every key's user with spend since `since` (a UTC day): what a
-    budget store that starts empty is seeded with."""
-    rows = await store.fetch("SELECT api_key_id, user_id, day, COALESCE(SUM(cost_usd), 0) "
-                             "FROM usage_records WHERE day >= ? GROUP BY api_key_id, user_id, day",
-                             [since])
-    return [(str(key), str(user), str(day), float(cost)) for key, user, day, cost in rows if cost]
+                            since: str) -> list[tuple[str, str | None, str, str, float]]:
+    """(key id, group or None, user, day, cost) of every key's user with spend since `since` (a UTC
+    day), per group: what a budget store that starts empty is seeded with."""
+    rows = await store.fetch("SELECT api_key_id, group_id, user_id, day, COALESCE(SUM(cost_usd), 0) "
+                             "FROM usage_records WHERE day >= ? "
+                             "GROUP BY api_key_id, group_id, user_id, day", [since])
+    return [(str(key), None if group is None else str(group), str(user), str(day), float(cost))
+            for key, group, user, day, cost in rows if cost]

@@ -107,6 +107,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
     (4, ["ALTER TABLE usage_records ADD COLUMN tier TEXT NOT NULL DEFAULT 'interactive'"]),
     # How many times a streamed request's client reconnected to its run (Last-Event-ID).
     (5, ["ALTER TABLE usage_records ADD COLUMN resumes BIGINT NOT NULL DEFAULT 0"]),
+    # The request's group (a class) within its tenant; the budgets of a tenant's levels set through
+    # the admin API ('' for no group / no user: a key cannot hold NULL), as LevelBudget JSON.
+    (6, ["ALTER TABLE usage_records ADD COLUMN group_id TEXT",
+         "CREATE INDEX usage_records_group_day ON usage_records (group_id, day)",
+         """CREATE TABLE budget_levels (
+            tenant TEXT NOT NULL,
+            group_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            budget TEXT NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (tenant, group_id, user_id))"""]),
 ]
 
 INSERT = (f"INSERT INTO usage_records ({', '.join(COLUMNS)}) VALUES "
@@ -130,6 +141,10 @@ class LedgerStore(Protocol):
         ...
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> None:
+        """One statement that changes rows, in a transaction of its own."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -194,6 +209,9 @@ class SQLiteStore:
         rows: list[Row] = await self._call(
             lambda: self._conn().execute(sql, list(params)).fetchall())
         return rows
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> None:
+        await self._call(lambda: self._conn().execute(sql, list(params)))  # autocommit
 
     async def close(self) -> None:
         def close() -> None:
@@ -265,6 +283,11 @@ class PostgresStore:
         pool = await self._get_pool()
         async with pool.acquire() as conn:
             return [tuple(r) for r in await conn.fetch(numbered(sql), *params)]
+
+    async def execute(self, sql: str, params: Sequence[Any]) -> None:
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            await conn.execute(numbered(sql), *params)
 
     async def close(self) -> None:
         if self._pool is not None:

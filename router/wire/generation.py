@@ -1,7 +1,8 @@
 """The request fields every generation route shares (chat completions, completions, responses,
-generate-content), in one base: `GenerationRequest`, and `SampledRequest` for OpenAI's two
-completion routes, which also share their sampling fields. router/http/generated.py reads the
-caller's user, the tier and whether to stream from it."""
+generate-content), in one base: `GenerationRequest` (its end user and their group come from each
+route's own fields), and `SampledRequest` for OpenAI's two completion routes, which also share
+their sampling fields. router/http/generated.py reads the caller's user and group, the tier and
+whether to stream from it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pydantic.config import JsonDict
 
 from core.tiers import Tier
 from models.catalog import ProviderName
-from router.wire.rules import Identifier, Wire
+from router.wire.rules import GROUP, Identifier, Wire
 
 # A seed as engines take it (torch and vLLM: a 64-bit integer), as OpenAI bounds it.
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
@@ -40,6 +41,10 @@ class GenerationRequest(Wire):
         """The end user the request is for (budgets, rate limits, the ledger)."""
         raise NotImplementedError
 
+    def end_group(self) -> str | None:
+        """The end user's group (a class) in the key's tenant (budgets, the ledger)."""
+        raise NotImplementedError
+
     def streamed(self) -> bool:
         """Whether to answer as a stream of events (each route has its own default)."""
         raise NotImplementedError
@@ -53,6 +58,7 @@ class SampledRequest(GenerationRequest):
     seed: Seed | None = None
     stream_options: StreamOptions | None = None
     user: Identifier | None = None  # the end user: budgets, limits
+    group: Identifier | None = Field(None, description=GROUP)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -64,6 +70,9 @@ class SampledRequest(GenerationRequest):
 
     def end_user(self) -> str | None:
         return self.user
+
+    def end_group(self) -> str | None:
+        return self.group
 
     def streamed(self) -> bool:
         return self.stream

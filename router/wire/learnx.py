@@ -25,7 +25,7 @@ from content.profile import (
 )
 from content.templates import ContentType
 from router.wire.generation import GenerationRequest
-from router.wire.rules import Identifier, Wire, omitted
+from router.wire.rules import GROUP, Identifier, Wire, omitted
 
 
 class SeedEmbeddingsRequest(Wire):
@@ -39,6 +39,7 @@ class SeedEmbeddingsRequest(Wire):
     use_cache: bool = True
     deduplicate: bool = True
     user_id: Identifier | None = None
+    group_id: Identifier | None = Field(None, description=GROUP)
 
 
 class GenerateContentRequest(GenerationRequest):
@@ -59,12 +60,16 @@ class GenerateContentRequest(GenerationRequest):
                                                            "advanced"] = "intermediate"
     recent_score: float | None = Field(None, ge=0, le=1, description="last quiz score, 0-1")
     user_id: Identifier | None = None
+    group_id: Identifier | None = Field(None, description=GROUP)
     model: Identifier = "small"
     max_tokens: int | None = Field(None, ge=16, le=4096)
     stream: bool = True
 
     def end_user(self) -> str | None:
         return self.user_id
+
+    def end_group(self) -> str | None:
+        return self.group_id
 
     def streamed(self) -> bool:
         return self.stream

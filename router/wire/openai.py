@@ -19,7 +19,7 @@ from pydantic import (
 from pydantic.config import JsonDict
 
 from router.wire.generation import MAX_TOKENS, SampledRequest
-from router.wire.rules import Identifier, Wire
+from router.wire.rules import GROUP, Identifier, Wire
 
 
 def _a_bool(value: Any) -> Any:
@@ -210,6 +210,7 @@ class EmbeddingsRequest(Wire):
     dimensions: int | None = Field(None, ge=1, le=3072, description=(
         "only for text-embedding-3 models (the local model has 384)"))
     user: Identifier | None = None
+    group: Identifier | None = Field(None, description=GROUP)
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else self.input

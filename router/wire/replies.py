@@ -174,6 +174,11 @@ class ErrorDetail(BaseModel):
     param: str | None = Field(description="the parameter or header at fault, if one is")
     tried: list[str] | None = omitted(
         "all_providers_failed: the provider/model of each attempt, in order")
+    level: Literal["tenant", "group", "learner_share", "user"] | None = omitted(
+        "budget_exceeded: whose budget cannot cover the request (a learner's share: of their "
+        "group's budget)")
+    period: Literal["day", "week", "month", "term"] | None = omitted(
+        "budget_exceeded: the period of that budget")
 
 
 class ErrorResponse(BaseModel):

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 from router.wire.generation import MAX_TOKENS, GenerationRequest
 from router.wire.openai import MAX_TOOLS
 from router.wire.params import Fixed
-from router.wire.rules import Identifier, Wire, omitted
+from router.wire.rules import GROUP, Identifier, Wire, omitted
 
 
 class FunctionTool(Wire):
@@ -129,6 +129,7 @@ class ResponsesRequest(GenerationRequest):
     # Advisory, as OpenAI treats them: `user` is the end user (budgets, rate limits, the ledger),
     # metadata is echoed back; the rest are hints to OpenAI's own infrastructure.
     user: Identifier | None = None
+    group: Identifier | None = Field(None, description=GROUP)
     metadata: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None \
         = Field(None, max_length=16)
     safety_identifier: str | None = None
@@ -153,6 +154,9 @@ class ResponsesRequest(GenerationRequest):
 
     def end_user(self) -> str | None:
         return self.user
+
+    def end_group(self) -> str | None:
+        return self.group
 
     def streamed(self) -> bool:
         return bool(self.stream)

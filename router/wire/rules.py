@@ -64,6 +64,9 @@ TEXT_PATTERN = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f]*$"
 Identifier = Annotated[str, Field(min_length=1, max_length=256,
                                   json_schema_extra={"pattern": ID_PATTERN}),
                        AfterValidator(_identifier)]
+GROUP = ("Our extension: the end user's group (a class) within the key's tenant. The request spends "
+         "the group's budget and the learner's share of it, besides the tenant's and the user's "
+         "(docs/api.md: Budget levels); the ledger records it.")
 
 
 def _text_problem(value: Any, path: str) -> str | None:

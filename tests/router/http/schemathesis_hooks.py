@@ -15,6 +15,8 @@ them (negative cases are left alone). Loaded by the CLI through SCHEMATHESIS_HOO
 - A tool's `parameters` are a schema of type object; callable tools exclude a JSON answer format.
 - A `Last-Event-ID` header is an event id of the pattern the document states (the coverage phase
   sends header values that do not keep it).
+- A budget level's term has its `start` and `end`, in order, and only a term has them;
+  `learner_cap_usd` is a group's.
 - Tool names are unique. Chat conversations with tool turns (calls and their results, whose
   pairing rules the document states in words) are left to tests/router/services/test_tools.py."""
 
@@ -143,9 +145,23 @@ def _seed_in_int64(case: Any) -> bool:
     return not isinstance(seed, int) or -(2**63) <= seed < 2**63
 
 
-RULES = (_event_id_well_formed, _seed_in_int64, _tool_names_unique, _arguments_are_objects,
-         _tools_as_chat_takes_them, _no_tool_turns, _outputs_answer_calls, _dates_in_order,
-         _dimensions_where_supported, _schema_supported, _tool_choice_names_a_tool)
+def _budget_as_a_level_takes_it(case: Any) -> bool:
+    body = case.body if isinstance(case.body, dict) else {}
+    path = str(getattr(case, "path", "") or getattr(case.operation, "path", ""))
+    if not path.startswith("/api/v1/ai/budgets/"):
+        return True
+    if body.get("learner_cap_usd") is not None and "/groups/" not in path:
+        return False
+    dated = body.get("start") is not None or body.get("end") is not None
+    if body.get("period") != "term":
+        return not dated
+    start, end = body.get("start"), body.get("end")
+    return isinstance(start, str) and isinstance(end, str) and start <= end
+
+
+RULES = (_budget_as_a_level_takes_it, _event_id_well_formed, _seed_in_int64, _tool_names_unique,
+         _arguments_are_objects, _tools_as_chat_takes_them, _no_tool_turns, _outputs_answer_calls,
+         _dates_in_order, _dimensions_where_supported, _schema_supported, _tool_choice_names_a_tool)
 
 
 @schemathesis.hook

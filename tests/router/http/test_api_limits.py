@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from core.config import AppConfig
-from router.usage.budget_stores import BudgetStore, Counter, Hold, MemoryBudgetStore
+from router.usage.budget_stores import BudgetStore, Counter, Hold, MemoryBudgetStore, Usage
 from router.usage.budgets import Budgets
 from router.usage.sharedstate import TIMEOUT_S, StateUnavailable
 from tests.conftest import RedisServer, free_port
@@ -145,13 +145,13 @@ class SettlementFails:
     def __init__(self, store: BudgetStore):
         self.store = store
 
-    async def hold(self, hold: Hold, ttl_s: float) -> bool:
-        return await self.store.hold(hold, ttl_s)
+    async def take(self, hold: Hold, ttl_s: float) -> tuple[Counter, ...]:
+        return await self.store.take(hold, ttl_s)
 
     async def settle(self, hold: Hold, spent: int, ttl_s: float) -> None:
         raise StateUnavailable("down", 0.1)
 
-    async def usage(self, counters: Sequence[Counter]) -> list[tuple[int, int]]:
+    async def usage(self, counters: Sequence[Counter]) -> list[Usage]:
         return await self.store.usage(counters)
 
 

@@ -72,6 +72,9 @@ class Refuses:
     async def refusal(self, spent_usd: float, next_usd: float) -> str | None:
         return "over budget" if next_usd > 0 else None
 
+    def exceeded(self, message: str) -> BudgetExceeded:
+        return BudgetExceeded(message, level="user", period="day")
+
 
 async def test_a_budget_that_skips_every_paid_fallback_is_a_402_naming_the_budget() -> None:
     free, paid = Scripted("local", [failure()]), Scripted("b", [])

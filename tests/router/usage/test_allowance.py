@@ -21,7 +21,8 @@ from router.run.fallback import Run, continuation
 from router.run.policy import Candidate
 from router.usage.admission import Allowance, Caller
 from router.usage.budget_stores import BudgetStore, MemoryBudgetStore, RedisBudgetStore
-from router.usage.budgets import Budgets, Scope, to_nano
+from router.usage.budgets import Budgets
+from router.usage.scopes import Scope, to_nano
 from router.usage.sharedstate import SharedState
 from tests.conftest import free_port
 from tests.fakes.catalog import MODELS
@@ -52,6 +53,9 @@ class Checked:
             held = self.allowance.hold.amount if self.allowance.hold else 0
             assert held >= to_nano(spent_usd + next_usd)
         return refusal
+
+    def exceeded(self, message: str) -> BudgetExceeded:
+        return self.allowance.exceeded(message)
 
 
 def run_over(*steps: tuple[ScriptedProvider, ModelCard], gate: Checked, retries: int = 0) -> Run:

@@ -195,6 +195,34 @@ async def test_records_of_the_fourth_schema_had_no_resumes(database: Database) -
         (0,), (3,)]
 
 
+async def test_records_of_the_fifth_schema_named_no_group(database: Database) -> None:
+    store = database.open()
+    await store.fetch(_MIGRATIONS_TABLE, [])
+    for version, statements in MIGRATIONS[:5]:
+        for statement in statements:
+            await store.fetch(statement, [])
+        await store.fetch("INSERT INTO schema_migrations VALUES (?, 0)", [version])
+    v5_columns = COLUMNS[:COLUMNS.index("group_id")]
+    await store.fetch(f"INSERT INTO usage_records ({', '.join(v5_columns)}) VALUES "
+                      f"({', '.join('?' for _ in v5_columns)})",
+                      list(usage_record(request_id="before-6").row()[:len(v5_columns)]))
+    await store.migrate()
+    await store.insert([usage_record(group_id="class-7a").row()])
+    assert await store.fetch("SELECT group_id FROM usage_records ORDER BY group_id", []) in (
+        [("class-7a",), (None,)], [(None,), ("class-7a",)])  # where NULL sorts differs
+
+
+async def test_a_budget_level_is_written_once_per_level(database: Database) -> None:
+    store = await database.migrated()
+    upsert = ("INSERT INTO budget_levels (tenant, group_id, user_id, budget, updated_at) "
+              "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, group_id, user_id) DO UPDATE SET "
+              "budget = excluded.budget, updated_at = excluded.updated_at")
+    await store.execute(upsert, ["school", "class-7a", "", '{"usd": 1}', 1.0])
+    await store.execute(upsert, ["school", "class-7a", "", '{"usd": 2}', 2.0])
+    assert await store.fetch("SELECT budget, updated_at FROM budget_levels", []) == [
+        ('{"usd": 2}', 2.0)]
+
+
 async def test_rows_the_database_cannot_store_are_rejected_as_such(database: Database) -> None:
     store = await database.migrated()
     bad = usage_record(user_id="\ud800", input_tokens=2**70)
