@@ -43,7 +43,7 @@ from deployments.llm.jobs import (
     Job,
     Request,
     Slot,
-    cached_prefix,
+    choose_slot,
     common_prefix,
     steps_left,
     to_compute,
@@ -206,7 +206,7 @@ class Scheduler:
             request = self._waiting.take(may_start)
             if request is None:
                 break
-            slot = max(free, key=functools.partial(cached_prefix, request.tokens))
+            slot = choose_slot(request.tokens, free, [r.tokens for r in self._waiting])
             self._waiting.charge(request, to_compute(request.tokens, self._slots))  # its prompt
             admitted.append((slot, request))
             slot.job = _PLACEHOLDER  # taken
@@ -312,18 +312,21 @@ class Scheduler:
         """(slot, tokens to decode, whether its last token's logits are wanted): every answer's next
         token first, then what fits of the prompts being read, by priority then admission; no
         prompt of a tier below one being read, and at most prefill_chunk tokens of a prompt below
-        the assessment tier, so that a higher tier's first token is not held up by their reading."""
+        the assessment tier, so that a higher tier's first token is not held up by their reading.
+        While an assessment reads its prompt, lower tiers' answers wait: the step is the exam's
+        alone (and their streams, quiet, leave the machine's cores to it)."""
         plan: list[tuple[Slot, list[int], bool]] = []
         room = self._n_batch
-        for slot in self._slots:
-            job = slot.job
-            if job is not None and job.next_token is not None:
-                plan.append((slot, [job.next_token], True))
-                room -= 1
         reading = sorted((s.job for s in self._slots if isinstance(s.job, Job)
                           and s.job.next_token is None),
                          key=lambda j: (-j.request.priority, j.request.order))
         top = reading[0].request.priority if reading else 0
+        lowest = ASSESSMENT if top >= ASSESSMENT else 0  # of the answers decoded this step
+        for slot in self._slots:
+            job = slot.job
+            if job is not None and job.next_token is not None and job.request.priority >= lowest:
+                plan.append((slot, [job.next_token], True))
+                room -= 1
         for job in reading:
             if room <= 0 or job.request.priority < top:
                 break

@@ -71,8 +71,14 @@ def steps_left(job: Any) -> int:
     return job.request.budget - job.output.generated + unread // 64
 
 
-def cached_prefix(tokens: list[int], slot: Slot) -> int:
-    return common_prefix(slot.cached, tokens)
+def choose_slot(tokens: list[int], free: list[Slot], waiting: list[list[int]]) -> Slot:
+    """The free slot for a prompt: the one whose cache shares the most with it; of those alike,
+    the one whose cache the waiting prompts share least with (a class's lesson stays cached for
+    its followers while another class's request takes a slot)."""
+    def wanted(slot: Slot) -> int:
+        return max((common_prefix(slot.cached, w) for w in waiting), default=0)
+
+    return max(free, key=lambda s: (common_prefix(s.cached, tokens), -wanted(s)))
 
 
 def to_compute(tokens: list[int], slots: list[Slot]) -> int:

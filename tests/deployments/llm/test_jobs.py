@@ -1,0 +1,30 @@
+"""Which slot a request takes, and what it computes there (deployments/llm/jobs.py), on token lists
+alone."""
+
+from __future__ import annotations
+
+from deployments.llm.jobs import Slot, choose_slot, to_compute
+
+LESSON_A = list(range(100, 400))  # class a's lesson, as tokens
+LESSON_C = list(range(500, 800))
+
+
+def test_a_request_takes_the_slot_that_holds_its_prefix() -> None:
+    slots = [Slot(0, cached=[*LESSON_C, 1]), Slot(1, cached=[*LESSON_A, 2])]
+    assert choose_slot([*LESSON_A, 3], slots, waiting=[]) is slots[1]
+
+
+def test_another_class_leaves_the_lesson_that_waiting_followers_need() -> None:
+    """Neither free slot shares anything with class b's prompt: it takes the one no waiting
+    request wants, not class a's lesson, which a's follower is waiting to copy."""
+    slots = [Slot(0, cached=[*LESSON_A, 1]), Slot(1, cached=[*LESSON_C, 1])]
+    follower = [*LESSON_A, 7, 8]
+    assert choose_slot([9, 9, 9], slots, waiting=[follower]) is slots[1]
+    assert choose_slot([9, 9, 9], slots, waiting=[[*LESSON_C, 4]]) is slots[0]
+
+
+def test_a_request_computes_what_no_cache_holds_and_at_least_its_last_token() -> None:
+    slots = [Slot(0, cached=[*LESSON_A, 1]), Slot(1)]
+    assert to_compute([*LESSON_A, 5, 6], slots) == 2
+    assert to_compute(LESSON_A, slots) == 1
+    assert to_compute([9] * 40, slots) == 40
