@@ -7,8 +7,9 @@ import {
   type Attempt, type CallOptions, type RetryEvent, type RetryPolicy, type Settings, type Timeouts,
 } from "./transport.js";
 import type {
-  ContentType, DoneEvent, EmbeddingParams, EmbeddingsResult, GenerateContentParams,
-  GenerateEvent, GeneratedContent, Health, Readiness, UsageQuery, UsageRecord, UsageReport,
+  BudgetLevel, BudgetLevelKey, ContentType, DoneEvent, EmbeddingParams, EmbeddingsResult,
+  GenerateContentParams, GenerateEvent, GeneratedContent, Health, LevelBudget, Readiness, UsageQuery,
+  UsageRecord, UsageReport,
 } from "./types.js";
 
 export interface ClientOptions {
@@ -71,10 +72,31 @@ export class LearnXClient {
                                  body: { texts, ...params }, head: "request" }, options);
   }
 
-  /** Requests, tokens and cost by day, provider, model and operation (all users without userId). */
+  /** Requests, tokens and cost by day, provider, model and operation, of a user, a group
+   * (`query.group`) or both (all users without either: an admin key); with a user or a group, the
+   * budgets their requests spend, per level (`budgets`). */
   usage(userId?: string, query: UsageQuery = {}, options?: CallOptions): Promise<UsageReport> {
     return this.transport.json({ method: "GET", path: "/api/v1/ai/usage", head: "connect",
-                                 query: { user_id: userId, from: query.from, to: query.to } }, options);
+                                 query: { user_id: userId, group: query.group, from: query.from,
+                                          to: query.to } }, options);
+  }
+
+  /** Create or change a level's budget (admin keys): a tenant's, a group's or a user's. */
+  setBudget(level: BudgetLevelKey, budget: LevelBudget, options?: CallOptions): Promise<BudgetLevel> {
+    return this.transport.json({ method: "PUT", path: budgetPath(level), body: budget,
+                                 head: "request" }, options);
+  }
+
+  /** A level's budget and what is spent and left of it this period (admin keys); a level without
+   * one is an InvalidRequestError (404). */
+  budget(level: BudgetLevelKey, options?: CallOptions): Promise<BudgetLevel> {
+    return this.transport.json({ method: "GET", path: budgetPath(level), head: "connect" }, options);
+  }
+
+  /** Remove the budget set through the API (admin keys); the config file's, if any, applies again. */
+  deleteBudget(level: BudgetLevelKey, options?: CallOptions): Promise<BudgetLevel> {
+    return this.transport.json({ method: "DELETE", path: budgetPath(level), head: "request" },
+                               options);
   }
 
   /** A user's latest ledger records, newest first. Records are written in the background:
@@ -144,6 +166,12 @@ export class ContentStream implements AsyncIterable<GenerateEvent> {
       if (event.type !== "done" && event.type !== "fallback") yield event.content;
     }
   }
+}
+
+function budgetPath(level: BudgetLevelKey): string {
+  const base = `/api/v1/ai/budgets/${encodeURIComponent(level.tenant)}`;
+  if (level.group !== undefined) return `${base}/groups/${encodeURIComponent(level.group)}`;
+  return level.user !== undefined ? `${base}/users/${encodeURIComponent(level.user)}` : base;
 }
 
 function settings(options: ClientOptions): Settings {

@@ -5,7 +5,7 @@
 //   ├── ServiceError                 any error answer of the service (500 server_error)
 //   │   ├── InvalidRequestError      400, 404, 413, 422 invalid_request_error
 //   │   ├── AuthenticationError      401 authentication_error
-//   │   ├── BudgetExceededError      402 budget_exceeded
+//   │   ├── BudgetExceededError      402 budget_exceeded (level, period)
 //   │   ├── RateLimitError           429 rate_limit_error
 //   │   ├── ServiceUnavailableError  503 service_unavailable (tried)
 //   │   └── UpstreamError            502 upstream_error
@@ -31,6 +31,8 @@ export interface ErrorBody {
   code?: string | null;
   param?: string | null;
   tried?: string[];
+  level?: string | null;
+  period?: string | null;
 }
 
 export class ServiceError extends LearnXError {
@@ -53,7 +55,18 @@ export class ServiceError extends LearnXError {
 
 export class InvalidRequestError extends ServiceError {}
 export class AuthenticationError extends ServiceError {}
-export class BudgetExceededError extends ServiceError {}
+export class BudgetExceededError extends ServiceError {
+  /** Whose budget cannot cover the request: tenant, group, learner_share (of a group's), user. */
+  readonly level: string | null;
+  /** That budget's period: day, week, month, term. */
+  readonly period: string | null;
+
+  constructor(status: number, body: ErrorBody, requestId?: string, retryAfterMs?: number) {
+    super(status, body, requestId, retryAfterMs);
+    this.level = body.level ?? null;
+    this.period = body.period ?? null;
+  }
+}
 
 export class RateLimitError extends ServiceError {}
 

@@ -33,6 +33,9 @@ export interface GenerateContentParams {
   /** The learner's last quiz score, 0-1: moves the difficulty up or down. */
   recent_score?: number;
   user_id?: string;
+  /** The learner's group (a class) in the key's tenant: the request also spends the group's budget
+   * and the learner's share of it. */
+  group_id?: string;
   /** A model, an alias or a tier ("small", "large"); the service's default is "small". */
   model?: string;
   preferred_providers?: Provider[];
@@ -150,6 +153,8 @@ export interface EmbeddingParams {
   use_cache?: boolean;
   deduplicate?: boolean;
   user_id?: string;
+  /** The learner's group (a class) in the key's tenant. */
+  group_id?: string;
 }
 
 export interface EmbeddingsResult {
@@ -180,6 +185,7 @@ export interface Totals {
 
 export interface UsageReport {
   user_id: string | null;
+  group: string | null;
   from: string;
   to: string;
   totals: Totals & { cache_hits: number; errors: number };
@@ -195,7 +201,10 @@ export interface UsageReport {
     savings_usd: number;
     baseline: string;
   };
+  /** The user's own budget per period (`daily_limit_usd`, `daily_spent_usd`, ...). */
   budget?: Record<string, number> | null;
+  /** With a user or a group: every budget their requests spend, per level, this period. */
+  budgets?: LevelStatus[];
   ledger: { buffered: number; dropped: number; write_failures: number };
 }
 
@@ -203,6 +212,59 @@ export interface UsageQuery {
   /** ISO dates (YYYY-MM-DD), UTC; the last 30 days by default. */
   from?: string;
   to?: string;
+  /** A group (a class) of the key's tenant: its requests only, and its budgets. */
+  group?: string;
+}
+
+/** Whose budget: a tenant's (a school), a group's (a class), the learner's share of a group's, a
+ * user's (a learner). */
+export type BudgetLevelName = "tenant" | "group" | "learner_share" | "user";
+export type BudgetPeriod = "day" | "week" | "month" | "term";
+
+/** A level of the budgets: a tenant's, one of its groups', or one of its users'. */
+export type BudgetLevelKey =
+  | { tenant: string; group?: undefined; user?: undefined }
+  | { tenant: string; group: string; user?: undefined }
+  | { tenant: string; user: string; group?: undefined };
+
+/** A level's budget: `usd` per `period` (UTC; a term from `start` to `end`, YYYY-MM-DD, included). */
+export interface LevelBudget {
+  usd: number;
+  period?: BudgetPeriod;
+  start?: string;
+  end?: string;
+  /** When it cannot cover a request: a free local model (the default), or a 402. */
+  on_exhausted?: "downgrade" | "refuse";
+  /** Groups only: what one learner may spend of it per period; else the budget among its active
+   * learners. */
+  learner_cap_usd?: number;
+}
+
+/** One budget in its current period: what is settled, held by requests in flight, and left. */
+export interface LevelStatus {
+  level: BudgetLevelName;
+  tenant: string | null;
+  group: string | null;
+  user: string | null;
+  period: BudgetPeriod;
+  start: string;
+  end: string;
+  limit_usd: number;
+  spent_usd: number;
+  held_usd: number;
+  remaining_usd: number;
+  on_exhausted: "downgrade" | "refuse";
+}
+
+export interface BudgetLevel {
+  level: "tenant" | "group" | "user";
+  tenant: string;
+  group: string | null;
+  user: string | null;
+  /** Where the budget in force was set. */
+  source: "api" | "config";
+  budget: Required<Pick<LevelBudget, "usd" | "period" | "on_exhausted">> & LevelBudget;
+  status: LevelStatus[];
 }
 
 /** shared: served by an identical request's run in flight; cached: a kept artifact replayed. */
@@ -233,6 +295,8 @@ export interface UsageRecord {
   streamed: boolean;
   /** The priority tier the request ran at. */
   tier: Tier;
+  /** The request's group (a class), if it named one. */
+  group_id: string | null;
 }
 
 export interface Health { status: "ok" }
