@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import httpx
 import pytest
@@ -114,3 +115,34 @@ def settled_budget(url: str, who: str, period: str) -> dict[str, float]:
             return status
         time.sleep(0.1)
     raise AssertionError(f"{who}'s holds were never settled: {status}")
+
+
+async def test_a_classs_learners_together_cannot_overrun_its_budget(serve_url, fake_openai) -> None:
+    """100 concurrent requests of 5 learners of one class whose budget (set through the admin API,
+    kept in Redis) is worth 10 of them: exactly 10 are served (no overrun, no false refusal), every
+    refusal names the group's budget or the learner's share, and the ledger agrees."""
+    group = f"class-{uuid.uuid4().hex[:8]}"
+    learners = [f"{group}-learner-{n}" for n in range(5)]
+    prompt, each = one_request_estimate(50)
+    level = f"{serve_url}/api/v1/ai/budgets/tests/groups/{group}"
+    async with httpx.AsyncClient(headers=AUTH, timeout=120) as client:
+        response = await client.put(level, json={
+            "usd": 10 * each + each / 2, "period": "day", "on_exhausted": "refuse",
+            "learner_cap_usd": 4 * each + each / 2})
+        assert response.status_code == 200, response.text
+        fake_openai.enqueue(*[Reply(prompt_tokens=prompt, completion_tokens=50)] * 100)
+        body = {"model": "gpt-4o-mini", "messages": ASK, "max_tokens": 50, "group": group}
+        responses = await asyncio.gather(*(
+            client.post(f"{serve_url}/v1/chat/completions", json={**body, "user": learners[n % 5]})
+            for n in range(100)))
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) == 10 and statuses.count(402) == 90, statuses
+        assert {r.json()["error"]["level"] for r in responses if r.status_code == 402} <= {
+            "group", "learner_share"}
+        served = [sum(r["status"] == 200 for r in records(serve_url, who, expect=20))
+                  for who in learners]
+        assert sum(served) == 10 and max(served) <= 4, served  # each within their cap
+        report = (await client.get(f"{serve_url}/api/v1/ai/usage", params={"group": group})).json()
+        assert report["totals"]["requests"] == 100
+        assert report["totals"]["cost_usd"] == pytest.approx(10 * each, abs=1e-8)
+        await client.delete(level)
