@@ -49,7 +49,7 @@ async def _put(request: Request, key: LevelKey, budget: LevelBudget | None) -> B
     if budget is None and levels.source(key) != "api":
         raise NotFound(f"{_named(key)} has no budget set through the API" + (
             " (its budget is the config file's: change it there)" if levels.source(key) else ""))
-    await levels.put(key, budget)
+    await _services(request).accounting.budgets.set_level(key, budget)
     return await _view(request, key)
 
 

@@ -104,13 +104,15 @@ def build_accounting(config: AppConfig, catalog: list[ModelCard]) -> Accounting:
         ledger = Ledger(open_store(config.ledger.database_url), config.ledger)
     ttl = config.budgets.hold_ttl_s
     levels = Levels(config.budgets.levels, ledger, config.budgets.levels_refresh_s)
+    spend = _ledger_spend(ledger, config) if ledger else None
     if config.redis_url:
         state = SharedState.connect(config.redis_url)
-        budgets = Budgets(config.budgets, RedisBudgetStore(state), hold_ttl_s=ttl, levels=levels)
+        budgets = Budgets(config.budgets, RedisBudgetStore(state), hold_ttl_s=ttl, levels=levels,
+                          ledger=spend)
         limiter = RateLimiter(config.rate_limits, RedisBuckets(state))
         return Accounting(ledger, budgets, limiter, catalog, state)
-    budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl,
-                      seed=_ledger_spend(ledger, config) if ledger else None, levels=levels)
+    budgets = Budgets(config.budgets, MemoryBudgetStore(), hold_ttl_s=ttl, seed=spend,
+                      levels=levels, ledger=spend)
     return Accounting(ledger, budgets, RateLimiter(config.rate_limits, MemoryBuckets()), catalog)
 
 

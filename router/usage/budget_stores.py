@@ -72,6 +72,11 @@ class BudgetStore(Protocol):
     async def usage(self, counters: Sequence[Counter]) -> list[Usage]:
         ...
 
+    async def adopt(self, counter: Counter, spent: int) -> None:
+        """Start a counter at `spent` settled, if it has no settled spend yet (a level set mid-period,
+        seeded from the ledger)."""
+        ...
+
 
 class Expiries:
     """When each key expires, popped once due: a heap whose stale entries (a key given a new
@@ -153,6 +158,12 @@ class MemoryBudgetStore:
         self._sweep()
         return [Usage(self._spent.get(c.key, 0), self._held.get(c.key, 0), self._limit(c))
                 for c in counters]
+
+    async def adopt(self, counter: Counter, spent: int) -> None:
+        now = self._sweep()
+        if spent and counter.key not in self._spent:
+            self._spent[counter.key] = spent
+            self._spent_expiries.set(counter.key, now + counter.ttl_s)
 
     def _used(self, key: str) -> int:
         return self._spent.get(key, 0) + self._held.get(key, 0)
@@ -303,6 +314,11 @@ class RedisBudgetStore:
             args += [c.ttl_s, self._pool(c)]
         keys = [self.hold_key(hold.id), *(self._prefix + c.key for c in hold.counters)]
         await self._state.run(lambda: self._settle(keys=keys, args=args))
+
+    async def adopt(self, counter: Counter, spent: int) -> None:
+        if spent:
+            await self._state.run(lambda: self._state.client.set(
+                self._prefix + counter.key, spent, nx=True, ex=counter.ttl_s))
 
     async def usage(self, counters: Sequence[Counter]) -> list[Usage]:
         keys = [self._prefix + c.key for c in counters]

@@ -19,6 +19,7 @@ never a 402. Without Redis each replica keeps its own counters, and forgets thos
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
@@ -34,6 +35,7 @@ from router.usage.scopes import NANO, LevelKey, Scope, counters, level_window, t
 from router.usage.sharedstate import StateUnavailable
 
 SEED_RETRY_S = 5.0
+log = logging.getLogger("ray.serve")
 T = TypeVar("T")
 
 # (tenant, group or None, user or None, UTC day, USD)
@@ -83,14 +85,17 @@ class Budgets:
     def __init__(self, config: BudgetsConfig, store: BudgetStore,
                  clock: Callable[[], float] = time.time, hold_ttl_s: float = 900.0,
                  seed: Callable[[str], Awaitable[list[SpendRow]]] | None = None,
-                 levels: Levels | None = None):
-        """`seed(first_day)`: the ledger's spend per tenant, group, user and day since
-        `first_day`, for a store that starts empty."""
+                 levels: Levels | None = None,
+                 ledger: Callable[[str], Awaitable[list[SpendRow]]] | None = None):
+        """`ledger(first_day)`: the ledger's spend per tenant, group, user and day since
+        `first_day`: what a level set mid-period starts from; `seed`: the same, for a store that
+        starts empty."""
         self._config = config
         self._store = store
         self._clock = clock
         self.hold_ttl_s = hold_ttl_s
         self._seed = seed
+        self._ledger = ledger
         self.levels = levels or Levels(config.levels, None)
         self._seeding = asyncio.Lock()
         self._seed_again_at = 0.0  # after a failed seeding, refuse at once until then
@@ -145,6 +150,31 @@ class Budgets:
         level = "group" if group else "user" if user else "tenant"
         found = await self.by_level(Scope(tenant, user, group))
         return [status for status in found if status["level"] == level]
+
+    async def set_level(self, key: LevelKey, budget: LevelBudget | None) -> None:
+        """Set a level's budget (None: remove the one set through the API) for every replica; a new
+        period's counter starts from the ledger's spend of that period."""
+        await self.levels.put(key, budget)
+        if budget is not None and self._ledger is not None:
+            await self._adopt(key, self._ledger)
+
+    async def _adopt(self, key: LevelKey,
+                     ledger: Callable[[str], Awaitable[list[SpendRow]]]) -> None:
+        tenant, group, user = key
+        level = "group" if group else "user" if user else "tenant"
+        found = [c for c in await self._counters(Scope(tenant, user, group)) if c.level == level]
+        if not found:
+            return
+        counter = found[0]
+        try:
+            rows = await ledger(counter.window.first.isoformat())
+        except StorageUnavailable as error:
+            log.warning("budget level %s counts from now: %s", key, error.message)
+            return
+        spent = to_nano(sum(usd for row_tenant, row_group, row_user, day, usd in rows
+                            if (row_tenant, row_group if group else None, row_user if user else None)
+                            == key and counter.window.holds(day)))
+        await self._call(lambda: self._store.adopt(counter, spent))
 
     async def _counters(self, scope: Scope) -> list[Counter]:
         return counters(scope, self._clock(), self._config, await self.levels.current())

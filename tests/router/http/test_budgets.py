@@ -144,3 +144,13 @@ async def usage(client: httpx.AsyncClient, **params: str) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     found: dict[str, Any] = response.json()
     return found
+
+
+async def test_a_budget_set_mid_period_counts_what_its_level_spent_before(school: InProcess) -> None:
+    school.openai.enqueue(Say("Hi!", usage=TokenUsage(1_000, 1_000)))
+    response = await school.post("/v1/chat/completions", chat(user="ada", group="class-9"))
+    assert response.status_code == 200, response.text
+    await school.records("ada")  # written to the ledger
+    view = (await school.client.put("/api/v1/ai/budgets/backend/groups/class-9",
+                                    json={"usd": 1, "period": "day"}, headers=ADMIN)).json()
+    assert view["status"][0]["spent_usd"] == pytest.approx(0.00075)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from router.usage.budgets import Budgets, Refusal, SpendRow
 from router.usage.ledger import Ledger
 from router.usage.levels import Levels
 from router.usage.scopes import Scope
+from router.usage.stores import open_store
 from tests.fakes.clock import Clock
 from tests.router.usage.conftest import Database
 
@@ -194,3 +196,28 @@ async def test_concurrent_learners_cannot_overrun_their_group_or_school(store: B
     assert held["group"] == pytest.approx(2.0) and held["tenant"] == pytest.approx(2.0)
     share = next(s for s in statuses if s["level"] == "learner_share")
     assert share["limit_usd"] == pytest.approx(0.4)  # the pool among its five active learners
+
+
+async def test_a_level_set_mid_period_starts_from_the_ledgers_spend(store: BudgetStore,
+                                                                     tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    async def ledger(since: str) -> list[SpendRow]:
+        asked.append(since)
+        return [("school", "class-7a", "ada", "2026-11-24", 0.5),
+                ("school", "class-7a", "bea", "2026-11-22", 9.0),  # the week before
+                ("school", "class-7b", "ada", "2026-11-25", 7.0),  # another group
+                ("other", "class-7a", "ada", "2026-11-25", 7.0)]  # another tenant
+
+    kept = Ledger(open_store(f"sqlite:///{tmp_path}/usage.db"), LedgerConfig())
+    found = Budgets(BudgetsConfig(), store, clock=Clock.at_utc("2026-11-25 12:00:00"),
+                    levels=Levels([], kept), ledger=ledger)
+    key = ("school", "class-7a", None)
+    await found.set_level(key, LevelBudget(usd=2, period="week"))
+    await found.set_level(key, LevelBudget(usd=3, period="week"))  # changed: counted once
+    (group,) = await found.of_level(key)
+    assert (group["spent_usd"], group["remaining_usd"]) == (0.5, 2.5)
+    assert asked == ["2026-11-23"] * 2
+    await found.set_level(("school", None, None), LevelBudget(usd=100, period="day"))
+    assert [s["spent_usd"] for s in await found.of_level(("school", None, None))] == [7.0]
+    await kept.close()
