@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import RedisServer
-from tests.fakes.inprocess import ADMIN_KEY, InProcess, config, start
+from tests.fakes.inprocess import ADMIN_KEY, KEY, InProcess, config, start
 from tests.fakes.scripted import Say
 from tests.fakes.served import Event, Served, client, read
 
@@ -357,3 +357,17 @@ async def test_redis_keeps_each_run_within_its_bounds(tmp_path: Any, own_redis: 
     finally:
         await server.stop()
         await api.close()
+
+
+async def test_the_official_sdk_streams_as_before_ignoring_the_ids(served: Served) -> None:
+    from openai import AsyncOpenAI
+
+    sdk = AsyncOpenAI(base_url=f"{served.url}/v1", api_key=KEY, max_retries=0)
+    served.api.openai.enqueue(Say(TEXT), Say(TEXT))
+    chunks = [c async for c in await sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Tell me"}], stream=True)]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
+    async with sdk.responses.stream(model="gpt-4o-mini", input="Tell me") as stream:
+        final = await stream.get_final_response()
+    assert final.output_text == TEXT
+    await sdk.close()
