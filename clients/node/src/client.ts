@@ -1,14 +1,12 @@
 // The client of the LEARN-X AI service: the seed's PythonAIClient, typed.
 
-import { ProtocolError, errorBody, serviceError } from "./errors.js";
-import { sseData } from "./sse.js";
+import { ContentStream, DEFAULT_RESUME, type ResumePolicy, type RunStatus } from "./stream.js";
 import {
-  Transport, parseJson,
-  type Attempt, type CallOptions, type RetryEvent, type RetryPolicy, type Settings, type Timeouts,
+  Transport, type CallOptions, type RetryEvent, type RetryPolicy, type Settings, type Timeouts,
 } from "./transport.js";
 import type {
-  BudgetLevel, BudgetLevelKey, ContentType, DoneEvent, EmbeddingParams, EmbeddingsResult,
-  GenerateContentParams, GenerateEvent, GeneratedContent, Health, LevelBudget, Readiness, UsageQuery,
+  BudgetLevel, BudgetLevelKey, ContentType, EmbeddingParams, EmbeddingsResult,
+  GenerateContentParams, GeneratedContent, Health, LevelBudget, Readiness, UsageQuery,
   UsageRecord, UsageReport,
 } from "./types.js";
 
@@ -19,6 +17,8 @@ export interface ClientOptions {
   apiKey?: string;
   timeouts?: Partial<Timeouts>;
   retry?: Partial<RetryPolicy>;
+  /** A stream whose connection drops reconnects with Last-Event-ID (default: 5 times). */
+  resume?: Partial<ResumePolicy>;
   /** Sent with every request. */
   headers?: Record<string, string>;
   /** Called before each retry (logs, metrics). */
@@ -33,16 +33,19 @@ export const DEFAULT_RETRY: RetryPolicy = {
   maxRetries: 2, baseDelayMs: 500, maxDelayMs: 8_000, maxRetryAfterMs: 30_000,
 };
 
-interface ErrorEvent { type: "error"; metadata: { status: number } }
-
 export type StreamParams = GenerateContentParams & { stream?: true };
 export type WholeParams<T extends ContentType> = GenerateContentParams & { content_type: T; stream: false };
 
+export { ContentStream, DEFAULT_RESUME };
+export type { ResumePolicy, RunStatus };
+
 export class LearnXClient {
   private readonly transport: Transport;
+  private readonly resume: ResumePolicy;
 
   constructor(options: ClientOptions = {}) {
     this.transport = new Transport(settings(options));
+    this.resume = { ...DEFAULT_RESUME, ...options.resume };
   }
 
   get baseUrl(): string {
@@ -61,8 +64,18 @@ export class LearnXClient {
       return this.transport.json({ method: "POST", path: "/api/v1/ai/generate-content", body,
                                    head: "request" }, options);
     }
-    return new ContentStream(() => this.transport.open({
-      method: "POST", path: "/api/v1/ai/generate-content", body, head: "first_event" }, options));
+    const call = { method: "POST", path: "/api/v1/ai/generate-content", body, head: "first_event" } as const;
+    return new ContentStream(
+      (lastEventId) => this.transport.open(call, lastEventId === undefined ? options : {
+        ...options, maxRetries: 0, headers: { ...options.headers, "last-event-id": lastEventId } }),
+      this.resume, options.signal, (runId) => this.cancelRun(runId, options));
+  }
+
+  /** Stop a run (a stream's generation, `ContentStream.runId`): its stream ends with a
+   * ConflictError (`run_stopped`), and it stays stopped. A run that already ended keeps its status. */
+  cancelRun(runId: string, options?: CallOptions): Promise<RunStatus> {
+    return this.transport.json({ method: "POST", path: `/v1/runs/${encodeURIComponent(runId)}/cancel`,
+                                 head: "connect" }, { maxRetries: 0, ...options });
   }
 
   /** Vectors for `texts`, in input order, with the model that made them and the cache hits. */
@@ -124,47 +137,6 @@ export class LearnXClient {
   openAIOptions(): { baseURL: string; apiKey: string; defaultHeaders: Record<string, string> } {
     const { baseUrl, apiKey, headers } = this.transport.settings;
     return { baseURL: `${baseUrl}/v1`, apiKey: apiKey ?? "unused", defaultHeaders: headers };
-  }
-}
-
-/** The events of one generate-content stream. Iterate it once. */
-export class ContentStream implements AsyncIterable<GenerateEvent> {
-  /** The X-Request-Id of the attempt that delivered the stream, once it started. */
-  requestId: string | undefined;
-  /** The terminal event, once the stream ended well. */
-  done: DoneEvent | undefined;
-  private started = false;
-
-  constructor(private readonly open: () => Promise<[Response, Attempt]>) {}
-
-  async *[Symbol.asyncIterator](): AsyncGenerator<GenerateEvent> {
-    if (this.started) throw new Error("a ContentStream can be iterated only once");
-    this.started = true;
-    const [response, attempt] = await this.open();
-    this.requestId = attempt.requestId;
-    if (!response.body) {
-      attempt.close();
-      throw new ProtocolError("the stream has no body", attempt.requestId);
-    }
-    for await (const data of sseData(response.body, attempt)) {
-      if (data === "[DONE]") break;
-      const event = parseJson<GenerateEvent | ErrorEvent>(data, attempt.requestId);
-      if (event.type === "error") {
-        throw serviceError(event.metadata.status, errorBody(event, "error event"), attempt.requestId);
-      }
-      if (event.type === "done") this.done = event;
-      yield event;
-    }
-    if (!this.done) {
-      throw new ProtocolError("the stream ended without its terminal event", attempt.requestId);
-    }
-  }
-
-  /** Only the text: what the seed's stream yielded. */
-  async *text(): AsyncGenerator<string> {
-    for await (const event of this) {
-      if (event.type !== "done" && event.type !== "fallback") yield event.content;
-    }
   }
 }
 

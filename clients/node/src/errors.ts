@@ -3,10 +3,11 @@
 //
 //   LearnXError
 //   ├── ServiceError                 any error answer of the service (500 server_error)
-//   │   ├── InvalidRequestError      400, 404, 413, 422 invalid_request_error
+//   │   ├── InvalidRequestError      400, 404, 410, 413, 422 invalid_request_error
 //   │   ├── AuthenticationError      401 authentication_error
 //   │   ├── BudgetExceededError      402 budget_exceeded (level, period)
 //   │   ├── RateLimitError           429 rate_limit_error
+//   │   ├── ConflictError            409 conflict_error (a stopped run: code run_stopped)
 //   │   ├── ServiceUnavailableError  503 service_unavailable (tried)
 //   │   └── UpstreamError            502 upstream_error
 //   │       └── UpstreamTimeoutError 504 timeout_error
@@ -70,6 +71,10 @@ export class BudgetExceededError extends ServiceError {
 
 export class RateLimitError extends ServiceError {}
 
+/** A request with this Idempotency-Key still runs, or the stream's run was stopped (`run_stopped`:
+ * it stays stopped). */
+export class ConflictError extends ServiceError {}
+
 export class ServiceUnavailableError extends ServiceError {
   /** The provider/model routes the service tried, when every one failed. */
   readonly tried: string[];
@@ -115,14 +120,15 @@ const BY_TYPE: Record<string, ServiceErrorClass> = {
   authentication_error: AuthenticationError,
   budget_exceeded: BudgetExceededError,
   rate_limit_error: RateLimitError,
+  conflict_error: ConflictError,
   service_unavailable: ServiceUnavailableError,
   upstream_error: UpstreamError,
   timeout_error: UpstreamTimeoutError,
 };
 
 const BY_STATUS: Record<number, ServiceErrorClass> = {
-  400: InvalidRequestError, 404: InvalidRequestError, 413: InvalidRequestError,
-  422: InvalidRequestError, 401: AuthenticationError, 402: BudgetExceededError,
+  400: InvalidRequestError, 404: InvalidRequestError, 409: ConflictError, 410: InvalidRequestError,
+  413: InvalidRequestError, 422: InvalidRequestError, 401: AuthenticationError, 402: BudgetExceededError,
   429: RateLimitError, 502: UpstreamError, 503: ServiceUnavailableError, 504: UpstreamTimeoutError,
 };
 

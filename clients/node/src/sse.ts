@@ -4,9 +4,15 @@ import { EventSourceParserStream } from "eventsource-parser/stream";
 
 import type { Attempt } from "./transport.js";
 
-/** The `data` of each event, until the body ends. The first wait is bounded by `first_event`,
- * every later one by `idle`; a slow consumer between events is not counted as silence. */
-export async function* sseData(body: ReadableStream<Uint8Array>, attempt: Attempt): AsyncGenerator<string> {
+/** One event: its id (the service's `run_<hex>:<n>`, what a reconnect resumes after) and data. */
+export interface SseEvent {
+  id: string | undefined;
+  data: string;
+}
+
+/** Each event, until the body ends. The first wait is bounded by `first_event`, every later one
+ * by `idle`; a slow consumer between events is not counted as silence. */
+export async function* sseEvents(body: ReadableStream<Uint8Array>, attempt: Attempt): AsyncGenerator<SseEvent> {
   const reader = body
     .pipeThrough(new TextDecoderStream())
     .pipeThrough(new EventSourceParserStream())
@@ -21,10 +27,16 @@ export async function* sseData(body: ReadableStream<Uint8Array>, attempt: Attemp
       attempt.disarm();
       if (done) return;
       phase = "idle";
-      yield value.data;
+      yield { id: value.id, data: value.data };
     }
   } finally {
     attempt.close();
     reader.releaseLock();
   }
+}
+
+/** The sequence number of an event id `run_<hex>:<n>`, or undefined for another id. */
+export function sequenceOf(id: string | undefined): number | undefined {
+  const found = id === undefined ? null : /^run_[0-9a-f]{32}:(\d+)$/.exec(id);
+  return found ? Number(found[1]) : undefined;
 }

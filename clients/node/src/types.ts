@@ -268,7 +268,7 @@ export interface BudgetLevel {
 }
 
 /** shared: served by an identical request's run in flight; cached: a kept artifact replayed. */
-export type Outcome = "success" | "error" | "client_disconnected" | "shared" | "cached";
+export type Outcome = "success" | "error" | "client_disconnected" | "shared" | "cached" | "stopped";
 
 export interface UsageRecord {
   request_id: string;
@@ -297,6 +297,8 @@ export interface UsageRecord {
   tier: Tier;
   /** The request's group (a class), if it named one. */
   group_id: string | null;
+  /** Reconnects to the stream's run while it ran (Last-Event-ID). */
+  resumes: number;
 }
 
 export interface Health { status: "ok" }

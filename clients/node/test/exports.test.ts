@@ -7,7 +7,8 @@ import * as api from "../src/index.js";
 
 test("the package exports the client, its defaults and the error classes, nothing else", () => {
   assert.deepEqual(Object.keys(api).sort(), [
-    "AuthenticationError", "BudgetExceededError", "ConnectionError", "ContentStream", "DEFAULT_RETRY",
+    "AuthenticationError", "BudgetExceededError", "ConflictError", "ConnectionError", "ContentStream",
+    "DEFAULT_RESUME", "DEFAULT_RETRY",
     "DEFAULT_TIMEOUTS", "InvalidRequestError", "LearnXClient", "LearnXError", "ProtocolError",
     "PythonAIClient", "RateLimitError", "RequestTimeoutError", "ServiceError", "ServiceUnavailableError",
     "UpstreamError", "UpstreamTimeoutError",
