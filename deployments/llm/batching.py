@@ -206,8 +206,9 @@ class Scheduler:
             request = self._waiting.take(may_start)
             if request is None:
                 break
-            slot = choose_slot(request.tokens, free, [r.tokens for r in self._waiting])
-            self._waiting.charge(request, to_compute(request.tokens, self._slots))  # its prompt
+            slot = choose_slot(request.tokens, free, self._slots, [r.tokens for r in self._waiting])
+            self._waiting.charge(request, self._pace.as_answer_tokens(  # its prompt, as it reads
+                to_compute(request.tokens, self._slots)))
             admitted.append((slot, request))
             slot.job = _PLACEHOLDER  # taken
         return admitted
@@ -292,8 +293,9 @@ class Scheduler:
             return
         started = time.monotonic()
         status = self._lib.llama_decode(self._ctx, self._fill(plan))
-        self._pace.measured(time.monotonic() - started, sum(
-            len(tokens) for s, tokens, _ in plan if isinstance(s.job, Job) and s.job.next_token is None))
+        answers = sum(1 for s, _, _ in plan if isinstance(s.job, Job) and s.job.next_token is not None)
+        read = sum(len(tokens) for _, tokens, _ in plan) - answers
+        self._pace.measured(time.monotonic() - started, read, answers)
         if status != 0:
             self._decode_failed(plan, status)
             return

@@ -8,11 +8,11 @@ deficit (also while its requests may not start yet: they wait for their lesson's
 which is waiting all the same); the group's first request that may start is taken once its cost (its
 answer's budget of tokens) fits the deficit, else the ring moves on. The engine charges what the
 estimate left out or overstated as it learns it (`charge`): the prompt tokens a request computes as
-it starts (a class's first request reads the lesson; its followers copy it), and the budget an
-answer did not use at its end. So a group's deficit may fall below zero, and it waits more rounds; a
-class's first request is not held back for rounds to pay for its lesson first. A group whose queue
-empties leaves the ring and forgets its deficit, so idleness earns no credit and debt is forgiven.
-Within a group, requests keep their order of arrival."""
+it starts, in answer tokens' worth of the engine's time (a class's first request reads the lesson;
+its followers copy it), and the budget an answer did not use at its end. So a group's deficit may
+fall below zero, and it waits more rounds; a class's first request is not held back for rounds to
+pay for its lesson first. A group whose queue empties leaves the ring and forgets its deficit, so
+idleness earns no credit and debt is forgiven. Within a group, requests keep their order of arrival."""
 
 from __future__ import annotations
 

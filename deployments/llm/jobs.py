@@ -71,14 +71,23 @@ def steps_left(job: Any) -> int:
     return job.request.budget - job.output.generated + unread // 64
 
 
-def choose_slot(tokens: list[int], free: list[Slot], waiting: list[list[int]]) -> Slot:
+def choose_slot(tokens: list[int], free: list[Slot], slots: list[Slot],
+                waiting: list[list[int]]) -> Slot:
     """The free slot for a prompt: the one whose cache shares the most with it; of those alike,
-    the one whose cache the waiting prompts share least with (a class's lesson stays cached for
-    its followers while another class's request takes a slot)."""
-    def wanted(slot: Slot) -> int:
-        return max((common_prefix(slot.cached, w) for w in waiting), default=0)
+    the one whose cache the waiting prompts would lose least by (what of their prefixes no other
+    slot holds): a class's lesson stays cached for its followers while another request takes a
+    slot, and a second copy of a lesson goes before the last one."""
+    shared = [common_prefix(s.cached, tokens) for s in free]
+    alike = [s for s, n in zip(free, shared, strict=True) if n == max(shared)]
+    if len(alike) == 1 or not waiting:
+        return alike[0]
+    held = [[common_prefix(s.cached, w) for s in slots] for w in waiting]
 
-    return max(free, key=lambda s: (common_prefix(s.cached, tokens), -wanted(s)))
+    def loss(slot: Slot) -> int:
+        index = slots.index(slot)
+        return max(row[index] - max(row[:index] + row[index + 1:], default=0) for row in held)
+
+    return min(alike, key=loss)
 
 
 def to_compute(tokens: list[int], slots: list[Slot]) -> int:
@@ -88,12 +97,15 @@ def to_compute(tokens: list[int], slots: list[Slot]) -> int:
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+    """How many tokens `a` and `b` share from the start (by halving: slices compare in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:  # a[:low] == b[:low]; they differ by high + 1, or end
+        middle = (low + high + 1) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def merge_ready(items: list[Any]) -> tuple[list[Delta], BaseException | None, bool]:
