@@ -1,15 +1,17 @@
 """Runs mirrored in Redis, so that a reconnect to another router replica resumes the run
 (router/services/runs.py keeps them in each replica's memory).
 
-Per run: a stream `learnx:run:<id>` of its frames (entry id `<n>-0` for frame n, and `<last>-1`
-for the end, whose `end` field says how it ended), at most `max_events` long and trimmed to the
+Per run: a stream `learnx:run:<id>` of its frames (an entry holds the frames written together, its
+id `<n>-0` for n its last frame's number; `<last>-1` is the end, whose `end` field says how it
+ended), at most `max_events` entries long and trimmed to the
 same first frame as the owner's memory; a hash `learnx:run:<id>:meta` (who started it, the
 request's fingerprint, the response's headers, status, `stop` once stopped); while a follower on
 another replica reads it, `learnx:run:<id>:att` (a heartbeat the owner checks before cancelling
 the run at the end of its grace period). The stream expires `keep_s` after the run's last write,
 the meta hash at twice that (an id whose events expired is a 410, not a 404).
 
-One task per replica writes: frames are queued and written by one pipeline at a time, in order.
+One task per replica writes: frames are queued and written by one pipeline at a time, in order,
+at most every FLUSH_S (a busy replica makes fewer, larger writes).
 One task per replica reads for the followers of other replicas' runs (one XREAD over all of
 them), and one listens on the `learnx:runs` channel for stops and resumes sent to other replicas.
 While Redis does not answer, writes are dropped (logged): a run that missed frames cannot be
@@ -19,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,10 +48,14 @@ PREFIX = "learnx:run:"
 CHANNEL = "learnx:runs"
 BLOCK_MS = 100  # one XREAD waits this long for any followed run: a newly followed run waits it
 HEARTBEAT_MS = 3000  # a remote follower's mark lives this long, refreshed every second
-LOOKUPS = (0.0, 0.05, 0.1)  # waits before each look for a run's meta hash
+# Waits before each look for a run's meta hash: a busy owner may write it late (an unknown id's 404
+# costs them all, 1.55 s).
+LOOKUPS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)
 STALL_S = 120.0  # a remote follower gives up on a run that wrote nothing for this long
 REFRESH_S = 1.0  # a live run's expiry is extended (and its stop mark read) at most this often
+FLUSH_S = 0.05  # writes wait this long after the last to gather frames: fewer round trips
 Entry = tuple[bytes, dict[bytes, bytes]]
+Write = Callable[[Any], None]
 
 
 def stream_key(run_id: str) -> str:
@@ -73,7 +80,9 @@ class RedisMirror:
         self.config = config
         self._url = url  # the channel's own connection (None: no stops or resumes across replicas)
         self._runs: Runs | None = None
-        self._pending: list[tuple[str, Callable[[Any], None]]] = []  # (run id, write)
+        # (run id, a write or a frame (seq, bytes)), in order; a run's frames queued together are
+        # written as one entry
+        self._pending: list[tuple[str, Write | tuple[int, bytes]]] = []
         self._live: dict[str, Run] = {}  # this replica's running runs, for their `stop` mark
         self._refreshed: dict[str, float] = {}  # a live run's last expiry extension (loop time)
         self._subscriptions: set[_Subscription] = set()
@@ -92,9 +101,7 @@ class RedisMirror:
         self._ensure("listen", self._listen)
 
     def appended(self, run: Run, seq: int, frame: bytes) -> None:
-        self._queue(run.id, lambda pipe: pipe.xadd(
-            stream_key(run.id), {"f": frame}, id=f"{seq}-0", maxlen=self.config.max_events,
-            approximate=False))
+        self._queue(run.id, (seq, frame))
 
     def trimmed(self, run: Run) -> None:
         first = run.first
@@ -111,7 +118,7 @@ class RedisMirror:
             pipe.hset(f"{key}:meta", mapping={"status": status, "last": last})
         self._queue(run.id, end)
 
-    def _queue(self, run_id: str, write: Callable[[Any], None]) -> None:
+    def _queue(self, run_id: str, write: Write | tuple[int, bytes]) -> None:
         self._pending.append((run_id, write))
         self._ensure("write", self._write)
 
@@ -121,20 +128,42 @@ class RedisMirror:
             self._tasks[name] = asyncio.get_running_loop().create_task(work())
 
     async def _write(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = 0.0
         while self._pending:
+            await asyncio.sleep(max(0.0, last + FLUSH_S - loop.time()))  # frames gather meanwhile
+            last = loop.time()
             writes, self._pending = self._pending, []
             pipe = self.state.client.pipeline(transaction=False)
-            for _, write in writes:
-                write(pipe)
+            self._commands(pipe, writes)
             live = self._refresh(pipe, list(dict.fromkeys(run_id for run_id, _ in writes)))
             try:
-                found = await self.state.run(pipe.execute)
+                found = await self.state.run(functools.partial(pipe.execute, raise_on_error=False))
             except StateUnavailable as error:
                 log.warning("runs not mirrored (%d writes dropped): %s", len(writes), error.reason)
                 continue
             for run_id, stop in zip(live, found[len(found) - len(live):], strict=True):
-                if stop and self._runs is not None:
+                if isinstance(stop, bytes) and self._runs is not None:
                     self._runs.stop_here(run_id)
+
+    def _commands(self, pipe: Any, writes: list[tuple[str, Write | tuple[int, bytes]]]) -> None:
+        """The writes in order, each run's consecutive frames as one stream entry: its id is the
+        last frame's number, `n` the first's, `f` the frames, `s` their sizes."""
+        frames: dict[str, list[tuple[int, bytes]]] = {}
+        for run_id, write in writes:
+            if isinstance(write, tuple):
+                frames.setdefault(run_id, []).append(write)
+                continue
+            self._entry(pipe, run_id, frames.pop(run_id, []))
+            write(pipe)
+        for run_id, batch in frames.items():
+            self._entry(pipe, run_id, batch)
+
+    def _entry(self, pipe: Any, run_id: str, frames: list[tuple[int, bytes]]) -> None:
+        if frames:
+            pipe.xadd(stream_key(run_id), {"n": frames[0][0], "f": b"".join(f for _, f in frames),
+                                           "s": ",".join(str(len(f)) for _, f in frames)},
+                      id=f"{frames[-1][0]}-0", maxlen=self.config.max_events, approximate=False)
 
     def _refresh(self, pipe: Any, touched: list[str]) -> list[str]:
         """Extend the expiry of the runs written to (at their start and end, and at most once a
@@ -203,8 +232,8 @@ class RedisMirror:
             raise RunExpired(f"the run {run_id!r} was cancelled {self.config.grace_s:g} s after "
                              "its last client left: send the request again without Last-Event-ID")
         key = stream_key(run_id)
-        if (entries and _seq(entries[0][0]) > (after + 1, 0)) or (not entries
-                                                                   and status != "running"):
+        first = next((n for n, _ in _frames(entries[:1])), None)
+        if (first is not None and first > after + 1) or (not entries and status != "running"):
             if not entries and after >= int(meta.get("last", 0)):
                 raise InvalidRequest(f"Last-Event-ID names event {after} of run {run_id!r}, "
                                      f"which sent {meta.get('last')}", param="Last-Event-ID")
@@ -233,12 +262,15 @@ class RedisMirror:
         self._ensure("read", self._read)
         try:
             while True:
-                for entry_id, fields in entries:
-                    number, sub = _seq(entry_id)
-                    if sub or number != seq + 1:
-                        return  # the end (or a gap)
+                for number, frame in _frames(entries):
+                    if number <= seq:
+                        continue
+                    if number != seq + 1:
+                        return  # a gap (frames the owner could not write): the reconnect is a 410
                     seq = number
-                    yield fields[b"f"]
+                    yield frame
+                if any(_seq(entry_id)[1] for entry_id, _ in entries):
+                    return  # the end
                 entries = await asyncio.wait_for(subscription.entries.get(), STALL_S)
         except TimeoutError:
             log.warning("run %s wrote nothing for %g s: its follower gives up", key, STALL_S)
@@ -338,6 +370,17 @@ class RedisMirror:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         await self.state.client.aclose()
+
+
+def _frames(entries: list[Entry]) -> Iterator[tuple[int, bytes]]:
+    """(number, frame) of the frames the entries hold (an end entry holds none)."""
+    for _, fields in entries:
+        if b"n" not in fields:
+            continue
+        data, offset = fields[b"f"], 0
+        for index, size in enumerate(fields[b"s"].split(b",")):
+            yield int(fields[b"n"]) + index, data[offset:offset + int(size)]
+            offset += int(size)
 
 
 def _status(meta: dict[str, str]) -> Status:

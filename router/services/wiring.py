@@ -92,7 +92,8 @@ def build_runs(config: AppConfig) -> Runs | None:
         return None
     if config.redis_url is None:
         return Runs(resume)
-    state = SharedState.connect(config.redis_url, max_connections=16)
+    # Its writes are in the background: a busy replica's late read of Redis's answer is no failure.
+    state = SharedState.connect(config.redis_url, max_connections=16, timeout_s=2.0)
     return Runs(resume, RedisMirror(state, resume, config.redis_url))
 
 

@@ -371,3 +371,31 @@ async def test_the_official_sdk_streams_as_before_ignoring_the_ids(served: Serve
         final = await stream.get_final_response()
     assert final.output_text == TEXT
     await sdk.close()
+
+
+async def test_without_redis_answering_streams_still_resume_on_their_own_replica(
+        tmp_path: Any) -> None:
+    from tests.ports import free_port
+
+    down = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    servers = [await Served(start(config(tmp_path, redis_url=down,
+                                         router={"resume": {"grace_s": 5}}))).start()
+               for _ in range(2)]
+    a, b = servers
+    try:
+        a.api.openai.enqueue(Say(TEXT, word_delay_s=0.01))
+        last, first = await open_run(a, CHAT)
+        async with client(b.url) as http:
+            elsewhere = await http.post("/v1/chat/completions", json=CHAT,
+                                        headers={"Last-Event-ID": last})
+        assert elsewhere.status_code == 503
+        assert elsewhere.json()["error"]["code"] == "runs_unavailable"
+        async with client(a.url) as http:
+            response, rest = await read(http, "POST", "/v1/chat/completions", json=CHAT,
+                                        headers={"Last-Event-ID": last})
+        assert response.status_code == 200
+        assert text_of("/v1/chat/completions", first + rest) == TEXT
+    finally:
+        for server in servers:
+            await server.stop()
+            await server.api.close()
