@@ -16,6 +16,7 @@ from core.config import load_config
 from deployments.app import build_graph
 from tests.conftest import AUTH
 from tests.fakes import Fault
+from tests.fakes.catalog import CATALOG
 
 ASK = [{"role": "user", "content": "Name one prime number."}]
 DEADLINE_S = 40  # the test app's request_timeout_s
@@ -147,7 +148,7 @@ def deadline_30s_url(serve_root: str, fake_openai, fake_anthropic) -> Iterator[s
                 "openai": {"base_url": f"{fake_openai.url}/v1"},
                 "anthropic": {"base_url": fake_anthropic.url}}},
             "embedder": {"enabled": False}, "auth": {"enabled": False},
-            "ledger": {"enabled": False}}
+            "ledger": {"enabled": False}, "catalog": CATALOG}
     config = load_config(args, environ={"AI_REQUEST_TIMEOUT": "30"})
     assert config.router.first_token_timeout_s == config.router.request_timeout_s == 30
     serve.run(build_graph(config), name="learnx-deadline", route_prefix="/deadline30")
