@@ -185,7 +185,7 @@ class Run:
         """That the frames after `after` can be sent: a RunStopped, RunExpired or a 400 if not."""
         if self.status == "stopped" or self.ending == "stop":
             raise RunStopped(self.id)
-        if self.status == "abandoned":
+        if self.status == "abandoned" or self.ending == "abandon":
             raise RunExpired(f"the run {self.id!r} was cancelled {self.config.grace_s:g} s after "
                              "its last client left: send the request again without Last-Event-ID")
         if after + 1 < self.first:
