@@ -11,11 +11,13 @@ from pathlib import Path
 import yaml
 
 from core.config import AppConfig
+from core.generation import TokenUsage
 from router.usage.budget_stores import BudgetStore, Counter, Hold, MemoryBudgetStore, Usage
 from router.usage.budgets import Budgets
 from router.usage.sharedstate import TIMEOUT_S, StateUnavailable
 from tests.conftest import RedisServer, free_port
 from tests.fakes.inprocess import config, start
+from tests.fakes.scripted import Say
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 SERVE_YAML = Path(__file__).resolve().parents[3] / "configs" / "serve.yaml"
@@ -64,8 +66,10 @@ async def test_identified_users_keep_their_own_limits(tmp_path: Path) -> None:
 
 async def test_concurrent_large_requests_cannot_overrun_a_token_limit(tmp_path: Path) -> None:
     """Each request reserves its prompt and max_tokens on arrival: 120 concurrent requests of
-    ~1,000 tokens against 10,000 tokens a minute let 9 in, not all of them."""
+    ~1,000 tokens against 10,000 tokens a minute let 9 in, not all of them. Each answer uses all
+    of its max_tokens, so one that finishes early gives none of its reservation back."""
     api = start(config(tmp_path, rate_limits={"user_tokens_per_minute": 10_000}))
+    api.openai.default = Say(usage=TokenUsage(6, 1_000))
     body = {"model": "gpt-4o-mini", "messages": HELLO, "max_tokens": 1_000, "user": "ada"}
     try:
         responses = await asyncio.gather(*(api.post("/v1/chat/completions", body)
