@@ -289,10 +289,14 @@ class CacheConfig(ConfigModel):
 
 
 class ArtifactsConfig(ConfigModel):
-    """generate-content results kept per tenant and replayed to identical requests, billed 0
-    (router/services/artifacts.py): in Redis when redis_url is set, else each replica's memory."""
+    """generate-content results kept per tenant (or per group) and replayed to identical requests,
+    billed 0 (router/services/artifacts.py): in Redis when redis_url is set, else each replica's
+    memory."""
 
     enabled: bool = Field(True, description="keep validated artifacts and replay them")
+    scope: Literal["tenant", "group"] = Field(
+        "tenant", description="who shares an artifact: the whole tenant (a school), or each group "
+                              "(a class) its own; a request naming no group shares the tenant's")
     ttl_s: PositiveInt = Field(7 * 24 * 3600, description="how long an artifact is replayed")
     max_items: PositiveInt = Field(10_000, description="the memory store's bound (LRU)")
 

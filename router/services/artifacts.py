@@ -1,15 +1,16 @@
 """Each validated artifact once per class: generate-content results that passed their schema (quiz,
-flashcards, practice problems) or finished (an explanation or another text type whose answer
-ended with finish_reason "stop") are kept under the exact inputs that determine them, scoped to
-the caller's tenant, for `artifacts.ttl_s`, and replayed to an identical later request, billed
-nothing. Single flight shares a run among identical requests in flight; this shares it across
-time. Exact keys only: no similarity matching (a near question is another question).
+flashcards, practice problems) or finished (an explanation or another text type whose answer ended
+with finish_reason "stop") are kept under the exact inputs that determine them, scoped to the
+caller's tenant (or, with `artifacts.scope: group`, to the caller's group in it, so that one
+class's artifacts never reach another's), for `artifacts.ttl_s`, and replayed to an identical later
+request, billed nothing. Single flight shares a run among identical requests in flight; this shares
+it across time. Exact keys only: no similarity matching (a near question is another question).
 
-The key is the SHA-256 of: the tenant, the content, the content type, the difficulty (after
-adaptation), TEMPLATE_VERSION, the learner-profile bucket (only the closed lists: learning style,
-accommodations, language), the model asked for and max_tokens. A learner who described
-themselves in their own words (a description, interests or a level) is never cached: that text
-personalises the artifact for one learner, and it would keep the learner's words in the cache."""
+The key is the SHA-256 of: the scope (the tenant, or tenant/group), the content, the content type,
+the difficulty (after adaptation), TEMPLATE_VERSION, the learner-profile bucket (only the closed
+lists: learning style, accommodations, language), the model asked for and max_tokens. A learner who
+described themselves in their own words (a description, interests or a level) is never cached: that
+text personalises the artifact for one learner, and it would keep the learner's words in the cache."""
 
 from __future__ import annotations
 
@@ -96,12 +97,13 @@ def artifact_store(config: ArtifactsConfig, shared: SharedState | None) -> Artif
 
 
 def artifact_key(request: GenerateContentRequest, profile: LearnerProfile, difficulty: int,
-                 tenant: str, template: str = TEMPLATE_VERSION) -> str | None:
-    """The exact key of what determines the artifact; None when the learner's own words shape it."""
+                 scope: str, template: str = TEMPLATE_VERSION) -> str | None:
+    """The exact key of what determines the artifact in its scope (a tenant, or tenant/group);
+    None when the learner's own words shape it."""
     if profile.description or profile.interests or profile.level:
         return None
     bucket = [profile.learning_style, sorted(profile.accommodations), profile.language]
-    canonical = json.dumps([tenant, hashlib.sha256(request.content.encode()).hexdigest(),
+    canonical = json.dumps([scope, hashlib.sha256(request.content.encode()).hexdigest(),
                             request.content_type, difficulty, template, bucket,
                             request.model, request.max_tokens], separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

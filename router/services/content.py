@@ -27,6 +27,7 @@ from router.services.artifacts import ArtifactStore, artifact_key, validated
 from router.services.chat import ChatService
 from router.services.generation import Answered, Reply, Streamed
 from router.services.singleflight import Event, Flight, SingleFlight
+from router.usage.admission import Caller
 from router.usage.meter import Meter
 from router.wire.learnx import GenerateContentRequest
 from router.wire.sse import peek
@@ -45,10 +46,19 @@ class Prepared:
 
 
 class ContentService:
-    def __init__(self, chat: ChatService, artifacts: ArtifactStore | None = None):
+    def __init__(self, chat: ChatService, artifacts: ArtifactStore | None = None,
+                 by_group: bool = False):
         self._chat = chat
         self._artifacts = artifacts
+        self._by_group = by_group  # artifacts.scope "group": each class keeps its own
         self.flights = SingleFlight()
+
+    def _scope(self, caller: Caller) -> str:
+        """Who shares an artifact: the caller's tenant, or its group in the tenant (artifacts.scope
+        "group"; a request naming no group shares the tenant's)."""
+        if self._by_group and caller.group is not None:
+            return f"{caller.tenant}/{caller.group}"
+        return caller.tenant
 
     def prepare(self, request: GenerateContentRequest) -> Prepared:
         profile = request.profile()
@@ -95,7 +105,7 @@ class ContentService:
             prompt_estimate(params) + params.max_tokens)
         # An artifact to keep is the tenant's: its learners share the run; else the caller's own.
         caller = meter.caller
-        who = [f"tenant={caller.tenant}"] if artifact else [caller.key.id, caller.user]
+        who = [f"tenant={self._scope(caller)}"] if artifact else [caller.key.id, caller.user]
         key = ":".join([prepared.key, *who, *(r.header() for r in routes)])
         flight, leader = self.flights.join(key, lambda started: self._kept(artifact, self._generate(
             prepared, self._chat.start(routes, allowance, meter), meter, started)))
@@ -112,7 +122,7 @@ class ContentService:
         if self._artifacts is None:
             return None
         key = artifact_key(prepared.request, prepared.profile, prepared.difficulty,
-                           meter.caller.tenant)
+                           self._scope(meter.caller))
         if key is None:
             return None
         return await self._artifacts.get(key) or key

@@ -75,7 +75,8 @@ def build_services(config: AppConfig, providers: dict[str, Provider],
     accounting = build_accounting(config, catalog)
     return Services(
         config=config, chat=chat,
-        content=ContentService(chat, artifact_store(config.artifacts, accounting.shared)),
+        content=ContentService(chat, artifact_store(config.artifacts, accounting.shared),
+                               by_group=config.artifacts.scope == "group"),
         responses=ResponsesService(chat),
         completions=CompletionsService(chat),
         embeddings=EmbeddingService(config.embedder, embedder, "openai" in providers,

@@ -71,6 +71,31 @@ async def test_another_tenant_does_not_hit(school: InProcess) -> None:
     assert school.engine.generations == 2
 
 
+async def test_classes_of_a_school_share_unless_scoped_to_the_group(tmp_path: Any) -> None:
+    for scope, generations in (("tenant", 1), ("group", 2)):
+        app = start(config(tmp_path / scope, auth=KEYS, artifacts={"scope": scope}))
+        try:
+            first = await ask(app, quiz(group_id="class-a", user_id="learner-1"))
+            same = await ask(app, quiz(group_id="class-a", user_id="learner-2"))
+            other = await ask(app, quiz(group_id="class-b", user_id="learner-3"))
+            assert "cached" not in first["metadata"] and same["metadata"]["cached"] is True
+            assert other["metadata"].get("cached", False) is (scope == "tenant")
+            assert app.engine.generations == generations
+        finally:
+            await app.close()
+
+
+async def test_a_request_naming_no_group_shares_the_tenants_artifacts(tmp_path: Any) -> None:
+    app = start(config(tmp_path, auth=KEYS, artifacts={"scope": "group"}))
+    try:
+        await ask(app, quiz())
+        assert (await ask(app, quiz()))["metadata"]["cached"] is True
+        assert "cached" not in (await ask(app, quiz(group_id="class-a")))["metadata"]
+        assert app.engine.generations == 2
+    finally:
+        await app.close()
+
+
 async def test_another_difficulty_or_learning_style_misses(school: InProcess) -> None:
     await ask(school, quiz())
     await ask(school, quiz(difficulty="advanced"))
