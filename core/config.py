@@ -109,6 +109,11 @@ class VLLMSettings(ConfigModel):
     quantization: str | None = None
     enforce_eager: bool = False
     enable_prefix_caching: bool = True  # requests that share a prompt prefix share its KV blocks
+    # Sequences vLLM generates at once (its slots); past them requests wait in the replica, by
+    # priority, up to max_queued; past that, or past a request's max_queue_wait_s, the replica
+    # refuses at once and the router serves the request elsewhere or answers 429 (as llama_cpp's).
+    max_num_seqs: PositiveInt = 64
+    max_queued: int = Field(64, ge=0)
     # vLLM's own tool call parser for the model's output format (e.g. "hermes", "llama3_json",
     # "mistral"); with enable_auto_tool_choice the model decides when to call tools
     # (tool_choice "auto"), as in `vllm serve --enable-auto-tool-choice --tool-call-parser ...`.
@@ -129,7 +134,8 @@ class LocalModelConfig(DeploymentOptions):
     name: str
     engine: Literal["llama_cpp", "vllm"] = "llama_cpp"
     # None: for llama.cpp, its slots and queue (llama_cpp.parallel + max_queued), so that the
-    # replica's own queue, which orders by priority, holds the waiting requests; vLLM: 64.
+    # replica's own queue, which orders by priority, holds the waiting requests; for vLLM, its
+    # vllm.max_num_seqs + vllm.max_queued.
     max_ongoing_requests: PositiveInt | None = None  # type: ignore[assignment]
     # Amortized cost of running the model (hardware, power), USD per million tokens; 0 by default.
     input_per_million: float = Field(0.0, ge=0)
@@ -144,7 +150,7 @@ class LocalModelConfig(DeploymentOptions):
         if self.max_ongoing_requests is not None:
             return self.max_ongoing_requests
         if self.engine == "vllm":
-            return 64
+            return self.vllm.max_num_seqs + self.vllm.max_queued
         return self.llama_cpp.parallel + self.llama_cpp.max_queued
 
     @field_validator("name")

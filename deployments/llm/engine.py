@@ -21,5 +21,5 @@ class Engine(Protocol):
         ...
 
     def load(self) -> EngineLoad | None:
-        """Its queue and slots now, or None where the engine keeps its own (vLLM)."""
+        """Its queue and slots now, or None where it cannot tell (a test's fake)."""
         ...

@@ -3,8 +3,9 @@ transforms are plain functions so they are tested on machines without a GPU."""
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from core.config import VLLMSettings
@@ -19,6 +20,7 @@ from core.generation import (
 )
 from core.schema import grammar_safe
 from deployments.llm.toolcalls import ToolCallStream, call_schema, text_messages, to_calls
+from deployments.llm.vllm_load import VLLMLoad
 from models import LocalModelSpec
 
 
@@ -35,6 +37,7 @@ def engine_args(spec: LocalModelSpec, settings: VLLMSettings) -> dict[str, Any]:
         "enable_prefix_caching": settings.enable_prefix_caching,
         # Requests queue by GenerationParams.priority (vLLM serves lower values first).
         "scheduling_policy": "priority",
+        "max_num_seqs": settings.max_num_seqs,  # the slots the replica's load counts
     }
     if settings.max_model_len:
         args["max_model_len"] = settings.max_model_len
@@ -127,15 +130,24 @@ class OutputTracker:
 
 
 class VLLMEngine:
-    def __init__(self, spec: LocalModelSpec, settings: VLLMSettings):
-        from vllm import AsyncEngineArgs, AsyncLLMEngine
+    """One model on vLLM. `engine` (an AsyncLLM) and `sampling` (what makes vLLM's SamplingParams
+    of sampling_kwargs and a schema) are vLLM's own unless a test passes stand-ins."""
 
-        self._engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**engine_args(spec, settings)))
+    def __init__(self, spec: LocalModelSpec, settings: VLLMSettings, engine: Any = None,
+                 sampling: Callable[[dict[str, Any], dict[str, Any] | None], Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if engine is None:
+            from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+            engine = AsyncLLMEngine.from_engine_args(AsyncEngineArgs(**engine_args(spec, settings)))
+        self._engine = engine
+        self._sampling = sampling or _sampling_params
         self._settings = settings
         self._max_len = settings.max_model_len or spec.context_window
+        self._load = VLLMLoad(settings.max_num_seqs, settings.max_queued, clock)
 
-    def load(self) -> EngineLoad | None:
-        return None  # vLLM schedules and reports its own queue (vllm:num_requests_waiting)
+    def load(self) -> EngineLoad:
+        return self._load.load()
 
     def check_health(self) -> None:
         if getattr(self._engine, "errored", False):
@@ -153,21 +165,18 @@ class VLLMEngine:
         return prompt
 
     async def generate(self, params: GenerationParams) -> AsyncIterator[Delta]:
-        from vllm import SamplingParams
-
-        kwargs = sampling_kwargs(params, self._settings)
-        schema = output_schema(params)
-        if schema is not None:
-            kwargs["structured_outputs"] = _structured(schema)
+        flight = self._load.admit(params)  # EngineBusy at once when it would wait too long
         required = ToolCallStream() if params.required_tools() else None
-        parsed = await self._parsed_calls(params)
         request_id = uuid.uuid4().hex
         tracker = OutputTracker()
         try:
+            parsed = await self._parsed_calls(params)
             async for output in self._engine.generate(
-                    await self._prompt(params), SamplingParams(**kwargs), request_id,
-                    priority=-params.priority):
+                    await self._prompt(params),
+                    self._sampling(sampling_kwargs(params, self._settings), output_schema(params)),
+                    request_id, priority=-params.priority):
                 choice = output.outputs[0]
+                self._load.produced(flight, len(choice.token_ids))
                 delta = tracker.delta(choice.text, len(output.prompt_token_ids or []),
                                       len(choice.token_ids), choice.finish_reason)
                 if required is not None:
@@ -176,6 +185,7 @@ class VLLMEngine:
                     delta = parsed.step(delta, list(choice.token_ids))
                 yield delta
         finally:
+            self._load.done(flight)
             await self._engine.abort(request_id)  # no-op when finished; frees the GPU when cancelled
 
     async def _parsed_calls(self, params: GenerationParams) -> ParsedCalls | None:
@@ -194,7 +204,11 @@ class VLLMEngine:
         return ParsedCalls(parser(await self._engine.get_tokenizer()), request)
 
 
-def _structured(schema: dict[str, Any]) -> Any:
+def _sampling_params(kwargs: dict[str, Any], schema: dict[str, Any] | None) -> Any:
+    from vllm import SamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    return StructuredOutputsParams(json=schema or {"type": "object"})
+    if schema is not None:
+        kwargs = {**kwargs, "structured_outputs": StructuredOutputsParams(
+            json=schema or {"type": "object"})}
+    return SamplingParams(**kwargs)

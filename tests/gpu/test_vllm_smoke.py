@@ -1,5 +1,5 @@
-"""vLLM on a real GPU: one streamed generation through the engine, and a required tool call under
-guided decoding (skipped without CUDA)."""
+"""vLLM on a real GPU: one streamed generation through the engine, a required tool call under
+guided decoding, and the load its wrapper counts (skipped without CUDA)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,14 @@ async def test_vllm_makes_a_required_tool_call_that_fits_the_schema(engine: Any)
     (call,) = completion.tool_calls
     assert call.name == "get_weather" and call.id.startswith("call_")
     jsonschema.validate(json.loads(call.arguments), weather.parameters)
+
+
+async def test_vllm_counts_what_it_runs_and_the_wait_it_measures(engine: Any) -> None:
+    deltas = engine.generate(GenerationParams(
+        messages=[{"role": "user", "content": "Count to ten."}], max_tokens=32, temperature=0))
+    await anext(deltas)
+    load = engine.load()
+    assert (load.queued, load.busy, load.slots) == (0, 1, 64)  # vllm.max_num_seqs
+    await collect(deltas)
+    load = engine.load()
+    assert load.busy == 0 and 0 < load.estimated_wait_s < 5

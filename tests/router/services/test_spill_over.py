@@ -3,9 +3,14 @@ router.spill_over_wait_s hands it to the next candidate (in process, the fake en
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from tests.fakes.inprocess import LOCAL, InProcess, config, start
+from core.config import VLLMSettings
+from core.generation import GenerationParams
+from tests.fakes.async_llm import fake_vllm
+from tests.fakes.inprocess import LOCAL, EngineProvider, InProcess, config, start
+from tests.fakes.scripted import ScriptedProvider
 
 LESSON = {"role": "user", "content": "Explain photosynthesis."}
 
@@ -76,3 +81,25 @@ def test_a_busy_replica_across_serve_is_a_429_with_its_wait() -> None:
     assert isinstance(error, ModelBusy) and status_of(error) == 429
     assert error.headers() == {"Retry-After": "8"}
     assert error.message == f"{LOCAL} is busy: 9 wait for 8 slots; retry later"
+
+
+async def test_a_vllm_model_spills_over_by_the_wait_it_measures(tmp_path: Any) -> None:
+    """vLLM's wrapper counts its own sequences: with its one sequence held by a long answer, it
+    expects a newcomer to wait past the 2 s limit and refuses it; the answer done, it serves."""
+    engine, _ = fake_vllm(VLLMSettings(max_num_seqs=1), time.monotonic, step_s=0.001)
+    on_vllm = start(config(tmp_path), providers={  # the local provider's engine replaced too
+        "local": EngineProvider({LOCAL: engine}), "openai": ScriptedProvider("openai"),
+        "anthropic": ScriptedProvider("anthropic")})
+    try:
+        free = await on_vllm.post("/v1/chat/completions", small())
+        assert free.headers["x-learnx-route"] == f"local/{LOCAL}"
+        long = engine.generate(GenerationParams([LESSON], max_tokens=100_000))
+        await anext(long)  # it holds the only sequence
+        spilled = await on_vllm.post("/v1/chat/completions", small())
+        assert spilled.headers["x-learnx-route"].startswith(("openai/", "anthropic/"))
+        assert "busy" in (await on_vllm.records("learner-1"))[-1]["fallback_path"]
+        await long.aclose()
+        back = await on_vllm.post("/v1/chat/completions", small())
+        assert back.headers["x-learnx-route"] == f"local/{LOCAL}"
+    finally:
+        await on_vllm.close()
