@@ -8,8 +8,9 @@ for a slot: as in llama.cpp's scheduler (deployments/llm/batching.py), the runni
 to run to their max_tokens, at the measured step time, and a freed slot goes to the first request
 waiting (by priority, then arrival). A request that would wait past its max_queue_wait_s, or that
 finds `max_queued` requests already waiting, is refused at once (EngineBusy) so the router can hand
-it to the next candidate. What vLLM's scheduler does beyond that (a request waiting for KV blocks,
-preemption) shows in the measured first-token time, not in the count."""
+it to the next candidate (unlike llama.cpp's, a full queue sheds no lower-tier request that
+already waits: vLLM holds it). What vLLM's scheduler does beyond that (a request waiting for KV
+blocks, preemption) shows in the measured first-token time, not in the count."""
 
 from __future__ import annotations
 
