@@ -7,10 +7,10 @@ from typing import Any
 import ray
 from ray import serve
 from ray.serve import Application
-from ray.serve.config import RequestRouterConfig
 
-from core.config import AppConfig, LocalModelConfig, load_config
+from core.config import AppConfig, load_config
 from deployments.embed.server import Embedder, EncoderFactory, default_encoder
+from deployments.llm.routing import affinity_options
 from deployments.llm.server import EngineFactory, LLMServer, default_engine
 from router.http.ingress import Router
 
@@ -36,9 +36,11 @@ def build_graph(config: AppConfig, engine_factory: EngineFactory = default_engin
                 encoder_factory: EncoderFactory = default_encoder) -> Application:
     """The graph; tests inject a fake engine or encoder (tests/fakes/scripted.py) under real Serve."""
     check_gpus(config)
+    # llama.cpp replicas keep the prefixes they computed (vLLM's, their prefix caches): requests
+    # that share one go to the replica that holds it.
     llms = {
         model.name: serve.deployment(name=f"LLMServer:{model.name}", **model.serve_options(),
-                                     **_request_router(model))(
+                                     **affinity_options())(
             LLMServer).bind(model, config.local_models_path, engine_factory, config.tracing)
         for model in config.served_local_models()
     }
@@ -51,14 +53,6 @@ def build_graph(config: AppConfig, engine_factory: EngineFactory = default_engin
             encoder_factory, breaker=config.router.breaker, tracing=config.tracing)
     router = serve.deployment(name="Router", **config.router.serve_options())(Router)
     return router.bind(config, llms, embedder)
-
-
-def _request_router(model: LocalModelConfig) -> dict[str, Any]:
-    """llama.cpp replicas keep the prefixes they computed: requests that share one go to the
-    replica that holds it (vLLM replicas too, for their prefix caches)."""
-    # Ray's config models are pydantic v1 models (its compat layer), which mypy's plugin misreads.
-    return {"request_router_config": RequestRouterConfig(
-        request_router_class="deployments.llm.routing.PrefixAffinityRouter")}  # type: ignore[arg-type]
 
 
 def build_app(args: dict[str, Any]) -> Application:

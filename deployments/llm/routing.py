@@ -15,6 +15,7 @@ import random
 from collections import OrderedDict
 from typing import Any
 
+from ray.serve.config import RequestRouterConfig
 from ray.serve.request_router import (
     FIFOMixin,
     PendingRequest,
@@ -26,6 +27,7 @@ from ray.serve.request_router import (
 from core.generation import GenerationParams
 
 BLOCK_CHARS = 256
+IMBALANCE = 4  # how much longer than the shortest the owner's queue may be and still be chosen
 
 
 def prefix_hashes(text: str, block_chars: int = BLOCK_CHARS) -> list[bytes]:
@@ -43,6 +45,15 @@ def prompt_text(params: Any) -> str:
     if params.prompt is not None:
         return params.prompt
     return "\n".join(str(m.get("content") or "") for m in params.messages)
+
+
+def affinity_options(**router_kwargs: Any) -> dict[str, Any]:
+    """A deployment's options that route its requests with PrefixAffinityRouter (`router_kwargs`:
+    its initialize_state's); the deployment's methods take a GenerationParams first."""
+    # Ray's config models are pydantic v1 models (its compat layer), which mypy's plugin misreads.
+    return {"request_router_config": RequestRouterConfig(
+        request_router_class=f"{__name__}.PrefixAffinityRouter",  # type: ignore[arg-type]
+        request_router_kwargs=router_kwargs)}
 
 
 class PrefixTable:
@@ -69,7 +80,7 @@ class PrefixTable:
 
 
 class PrefixAffinityRouter(FIFOMixin, RequestRouter):
-    def initialize_state(self, imbalance: int = 4, max_entries: int = 100_000,
+    def initialize_state(self, imbalance: int = IMBALANCE, max_entries: int = 100_000,
                          **kwargs: Any) -> None:
         self._imbalance = imbalance
         self._table = PrefixTable(max_entries)
