@@ -5,8 +5,9 @@ content types. Three measurements, each side by side in one run:
 1. Fair share. One class sends a burst (3x its learners' requests, first); the other classes' learners
    follow at once; everything on the local model at the interactive tier. Each class's share of the
    answer tokens started while every class had requests waiting: max/min and Jain's index, with the
-   classes told apart (a key per class, whose tenant is the engine's group) and not (every class
-   under one key: one group, first come first served).
+   classes told apart (one school key, each class's requests naming their `group`: the engine's
+   group is the tenant's class) and not (no group named: the whole school one group, first come
+   first served).
 2. Assessment time to first token. Exam questions one at a time on an idle replica, then while
    background requests keep its slots and queue full: p50/p95 and the ratio; for the shipped config
    and with `--reserve` slots kept for assessments and `--chunk` prompt tokens per step for the
@@ -14,6 +15,10 @@ content types. Three measurements, each side by side in one run:
 3. Each validated artifact once per class. 30 identical quiz requests of one class on the hosted
    fake, arriving within `--spread` seconds: generations, replays, schema-valid answers and what they
    cost; against 30 learners of 30 different schools asking the same (nothing to share).
+4. A class's budget (hosted fake): a group budget worth about 10 requests' estimates, each learner
+   capped at 4, every learner asking 8 times at once, then each in turn one request at a time until
+   all are refused; every refusal of the second part checked against the ledger (a 402 while its
+   level had room for one estimate is a false refusal) and the group's spend against its budget.
 
     .venv/bin/python benchmarks/school.py [--classes 4] [--learners 8] [--exams 12] [--reserve 1]
 """
@@ -27,6 +32,7 @@ import os
 import random
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +42,7 @@ import httpx
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._school_budget import budget_class, budget_level
 from benchmarks._serve import served
 from content.schemas import json_schema, validate
 from router.http.auth import hash_key
@@ -52,22 +59,20 @@ def key(name: str) -> str:
     return f"lx_school-{name}-0123456789abcdef"
 
 
-def keys(classes: int) -> list[dict[str, Any]]:
-    """A key per class (its tenant: the local engine's group), one school key every class shares
-    (one group), and 30 keys of 30 other schools."""
-    names = [(f"class-{n}", f"class-{n}") for n in range(classes)] + [("school", "school")] + [
-        (f"solo-{n}", f"solo-{n}") for n in range(30)]
-    return [{"id": name, "tenant": tenant, "sha256": hash_key(key(name)), "max_tier": "assessment"}
-            for name, tenant in names]
+def keys() -> list[dict[str, Any]]:
+    """The school's key (its classes are groups of its tenant) and 30 keys of 30 other schools."""
+    return [{"id": name, "tenant": name, "sha256": hash_key(key(name)), "max_tier": "assessment"}
+            for name in ["school", *(f"solo-{n}" for n in range(30))]]
 
 
 def lesson(tag: str, sentences: int) -> str:
     return " ".join(SENTENCE.format(tag=tag, n=n) for n in range(sentences))
 
 
-def chat(model: str, system: str, question: str, tokens: int, tier: str) -> dict[str, Any]:
+def chat(model: str, system: str, question: str, tokens: int, tier: str,
+         group: str | None = None) -> dict[str, Any]:
     return {"model": model, "max_tokens": tokens, "temperature": 0, "stream": True, "tier": tier,
-            "stream_options": {"include_usage": True},
+            "stream_options": {"include_usage": True}, **({"group": group} if group else {}),
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}
 
 
@@ -112,8 +117,9 @@ async def school_at_once(url: str, model: str, opts: argparse.Namespace, apart: 
         async def learner(group: int, n: int, delay: float) -> Answer:
             await asyncio.sleep(delay)
             body = chat(model, f"The lesson: {lesson(f'{tag}-{group}', opts.lesson_sentences)}",
-                        f"Learner {n}: retell part {n} of the lesson.", opts.tokens, "interactive")
-            return await stream(client, url, f"class-{group}" if apart else "school", body, group)
+                        f"Learner {n}: retell part {n} of the lesson.", opts.tokens, "interactive",
+                        f"class-{group}" if apart else None)
+            return await stream(client, url, "school", body, group)
 
         return await asyncio.gather(*(learner(g, n, 0.0 if g == 0 else 0.3) for g, n in requests))
 
@@ -154,10 +160,14 @@ def report_share(label: str, answers: list[Answer]) -> None:
     start, end = backlogged_window(answers)
     low, high = min(tokens.values()), max(tokens.values())
     others = sorted(a.first - a.sent for a in answers if a.group != 0)
+    equal = sum(tokens.values()) / len(tokens)
+    rate = sum(a.tokens for a in answers) / (max(a.end for a in answers) - min(a.sent for a in answers))
     print(f"  {label}: backlogged {end - start:.1f} s; answer tokens started then, per class "
-          f"{list(tokens.values())} (burst class first); max/min "
+          f"{list(tokens.values())} (burst class first); of an equal share "
+          f"{low / equal:.2f}x to {high / equal:.2f}x, max/min "
           f"{high / low if low else float('inf'):.2f}x, Jain {jain(list(tokens.values())):.3f}; "
-          f"the other classes' TTFT p50 {statistics.median(others):.2f} s, p95 {p95(others):.2f} s")
+          f"the other classes' TTFT p50 {statistics.median(others):.2f} s, p95 {p95(others):.2f} s; "
+          f"all answers {rate:.0f} tokens/s")
 
 
 # -- 2. assessment TTFT --------------------------------------------------------------------------
@@ -172,8 +182,8 @@ async def exams(client: httpx.AsyncClient, url: str, model: str, count: int, tag
     times = []
     for n in range(count):
         body = chat(model, f"Exam passage: {lesson(f'exam-{tag}-{n}', 6)}",
-                    f"Exam item {n}: in one word, what divides?", 8, "assessment")
-        answer = await stream(client, url, "class-0", body)
+                    f"Exam item {n}: in one word, what divides?", 8, "assessment", "class-0")
+        answer = await stream(client, url, "school", body)
         times.append(answer.first - answer.sent)
         await asyncio.sleep(0.3)
     return times
@@ -190,9 +200,10 @@ async def assessment(url: str, model: str, opts: argparse.Namespace, tag: str) -
                 if stop.is_set():
                     return
                 body = chat(model, f"Task {n}.{round_}: {lesson(f'{tag}-bg', opts.lesson_sentences)}",
-                            "Write flashcards for every part.", opts.background_tokens, "background")
+                            "Write flashcards for every part.", opts.background_tokens, "background",
+                            f"class-{1 + n % max(1, opts.classes - 1)}")
                 try:
-                    await stream(client, url, f"class-{1 + n % max(1, opts.classes - 1)}", body)
+                    await stream(client, url, "school", body)
                 except RuntimeError:  # a full queue's 429: try again shortly
                     await asyncio.sleep(0.5)
 
@@ -218,14 +229,15 @@ async def quiz_class(url: str, fake: FakeOpenAI, opts: argparse.Namespace) -> No
 
     async def ask(client: httpx.AsyncClient, who: str, user: str) -> dict[str, Any]:
         await asyncio.sleep(rng.uniform(0, opts.spread))
+        body = {**request, "user_id": user, **({"group_id": "class-0"} if who == "school" else {})}
         response = await client.post(f"{url}/api/v1/ai/generate-content", timeout=120,
-                                     json={**request, "user_id": user}, headers={"X-API-Key": key(who)})
+                                     json=body, headers={"X-API-Key": key(who)})
         response.raise_for_status()
         answer: dict[str, Any] = response.json()
         return answer
 
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=40)) as client:
-        for label, who in (("one class", lambda n: "class-0"), ("30 schools", lambda n: f"solo-{n}")):
+        for label, who in (("one class", lambda n: "school"), ("30 schools", lambda n: f"solo-{n}")):
             fake.reset()
             fake.enqueue(*(Reply(text=quiz) for _ in range(60)))
             answers = await asyncio.gather(*(ask(client, who(n), f"learner-{n}") for n in range(30)))
@@ -245,13 +257,17 @@ async def quiz_class(url: str, fake: FakeOpenAI, opts: argparse.Namespace) -> No
 
 # -- the run -------------------------------------------------------------------------------------
 
-def config(shipped: dict[str, Any], fake: FakeOpenAI, opts: argparse.Namespace,
+def config(shipped: dict[str, Any], fake: FakeOpenAI, ledger: Path,
            reserve: int, chunk: int | None) -> dict[str, Any]:
     local = dict(shipped["local_models"][0])
-    local["llama_cpp"] = {**local["llama_cpp"], "assessment_slots": reserve,
+    engine = {k: v for k, v in local["llama_cpp"].items()
+              if k not in ("assessment_slots", "prefill_chunk")}
+    local["llama_cpp"] = {**engine, "assessment_slots": reserve,
                           **({"prefill_chunk": chunk} if chunk else {})}
     return {**shipped, "local_models": [local],
-            "auth": {"enabled": True, "api_keys": keys(opts.classes)},
+            "auth": {"enabled": True, "api_keys": keys()},
+            "ledger": {"database_url": f"sqlite:///{ledger}"},
+            "budgets": {"levels": [budget_level(HOSTED)]},
             "rate_limits": {**shipped.get("rate_limits", {}), "key_requests_per_minute": 100_000},
             # The model a request names serves it, nothing spills or falls back, and waiting for a
             # first token is not cut short: demand beyond the local model's capacity waits in its
@@ -276,7 +292,8 @@ def main() -> None:
     parser.add_argument("--reserve", type=int, default=1, help="assessment_slots of the variant")
     parser.add_argument("--chunk", type=int, default=64, help="prefill_chunk of the variant")
     parser.add_argument("--spread", type=float, default=3.0)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["share", "exams", "quiz"])
+    parser.add_argument("--skip", nargs="*", default=[],
+                        choices=["share", "exams", "quiz", "budget"])
     opts = parser.parse_args()
     shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
     model = shipped["local_models"][0]["name"]
@@ -285,24 +302,36 @@ def main() -> None:
     fake.start()
     print(f"{opts.classes} classes x {opts.learners} learners (the burst class {3 * opts.learners}); "
           f"configs/serve.yaml ({shipped['local_models'][0]['llama_cpp']}) + hosted fake")
+    variants = [(0, None), *([(opts.reserve, opts.chunk)] if opts.reserve else [])]
     try:
-        with served(config(shipped, fake, opts, 0, None)) as url:
-            if "share" not in opts.skip:
-                print("fair share of the local model's answer tokens while every class waits:")
-                for apart, label in ((True, "a key per class (groups)"), (False, "one key (one group)")):
-                    report_share(label, asyncio.run(school_at_once(url, model, opts, apart, label[:9])))
-            if "quiz" not in opts.skip:
-                print("30 identical quiz requests (hosted fake):")
-                asyncio.run(quiz_class(url, fake, opts))
-            if "exams" not in opts.skip:
-                print("assessment time to first token, idle vs saturated by background work:")
-                asyncio.run(assessment(url, model, opts, "shipped (assessment_slots 0)"))
-        if "exams" not in opts.skip and opts.reserve:
-            with served(config(shipped, fake, opts, opts.reserve, opts.chunk)) as url:
-                asyncio.run(assessment(url, model, opts, f"assessment_slots {opts.reserve}, "
-                                                         f"prefill_chunk {opts.chunk}"))
+        with tempfile.TemporaryDirectory() as var:
+            for n, (reserve, chunk) in enumerate(variants):
+                label = f"assessment_slots {reserve}, prefill_chunk {chunk or 'n_batch'}"
+                print(f"-- {label}")
+                with served(config(shipped, fake, Path(var) / f"usage-{n}.db", reserve, chunk)) as url:
+                    run(url, model, fake, opts, label, first=n == 0)
     finally:
         fake.stop()
+
+
+def run(url: str, model: str, fake: FakeOpenAI, opts: argparse.Namespace, label: str,
+        first: bool) -> None:
+    """Every part on the first variant; the engine's parts on the others (fair share: its
+    interactive answer tokens per second with and without assessment slots)."""
+    if "share" not in opts.skip:
+        print("fair share of the local model's answer tokens while every class waits:")
+        for apart, name in ((True, "a group per class"), (False, "no group (one group)")):
+            if apart or first:
+                report_share(name, asyncio.run(school_at_once(url, model, opts, apart, name[:9])))
+    if first and "quiz" not in opts.skip:
+        print("30 identical quiz requests (hosted fake):")
+        asyncio.run(quiz_class(url, fake, opts))
+    if first and "budget" not in opts.skip:
+        print("a class's budget (hosted fake), checked against the ledger:")
+        asyncio.run(budget_class(url, fake, key("school"), opts.learners))
+    if "exams" not in opts.skip:
+        print("assessment time to first token, idle vs saturated by background work:")
+        asyncio.run(assessment(url, model, opts, label))
 
 
 if __name__ == "__main__":
