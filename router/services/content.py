@@ -107,6 +107,14 @@ class ContentService:
         caller = meter.caller
         who = [f"tenant={self._scope(caller)}"] if artifact else [caller.key.id, caller.user]
         key = ":".join([prepared.key, *who, *(r.header() for r in routes)])
+        if isinstance(artifact, str) and not self.flights.running(key):
+            # A run of these inputs may have ended, its artifact kept, while this request was
+            # admitted (its run leaves the flights only once the artifact is stored).
+            kept = await self._kept_artifact(artifact)
+            if kept is not None:
+                meter.cached = True
+                meter.track(NOTHING, allowance)  # its reservation, released when it closes
+                return _replayed(kept)
         flight, leader = self.flights.join(key, lambda started: self._kept(artifact, self._generate(
             prepared, self._chat.start(routes, allowance, meter), meter, started)))
         if leader:
@@ -126,6 +134,9 @@ class ContentService:
         if key is None:
             return None
         return await self._artifacts.get(key) or key
+
+    async def _kept_artifact(self, key: str) -> list[Event] | None:
+        return await self._artifacts.get(key) if self._artifacts is not None else None
 
     async def _kept(self, key: str | None, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
         """The run's events; once they end validated, stored under `key` (when there is one)."""

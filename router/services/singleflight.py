@@ -89,6 +89,10 @@ class SingleFlight:
         self._flights[key] = flight
         return flight, True
 
+    def running(self, key: str) -> bool:
+        """Whether a run under `key` is in flight (one that ended has left)."""
+        return key in self._flights
+
     def _forget(self, key: str, flight: Flight) -> None:
         if self._flights.get(key) is flight:  # not a newer flight under the same key
             del self._flights[key]

@@ -15,6 +15,8 @@ from content.profile import LearnerProfile
 from content.schemas import validate
 from router.http.auth import hash_key
 from router.services.artifacts import MemoryArtifacts, artifact_key
+from router.services.content import ContentService
+from router.services.singleflight import Event
 from router.wire.learnx import GenerateContentRequest
 from tests.conftest import RedisServer
 from tests.fakes.inprocess import KEY, InProcess, config, start
@@ -62,6 +64,31 @@ async def test_a_class_asking_at_once_shares_one_run(school: InProcess) -> None:
     assert all(a["data"] == answers[0]["data"] for a in answers)
     outcomes = sorted(r["outcome"] for r in await school.records())
     assert outcomes.count("success") == 1 and len(outcomes) == 30
+
+
+class MissesOnce(MemoryArtifacts):
+    """A store whose next lookup misses once `stale` is set: as if the run that keeps the artifact
+    ended while the request that looked was being admitted."""
+
+    stale = False
+
+    async def get(self, key: str) -> list[Event] | None:
+        if self.stale:
+            self.stale = False
+            return None
+        return await super().get(key)
+
+
+async def test_a_run_that_ended_while_a_request_was_admitted_is_replayed(
+        school: InProcess) -> None:
+    store = MissesOnce(max_items=10, ttl_s=60)
+    school.services.content = ContentService(school.services.chat, store)
+    await ask(school, quiz(user_id="learner-1"))
+    store.stale = True
+    late = await ask(school, quiz(user_id="learner-2"))
+    assert late["metadata"]["cached"] is True and late["metadata"]["billed_usd"] == 0
+    assert school.engine.generations == 1
+    assert [r["outcome"] for r in await school.records()] == ["success", "cached"]
 
 
 async def test_another_tenant_does_not_hit(school: InProcess) -> None:
