@@ -22,6 +22,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -78,19 +79,43 @@ async def learner(client: httpx.AsyncClient, url: str, request: dict[str, Any],
     return first, time.perf_counter() - started, tokens
 
 
-async def spill_over(url: str, learners: int, text: str, tokens: int) -> None:
-    routes: list[dict[str, Any]] = []
+async def spill_over(url: str, learners: int, text: str, tokens: int, user: str) -> None:
+    routes: list[list[dict[str, Any]]] = [[] for _ in range(learners)]
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=learners + 4)) as client:
-        results = await asyncio.gather(*(learner(client, url, body(
-            "small", text, QUESTION.format(n), tokens), routes) for n in range(learners)))
+        results = await asyncio.gather(*(learner(client, url, {**body(
+            "small", text, QUESTION.format(n), tokens), "user": user}, routes[n])
+            for n in range(learners)))
+        records = await ledger(client, url, user, learners)
     ttft = sorted(r[0] for r in results)
-    spilled = [r for r in routes if r["provider"] != "local"]
+    served = [(r[0], route[-1]) for r, route in zip(results, routes, strict=True) if route]
+    spilled = [route for _, route in served if route["provider"] != "local"]
+    local = sorted(first for first, route in served if route["provider"] == "local")
     print(f"{learners} learners, small tier, hosted fake beside the local model: TTFT p50 "
           f"{statistics.median(ttft):.2f} s, p95 {ttft[round(0.95 * (len(ttft) - 1))]:.2f} s; "
           f"{len(spilled)} spilled to {sorted({r['model'] for r in spilled})}, "
-          f"${sum(r['cost_usd'] for r in spilled):.6f}; {len(routes) - len(spilled)} served locally")
-    why = collections.Counter(r["path"][0].split("(", 1)[-1][:60] for r in spilled if r.get("path"))
+          f"${sum(r['cost_usd'] for r in spilled):.6f}; {len(local)} served locally, TTFT "
+          f"{', '.join(f'{t:.2f}' for t in local)} s")
+    why = collections.Counter(re.sub(r"[0-9.]+", "N", r["path"][0].split("(", 1)[-1])[:72]
+                              for r in spilled if r.get("path"))
     print(f"  why the local model passed: {dict(why)}")
+    over = [r for r in records if r["fallback_path"]]
+    print(f"  ledger: {len(records)} records, {len(over)} with a fallback_path "
+          f"(e.g. {over[0]['fallback_path'] if over else None}), their cost "
+          f"${sum(r['cost_usd'] for r in over):.6f}")
+
+
+async def ledger(client: httpx.AsyncClient, url: str, user: str, count: int
+                 ) -> list[dict[str, Any]]:
+    """The ledger's records of `user` (written as each answer ends: waited for, up to 10 s)."""
+    records: list[dict[str, Any]] = []
+    for _ in range(100):
+        response = await client.get(f"{url}/api/v1/ai/usage/records",
+                                    params={"user_id": user, "limit": 1000})
+        records = response.json()["records"]
+        if len(records) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return records
 
 
 def run_spill_over(shipped: dict[str, Any], learners: int, opts: argparse.Namespace) -> None:
@@ -107,7 +132,8 @@ def run_spill_over(shipped: dict[str, Any], learners: int, opts: argparse.Namesp
         with served(args) as service:
             for round_ in range(opts.rounds):
                 asyncio.run(spill_over(service, learners, lesson(opts.lesson_words,
-                                                                 f"spill-{round_}"), opts.tokens))
+                                                                 f"spill-{round_}"), opts.tokens,
+                                       f"classroom-{time.time():.0f}-{round_}"))
     finally:
         fake.stop()
 

@@ -20,9 +20,11 @@ more slots are free than the reserve still owed, so an exam never waits for a ba
 end; while a higher tier reads its prompt, lower tiers read none in the same step, and they read at
 most `prefill_chunk` tokens a step, so a step that an assessment arrives during ends soon.
 
-A request whose expected time to its first token (the wait for a slot, behind the requests expected
-to start before it, plus reading its own prompt at the measured rate) exceeds its limit is refused at
-once (EngineBusy) so the router can send it elsewhere. A full queue sheds a request of the lowest
+A request whose expected time to its first token exceeds its limit is refused at once (EngineBusy)
+so the router can send it elsewhere: the wait for a slot, behind the requests expected to start
+before it, or for the prompts ahead of it to be read, then reading its own, every step of which
+also decodes the running answers (deployments/llm/pace.py: measured as it runs, and as the replica
+starts; an idle replica that refuses measures again). A full queue sheds a request of the lowest
 priority below the newcomer's (the latest of the group waiting with the most tokens)."""
 
 from __future__ import annotations
@@ -41,19 +43,25 @@ from deployments.llm.fairqueue import FairQueue
 from deployments.llm.jobs import (
     FINISHED,
     Job,
+    Plan,
     Request,
     Slot,
     choose_slot,
     common_prefix,
+    fill,
+    logit_index,
+    prefix_in_progress,
     steps_left,
     to_compute,
+    unread,
 )
 from deployments.llm.output import Output
 from deployments.llm.pace import Pace
 from deployments.llm.sampling import Sampler
 
 log = logging.getLogger("ray.serve")
-SHARE_MIN = 32  # a prefix shorter than this is recomputed rather than waited for
+CALIBRATION_TOKENS = 64  # the prompt a replica reads as it starts, to measure its pace
+RECALIBRATE_S = 10.0  # an idle replica's pace is measured again at most this often
 ASSESSMENT = PRIORITY["assessment"]
 
 
@@ -80,6 +88,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._closed = False
         self._pace = Pace()
+        self._calibrated: float | None = None  # when; None: due (at start, or asked for)
         self._computed = self._reused = 0  # prompt tokens
         self._thread = threading.Thread(target=self._loop, name="llama.cpp", daemon=True)
         self._thread.start()
@@ -92,11 +101,16 @@ class Scheduler:
                 raise RuntimeError("llama.cpp engine is closed")
             limit = request.params.max_queue_wait_s
             load = self._load()
-            wait = self._wait_s(request) + self._pace.reading(self._unread(request.tokens))
-            if ((limit is not None and wait > limit) or (load.busy == len(self._slots) and
-                    len(self._waiting) >= self._max_queued and not self._shed(request))):
-                raise EngineBusy(f"{load.queued} requests wait for {load.slots} slots",
-                                 retry_after_s=max(1.0, load.estimated_wait_s))
+            request.unread = unread(request.tokens, self._slots, self._waiting)
+            busy = f"{load.queued} requests wait for {load.slots} slots"
+            expected = self._first_token_s(request) if limit is not None else 0.0
+            if limit is not None and expected > limit:
+                self._stale(load)
+                raise EngineBusy(f"first token expected in {expected:.1f} s, over its {limit:g} s "
+                                 f"({busy})", retry_after_s=max(1.0, load.estimated_wait_s))
+            if (load.busy == len(self._slots) and len(self._waiting) >= self._max_queued
+                    and not self._shed(request)):
+                raise EngineBusy(busy, retry_after_s=max(1.0, load.estimated_wait_s))
             request.order = next(self._order)
             self._waiting.push(request)
             self._cond.notify()
@@ -115,18 +129,30 @@ class Scheduler:
         self._thread.join()
         self._lib.llama_batch_free(self._batch)
 
-    def _unread(self, tokens: list[int]) -> int:
-        """The prompt tokens a request will compute: what no slot's cache holds and no running or
-        waiting request reads before it (a class's followers copy their lesson's cells)."""
-        known = [s.cached for s in self._slots] + [r.tokens for r in self._waiting] + [
-            s.job.request.tokens for s in self._slots if isinstance(s.job, Job)]
-        return max(1, len(tokens) - max(common_prefix(k, tokens) for k in known))
+    def _first_token_s(self, request: Request) -> float:
+        """The expected time to the first token of `request` arriving now, on the high side: it
+        waits for a slot (behind the waiting requests expected to start before it: every higher
+        tier's, its fair share of its own tier's) while the prompts ahead of it are read (what the
+        running and waiting requests of its tier or higher compute), then reads its own; every step
+        that reads also decodes the running answers."""
+        priority = request.priority
+        ahead = sum(len(s.job.request.tokens) - s.job.fed for s in self._slots
+                    if isinstance(s.job, Job) and s.job.request.priority >= priority)
+        ahead += sum(r.unread for r in self._waiting if r.priority >= priority and r is not request)
+        slot = self._expected_wait(self._waiting.ahead(priority, request.group, request.cost),
+                                   priority)
+        return self._pace.first_token(
+            slot, ahead, request.unread, sum(1 for s in self._slots if s.job is not None),
+            self._n_batch if priority >= ASSESSMENT else self._prefill_chunk, self._n_batch)
 
-    def _wait_s(self, request: Request) -> float:
-        """The expected wait for a slot of `request` arriving now: behind the waiting requests
-        expected to start before it (every higher tier's, its fair share of its own tier's)."""
-        ahead = self._waiting.ahead(request.priority, request.group, request.cost)
-        return self._expected_wait(ahead, request.priority)
+    def _stale(self, load: EngineLoad) -> None:
+        """An idle replica refused a request: its pace, measured when the machine may have been
+        busier, is measured again (at most every RECALIBRATE_S), so that it does not go on refusing
+        what it no longer sees itself serve."""
+        if not load.busy and not load.queued and self._calibrated is not None \
+                and time.monotonic() - self._calibrated > RECALIBRATE_S:
+            self._calibrated = None
+            self._cond.notify()
 
     def _shed(self, request: Request) -> bool:
         """In a full queue, a waiting request of the lowest priority below `request`'s leaves it
@@ -157,18 +183,42 @@ class Scheduler:
         if priority < ASSESSMENT:
             steps = steps[self._reserve_owed():]
         return self._pace.slot_wait(steps, ahead, max((r.budget for r in self._waiting),
-                                                      default=steps[-1]))
+                                                      default=steps[-1]), len(self._slots))
 
     # -- the decoding thread ---------------------------------------------------------------------
+
+    def _calibrate(self) -> None:
+        """Read a short prompt twice (the first warms the weights up), then decode one token after
+        it, in the idle slot that caches least, forgotten after: estimates are measured, not
+        priors or the pace of a busier time."""
+        self._calibrated = time.monotonic()
+        slot = min(self._slots, key=lambda s: len(s.cached))
+        tokens, took = list(range(CALIBRATION_TOKENS)), []
+        for chunk in (tokens, tokens, tokens[:1]):
+            slot.cached = tokens if len(chunk) == 1 else []
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq, len(slot.cached), -1)
+            started = time.monotonic()
+            if self._lib.llama_decode(self._ctx, fill(self._batch, [(slot, chunk, True)])) != 0:
+                break
+            took.append(time.monotonic() - started)
+        self._lib.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+        slot.cached = []
+        if len(took) == 3:
+            self._pace.calibrated(took[1], len(tokens), took[2])
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and not self._waiting and not self._running():
+                while not self._closed and not self._waiting and not self._running() \
+                        and self._calibrated is not None:
                     self._cond.wait()
                 if self._closed:
                     break
-                admitted = self._admit()
+                calibrate = self._calibrated is None and not self._running()
+                admitted = [] if calibrate else self._admit()
+            if calibrate:
+                self._guarded(self._calibrate, [])
+                continue
             for slot, request in admitted:
                 self._start(slot, request)
             self._guarded(self._step, self._slots)
@@ -218,7 +268,7 @@ class Scheduler:
         one): an assessment may, a lower tier while more slots are free than the reserve still
         owed; and none while a prompt that shares its prefix is being read."""
         return (request.priority >= ASSESSMENT or free > self._reserve_owed(starting)) \
-            and not self._prefix_in_progress(request, starting)
+            and not prefix_in_progress(request, starting, self._slots)
 
     def _reserve_owed(self, starting: Sequence[Request] = ()) -> int:
         """Reserved slots the assessment tier does not hold: kept free of lower tiers."""
@@ -238,18 +288,6 @@ class Scheduler:
         if request.cancelled:
             request.emit(FINISHED)
         return request.cancelled
-
-    def _prefix_in_progress(self, request: Request, starting: list[Request]) -> bool:
-        """Another slot is reading (or is about to read: `starting`) a prompt that shares more
-        with this one than any cache holds."""
-        cached = max(common_prefix(s.cached, request.tokens) for s in self._slots)
-        reading = [s.job.request for s in self._slots if isinstance(s.job, Job)
-                   and s.job.fed < len(s.job.request.tokens)]
-        for other in reading + starting:
-            shared = min(common_prefix(other.tokens, request.tokens), len(request.tokens) - 1)
-            if shared - cached >= SHARE_MIN:
-                return True
-        return False
 
     def _start(self, slot: Slot, request: Request) -> None:
         slot.job = None
@@ -292,7 +330,7 @@ class Scheduler:
         if not plan:
             return
         started = time.monotonic()
-        status = self._lib.llama_decode(self._ctx, self._fill(plan))
+        status = self._lib.llama_decode(self._ctx, fill(self._batch, plan))
         answers = sum(1 for s, _, _ in plan if isinstance(s.job, Job) and s.job.next_token is not None)
         read = sum(len(tokens) for _, tokens, _ in plan) - answers
         self._pace.measured(time.monotonic() - started, read, answers)
@@ -308,16 +346,16 @@ class Scheduler:
                 job.fed += len(tokens)
                 self._computed += len(tokens)
             if wants_logits:
-                self._sample(slot, job, self._logit_index(plan, index))
+                self._sample(slot, job, logit_index(plan, index))
 
-    def _plan(self) -> list[tuple[Slot, list[int], bool]]:
+    def _plan(self) -> Plan:
         """(slot, tokens to decode, whether its last token's logits are wanted): every answer's next
         token first, then what fits of the prompts being read, by priority then admission; no
         prompt of a tier below one being read, and at most prefill_chunk tokens of a prompt below
         the assessment tier, so that a higher tier's first token is not held up by their reading.
         While an assessment reads its prompt, lower tiers' answers wait: the step is the exam's
         alone (and their streams, quiet, leave the machine's cores to it)."""
-        plan: list[tuple[Slot, list[int], bool]] = []
+        plan: Plan = []
         room = self._n_batch
         reading = sorted((s.job for s in self._slots if isinstance(s.job, Job)
                           and s.job.next_token is None),
@@ -340,24 +378,6 @@ class Scheduler:
 
     def _slot_of(self, job: Job) -> Slot:
         return next(s for s in self._slots if s.job is job)
-
-    def _fill(self, plan: list[tuple[Slot, list[int], bool]]) -> Any:
-        batch, n = self._batch, 0
-        for slot, tokens, wants_logits in plan:
-            start = len(slot.cached)
-            for offset, token in enumerate(tokens):
-                batch.token[n] = token
-                batch.pos[n] = start + offset
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = slot.seq
-                batch.logits[n] = wants_logits and offset == len(tokens) - 1
-                n += 1
-        batch.n_tokens = n
-        return batch
-
-    @staticmethod
-    def _logit_index(plan: list[tuple[Slot, list[int], bool]], index: int) -> int:
-        return sum(len(tokens) for _, tokens, _ in plan[:index + 1]) - 1
 
     def _sample(self, slot: Slot, job: Job, index: int) -> None:
         token = job.sampler.sample(self._ctx, index)
@@ -389,7 +409,7 @@ class Scheduler:
         with self._cond:
             self._waiting.charge(job.request, job.output.generated - job.request.budget)
 
-    def _decode_failed(self, plan: list[tuple[Slot, list[int], bool]], status: int) -> None:
+    def _decode_failed(self, plan: Plan, status: int) -> None:
         """No room in the KV cache (1): drop idle slots' caches and try again next step; if none is
         left to drop, the newest sequence fails. Any other status fails every sequence in the batch."""
         idle = [s for s in self._slots if s.job is None and s.cached]

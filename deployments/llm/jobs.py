@@ -5,7 +5,7 @@ loop reads of a request's stream."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from deployments.llm.sampling import Sampler
 
 Emit = Callable[[Any], object]
 FINISHED = object()  # emitted after a sequence's last delta or error
+SHARE_MIN = 32  # a prefix shorter than this is recomputed rather than waited for
 
 
 @dataclass(eq=False)
@@ -26,6 +27,7 @@ class Request:
     emit: Emit
     budget: int
     order: int = 0
+    unread: int = 0  # the prompt tokens it was expected to compute, counted as it arrived
     cancelled: bool = False
     arrived: float = field(default_factory=time.monotonic)
 
@@ -90,10 +92,55 @@ def choose_slot(tokens: list[int], free: list[Slot], slots: list[Slot],
     return min(alike, key=loss)
 
 
+def unread(tokens: list[int], slots: list[Slot], waiting: Iterable[Request]) -> int:
+    """The prompt tokens a request will compute: what no slot's cache holds and no running or
+    waiting request reads before it (a class's followers copy their lesson's cells)."""
+    known = [s.cached for s in slots] + [r.tokens for r in waiting] + [
+        s.job.request.tokens for s in slots if isinstance(s.job, Job)]
+    return max(1, len(tokens) - max(common_prefix(k, tokens) for k in known))
+
+
+def prefix_in_progress(request: Request, starting: list[Request], slots: list[Slot]) -> bool:
+    """Another slot is reading (or is about to read: `starting`) a prompt that shares more with
+    this one than any cache holds."""
+    cached = max(common_prefix(s.cached, request.tokens) for s in slots)
+    reading = [s.job.request for s in slots if isinstance(s.job, Job)
+               and s.job.fed < len(s.job.request.tokens)]
+    for other in reading + starting:
+        shared = min(common_prefix(other.tokens, request.tokens), len(request.tokens) - 1)
+        if shared - cached >= SHARE_MIN:
+            return True
+    return False
+
+
 def to_compute(tokens: list[int], slots: list[Slot]) -> int:
     """The prompt tokens a request starting now computes: what no slot's cache holds, and at least
     its last token (its logits start the answer)."""
     return len(tokens) - min(max(common_prefix(s.cached, tokens) for s in slots), len(tokens) - 1)
+
+
+Plan = list[tuple[Slot, list[int], bool]]  # a step: (slot, tokens to decode, logits wanted)
+
+
+def fill(batch: Any, plan: Plan) -> Any:
+    """llama.cpp's `batch` holding `plan`'s tokens, each at its position in its slot's sequence."""
+    n = 0
+    for slot, tokens, wants_logits in plan:
+        start = len(slot.cached)
+        for offset, token in enumerate(tokens):
+            batch.token[n] = token
+            batch.pos[n] = start + offset
+            batch.n_seq_id[n] = 1
+            batch.seq_id[n][0] = slot.seq
+            batch.logits[n] = wants_logits and offset == len(tokens) - 1
+            n += 1
+    batch.n_tokens = n
+    return batch
+
+
+def logit_index(plan: Plan, index: int) -> int:
+    """Where in the batch the logits of `plan[index]`'s last token are."""
+    return sum(len(tokens) for _, tokens, _ in plan[:index + 1]) - 1
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -243,16 +243,19 @@ async def test_a_reserved_slot_waits_for_an_assessment() -> None:
 
 async def test_a_request_whose_own_prompt_takes_longer_than_its_limit_is_refused() -> None:
     """Idle, no slot to wait for: reading a long prompt (at the rate measured on another) alone
-    is over a small limit."""
+    is over a limit that a short prompt is well within (an eighth of the long one's time, so that
+    the test holds on a fast machine and on a busy one)."""
     engine = engine_with(parallel=1)
     try:
         def long(lesson: str) -> str:
             return " ".join(f"Sentence {n} of lesson {lesson}." for n in range(80))
 
+        started = time.monotonic()
         await collect(engine.generate(ask(long("A"), max_tokens=2)))
+        limit = (time.monotonic() - started) / 8
         with pytest.raises(EngineBusy):
-            await collect(engine.generate(ask(long("B"), max_tokens=2, max_queue_wait_s=0.1)))
-        short = await collect(engine.generate(ask("Hi", max_tokens=2, max_queue_wait_s=0.1)))
+            await collect(engine.generate(ask(long("B"), max_tokens=2, max_queue_wait_s=limit)))
+        short = await collect(engine.generate(ask("Hi", max_tokens=2, max_queue_wait_s=limit)))
         assert short.usage.completion_tokens == 2
     finally:
         engine.close()
