@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.serve.config import RequestRouterConfig
 from ray.serve.request_router import (
@@ -25,6 +25,9 @@ from ray.serve.request_router import (
 )
 
 from core.generation import GenerationParams
+
+if TYPE_CHECKING:
+    from ray.serve._private.common import RequestMetadata
 
 BLOCK_CHARS = 256
 IMBALANCE = 4  # how much longer than the shortest the owner's queue may be and still be chosen
@@ -93,18 +96,38 @@ class PrefixAffinityRouter(FIFOMixin, RequestRouter):
         by_id = {r.replica_id.to_full_id_str(): r for r in candidate_replicas}
         owner = self._table.owner(self._hashes(pending_request), set(by_id))
         others = _two(candidate_replicas)
-        if owner is None or not self._balanced(by_id[owner], candidate_replicas):
+        if owner is None or not await self._balanced(by_id[owner], candidate_replicas):
             return [others]
         return [[by_id[owner]], others]
+
+    def _fulfill_next_pending_request(self, replica: RunningReplica,
+                                      request_metadata: RequestMetadata | None = None) -> None:
+        """The replica goes to the request it was chosen for. FIFOMixin alone hands it to the
+        oldest request waiting, of another lesson perhaps, whenever routing waited on a queue
+        length; Serve's own match, by internal request id, leaves waiting forever the requests that
+        one replica's request makes at once (they share its id)."""
+        for pending in self._pending_requests_to_fulfill:
+            if pending.metadata is request_metadata and not pending.future.done():
+                self._cancel_routing_task_for_pending_request(pending)
+                self._record_queue_wait_time(pending)
+                pending.future.set_result(replica)
+                self._remove_pending_request_from_indices(pending)
+                return
+        super()._fulfill_next_pending_request(replica, request_metadata)
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
                           result: Any) -> None:
         self._table.remember(self._hashes(pending_request), replica_id.to_full_id_str())
 
-    def _balanced(self, owner: RunningReplica, candidates: list[RunningReplica]) -> bool:
-        cache = self.replica_queue_len_cache
-        lengths = [cache.get(r.replica_id) or 0 for r in candidates]
-        return (cache.get(owner.replica_id) or 0) <= min(lengths) + self._imbalance
+    async def _balanced(self, owner: RunningReplica, candidates: list[RunningReplica]) -> bool:
+        """Whether the owner's queue is at most `imbalance` longer than the shortest: Serve's
+        cached lengths, and the replicas whose entry expired (10 s) asked, as Serve asks them."""
+        lengths = {r: self.replica_queue_len_cache.get(r.replica_id) for r in candidates}
+        unknown = [r for r, length in lengths.items() if length is None]
+        lengths.update(await self._probe_queue_lens(unknown, 0))
+        known = [length for length in lengths.values() if length is not None]
+        own = lengths[owner]
+        return own is not None and own <= min(known) + self._imbalance
 
     @staticmethod
     def _hashes(pending_request: PendingRequest | None) -> list[bytes]:
