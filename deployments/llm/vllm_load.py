@@ -100,9 +100,9 @@ class VLLMLoad:
             return 0.0
         steps = sorted(max(0, f.max_tokens - f.produced) for f in running)
         whole = max((f.max_tokens for f in waiting), default=steps[-1])
-        return self._pace.slot_wait(steps, ahead, whole)
+        return self._pace.slot_wait(steps, ahead, whole, answers=1)  # measured per sequence
 
     @property
     def step_s(self) -> float:
         """The measured time between a sequence's tokens."""
-        return self._pace.step_s
+        return self._pace.decode_at(1)
