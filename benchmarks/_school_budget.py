@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from typing import Any
 
 import httpx
@@ -72,6 +73,7 @@ async def budget_class(url: str, fake: FakeOpenAI, api_key: str, count: int,
 
         burst = await asyncio.gather(*(ask(learner) for learner in learners for _ in range(8)))
         statuses = [r.status_code for r in burst]
+        levels = Counter(r.json()["error"].get("level") for r in burst if r.status_code == 402)
         after_burst = await spent()
         checked, false, refused = 0, 0, set[str]()
         while len(refused) < len(learners) and checked < 20 * len(learners):
@@ -90,7 +92,7 @@ async def budget_class(url: str, fake: FakeOpenAI, api_key: str, count: int,
                 false += room >= each  # it had room for one more estimate
         total = await spent()
     print(f"  the burst: {len(burst)} requests of {len(learners)} learners at once, "
-          f"{statuses.count(200)} served, {statuses.count(402)} refused (402), other "
+          f"{statuses.count(200)} served, {statuses.count(402)} refused (402: {dict(levels)}), other "
           f"{len(statuses) - statuses.count(200) - statuses.count(402)}; the group's ledger spend "
           f"then {after_burst / level['usd']:.1%} of its budget")
     print(f"  one at a time until every learner is refused: {checked} requests, "

@@ -1,6 +1,6 @@
 """A school at once (issue 23): classes of learners on the embedded default (configs/serve.yaml as
 shipped: SmolLM2 on llama.cpp, 8 slots) plus a hosted fake (OpenAI's wire format), mixed tiers and
-content types. Three measurements, each side by side in one run:
+content types. Four measurements, each side by side in one run:
 
 1. Fair share. One class sends a burst (3x its learners' requests, first); the other classes' learners
    follow at once; everything on the local model at the interactive tier. Each class's share of the
@@ -9,9 +9,12 @@ content types. Three measurements, each side by side in one run:
    group is the tenant's class) and not (no group named: the whole school one group, first come
    first served).
 2. Assessment time to first token. Exam questions one at a time on an idle replica, then while
-   background requests keep its slots and queue full: p50/p95 and the ratio; for the shipped config
-   and with `--reserve` slots kept for assessments and `--chunk` prompt tokens per step for the
-   other tiers.
+   background requests keep its slots and queue full: p50/p95 and the ratio; with no slot kept for
+   exams (assessment_slots 0, prefill_chunk n_batch) and with `--reserve` slots kept and `--chunk`
+   prompt tokens per step for the other tiers. The two variants are two apps of one Ray, served
+   side by side and measured in turns (`--rounds`, the order alternating), with the fair share and
+   one interactive class alone (its answer tokens/s: what the kept slot and the chunked prefill
+   cost the other tiers), so that the shared box's other work weighs on both alike.
 3. Each validated artifact once per class. 30 identical quiz requests of one class on the hosted
    fake, arriving within `--spread` seconds: generations, replays, schema-valid answers and what they
    cost; against 30 learners of 30 different schools asking the same (nothing to share).
@@ -20,7 +23,8 @@ content types. Three measurements, each side by side in one run:
    all are refused; every refusal of the second part checked against the ledger (a 402 while its
    level had room for one estimate is a false refusal) and the group's spend against its budget.
 
-    .venv/bin/python benchmarks/school.py [--classes 4] [--learners 8] [--exams 12] [--reserve 1]
+    .venv/bin/python benchmarks/school.py [--classes 4] [--learners 8] [--rounds 2] [--exams 8]
+        [--reserve 1] [--chunk 64] [--skip share class exams quiz budget]
 """
 
 from __future__ import annotations
@@ -142,6 +146,11 @@ def shares(answers: list[Answer]) -> dict[int, int]:
     return tokens
 
 
+def rate(answers: list[Answer]) -> float:
+    """Answer tokens per second of wall time, from the first request sent to the last answer's end."""
+    return sum(a.tokens for a in answers) / (max(a.end for a in answers) - min(a.sent for a in answers))
+
+
 def jain(values: list[int]) -> float:
     squares = sum(v * v for v in values)
     return sum(values) ** 2 / (len(values) * squares) if squares else 0.0
@@ -161,13 +170,12 @@ def report_share(label: str, answers: list[Answer]) -> None:
     low, high = min(tokens.values()), max(tokens.values())
     others = sorted(a.first - a.sent for a in answers if a.group != 0)
     equal = sum(tokens.values()) / len(tokens)
-    rate = sum(a.tokens for a in answers) / (max(a.end for a in answers) - min(a.sent for a in answers))
     print(f"  {label}: backlogged {end - start:.1f} s; answer tokens started then, per class "
           f"{list(tokens.values())} (burst class first); of an equal share "
           f"{low / equal:.2f}x to {high / equal:.2f}x, max/min "
           f"{high / low if low else float('inf'):.2f}x, Jain {jain(list(tokens.values())):.3f}; "
           f"the other classes' TTFT p50 {statistics.median(others):.2f} s, p95 {p95(others):.2f} s; "
-          f"all answers {rate:.0f} tokens/s")
+          f"all answers {rate(answers):.0f} tokens/s")
 
 
 # -- 2. assessment TTFT --------------------------------------------------------------------------
@@ -189,7 +197,9 @@ async def exams(client: httpx.AsyncClient, url: str, model: str, count: int, tag
     return times
 
 
-async def assessment(url: str, model: str, opts: argparse.Namespace, tag: str) -> None:
+async def assessment(url: str, model: str, opts: argparse.Namespace,
+                     tag: str) -> tuple[list[float], list[float]]:
+    """Exams' times to first token on the idle replica, then under background work."""
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=opts.background + 8)) as client:
         await exams(client, url, model, 2, f"{tag}-warm")
         idle = await exams(client, url, model, opts.exams, f"{tag}-idle")
@@ -214,9 +224,14 @@ async def assessment(url: str, model: str, opts: argparse.Namespace, tag: str) -
         for worker in workers:
             worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-    print(f"  {tag}: idle TTFT p50 {statistics.median(idle):.2f} s, p95 {p95(idle):.2f} s; "
-          f"under {opts.background} background streams p50 {statistics.median(loaded):.2f} s, "
-          f"p95 {p95(loaded):.2f} s (**{p95(loaded) / p95(idle):.2f}x** idle)")
+    await asyncio.sleep(2.0)  # the cancelled streams leave the replica
+    return idle, loaded
+
+
+def report_exams(label: str, idle: list[float], loaded: list[float], background: int) -> None:
+    print(f"  {label}: idle TTFT p50 {statistics.median(idle):.2f} s, p95 {p95(idle):.2f} s; "
+          f"under {background} background streams p50 {statistics.median(loaded):.2f} s, "
+          f"p95 {p95(loaded):.2f} s (**{p95(loaded) / p95(idle):.2f}x** idle; {len(idle)} exams each)")
 
 
 # -- 3. artifacts --------------------------------------------------------------------------------
@@ -259,12 +274,16 @@ async def quiz_class(url: str, fake: FakeOpenAI, opts: argparse.Namespace) -> No
 
 def config(shipped: dict[str, Any], fake: FakeOpenAI, ledger: Path,
            reserve: int, chunk: int | None) -> dict[str, Any]:
+    """The shipped app with these assessment slots and prefill chunk, its LLM server reserving
+    half a CPU (two variants in one Ray of 2 CPUs: they take turns, interleaved)."""
     local = dict(shipped["local_models"][0])
     engine = {k: v for k, v in local["llama_cpp"].items()
               if k not in ("assessment_slots", "prefill_chunk")}
     local["llama_cpp"] = {**engine, "assessment_slots": reserve,
                           **({"prefill_chunk": chunk} if chunk else {})}
+    local["ray_actor_options"] = {"num_cpus": 0.5}
     return {**shipped, "local_models": [local],
+            "embedder": {**shipped.get("embedder", {}), "ray_actor_options": {"num_cpus": 0.25}},
             "auth": {"enabled": True, "api_keys": keys()},
             "ledger": {"database_url": f"sqlite:///{ledger}"},
             "budgets": {"levels": [budget_level(HOSTED)]},
@@ -279,13 +298,19 @@ def config(shipped: dict[str, Any], fake: FakeOpenAI, ledger: Path,
                        "providers": {"openai": {"base_url": f"{fake.url}/v1"}}}}
 
 
+def load() -> str:
+    """The box's load average (1, 5, 15 minutes): other work on it slows every figure here."""
+    return "load average {:.2f}, {:.2f}, {:.2f}".format(*os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--classes", type=int, default=4)
     parser.add_argument("--learners", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--lesson-sentences", type=int, default=10)  # ~200 tokens
-    parser.add_argument("--exams", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=2, help="the variants' turns, interleaved")
+    parser.add_argument("--exams", type=int, default=8, help="per round, idle and loaded each")
     parser.add_argument("--background", type=int, default=24, help="background streams in flight")
     parser.add_argument("--background-tokens", type=int, default=96)
     parser.add_argument("--warmup", type=float, default=8.0)
@@ -293,7 +318,7 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64, help="prefill_chunk of the variant")
     parser.add_argument("--spread", type=float, default=3.0)
     parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["share", "exams", "quiz", "budget"])
+                        choices=["share", "class", "exams", "quiz", "budget"])
     opts = parser.parse_args()
     shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
     model = shipped["local_models"][0]["name"]
@@ -301,37 +326,62 @@ def main() -> None:
     fake = FakeOpenAI()
     fake.start()
     print(f"{opts.classes} classes x {opts.learners} learners (the burst class {3 * opts.learners}); "
-          f"configs/serve.yaml ({shipped['local_models'][0]['llama_cpp']}) + hosted fake")
+          f"configs/serve.yaml ({shipped['local_models'][0]['llama_cpp']}) + hosted fake; {load()}")
     variants = [(0, None), *([(opts.reserve, opts.chunk)] if opts.reserve else [])]
+    labels = [f"assessment_slots {r}, prefill_chunk {c or 'n_batch'}" for r, c in variants]
     try:
         with tempfile.TemporaryDirectory() as var:
-            for n, (reserve, chunk) in enumerate(variants):
-                label = f"assessment_slots {reserve}, prefill_chunk {chunk or 'n_batch'}"
-                print(f"-- {label}")
-                with served(config(shipped, fake, Path(var) / f"usage-{n}.db", reserve, chunk)) as url:
-                    run(url, model, fake, opts, label, first=n == 0)
+            apps = [config(shipped, fake, Path(var) / f"usage-{n}.db", *v)
+                    for n, v in enumerate(variants)]
+            with served(apps[0], {f"/variant{n}": a for n, a in enumerate(apps) if n}) as root:
+                urls = [root, *(f"{root}/variant{n}" for n in range(1, len(apps)))]
+                measure(urls, labels, model, fake, opts)
     finally:
         fake.stop()
 
 
-def run(url: str, model: str, fake: FakeOpenAI, opts: argparse.Namespace, label: str,
-        first: bool) -> None:
-    """Every part on the first variant; the engine's parts on the others (fair share: its
-    interactive answer tokens per second with and without assessment slots)."""
-    if "share" not in opts.skip:
-        print("fair share of the local model's answer tokens while every class waits:")
-        for apart, name in ((True, "a group per class"), (False, "no group (one group)")):
-            if apart or first:
-                report_share(name, asyncio.run(school_at_once(url, model, opts, apart, name[:9])))
-    if first and "quiz" not in opts.skip:
+def measure(urls: list[str], labels: list[str], model: str, fake: FakeOpenAI,
+            opts: argparse.Namespace) -> None:
+    """The hosted parts on the first variant; the engine's parts on each, in turns (the order
+    alternating each round), so that the box's other work weighs on them alike."""
+    if "quiz" not in opts.skip:
         print("30 identical quiz requests (hosted fake):")
-        asyncio.run(quiz_class(url, fake, opts))
-    if first and "budget" not in opts.skip:
+        asyncio.run(quiz_class(urls[0], fake, opts))
+    if "budget" not in opts.skip:
         print("a class's budget (hosted fake), checked against the ledger:")
-        asyncio.run(budget_class(url, fake, key("school"), opts.learners))
+        asyncio.run(budget_class(urls[0], fake, key("school"), opts.learners))
+    exams_of: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in range(len(urls))}
+    rates: dict[int, list[float]] = {n: [] for n in range(len(urls))}
+    for round_ in range(opts.rounds):
+        for n in list(range(len(urls)))[::(-1) ** round_]:
+            tag = f"r{round_}v{n}"
+            if "share" not in opts.skip:
+                print(f"round {round_ + 1}, {labels[n]}: fair share of the local model's answer "
+                      f"tokens while every class waits ({load()})")
+                for apart, name in ((True, "a group per class"), (False, "no group (one group)")):
+                    if apart or n == 0:
+                        report_share(name, asyncio.run(
+                            school_at_once(urls[n], model, opts, apart, f"{tag}-{apart}")))
+            if "class" not in opts.skip:
+                alone = asyncio.run(school_at_once(urls[n], model, argparse.Namespace(
+                    **{**vars(opts), "classes": 1}), True, f"{tag}-alone"))
+                rates[n].append(rate(alone))
+                print(f"round {round_ + 1}, {labels[n]}: one interactive class alone, "
+                      f"{len(alone)} requests: {rates[n][-1]:.1f} tokens/s ({load()})")
+            if "exams" not in opts.skip:
+                print(f"round {round_ + 1}, {labels[n]}: exams idle, then under background work "
+                      f"({load()})")
+                idle, loaded = asyncio.run(assessment(urls[n], model, opts, tag))
+                report_exams("this round", idle, loaded, opts.background)
+                exams_of[n][0].extend(idle)
+                exams_of[n][1].extend(loaded)
+    if "class" not in opts.skip:
+        print("one interactive class alone, answer tokens/s, median of the rounds: " + "; ".join(
+            f"{labels[n]} {statistics.median(r):.1f}" for n, r in rates.items()))
     if "exams" not in opts.skip:
-        print("assessment time to first token, idle vs saturated by background work:")
-        asyncio.run(assessment(url, model, opts, label))
+        print(f"assessment time to first token, every round ({load()}):")
+        for n, (idle, loaded) in exams_of.items():
+            report_exams(labels[n], idle, loaded, opts.background)
 
 
 if __name__ == "__main__":
