@@ -295,6 +295,10 @@ def config(shipped: dict[str, Any], fake: FakeOpenAI, ledger: Path,
             "router": {**shipped.get("router", {}), "spill_over_wait_s": None,
                        "enable_fallback": False, "request_timeout_s": 300,
                        "first_token_timeout_s": 300,
+                       # A stream whose client left stops at once, not router.resume.grace_s
+                       # later: the background work cancelled after the exams would otherwise
+                       # go on into the next part's measurement (up to 88 streams for 15 s).
+                       "resume": {"grace_s": 0},
                        "providers": {"openai": {"base_url": f"{fake.url}/v1"}}}}
 
 
