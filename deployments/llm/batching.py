@@ -61,7 +61,7 @@ from deployments.llm.sampling import Sampler
 
 log = logging.getLogger("ray.serve")
 CALIBRATION_TOKENS = 64  # the prompt a replica reads as it starts, to measure its pace
-RECALIBRATE_S = 10.0  # an idle replica's pace is measured again at most this often
+RECALIBRATE_S = 5.0  # an idle replica's pace is measured again at most this often
 ASSESSMENT = PRIORITY["assessment"]
 
 
