@@ -12,6 +12,7 @@ import pytest
 from core.config import LlamaCppSettings
 from core.generation import EngineBusy, GenerationParams
 from core.tiers import PRIORITY
+from deployments.llm.batching import RECALIBRATE_S
 from deployments.llm.fairqueue import QUANTUM
 from deployments.llm.llamacpp import LlamaCppEngine
 from models import find_local_model, resolve_gguf
@@ -257,5 +258,29 @@ async def test_a_request_whose_own_prompt_takes_longer_than_its_limit_is_refused
             await collect(engine.generate(ask(long("B"), max_tokens=2, max_queue_wait_s=limit)))
         short = await collect(engine.generate(ask("Hi", max_tokens=2, max_queue_wait_s=limit)))
         assert short.usage.completion_tokens == 2
+    finally:
+        engine.close()
+
+
+async def test_an_idle_replica_that_refused_measures_its_pace_again() -> None:
+    """A pace measured on a busier machine is not kept for ever: an idle replica that refuses a
+    request measures itself again (at most every RECALIBRATE_S) and takes the next one."""
+    engine = engine_with(parallel=1)
+    try:
+        await collect(engine.generate(ask("Hi", max_tokens=1)))  # measured as it started
+        engine._scheduler._pace.prefill_s = 10.0  # as if measured on a machine far busier
+        await asyncio.sleep(RECALIBRATE_S)
+        with pytest.raises(EngineBusy, match="first token expected"):
+            await collect(engine.generate(ask("Hi", max_tokens=2, max_queue_wait_s=5)))
+        served = 0
+        for _ in range(300):  # measured again, in the background
+            try:
+                answer = await collect(engine.generate(ask("Hi", max_tokens=2,
+                                                           max_queue_wait_s=5)))
+                served = answer.usage.completion_tokens
+                break
+            except EngineBusy:
+                await asyncio.sleep(0.1)
+        assert served == 2
     finally:
         engine.close()
