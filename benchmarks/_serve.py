@@ -16,6 +16,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+# Ray starts its workers (Serve's replicas among them) at nice 15 (`worker_niceness` in Ray's
+# src/ray/common/ray_config_def.h, set by RAY_worker_niceness): on a box shared with other work,
+# the replica measured would get the CPU only when nothing else wants it. At 0 it competes as an
+# equal, like the benchmark's own client.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 # HAProxy's stats and metrics listeners default to fixed ports: free ones, so a benchmark can run

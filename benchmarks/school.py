@@ -162,6 +162,7 @@ def report_share(label: str, answers: list[Answer]) -> None:
         print(f"  {label}: {len(failed)} failed, e.g. {failed[0]}")
     if os.environ.get("SCHOOL_DEBUG"):
         origin = min(a.sent for a in answers)
+        print(f"    (times from {time.time() - time.perf_counter() + origin:.3f}, the epoch's)")
         for a in sorted(answers, key=lambda a: a.first):
             print(f"    class {a.group} sent {a.sent - origin:6.2f} first {a.first - origin:6.2f} "
                   f"end {a.end - origin:6.2f} tokens {a.tokens}")
