@@ -11,8 +11,12 @@ estimate left out or overstated as it learns it (`charge`): the prompt tokens a 
 it starts, in answer tokens' worth of the engine's time (a class's first request reads the lesson;
 its followers copy it), and the budget an answer did not use at its end. So a group's deficit may
 fall below zero, and it waits more rounds; a class's first request is not held back for rounds to
-pay for its lesson first. A group whose queue empties leaves the ring and forgets its deficit, so
-idleness earns no credit and debt is forgiven. Within a group, requests keep their order of arrival."""
+pay for its lesson first. A group whose queue empties leaves the ring and forgets its credit, so
+idleness earns none; but it keeps its debt, also what is charged after it left (a class's first
+request, taken alone a moment before the class's burst arrives, is charged the lesson it reads as
+it starts), until the rounds it is away have paid it, a quantum each, as if it had waited: else the
+class that came first would read its lesson for free while each class after it pays for its own.
+Within a group, requests keep their order of arrival."""
 
 from __future__ import annotations
 
@@ -45,21 +49,40 @@ class _Tier(Generic[W]):
         self.queues: dict[str, list[W]] = {}
         self.ring: deque[str] = deque()  # groups with requests waiting; the one served now first
         self.deficit: dict[str, int] = {}
+        self.owed: dict[str, int] = {}  # debts of groups not waiting, until repaid
         self.credited = False  # the first group in the ring has had this visit's quantum
 
     def push(self, item: W) -> None:
         if item.group not in self.queues:
             self.queues[item.group] = []
             self.ring.append(item.group)
-            self.deficit[item.group] = 0
+            self.deficit[item.group] = -self.owed.pop(item.group, 0)
         self.queues[item.group].append(item)
+
+    def charge(self, group: str, tokens: int) -> None:
+        if group in self.deficit:
+            self.deficit[group] -= tokens
+        else:
+            self._owe(group, self.owed.get(group, 0) + tokens)
+
+    def _owe(self, group: str, tokens: int) -> None:
+        if tokens > 0:
+            self.owed[group] = tokens
+        else:
+            self.owed.pop(group, None)
+
+    def _repay(self, tokens: int) -> None:
+        """The groups away have waited `tokens` of a round's worth: their debts shrink by as much."""
+        for group, debt in list(self.owed.items()):
+            self._owe(group, debt - tokens)
 
     def remove(self, item: W) -> None:
         queue = self.queues[item.group]
         queue.remove(item)
         if queue:
             return
-        del self.queues[item.group], self.deficit[item.group]
+        self._owe(item.group, -self.deficit.pop(item.group))
+        del self.queues[item.group]
         if self.ring[0] == item.group:
             self.credited = False
         self.ring.remove(item.group)
@@ -75,6 +98,7 @@ class _Tier(Generic[W]):
                 if not self.credited:  # a group waiting for a prefix being read has its turn too
                     self.deficit[group] += self.quantum
                     self.credited = True
+                    self._repay(max(1, self.quantum // len(self.ring)))
                 item = ready.get(group)
                 if item is not None and item.cost <= self.deficit[group]:
                     self.deficit[group] -= item.cost
@@ -91,6 +115,7 @@ class _Tier(Generic[W]):
                      for group, item in ready.items())
         for group in self.ring:
             self.deficit[group] += (rounds - 1) * self.quantum
+        self._repay((rounds - 1) * self.quantum)
 
     def ahead(self, group: str, cost: int) -> int:
         """Requests of this tier expected to start before a newcomer of `group` costing `cost`: its
@@ -142,10 +167,10 @@ class FairQueue(Generic[W]):
 
     def charge(self, item: W, tokens: int) -> None:
         """A taken request used `tokens` more than it was charged (fewer: negative), charged to its
-        group if the group still waits."""
+        group; a group that no longer waits owes it until repaid (never credited)."""
         tier = self._tiers.get(item.priority)
-        if tier is not None and item.group in tier.deficit:
-            tier.deficit[item.group] -= tokens
+        if tier is not None:
+            tier.charge(item.group, tokens)
 
     def ahead(self, priority: int, group: str, cost: int) -> int:
         """Waiting requests expected to start before a newcomer: every one of a higher tier, and

@@ -102,6 +102,29 @@ def test_a_group_that_emptied_comes_back_without_credit() -> None:
     assert order.count("a") <= 3  # no more than its share since it came back
 
 
+def test_a_class_whose_first_request_was_taken_alone_still_pays_for_its_lesson() -> None:
+    """The burst class's first request is taken before the rest of its burst arrives (its group
+    leaves the ring) and is charged its lesson as it starts: the class comes back owing it, so the
+    class that arrives next, which pays for its own lesson, is not behind it. (Before: the charge
+    to a group that had left was dropped, and the two alternated from the start.)"""
+    queue = filled(Item("burst", cost=32))
+    queue.charge(drain(queue, 1)[0], 200)  # the lesson, read as it starts
+    queue.push(Item("burst", cost=32))  # the rest of the burst, a moment later
+    queue.push(Item("burst", cost=32))
+    for _ in range(6):
+        queue.push(Item("next", cost=32))
+    assert [i.group for i in drain(queue, 4)] == ["next"] * 4
+
+
+def test_a_debt_is_forgiven_once_the_others_rounds_have_paid_it() -> None:
+    queue = filled(Item("a", cost=32), *(Item("b", cost=32) for _ in range(40)))
+    queue.charge(drain(queue, 1)[0], 200)  # a left the ring owing 200 - 32 of its quantum
+    queue.charge(drain(queue, 1)[0], 0)  # b's first answer: b still waits
+    drain(queue, 10)  # b alone: five rounds, a quantum each, repay a's debt
+    queue.push(Item("a", cost=32))
+    assert "a" in [i.group for i in drain(queue, 3)]  # back as an equal, owing nothing
+
+
 def test_an_answer_shorter_than_its_estimate_is_credited_back() -> None:
     def next_after_first(used: int | None) -> str:
         queue = filled(*(Item("a", cost=200) for _ in range(3)),
