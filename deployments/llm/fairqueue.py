@@ -16,6 +16,10 @@ idleness earns none; but it keeps its debt, also what is charged after it left (
 request, taken alone a moment before the class's burst arrives, is charged the lesson it reads as
 it starts), until the rounds it is away have paid it, a quantum each, as if it had waited: else the
 class that came first would read its lesson for free while each class after it pays for its own.
+A group's credit (turns kept while its requests waited for their lesson) is spent a request more
+a visit, not all at once: when several slots free together, the first groups in the ring spending
+their credit on runs of requests would take every slot, and a class left without one loses its
+lesson's cache too (read again at its next start).
 Within a group, requests keep their order of arrival."""
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class _Tier(Generic[W]):
         self.deficit: dict[str, int] = {}
         self.owed: dict[str, int] = {}  # debts of groups not waiting, until repaid
         self.credited = False  # the first group in the ring has had this visit's quantum
+        self.spent = 0  # tokens it has taken in this visit
 
     def push(self, item: W) -> None:
         if item.group not in self.queues:
@@ -97,11 +102,13 @@ class _Tier(Generic[W]):
                 group = self.ring[0]
                 if not self.credited:  # a group waiting for a prefix being read has its turn too
                     self.deficit[group] += self.quantum
-                    self.credited = True
+                    self.credited, self.spent = True, 0
                     self._repay(max(1, self.quantum // len(self.ring)))
                 item = ready.get(group)
-                if item is not None and item.cost <= self.deficit[group]:
+                if item is not None and item.cost <= self.deficit[group] \
+                        and self.spent <= self.quantum:  # a visit's quantum, and one request more
                     self.deficit[group] -= item.cost
+                    self.spent += item.cost
                     self.remove(item)
                     return item
                 self.ring.rotate(-1)
@@ -111,8 +118,8 @@ class _Tier(Generic[W]):
     def _skip_idle_rounds(self, ready: dict[str, W]) -> None:
         """After a round in which no group could afford its request: the quanta of the rounds
         before the first in which one can, at once (a group in debt waits many rounds)."""
-        rounds = min(-(-(item.cost - self.deficit[group]) // self.quantum)
-                     for group, item in ready.items())
+        rounds = max(1, min(-(-(item.cost - self.deficit[group]) // self.quantum)
+                            for group, item in ready.items()))  # 1: a group kept to its visit's
         for group in self.ring:
             self.deficit[group] += (rounds - 1) * self.quantum
         self._repay((rounds - 1) * self.quantum)

@@ -125,6 +125,16 @@ def test_a_debt_is_forgiven_once_the_others_rounds_have_paid_it() -> None:
     assert "a" in [i.group for i in drain(queue, 3)]  # back as an equal, owing nothing
 
 
+def test_a_groups_credit_is_spent_a_request_more_a_visit_not_in_one_run() -> None:
+    """a's requests wait for their lesson while b takes six: a is credited those rounds; then a
+    takes at most a quantum and one request a visit, and b keeps starting between a's."""
+    queue = filled(*(Item("a", cost=32) for _ in range(10)), *(Item("b", cost=32)
+                                                                for _ in range(20)))
+    assert [i.group for i in (queue.take(lambda i: i.group == "b") for _ in range(6))] == ["b"] * 6
+    order = "".join(i.group for i in drain(queue, 12))
+    assert "aaaa" not in order and order.count("a") >= 7  # the credit is still a's
+
+
 def test_an_answer_shorter_than_its_estimate_is_credited_back() -> None:
     def next_after_first(used: int | None) -> str:
         queue = filled(*(Item("a", cost=200) for _ in range(3)),
@@ -132,10 +142,10 @@ def test_an_answer_shorter_than_its_estimate_is_credited_back() -> None:
         first = drain(queue, 1)[0]
         if used is not None:
             queue.charge(first, used - first.cost)
-        return drain(queue, 1)[0].group
+        return "".join(i.group for i in drain(queue, 3))
 
-    assert next_after_first(None) == "b"  # a's deficit is spent ...
-    assert next_after_first(20) == "a"  # ... unless its answer stopped early
+    assert next_after_first(None) == "bab"  # a's deficit is spent ...
+    assert next_after_first(20) == "baa"  # ... unless its answer stopped early (at its next visit)
 
 
 def test_only_eligible_requests_are_taken_and_the_others_keep_their_place() -> None:
