@@ -9,24 +9,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from ray import serve
 
-from deployments.app import build_graph
-from tests.fakes.inprocess import BASE, config
-from tests.fakes.scripted import fake_encoder, fake_engine
+from tests.fakes.graph import fake_graph
+from tests.fakes.inprocess import BASE
+from tests.fakes.scripted import fake_engine
 
 
 @pytest.fixture(scope="module")
 def fake_url(serve_root: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    app_config = config(tmp_path_factory.mktemp("fake-graph"), auth={"enabled": False},
-                        local_models=[{**BASE["local_models"][0],
-                                       "ray_actor_options": {"num_cpus": 0}}],
-                        router={"ray_actor_options": {"num_cpus": 0}},
-                        embedder={"ray_actor_options": {"num_cpus": 0}})
-    serve.run(build_graph(app_config, fake_engine, fake_encoder), name="learnx-fake",
-              route_prefix="/fake")
-    yield f"{serve_root}/fake"
-    serve.delete("learnx-fake")
+    with fake_graph(tmp_path_factory.mktemp("fake-graph"), "fake", BASE["local_models"][0],
+                    fake_engine) as prefix:
+        yield f"{serve_root}{prefix}"
 
 
 def test_the_fake_engine_streams_through_every_hop(fake_url: str) -> None:

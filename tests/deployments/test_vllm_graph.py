@@ -8,12 +8,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from ray import serve
 
-from deployments.app import build_graph
 from tests.fakes.async_llm import fake_vllm_engine
-from tests.fakes.inprocess import LOCAL, config
-from tests.fakes.scripted import fake_encoder
+from tests.fakes.graph import fake_graph
+from tests.fakes.inprocess import LOCAL
 from tests.metrics import samples
 
 SLOTS = 3  # vllm.max_num_seqs here, no other test's
@@ -21,16 +19,9 @@ SLOTS = 3  # vllm.max_num_seqs here, no other test's
 
 @pytest.fixture(scope="module")
 def vllm_url(serve_root: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    app_config = config(tmp_path_factory.mktemp("vllm-graph"), auth={"enabled": False},
-                        local_models=[{"name": LOCAL, "engine": "vllm",
-                                       "vllm": {"max_num_seqs": SLOTS},
-                                       "ray_actor_options": {"num_cpus": 0}}],
-                        router={"ray_actor_options": {"num_cpus": 0}},
-                        embedder={"ray_actor_options": {"num_cpus": 0}})
-    serve.run(build_graph(app_config, fake_vllm_engine, fake_encoder), name="learnx-vllm",
-              route_prefix="/vllm")
-    yield f"{serve_root}/vllm"
-    serve.delete("learnx-vllm")
+    model = {"name": LOCAL, "engine": "vllm", "vllm": {"max_num_seqs": SLOTS}}
+    with fake_graph(tmp_path_factory.mktemp("vllm-graph"), "vllm", model, fake_vllm_engine) as prefix:
+        yield f"{serve_root}{prefix}"
 
 
 def vllm_gauges() -> dict[str, float]:
