@@ -10,7 +10,10 @@ is idle, and a new request takes the free slot whose cache shares the longest pr
 or, when another slot (running or idle) shares a longer one, a copy of that slot's cells
 (`llama_memory_seq_cp`, which shares the cells rather than recomputing them). A request whose prompt
 shares a long prefix with a prompt still being read waits until that prefix is in the cache, so a
-class arriving at once computes its lesson once.
+class arriving at once computes its lesson once. A slot's cache about to be cut keeps the prefix a
+waiting request wants, when no other cache holds it, in a parked sequence (cells shared, dropped
+first when the cache is full): a class waiting out its fair share while the others take every slot
+finds its lesson still read when its turn comes.
 
 Requests wait by priority (GenerationParams.priority, the request's tier: core/tiers.py), strictly;
 within a priority the groups waiting (GenerationParams.group, a class) share the slots by deficit
@@ -49,7 +52,9 @@ from deployments.llm.jobs import (
     choose_slot,
     common_prefix,
     fill,
+    kept_prefix,
     logit_index,
+    park_for,
     prefix_in_progress,
     steps_left,
     to_compute,
@@ -68,7 +73,7 @@ ASSESSMENT = PRIORITY["assessment"]
 class Scheduler:
     def __init__(self, model: Any, ctx: Any, *, parallel: int, n_batch: int, max_queued: int,
                  detokenize: Callable[[int], bytes], repeat_penalty: float, reserved: int = 0,
-                 prefill_chunk: int | None = None):
+                 prefill_chunk: int | None = None, parked: int = 0):
         from llama_cpp import llama_cpp as lib
 
         self._lib, self._ctx = lib, ctx
@@ -80,6 +85,8 @@ class Scheduler:
         self._prefill_chunk = prefill_chunk or n_batch  # per lower-tier prompt and step
         self._reserved = reserved  # slots kept for the assessment tier
         self._slots = [Slot(seq) for seq in range(parallel)]
+        self._parks = [Slot(seq) for seq in range(parallel, parallel + parked)]  # oldest first
+        self._holders = self._slots + self._parks  # of cached prefixes
         self._max_queued = max_queued
         self._detokenize = detokenize
         self._repeat_penalty = repeat_penalty
@@ -101,7 +108,7 @@ class Scheduler:
                 raise RuntimeError("llama.cpp engine is closed")
             limit = request.params.max_queue_wait_s
             load = self._load()
-            request.unread = unread(request.tokens, self._slots, self._waiting)
+            request.unread = unread(request.tokens, self._holders, self._waiting)
             busy = f"{load.queued} requests wait for {load.slots} slots"
             expected = self._first_token_s(request) if limit is not None else 0.0
             if limit is not None and expected > limit:
@@ -216,11 +223,12 @@ class Scheduler:
                     break
                 calibrate = self._calibrated is None and not self._running()
                 admitted = [] if calibrate else self._admit()
+                wanted = [r.tokens for r in self._waiting] + [r.tokens for _, r in admitted]
             if calibrate:
                 self._guarded(self._calibrate, [])
                 continue
             for slot, request in admitted:
-                self._start(slot, request)
+                self._start(slot, request, wanted)
             self._guarded(self._step, self._slots)
         for slot in self._slots:
             if slot.job is not None:
@@ -256,9 +264,10 @@ class Scheduler:
             request = self._waiting.take(may_start)
             if request is None:
                 break
-            slot = choose_slot(request.tokens, free, self._slots, [r.tokens for r in self._waiting])
+            slot = choose_slot(request.tokens, free, self._holders,
+                               [r.tokens for r in self._waiting])
             self._waiting.charge(request, self._pace.as_answer_tokens(  # its prompt, as it reads
-                to_compute(request.tokens, self._slots)))
+                to_compute(request.tokens, self._holders)))
             admitted.append((slot, request))
             slot.job = _PLACEHOLDER  # taken
         return admitted
@@ -268,7 +277,7 @@ class Scheduler:
         one): an assessment may, a lower tier while more slots are free than the reserve still
         owed; and none while a prompt that shares its prefix is being read."""
         return (request.priority >= ASSESSMENT or free > self._reserve_owed(starting)) \
-            and not prefix_in_progress(request, starting, self._slots)
+            and not prefix_in_progress(request, starting, self._holders)
 
     def _reserve_owed(self, starting: Sequence[Request] = ()) -> int:
         """Reserved slots the assessment tier does not hold: kept free of lower tiers."""
@@ -289,13 +298,13 @@ class Scheduler:
             request.emit(FINISHED)
         return request.cancelled
 
-    def _start(self, slot: Slot, request: Request) -> None:
+    def _start(self, slot: Slot, request: Request, wanted: list[list[int]]) -> None:
         slot.job = None
         try:
             sampler = Sampler(self._vocab, self._n_vocab, temperature=request.params.temperature,
                               top_p=request.params.top_p, repeat_penalty=self._repeat_penalty,
                               seed=request.seed, grammar=request.grammar)
-            fed = self._reuse(slot, request.tokens)
+            fed = self._reuse(slot, request.tokens, wanted)
         except Exception as error:  # GrammarRefused, or the engine's own failure
             request.emit(error)
             request.emit(FINISHED)
@@ -303,15 +312,17 @@ class Scheduler:
         output = Output(request.params, len(request.tokens), request.budget, self._detokenize)
         slot.job = Job(request, sampler, output, fed)
 
-    def _reuse(self, slot: Slot, tokens: list[int]) -> int:
+    def _reuse(self, slot: Slot, tokens: list[int], wanted: list[list[int]]) -> int:
         """Put the longest cached prefix of `tokens` into `slot`'s sequence; how many tokens that is.
         At least the last prompt token is always decoded again: its logits start the answer."""
         limit = len(tokens) - 1
         own = min(common_prefix(slot.cached, tokens), limit)
-        donor = max(self._slots, key=lambda s: common_prefix(s.cached, tokens))
+        donor = max(self._holders, key=lambda s: common_prefix(s.cached, tokens))
         shared = min(common_prefix(donor.cached, tokens), limit)
         lib, memory = self._lib, self._memory
-        if donor is not slot and shared > own:
+        copy = donor is not slot and shared > own
+        self._park(slot, 0 if copy else own, wanted)
+        if copy:
             lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
             lib.llama_memory_seq_cp(memory, donor.seq, slot.seq, 0, shared)
             own = shared
@@ -320,6 +331,21 @@ class Scheduler:
         slot.cached = tokens[:own]
         self._reused += own
         return own
+
+    def _park(self, slot: Slot, keep: int, wanted: list[list[int]]) -> None:
+        """Before `slot`'s cache is cut to its first `keep` tokens: the prefix of it that a waiting
+        request wants and no other cache holds goes to a parked sequence (its cells shared, not
+        copied), so a class waiting for its turn while the others take every slot does not read its
+        lesson again."""
+        length = kept_prefix(slot.cached, keep, [h for h in self._holders if h is not slot], wanted)
+        park = park_for(self._parks, length, wanted) if length else None
+        if park is None:
+            return
+        self._lib.llama_memory_seq_rm(self._memory, park.seq, -1, -1)
+        self._lib.llama_memory_seq_cp(self._memory, slot.seq, park.seq, 0, length)
+        park.cached = slot.cached[:length]
+        self._parks.remove(park)
+        self._parks.append(park)
 
     def _step(self) -> None:
         jobs = [(s, s.job) for s in self._slots if s.job is not None and s.job is not _PLACEHOLDER]
@@ -410,9 +436,11 @@ class Scheduler:
             self._waiting.charge(job.request, job.output.generated - job.request.budget)
 
     def _decode_failed(self, plan: Plan, status: int) -> None:
-        """No room in the KV cache (1): drop idle slots' caches and try again next step; if none is
-        left to drop, the newest sequence fails. Any other status fails every sequence in the batch."""
-        idle = [s for s in self._slots if s.job is None and s.cached]
+        """No room in the KV cache (1): drop the parked prefixes, else idle slots' caches, and try
+        again next step; if none is left to drop, the newest sequence fails. Any other status fails
+        every sequence in the batch."""
+        idle = [s for s in self._parks if s.cached] or [
+            s for s in self._slots if s.job is None and s.cached]
         if status == 1 and idle:
             for slot in idle:
                 self._lib.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)

@@ -92,6 +92,27 @@ def choose_slot(tokens: list[int], free: list[Slot], slots: list[Slot],
     return min(alike, key=loss)
 
 
+def kept_prefix(cached: list[int], keep: int, others: list[Slot], wanted: list[list[int]]) -> int:
+    """How much of `cached`, about to be cut to its first `keep` tokens, to keep elsewhere: the
+    longest prefix a waiting request shares with it, when that is SHARE_MIN or more beyond `keep`
+    and no other cache (`others`) holds it; 0: nothing."""
+    length = max((common_prefix(cached, w) for w in wanted), default=0)
+    if length - keep < SHARE_MIN or any(common_prefix(o.cached, cached) >= length for o in others):
+        return 0
+    return length
+
+
+def park_for(parks: list[Slot], length: int, wanted: list[list[int]]) -> Slot | None:
+    """The parked sequence to keep a prefix of `length` tokens in: an empty one, else the one whose
+    prefix the waiting requests want least (the first of those alike: parks are kept oldest
+    first), when they want it less than `length` tokens; None: keep nothing."""
+    def want(park: Slot) -> int:
+        return max((common_prefix(park.cached, w) for w in wanted), default=0)
+
+    park = min(parks, key=lambda p: (bool(p.cached), want(p)), default=None)
+    return park if park is not None and (not park.cached or want(park) < length) else None
+
+
 def unread(tokens: list[int], slots: list[Slot], waiting: Iterable[Request]) -> int:
     """The prompt tokens a request will compute: what no slot's cache holds and no running or
     waiting request reads before it (a class's followers copy their lesson's cells)."""

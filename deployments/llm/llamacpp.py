@@ -34,6 +34,8 @@ from deployments.llm.jobs import Request, merge_ready
 from deployments.llm.output import merge
 from deployments.llm.toolcalls import call_schema, text_messages
 
+MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ: a context with more fails to start
+
 
 class LlamaCppEngine:
     def __init__(self, model_path: Path, settings: LlamaCppSettings):
@@ -52,7 +54,8 @@ class LlamaCppEngine:
                                     detokenize=lambda t: self._llm.detokenize([t]),
                                     repeat_penalty=settings.repeat_penalty,
                                     reserved=settings.assessment_slots,
-                                    prefill_chunk=settings.prefill_chunk)
+                                    prefill_chunk=settings.prefill_chunk,
+                                    parked=_parked(settings))
 
     def check_health(self) -> None:
         if not self._scheduler.alive():
@@ -152,7 +155,7 @@ def _context(llm: Any, settings: LlamaCppSettings, threads: int) -> Any:
     params = lib.llama_context_default_params()
     params.n_ctx = settings.n_ctx * settings.parallel
     params.n_batch = params.n_ubatch = settings.n_batch
-    params.n_seq_max = settings.parallel
+    params.n_seq_max = settings.parallel + _parked(settings)
     params.n_threads = params.n_threads_batch = threads
     params.kv_unified = True
     params.no_perf = True
@@ -160,6 +163,12 @@ def _context(llm: Any, settings: LlamaCppSettings, threads: int) -> Any:
     if not ctx:
         raise RuntimeError("llama.cpp could not create a context (out of memory?)")
     return ctx
+
+
+def _parked(settings: LlamaCppSettings) -> int:
+    """Sequences beside the slots that keep prefixes waiting requests want: one a slot, within
+    llama.cpp's most sequences a context has."""
+    return min(settings.parallel, MAX_SEQUENCES - settings.parallel)
 
 
 def _checked(schema: dict[str, Any], error: type[RequestRejected], what: str) -> None:

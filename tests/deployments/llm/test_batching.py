@@ -88,6 +88,38 @@ async def test_a_class_computes_its_shared_lesson_once() -> None:
         engine.close()
 
 
+async def test_a_class_waiting_its_turn_keeps_its_lesson_read() -> None:
+    """One slot; class a's learner reads the lesson while class b's learner and a classmate wait,
+    b's first (it came first): the slot's cache is cut for b's lesson, but a's lesson is parked,
+    not lost, and the classmate copies it instead of reading it again."""
+    engine = engine_with(parallel=1, n_ctx=2048)  # cells for both lessons
+    try:
+        other = LESSON.replace("Cells are", "Planets orbit")
+
+        def of(group: str, text: str, n: int) -> GenerationParams:
+            return GenerationParams(messages=[{"role": "system", "content": text},
+                                              {"role": "user", "content": f"Question {n}?"}],
+                                    max_tokens=8, temperature=0, group=group)
+
+        read = [len(engine.prompt_tokens(of(g, t, 1))) for g, t in (("a", LESSON), ("b", other))]
+        started: list[str] = []
+
+        async def run(group: str, text: str, n: int) -> None:
+            async for _ in engine.generate(of(group, text, n)):
+                started.append(group)
+                break
+
+        first = asyncio.ensure_future(run("a", LESSON, 1))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, run("b", other, 1), run("a", LESSON, 2))  # b's turn first
+        assert started == ["a", "b", "a"]
+        load = engine.load()
+        assert load is not None
+        assert load.prompt_tokens_computed < sum(read) + 3 * 16  # each lesson read once
+    finally:
+        engine.close()
+
+
 async def test_closing_a_stream_frees_its_slot_under_load() -> None:
     engine = engine_with(parallel=2)
     try:

@@ -3,7 +3,14 @@ alone."""
 
 from __future__ import annotations
 
-from deployments.llm.jobs import Slot, choose_slot, common_prefix, to_compute
+from deployments.llm.jobs import (
+    Slot,
+    choose_slot,
+    common_prefix,
+    kept_prefix,
+    park_for,
+    to_compute,
+)
 
 LESSON_A = list(range(100, 400))  # class a's lesson, as tokens
 LESSON_C = list(range(500, 800))
@@ -44,3 +51,24 @@ def test_a_request_computes_what_no_cache_holds_and_at_least_its_last_token() ->
     assert to_compute([*LESSON_A, 5, 6], slots) == 2
     assert to_compute(LESSON_A, slots) == 1
     assert to_compute([9] * 40, slots) == 40
+
+
+def test_a_cut_keeps_the_lesson_a_waiting_request_wants() -> None:
+    """Class a's slot is cut for class c: the lesson a's follower waits for is kept (the lesson,
+    not the answer after it); nothing when no one waits for it, when the cut keeps it anyway,
+    or when another cache holds it."""
+    cached = [*LESSON_A, 1, 2, 3]
+    follower = [*LESSON_A, 7, 8]
+    assert kept_prefix(cached, 0, [], [follower]) == len(LESSON_A)
+    assert kept_prefix(cached, 0, [], [[*LESSON_C, 7]]) == 0
+    assert kept_prefix(cached, len(LESSON_A), [], [follower]) == 0
+    assert kept_prefix(cached, 0, [Slot(1, cached=[*LESSON_A, 9])], [follower]) == 0
+
+
+def test_a_lesson_is_parked_in_an_empty_park_else_in_the_least_wanted() -> None:
+    parks = [Slot(8, cached=[*LESSON_C, 1]), Slot(9)]
+    assert park_for(parks, 300, [[*LESSON_C, 7]]) is parks[1]
+    parks[1].cached = [*LESSON_A, 1]
+    assert park_for(parks, 300, [[*LESSON_C, 7]]) is parks[1]  # a's lesson: no one waits
+    assert park_for(parks, 300, [[*LESSON_C, 7], [*LESSON_A, 7]]) is None  # both wanted as much
+    assert park_for([], 300, []) is None
