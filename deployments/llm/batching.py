@@ -5,15 +5,11 @@ of every running sequence's next token plus chunks of the prompts still being re
 samples each sequence that produced logits with that sequence's own sampler. A sequence that
 finishes, fails or is cancelled frees its slot before the next step; new requests join between steps.
 
-Prefixes are shared. The KV cache is unified: a slot keeps the tokens of its last request when it
-is idle, and a new request takes the free slot whose cache shares the longest prefix with its prompt,
-or, when another slot (running or idle) shares a longer one, a copy of that slot's cells
-(`llama_memory_seq_cp`, which shares the cells rather than recomputing them). A request whose prompt
-shares a long prefix with a prompt still being read waits until that prefix is in the cache, so a
-class arriving at once computes its lesson once. A slot's cache about to be cut keeps the prefix a
-waiting request wants, when no other cache holds it, in a parked sequence (cells shared, dropped
-first when the cache is full): a class waiting out its fair share while the others take every slot
-finds its lesson still read when its turn comes.
+Prefixes are shared (deployments/llm/sequences.py): a slot keeps the tokens of its last request
+when it is idle; a new request takes the free slot whose cache shares the longest prefix with its
+prompt and copies a longer one's cells from any sequence; a prefix waiting requests want is parked
+before a slot's cache is cut. A request whose prompt shares a long prefix with a prompt still being
+read waits until that prefix is in the cache, so a class arriving at once computes its lesson once.
 
 Requests wait by priority (GenerationParams.priority, the request's tier: core/tiers.py), strictly;
 within a priority the groups waiting (GenerationParams.group, a class) share the slots by deficit
@@ -50,11 +46,8 @@ from deployments.llm.jobs import (
     Request,
     Slot,
     choose_slot,
-    common_prefix,
     fill,
-    kept_prefix,
     logit_index,
-    park_for,
     prefix_in_progress,
     steps_left,
     to_compute,
@@ -63,6 +56,7 @@ from deployments.llm.jobs import (
 from deployments.llm.output import Output
 from deployments.llm.pace import Pace
 from deployments.llm.sampling import Sampler
+from deployments.llm.sequences import Sequences
 
 log = logging.getLogger("ray.serve")
 CALIBRATION_TOKENS = 64  # the prompt a replica reads as it starts, to measure its pace
@@ -77,16 +71,14 @@ class Scheduler:
         from llama_cpp import llama_cpp as lib
 
         self._lib, self._ctx = lib, ctx
-        self._memory = lib.llama_get_memory(ctx)
         self._vocab = lib.llama_model_get_vocab(model)
         self._n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._n_batch = n_batch
         self._prefill_chunk = prefill_chunk or n_batch  # per lower-tier prompt and step
         self._reserved = reserved  # slots kept for the assessment tier
-        self._slots = [Slot(seq) for seq in range(parallel)]
-        self._parks = [Slot(seq) for seq in range(parallel, parallel + parked)]  # oldest first
-        self._holders = self._slots + self._parks  # of cached prefixes
+        self._cache = Sequences(lib, ctx, parallel=parallel, parked=parked)
+        self._slots, self._holders = self._cache.slots, self._cache.holders
         self._max_queued = max_queued
         self._detokenize = detokenize
         self._repeat_penalty = repeat_penalty
@@ -96,7 +88,7 @@ class Scheduler:
         self._closed = False
         self._pace = Pace()
         self._calibrated: float | None = None  # when; None: due (at start, or asked for)
-        self._computed = self._reused = 0  # prompt tokens
+        self._computed = 0  # prompt tokens
         self._thread = threading.Thread(target=self._loop, name="llama.cpp", daemon=True)
         self._thread.start()
 
@@ -179,7 +171,7 @@ class Scheduler:
         busy = sum(1 for s in self._slots if s.job is not None)
         queued = len(self._waiting)
         return EngineLoad(queued, busy, len(self._slots), self._expected_wait(queued, ASSESSMENT),
-                          self._computed, self._reused)
+                          self._computed, self._cache.reused)
 
     def _expected_wait(self, ahead: int, priority: int) -> float:
         """How long a request with `ahead` requests queued before it waits for a slot, on the high
@@ -202,14 +194,13 @@ class Scheduler:
         slot = min(self._slots, key=lambda s: len(s.cached))
         tokens, took = list(range(CALIBRATION_TOKENS)), []
         for chunk in (tokens, tokens, tokens[:1]):
-            slot.cached = tokens if len(chunk) == 1 else []
-            self._lib.llama_memory_seq_rm(self._memory, slot.seq, len(slot.cached), -1)
+            slot.cached = list(tokens) if len(chunk) == 1 else []
+            self._cache.cut(slot, len(slot.cached))
             started = time.monotonic()
             if self._lib.llama_decode(self._ctx, fill(self._batch, [(slot, chunk, True)])) != 0:
                 break
             took.append(time.monotonic() - started)
-        self._lib.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
-        slot.cached = []
+        self._cache.clear(slot)
         if len(took) == 3:
             self._pace.calibrated(took[1], len(tokens), took[2])
 
@@ -304,48 +295,13 @@ class Scheduler:
             sampler = Sampler(self._vocab, self._n_vocab, temperature=request.params.temperature,
                               top_p=request.params.top_p, repeat_penalty=self._repeat_penalty,
                               seed=request.seed, grammar=request.grammar)
-            fed = self._reuse(slot, request.tokens, wanted)
+            fed = self._cache.reuse(slot, request.tokens, wanted)
         except Exception as error:  # GrammarRefused, or the engine's own failure
             request.emit(error)
             request.emit(FINISHED)
             return
         output = Output(request.params, len(request.tokens), request.budget, self._detokenize)
         slot.job = Job(request, sampler, output, fed)
-
-    def _reuse(self, slot: Slot, tokens: list[int], wanted: list[list[int]]) -> int:
-        """Put the longest cached prefix of `tokens` into `slot`'s sequence; how many tokens that is.
-        At least the last prompt token is always decoded again: its logits start the answer."""
-        limit = len(tokens) - 1
-        own = min(common_prefix(slot.cached, tokens), limit)
-        donor = max(self._holders, key=lambda s: common_prefix(s.cached, tokens))
-        shared = min(common_prefix(donor.cached, tokens), limit)
-        lib, memory = self._lib, self._memory
-        copy = donor is not slot and shared > own
-        self._park(slot, 0 if copy else own, wanted)
-        if copy:
-            lib.llama_memory_seq_rm(memory, slot.seq, -1, -1)
-            lib.llama_memory_seq_cp(memory, donor.seq, slot.seq, 0, shared)
-            own = shared
-        else:
-            lib.llama_memory_seq_rm(memory, slot.seq, own, -1)
-        slot.cached = tokens[:own]
-        self._reused += own
-        return own
-
-    def _park(self, slot: Slot, keep: int, wanted: list[list[int]]) -> None:
-        """Before `slot`'s cache is cut to its first `keep` tokens: the prefix of it that a waiting
-        request wants and no other cache holds goes to a parked sequence (its cells shared, not
-        copied), so a class waiting for its turn while the others take every slot does not read its
-        lesson again."""
-        length = kept_prefix(slot.cached, keep, [h for h in self._holders if h is not slot], wanted)
-        park = park_for(self._parks, length, wanted) if length else None
-        if park is None:
-            return
-        self._lib.llama_memory_seq_rm(self._memory, park.seq, -1, -1)
-        self._lib.llama_memory_seq_cp(self._memory, slot.seq, park.seq, 0, length)
-        park.cached = slot.cached[:length]
-        self._parks.remove(park)
-        self._parks.append(park)
 
     def _step(self) -> None:
         jobs = [(s, s.job) for s in self._slots if s.job is not None and s.job is not _PLACEHOLDER]
@@ -439,12 +395,7 @@ class Scheduler:
         """No room in the KV cache (1): drop the parked prefixes, else idle slots' caches, and try
         again next step; if none is left to drop, the newest sequence fails. Any other status fails
         every sequence in the batch."""
-        idle = [s for s in self._parks if s.cached] or [
-            s for s in self._slots if s.job is None and s.cached]
-        if status == 1 and idle:
-            for slot in idle:
-                self._lib.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
-                slot.cached = []
+        if status == 1 and self._cache.drop_idle():
             return
         victims = [max((p[0] for p in plan), key=lambda s: s.job.request.order if s.job else 0)] \
             if status == 1 else [p[0] for p in plan]
@@ -456,8 +407,7 @@ class Scheduler:
         if job is not None and job is not _PLACEHOLDER:
             self._release(slot, job, error)
         slot.job = None
-        self._lib.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
-        slot.cached = []
+        self._cache.clear(slot)
 
 
 _PLACEHOLDER: Any = object()
