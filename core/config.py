@@ -90,6 +90,10 @@ class LlamaCppSettings(ConfigModel):
     # Prompt tokens one lower-tier request reads per step (None: n_batch): a step an assessment
     # arrives during ends sooner, at some cost to the others' prefill.
     prefill_chunk: PositiveInt | None = None
+    # Sequences beside the slots that keep a prefix waiting requests want when a slot's cache is
+    # cut (a class waiting for its turn keeps its lesson read); None: one a slot; 0: none. Their
+    # cells come out of the same KV cache and are dropped first when it is full.
+    parked_prefixes: int | None = Field(None, ge=0, le=128)
     n_gpu_layers: int = Field(0, ge=-1)  # -1 offloads every layer
     repeat_penalty: float = Field(1.1, ge=0)  # greedy decoding of small models loops without it
 

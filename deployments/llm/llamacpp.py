@@ -166,9 +166,10 @@ def _context(llm: Any, settings: LlamaCppSettings, threads: int) -> Any:
 
 
 def _parked(settings: LlamaCppSettings) -> int:
-    """Sequences beside the slots that keep prefixes waiting requests want: one a slot, within
-    llama.cpp's most sequences a context has."""
-    return min(settings.parallel, MAX_SEQUENCES - settings.parallel)
+    """Sequences beside the slots that keep prefixes waiting requests want (one a slot unless
+    configured), within llama.cpp's most sequences a context has."""
+    wanted = settings.parallel if settings.parked_prefixes is None else settings.parked_prefixes
+    return min(wanted, MAX_SEQUENCES - settings.parallel)
 
 
 def _checked(schema: dict[str, Any], error: type[RequestRejected], what: str) -> None:
