@@ -15,6 +15,9 @@ from tests.ports import free_port, serve_ports_env
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
+# ... and its HAProxy without splice() (scripts/haproxy says why).
+os.environ.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH",
+                      str(Path(__file__).resolve().parents[1] / "scripts" / "haproxy"))
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 # Ray starts its workers (Serve's replicas among them) at nice 15 (`worker_niceness` in Ray's
 # src/ray/common/ray_config_def.h, set by RAY_worker_niceness): on a box shared with other work,

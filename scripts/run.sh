@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.." || exit 1
 bash scripts/setup.sh || exit 1  # whatever set-up is missing (a second when nothing is)
 export RAY_USAGE_STATS_ENABLED=${RAY_USAGE_STATS_ENABLED:-0}
 export RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}
+# HAProxy without splice(), or a client that leaves a stream before its first token is never seen
+# (scripts/haproxy says why).
+export RAY_SERVE_HAPROXY_BINARY_PATH=${RAY_SERVE_HAPROXY_BINARY_PATH:-$PWD/scripts/haproxy}
 # HAProxy needs about 2.5 file descriptors per connection (client, server, splice pipes) and exits at
 # start when its maxconn asks for more than the hard limit (Ray's default 4096 wants ~10,300; buildah
 # run and some runtimes give 1,024). Size maxconn to the limit this process really has.

@@ -6,6 +6,7 @@ import asyncio
 import copy
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +24,9 @@ from tests.redis_server import RedisServer
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
+# ... and its HAProxy without splice() (scripts/haproxy says why).
+os.environ.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH",
+                      str(Path(__file__).resolve().parents[1] / "scripts" / "haproxy"))
 # HAProxy's stats and metrics listeners default to fixed ports: free ones, so test sessions can run
 # side by side on one machine.
 for _variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):

@@ -202,6 +202,16 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
+def test_the_haproxy_ingress_runs_without_splice(manifest: Path) -> None:
+    """Every pod's HAProxy is scripts/haproxy, where the images put the repository (/app)."""
+    for container in containers(rayservice(manifest)):
+        env = env_of(container)
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert env["RAY_SERVE_HAPROXY_BINARY_PATH"] == "/app/scripts/haproxy"
+    assert (ROOT / "scripts" / "haproxy").stat().st_mode & 0o111
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=lambda p: p.name)
 def test_stopping_lets_the_longest_request_finish(manifest: Path) -> None:
     """request <= Serve's graceful shutdown < Ray's SIGTERM drain < the pod's grace period <= the old
     cluster's deletion delay, which also outlasts nginx's wait for an answer."""
