@@ -73,6 +73,9 @@ class DeploymentOptions(ConfigModel):
         return opts
 
 
+LLAMA_MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ: a context with more fails to start
+
+
 class LlamaCppSettings(ConfigModel):
     n_ctx: PositiveInt = 2048  # one request's context: its prompt and answer
     n_threads: PositiveInt | None = None  # None: half the cores, as llama-cpp-python
@@ -102,6 +105,10 @@ class LlamaCppSettings(ConfigModel):
         if self.assessment_slots >= self.parallel:
             raise ValueError(f"assessment_slots ({self.assessment_slots}) must be below parallel "
                              f"({self.parallel}): the other tiers need a slot")
+        if self.parallel + (self.parked_prefixes or 0) > LLAMA_MAX_SEQUENCES:
+            raise ValueError(f"parallel + parked_prefixes ({self.parallel} + "
+                             f"{self.parked_prefixes}) must be at most {LLAMA_MAX_SEQUENCES}, "
+                             "llama.cpp's sequences a context may have: lower parked_prefixes")
         return self
 
 

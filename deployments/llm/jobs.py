@@ -102,15 +102,16 @@ def kept_prefix(cached: list[int], keep: int, others: list[Slot], wanted: list[l
     return length
 
 
-def park_for(parks: list[Slot], length: int, wanted: list[list[int]]) -> Slot | None:
-    """The parked sequence to keep a prefix of `length` tokens in: an empty one, else the one whose
-    prefix the waiting requests want least (the first of those alike: parks are kept oldest
-    first), when they want it less than `length` tokens; None: keep nothing."""
-    def want(park: Slot) -> int:
-        return max((common_prefix(park.cached, w) for w in wanted), default=0)
+def park_for(parks: list[Slot], wanted: list[list[int]], spare: Slot) -> Slot | None:
+    """The parked sequence to keep a prefix in: an empty one, else the oldest (parks are kept
+    oldest first) that no waiting request wants; never `spare` (the sequence a request is about to
+    copy its prompt from), nor a prefix someone waits for; None: keep nothing."""
+    def free(park: Slot) -> bool:
+        return park is not spare and max((common_prefix(park.cached, w) for w in wanted),
+                                         default=0) < SHARE_MIN
 
-    park = min(parks, key=lambda p: (bool(p.cached), want(p)), default=None)
-    return park if park is not None and (not park.cached or want(park) < length) else None
+    return next((p for p in parks if not p.cached and p is not spare), None) \
+        or next((p for p in parks if free(p)), None)
 
 
 def unread(tokens: list[int], slots: list[Slot], waiting: Iterable[Request]) -> int:

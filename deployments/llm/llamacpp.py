@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from core.config import LlamaCppSettings
+from core.config import LLAMA_MAX_SEQUENCES, LlamaCppSettings
 from core.generation import (
     Delta,
     EngineLoad,
@@ -33,8 +33,6 @@ from deployments.llm.batching import Scheduler
 from deployments.llm.jobs import Request, merge_ready
 from deployments.llm.output import merge
 from deployments.llm.toolcalls import call_schema, text_messages
-
-MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ: a context with more fails to start
 
 
 class LlamaCppEngine:
@@ -166,10 +164,11 @@ def _context(llm: Any, settings: LlamaCppSettings, threads: int) -> Any:
 
 
 def _parked(settings: LlamaCppSettings) -> int:
-    """Sequences beside the slots that keep prefixes waiting requests want (one a slot unless
-    configured), within llama.cpp's most sequences a context has."""
-    wanted = settings.parallel if settings.parked_prefixes is None else settings.parked_prefixes
-    return min(wanted, MAX_SEQUENCES - settings.parallel)
+    """Sequences beside the slots that keep prefixes waiting requests want: as configured (checked
+    against llama.cpp's most sequences), else one a slot, as many as fit."""
+    if settings.parked_prefixes is not None:
+        return settings.parked_prefixes
+    return min(settings.parallel, LLAMA_MAX_SEQUENCES - settings.parallel)
 
 
 def _checked(schema: dict[str, Any], error: type[RequestRejected], what: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from core.config import AppConfig, load_config
+from core.config import AppConfig, LlamaCppSettings, load_config
 from core.env import ConfigError
 from models.catalog import HOSTED_MODELS
 from router.http.auth import check_exposure
@@ -195,3 +195,9 @@ def test_vllm_repetition_penalty_is_configurable() -> None:
     with pytest.raises(ConfigError, match="repetition_penalty"):
         load_config({**DEV, "local_models": [{**SMOL, "vllm": {"repetition_penalty": 0}}]},
                     environ={})
+
+
+def test_parked_prefixes_beyond_llama_cpps_sequences_are_refused_naming_the_limit() -> None:
+    assert LlamaCppSettings(parallel=200).parked_prefixes is None  # as many as fit: 56
+    with pytest.raises(ValidationError, match="at most 256"):
+        LlamaCppSettings(parallel=200, parked_prefixes=100)

@@ -65,10 +65,11 @@ def test_a_cut_keeps_the_lesson_a_waiting_request_wants() -> None:
     assert kept_prefix(cached, 0, [Slot(1, cached=[*LESSON_A, 9])], [follower]) == 0
 
 
-def test_a_lesson_is_parked_in_an_empty_park_else_in_the_least_wanted() -> None:
+def test_a_lesson_is_parked_in_an_empty_park_else_in_one_no_one_waits_for() -> None:
     parks = [Slot(8, cached=[*LESSON_C, 1]), Slot(9)]
-    assert park_for(parks, 300, [[*LESSON_C, 7]]) is parks[1]
+    assert park_for(parks, [[*LESSON_C, 7]], spare=Slot(0)) is parks[1]
+    assert park_for(parks, [[*LESSON_C, 7]], spare=parks[1]) is None  # the one copied from next
     parks[1].cached = [*LESSON_A, 1]
-    assert park_for(parks, 300, [[*LESSON_C, 7]]) is parks[1]  # a's lesson: no one waits
-    assert park_for(parks, 300, [[*LESSON_C, 7], [*LESSON_A, 7]]) is None  # both wanted as much
-    assert park_for([], 300, []) is None
+    assert park_for(parks, [[*LESSON_C, 7]], spare=Slot(0)) is parks[1]  # a's lesson: no one waits
+    assert park_for(parks, [[*LESSON_C, 7], [*LESSON_A, 7]], spare=Slot(0)) is None
+    assert park_for([], [], spare=Slot(0)) is None
