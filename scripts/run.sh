@@ -9,7 +9,7 @@ export RAY_SERVE_ENABLE_HA_PROXY=${RAY_SERVE_ENABLE_HA_PROXY:-1}
 # HAProxy without splice(), or a client that leaves a stream before its first token is never seen
 # (scripts/haproxy says why).
 export RAY_SERVE_HAPROXY_BINARY_PATH=${RAY_SERVE_HAPROXY_BINARY_PATH:-$PWD/scripts/haproxy}
-# HAProxy needs about 2.5 file descriptors per connection (client, server, splice pipes) and exits at
+# HAProxy needs about 2.5 file descriptors per connection (client, server, pipes) and exits at
 # start when its maxconn asks for more than the hard limit (Ray's default 4096 wants ~10,300; buildah
 # run and some runtimes give 1,024). Size maxconn to the limit this process really has.
 if [ "$RAY_SERVE_ENABLE_HA_PROXY" = 1 ] && [ -z "${RAY_SERVE_HAPROXY_MAXCONN:-}" ]; then

@@ -18,8 +18,8 @@ it starts), until the rounds it is away have paid it, a quantum each, as if it h
 class that came first would read its lesson for free while each class after it pays for its own.
 A group's credit (turns kept while its requests waited for their lesson) is spent a request more
 a visit, not all at once: when several slots free together, the first groups in the ring spending
-their credit on runs of requests would take every slot, and a class left without one loses its
-lesson's cache too (read again at its next start).
+their credit on runs of requests would take every slot, and a class left without one waits
+longer than its share (its lesson's cells are kept meanwhile: deployments/llm/sequences.py).
 Within a group, requests keep their order of arrival."""
 
 from __future__ import annotations

@@ -77,8 +77,8 @@ def choose_slot(tokens: list[int], free: list[Slot], slots: list[Slot],
                 waiting: list[list[int]]) -> Slot:
     """The free slot for a prompt: the one whose cache shares the most with it; of those alike,
     the one whose cache the waiting prompts would lose least by (what of their prefixes no other
-    slot holds): a class's lesson stays cached for its followers while another request takes a
-    slot, and a second copy of a lesson goes before the last one."""
+    of `slots`, the slots and parks, holds): a class's lesson stays cached for its followers
+    while another request takes a slot, and a second copy of a lesson goes before the last one."""
     shared = [common_prefix(s.cached, tokens) for s in free]
     alike = [s for s, n in zip(free, shared, strict=True) if n == max(shared)]
     if len(alike) == 1 or not waiting:
