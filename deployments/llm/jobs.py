@@ -92,11 +92,16 @@ def choose_slot(tokens: list[int], free: list[Slot], slots: list[Slot],
     return min(alike, key=loss)
 
 
+def wanted_of(cached: list[int], wanted: list[list[int]]) -> int:
+    """The longest prefix of `cached` that one of the `wanted` prompts shares."""
+    return max((common_prefix(cached, w) for w in wanted), default=0)
+
+
 def kept_prefix(cached: list[int], keep: int, others: list[Slot], wanted: list[list[int]]) -> int:
     """How much of `cached`, about to be cut to its first `keep` tokens, to keep elsewhere: the
     longest prefix a waiting request shares with it, when that is SHARE_MIN or more beyond `keep`
     and no other cache (`others`) holds it; 0: nothing."""
-    length = max((common_prefix(cached, w) for w in wanted), default=0)
+    length = wanted_of(cached, wanted)
     if length - keep < SHARE_MIN or any(common_prefix(o.cached, cached) >= length for o in others):
         return 0
     return length
@@ -107,8 +112,7 @@ def park_for(parks: list[Slot], wanted: list[list[int]], spare: Slot) -> Slot | 
     oldest first) that no waiting request wants; never `spare` (the sequence a request is about to
     copy its prompt from), nor a prefix someone waits for; None: keep nothing."""
     def free(park: Slot) -> bool:
-        return park is not spare and max((common_prefix(park.cached, w) for w in wanted),
-                                         default=0) < SHARE_MIN
+        return park is not spare and wanted_of(park.cached, wanted) < SHARE_MIN
 
     return next((p for p in parks if not p.cached and p is not spare), None) \
         or next((p for p in parks if free(p)), None)
