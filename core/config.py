@@ -90,8 +90,8 @@ class LlamaCppSettings(ConfigModel):
     # are free than this (less those assessments hold), so an exam never waits for a slot; idle
     # when no exam runs.
     assessment_slots: int = Field(0, ge=0)
-    # Prompt tokens one lower-tier request reads per step (None: n_batch): a step an assessment
-    # arrives during ends sooner, at some cost to the others' prefill.
+    # Prompt tokens the lower tiers read per step, all their prompts together (None: n_batch): a
+    # step an assessment arrives during ends sooner, at some cost to the others' prefill.
     prefill_chunk: PositiveInt | None = None
     # Sequences beside the slots that keep a prefix waiting requests want when a slot's cache is
     # cut (a class waiting for its turn keeps its lesson read); None: one a slot; 0: none. Their

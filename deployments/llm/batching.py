@@ -17,7 +17,8 @@ round robin over estimated tokens (deployments/llm/fairqueue.py), so one class's
 starve another's. `reserved` slots are kept for the assessment tier: a lower tier starts only while
 more slots are free than the reserve still owed, so an exam never waits for a background answer to
 end; while a higher tier reads its prompt, lower tiers read none in the same step, and they read at
-most `prefill_chunk` tokens a step, so a step that an assessment arrives during ends soon.
+most `prefill_chunk` prompt tokens a step in all, so a step that an assessment arrives during ends
+soon (deployments/llm/jobs.py: plan_step).
 
 A request whose expected time to its first token exceeds its limit is refused at once (EngineBusy)
 so the router can send it elsewhere: the wait for a slot, behind the requests expected to start
@@ -37,9 +38,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.generation import Delta, EngineBusy, EngineLoad
-from core.tiers import PRIORITY
 from deployments.llm.fairqueue import FairQueue
 from deployments.llm.jobs import (
+    ASSESSMENT,
     FINISHED,
     Job,
     Plan,
@@ -48,6 +49,7 @@ from deployments.llm.jobs import (
     choose_slot,
     fill,
     logit_index,
+    plan_step,
     prefix_in_progress,
     steps_left,
     to_compute,
@@ -61,7 +63,6 @@ from deployments.llm.sequences import Sequences
 log = logging.getLogger("ray.serve")
 CALIBRATION_TOKENS = 64  # the prompt a replica reads as it starts, to measure its pace
 RECALIBRATE_S = 5.0  # an idle replica's pace is measured again at most this often
-ASSESSMENT = PRIORITY["assessment"]
 
 
 class Scheduler:
@@ -75,7 +76,7 @@ class Scheduler:
         self._n_vocab = lib.llama_vocab_n_tokens(self._vocab)
         self._batch = lib.llama_batch_init(n_batch, 0, 1)
         self._n_batch = n_batch
-        self._prefill_chunk = prefill_chunk or n_batch  # per lower-tier prompt and step
+        self._prefill_chunk = prefill_chunk or n_batch  # lower tiers' prompt tokens a step, in all
         self._reserved = reserved  # slots kept for the assessment tier
         self._cache = Sequences(lib, ctx, parallel=parallel, parked=parked)
         self._slots, self._holders = self._cache.slots, self._cache.holders
@@ -142,7 +143,7 @@ class Scheduler:
                                    priority)
         return self._pace.first_token(
             slot, ahead, request.unread, sum(1 for s in self._slots if s.job is not None),
-            self._n_batch if priority >= ASSESSMENT else self._prefill_chunk, self._n_batch)
+            self._n_batch if priority >= ASSESSMENT else self._prefill_chunk)
 
     def _stale(self, load: EngineLoad) -> None:
         """An idle replica refused a request: its pace, measured when the machine may have been
@@ -308,7 +309,7 @@ class Scheduler:
         for slot, running in jobs:
             if running.request.cancelled:
                 self._finish(slot, "cancelled")
-        plan = self._plan()
+        plan = plan_step(self._slots, self._n_batch, self._prefill_chunk)
         if not plan:
             return
         started = time.monotonic()
@@ -329,37 +330,6 @@ class Scheduler:
                 self._computed += len(tokens)
             if wants_logits:
                 self._sample(slot, job, logit_index(plan, index))
-
-    def _plan(self) -> Plan:
-        """(slot, tokens to decode, whether its last token's logits are wanted): every answer's next
-        token first, then what fits of the prompts being read, by priority then admission; no
-        prompt of a tier below one being read, and at most prefill_chunk tokens of a prompt below
-        the assessment tier, so that a higher tier's first token is not held up by their reading.
-        While an assessment reads its prompt, lower tiers' answers wait: the step is the exam's
-        alone (and their streams, quiet, leave the machine's cores to it)."""
-        plan: Plan = []
-        room = self._n_batch
-        reading = sorted((s.job for s in self._slots if isinstance(s.job, Job)
-                          and s.job.next_token is None),
-                         key=lambda j: (-j.request.priority, j.request.order))
-        top = reading[0].request.priority if reading else 0
-        lowest = ASSESSMENT if top >= ASSESSMENT else 0  # of the answers decoded this step
-        for slot in self._slots:
-            job = slot.job
-            if job is not None and job.next_token is not None and job.request.priority >= lowest:
-                plan.append((slot, [job.next_token], True))
-                room -= 1
-        for job in reading:
-            if room <= 0 or job.request.priority < top:
-                break
-            size = room if job.request.priority >= ASSESSMENT else min(room, self._prefill_chunk)
-            chunk = job.request.tokens[job.fed:job.fed + size]
-            plan.append((self._slot_of(job), chunk, job.fed + len(chunk) == len(job.request.tokens)))
-            room -= len(chunk)
-        return plan
-
-    def _slot_of(self, job: Job) -> Slot:
-        return next(s for s in self._slots if s.job is job)
 
     def _sample(self, slot: Slot, job: Job, index: int) -> None:
         token = job.sampler.sample(self._ctx, index)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.generation import Delta, GenerationParams
+from core.tiers import PRIORITY
 from deployments.llm.output import Output
 from deployments.llm.sampling import Sampler
 
@@ -146,6 +147,34 @@ def to_compute(tokens: list[int], slots: list[Slot]) -> int:
 
 
 Plan = list[tuple[Slot, list[int], bool]]  # a step: (slot, tokens to decode, logits wanted)
+ASSESSMENT = PRIORITY["assessment"]
+
+
+def plan_step(slots: list[Slot], n_batch: int, prefill_chunk: int) -> Plan:
+    """A decoding step: every answer's next token first, then what fits of the prompts being read,
+    by priority then admission; no prompt of a tier below one being read, and at most
+    `prefill_chunk` prompt tokens in all below the assessment tier, so that a step an exam arrives
+    during ends soon (its wait for a step to end is most of what load adds to its first token).
+    While an assessment reads its prompt, lower tiers' answers wait: the step is the exam's alone
+    (and their streams, quiet, leave the machine's cores to it)."""
+    running = [(s, s.job) for s in slots if isinstance(s.job, Job)]
+    reading = sorted([(s, j) for s, j in running if j.next_token is None],
+                     key=lambda sj: (-sj[1].request.priority, sj[1].request.order))
+    top = reading[0][1].request.priority if reading else 0
+    lowest = ASSESSMENT if top >= ASSESSMENT else 0  # of the answers decoded this step
+    plan: Plan = [(s, [j.next_token], True) for s, j in running
+                  if j.next_token is not None and j.request.priority >= lowest]
+    room, lower = n_batch - len(plan), prefill_chunk  # lower: what the lower tiers may still read
+    for slot, job in reading:
+        below = job.request.priority < ASSESSMENT
+        size = min(room, lower) if below else room
+        if size <= 0 or job.request.priority < top:
+            break
+        chunk = job.request.tokens[job.fed:job.fed + size]
+        plan.append((slot, chunk, job.fed + len(chunk) == len(job.request.tokens)))
+        room -= len(chunk)
+        lower -= len(chunk) if below else 0
+    return plan
 
 
 def fill(batch: Any, plan: Plan) -> Any:

@@ -64,13 +64,11 @@ class Pace:
         rounds, index = divmod(ahead, len(steps_left))
         return (steps_left[index] + rounds * whole) * self.decode_at(max(1, answers))
 
-    def first_token(self, slot_s: float, ahead: int, own: int, answers: int, chunk: int,
-                    n_batch: int) -> float:
+    def first_token(self, slot_s: float, ahead: int, own: int, answers: int, chunk: int) -> float:
         """The time to a request's first token: it waits `slot_s` for a slot while the `ahead`
-        prompt tokens before it are read (`n_batch` a step, whichever is longer), then reads its
-        `own`, `chunk` a step; every step also decodes `answers` answers."""
-        return max(slot_s, self.reading(ahead, answers, n_batch)) \
-            + self.reading(own, answers, chunk)
+        prompt tokens before it are read (whichever is longer), then reads its `own`; prompts are
+        read `chunk` tokens a step, and every step also decodes `answers` answers."""
+        return max(slot_s, self.reading(ahead, answers, chunk)) + self.reading(own, answers, chunk)
 
     def reading(self, tokens: int, answers: int, chunk: int) -> float:
         """The time to read `tokens` prompt tokens, `chunk` a step, in steps that also decode

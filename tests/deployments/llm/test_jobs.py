@@ -3,12 +3,19 @@ alone."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from core.generation import GenerationParams
+from core.tiers import PRIORITY
 from deployments.llm.jobs import (
+    Job,
+    Request,
     Slot,
     choose_slot,
     common_prefix,
     kept_prefix,
     park_for,
+    plan_step,
     to_compute,
 )
 
@@ -73,3 +80,32 @@ def test_a_lesson_is_parked_in_an_empty_park_else_in_one_no_one_waits_for() -> N
     assert park_for(parks, [[*LESSON_C, 7]], spare=Slot(0)) is parks[1]  # a's lesson: no one waits
     assert park_for(parks, [[*LESSON_C, 7], [*LESSON_A, 7]], spare=Slot(0)) is None
     assert park_for([], [], spare=Slot(0)) is None
+
+
+def running(seq: int, tier: str, prompt: int, fed: int, order: int, next_token: int | None = None
+            ) -> Slot:
+    """A slot whose request (of `tier`, admitted `order`th) has read `fed` of its `prompt` tokens."""
+    params = GenerationParams(messages=[], max_tokens=8, priority=PRIORITY[tier])  # type: ignore[index]
+    request = Request(list(range(prompt)), params, None, 0, emit=print, budget=8, order=order)
+    job: Any = Job(request, sampler=None, output=None, fed=fed, next_token=next_token)  # type: ignore[arg-type]
+    return Slot(seq, cached=list(range(fed)), job=job)
+
+
+def test_lower_tiers_read_at_most_prefill_chunk_prompt_tokens_a_step_in_all() -> None:
+    """Three background prompts being read beside two answers: 16 tokens in all this step, the
+    earliest admitted first, so that a step an exam arrives during ends soon."""
+    slots = [running(0, "background", 200, 0, order=3), running(1, "background", 200, 190, order=1),
+             running(2, "background", 200, 0, order=2), running(3, "interactive", 50, 50, 0, 7),
+             running(4, "background", 50, 50, 0, 8)]
+    plan = plan_step(slots, n_batch=512, prefill_chunk=16)
+    assert [(s.seq, len(tokens)) for s, tokens, _ in plan] == [(3, 1), (4, 1), (1, 10), (2, 6)]
+    assert [wants for _, _, wants in plan] == [True, True, True, False]  # slot 1 ends its prompt
+
+
+def test_an_exam_reads_its_whole_prompt_in_a_step_of_its_own() -> None:
+    """An assessment reading its prompt: n_batch for it, nothing for the lower tiers, and their
+    answers wait a step; another assessment's answer goes on."""
+    slots = [running(0, "background", 200, 0, order=1), running(1, "assessment", 300, 0, order=2),
+             running(2, "background", 50, 50, 0, 7), running(3, "assessment", 20, 20, 0, 9)]
+    plan = plan_step(slots, n_batch=512, prefill_chunk=16)
+    assert [(s.seq, len(tokens)) for s, tokens, _ in plan] == [(3, 1), (1, 300)]

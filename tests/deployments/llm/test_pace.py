@@ -19,20 +19,20 @@ def busy_pace() -> Pace:
 def test_a_new_request_under_a_full_batch_counts_its_own_prompt_and_the_batchs_steps() -> None:
     pace = busy_pace()
     # 400 prompt tokens of its own, read 512 a step in one step that also decodes the 8 answers.
-    alone = pace.first_token(0.0, ahead=0, own=400, answers=0, chunk=512, n_batch=512)
-    full = pace.first_token(0.0, ahead=0, own=400, answers=8, chunk=512, n_batch=512)
+    alone = pace.first_token(0.0, ahead=0, own=400, answers=0, chunk=512)
+    full = pace.first_token(0.0, ahead=0, own=400, answers=8, chunk=512)
     assert alone == pytest.approx(1.6)
     assert full == pytest.approx(1.6 + 0.08)
     # Read 64 a step (prefill_chunk), it takes 7 of the batch's steps.
-    assert pace.first_token(0.0, 0, 400, 8, chunk=64, n_batch=512) == pytest.approx(1.6 + 7 * 0.08)
+    assert pace.first_token(0.0, 0, 400, 8, chunk=64) == pytest.approx(1.6 + 7 * 0.08)
 
 
 def test_a_follower_waits_for_the_lesson_ahead_of_it_before_its_own_question() -> None:
     """Under a 2 s limit: its own 20 tokens alone pass; behind a 450-token lesson being read they
     do not, so it is refused at once rather than after waiting."""
     pace = busy_pace()
-    own = pace.first_token(0.0, ahead=0, own=20, answers=1, chunk=512, n_batch=512)
-    behind = pace.first_token(0.0, ahead=450, own=20, answers=1, chunk=512, n_batch=512)
+    own = pace.first_token(0.0, ahead=0, own=20, answers=1, chunk=512)
+    behind = pace.first_token(0.0, ahead=450, own=20, answers=1, chunk=512)
     assert own < 0.2
     assert behind == pytest.approx(450 * 0.004 + 0.02 + 20 * 0.004 + 0.02)
     assert behind > 1.9
@@ -44,7 +44,7 @@ def test_a_slot_wait_counts_the_full_batchs_steps_and_overlaps_the_reading_ahead
     assert wait == pytest.approx(50 * 0.08)
     assert pace.slot_wait([30, 50], ahead=2, whole=96, answers=8) == pytest.approx((30 + 96) * 0.08)
     # The prompts ahead are read while it waits: the longer of the two, then its own.
-    assert pace.first_token(wait, ahead=100, own=10, answers=8, chunk=512, n_batch=512) \
+    assert pace.first_token(wait, ahead=100, own=10, answers=8, chunk=512) \
         == pytest.approx(wait + 10 * 0.004 + 0.08)
 
 
