@@ -24,7 +24,7 @@ content types. Four measurements, each side by side in one run:
    level had room for one estimate is a false refusal) and the group's spend against its budget.
 
     .venv/bin/python benchmarks/school.py [--classes 4] [--learners 8] [--rounds 2] [--exams 8]
-        [--reserve 1] [--chunk 64] [--skip share class exams quiz budget]
+        [--reserve 1] [--chunk 32] [--skip share class exams quiz budget]
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def main() -> None:
     parser.add_argument("--background-tokens", type=int, default=96)
     parser.add_argument("--warmup", type=float, default=8.0)
     parser.add_argument("--reserve", type=int, default=1, help="assessment_slots of the variant")
-    parser.add_argument("--chunk", type=int, default=64, help="prefill_chunk of the variant")
+    parser.add_argument("--chunk", type=int, default=32, help="prefill_chunk of the variant")
     parser.add_argument("--spread", type=float, default=3.0)
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["share", "class", "exams", "quiz", "budget"])
