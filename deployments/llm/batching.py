@@ -179,7 +179,7 @@ class Scheduler:
         side: running answers are taken to run to their max_tokens, at the measured step time; a
         free slot goes to the first request waiting, the first ones to free up below the assessment
         tier to the reserve it is still owed."""
-        steps = sorted(steps_left(s.job) for s in self._slots)
+        steps = sorted(steps_left(s.job, self._prefill_chunk) for s in self._slots)
         if priority < ASSESSMENT:
             steps = steps[self._reserve_owed():]
         return self._pace.slot_wait(steps, ahead, max((r.budget for r in self._waiting),

@@ -65,13 +65,13 @@ class Slot:
     job: Job | None = None
 
 
-def steps_left(job: Any) -> int:
+def steps_left(job: Any, chunk: int) -> int:
     """Decoding steps until a running job's slot is free, at most: its answer's tokens still to
-    come, and its unread prompt in chunks."""
+    come, and its unread prompt, `chunk` tokens a step."""
     if not isinstance(job, Job):  # free, or just taken
         return 0
     unread = len(job.request.tokens) - job.fed
-    return job.request.budget - job.output.generated + unread // 64
+    return job.request.budget - job.output.generated + -(-unread // chunk)
 
 
 def choose_slot(tokens: list[int], free: list[Slot], slots: list[Slot],

@@ -3,6 +3,7 @@ alone."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from core.generation import GenerationParams
@@ -16,6 +17,7 @@ from deployments.llm.jobs import (
     kept_prefix,
     park_for,
     plan_step,
+    steps_left,
     to_compute,
 )
 
@@ -109,3 +111,10 @@ def test_an_exam_reads_its_whole_prompt_in_a_step_of_its_own() -> None:
              running(2, "background", 50, 50, 0, 7), running(3, "assessment", 20, 20, 0, 9)]
     plan = plan_step(slots, n_batch=512, prefill_chunk=16)
     assert [(s.seq, len(tokens)) for s, tokens, _ in plan] == [(3, 1), (1, 300)]
+
+
+def test_a_slot_frees_up_after_its_answer_and_its_unread_prompt_in_chunks() -> None:
+    slot = running(0, "background", 200, 100, order=1)
+    slot.job.output = SimpleNamespace(generated=3)  # type: ignore[union-attr]
+    assert steps_left(slot.job, chunk=32) == (8 - 3) + 4  # 100 unread: 4 steps of 32
+    assert steps_left(None, chunk=32) == 0  # a free slot
