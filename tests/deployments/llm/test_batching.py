@@ -33,6 +33,11 @@ def engine() -> Iterator[LlamaCppEngine]:
     engine.close()
 
 
+# Runs to its max_tokens (400: 3 s on an idle box), so it holds its slot while a test looks at the
+# others; "Count from 1 to 500." ends after 51 tokens, within a busy box's exam (a flaky test).
+LONG = "Write a very long story about a dragon."
+
+
 def ask(text: str, **kwargs: object) -> GenerationParams:
     return GenerationParams(messages=[{"role": "user", "content": text}], **{
         "max_tokens": 24, "temperature": 0, **kwargs})  # type: ignore[arg-type]
@@ -141,7 +146,7 @@ async def test_closing_a_stream_frees_its_slot_under_load() -> None:
 async def test_a_full_queue_refuses_at_once_with_a_retry_after() -> None:
     engine = engine_with(parallel=1, max_queued=1)
     try:
-        running = engine.generate(ask("Count from 1 to 500.", max_tokens=200))
+        running = engine.generate(ask(LONG, max_tokens=400))
         await anext(running)
         # A request that may not wait that long is refused while the queue still has room ...
         with pytest.raises(EngineBusy):
@@ -160,7 +165,7 @@ async def test_a_full_queue_refuses_at_once_with_a_retry_after() -> None:
 async def test_a_full_queue_sheds_a_lower_tier_for_a_higher_one() -> None:
     engine = engine_with(parallel=1, max_queued=1)
     try:
-        running = engine.generate(ask("Count from 1 to 500.", max_tokens=200))
+        running = engine.generate(ask(LONG, max_tokens=400))
         await anext(running)
         background = asyncio.ensure_future(collect(engine.generate(ask("Hi", max_tokens=2))))
         await asyncio.sleep(0.1)
@@ -262,7 +267,7 @@ async def test_two_classes_share_the_slots_by_turns() -> None:
 async def test_a_reserved_slot_waits_for_an_assessment() -> None:
     engine = engine_with(parallel=2, assessment_slots=1)
     try:
-        running = engine.generate(ask("Count from 1 to 500.", max_tokens=200))
+        running = engine.generate(ask(LONG, max_tokens=400))
         await anext(running)
         background = asyncio.ensure_future(collect(engine.generate(ask("Hi", max_tokens=2))))
         await asyncio.sleep(0.3)
