@@ -10,29 +10,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.ports import free_port, serve_ports_env
+from tests.ports import free_port, serve_session_env
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
-# ... and its HAProxy without splice() (scripts/haproxy says why).
-os.environ.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH",
-                      str(Path(__file__).resolve().parents[1] / "scripts" / "haproxy"))
-os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+for _variable, _value in serve_session_env().items():  # beside a test session or a service
+    os.environ.setdefault(_variable, _value)
 # Ray starts its workers (Serve's replicas among them) at nice 15 (`worker_niceness` in Ray's
 # src/ray/common/ray_config_def.h, set by RAY_worker_niceness): on a box shared with other work,
 # the replica measured would get the CPU only when nothing else wants it. At 0 it competes as an
 # equal, like the benchmark's own client.
 os.environ.setdefault("RAY_worker_niceness", "0")
-
-
-# HAProxy's stats and metrics listeners default to fixed ports: free ones, so a benchmark can run
-# beside a test session or a running service.
-for _variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-    os.environ.setdefault(_variable, str(free_port()))
-# Replicas' own ports: not another Ray instance's (tests/ports.py says why).
-for _variable, _value in serve_ports_env().items():
-    os.environ.setdefault(_variable, _value)
 
 
 @contextlib.contextmanager

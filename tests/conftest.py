@@ -6,7 +6,6 @@ import asyncio
 import copy
 import os
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,23 +17,11 @@ from router.http.auth import hash_key
 from tests.fakes import FakeAnthropic, FakeOpenAI
 from tests.fakes.catalog import CATALOG
 from tests.fakes.otlp import OtlpReceiver
-from tests.ports import free_port, serve_ports_env
+from tests.ports import free_port, serve_session_env
 from tests.redis_server import RedisServer
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the ingress scripts/run.sh uses
-# ... and its HAProxy without splice() (scripts/haproxy says why).
-os.environ.setdefault("RAY_SERVE_HAPROXY_BINARY_PATH",
-                      str(Path(__file__).resolve().parents[1] / "scripts" / "haproxy"))
-# HAProxy's stats and metrics listeners default to fixed ports: free ones, so test sessions can run
-# side by side on one machine.
-for _variable in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
-    os.environ.setdefault(_variable, str(free_port()))
-for _variable, _value in serve_ports_env().items():  # not the ports of another Ray instance
+for _variable, _value in serve_session_env().items():  # sessions side by side on one machine
     os.environ.setdefault(_variable, _value)
-# Replicas stay reachable this long at shutdown for load balancers (30 s by default): none here.
-os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 # The fixtures that start real Ray Serve: the session's (serve_root, and through it serve_url,
 # lite_url, openai_client and every fixture built on them) and the deployment tests' cluster.

@@ -13,9 +13,11 @@ from __future__ import annotations
 import random
 import socket
 import time
+from pathlib import Path
 
 BLOCK = 200  # replicas per instance, HTTP and gRPC each
 LOW, HIGH = 10_000, 30_000  # below Linux's ephemeral ports (32768-60999)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_ports(count: int) -> list[int]:
@@ -57,6 +59,21 @@ def serve_ports_env() -> dict[str, str]:
                     "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(free_port()),
                     "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(free_port())}
     raise RuntimeError(f"no free block of {2 * BLOCK} ports between {LOW} and {HIGH}")
+
+
+def serve_session_env() -> dict[str, str]:
+    """What a Ray Serve session on a shared machine (a test session, a benchmark) runs with where
+    its environment does not say: no usage stats or auth tokens; the ingress scripts/run.sh uses,
+    HAProxy, without splice() (scripts/haproxy says why); free ports for HAProxy's stats and
+    metrics listeners (fixed by default) and for the replicas (above); and replicas reachable 1 s
+    at shutdown for load balancers (30 s by default): none here."""
+    return {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_HAPROXY_BINARY_PATH": str(ROOT / "scripts" / "haproxy"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            **serve_ports_env(),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
 
 def _bindable(port: int) -> bool:
