@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.ports import free_port, serve_session_env
 
@@ -19,6 +21,12 @@ for _variable, _value in serve_session_env().items():  # beside a test session o
 # the replica measured would get the CPU only when nothing else wants it. At 0 it competes as an
 # equal, like the benchmark's own client.
 os.environ.setdefault("RAY_worker_niceness", "0")
+
+
+def shipped_app() -> dict[str, Any]:
+    """configs/serve.yaml's application arguments, as `serve run` (scripts/run.sh) gets them."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/serve.yaml").read_text())
+    return dict(config["applications"][0]["args"])
 
 
 @contextlib.contextmanager

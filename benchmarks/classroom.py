@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._serve import served
+from benchmarks._serve import served, shipped_app
 from models import find_local_model, resolve_gguf
 from tests.ports import free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parents[1]
 QUESTION = "Learner {}: retell the lesson in full, part by part, then list every part again."
 SENTENCE = "Plants make food in their leaves: chlorophyll catches sunlight, roots bring water, {}."
 
@@ -216,7 +214,7 @@ def main() -> None:
     parser.add_argument("--shared-at", type=int, nargs="*", default=[8],
                         help="class sizes that also measure the long shared lesson")
     opts = parser.parse_args()
-    shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
+    shipped = shipped_app()
     local = shipped["local_models"][0]
     settings = local["llama_cpp"]
     gguf = resolve_gguf(find_local_model(local["name"]))

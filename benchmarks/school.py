@@ -43,18 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._school_budget import budget_class, budget_level
-from benchmarks._serve import served
+from benchmarks._serve import served, shipped_app
 from content.schemas import json_schema, validate
 from router.http.auth import hash_key
 from tests.fakes import FakeOpenAI
 from tests.fakes.base import Reply
 from tests.fakes.scripted import example
 
-ROOT = Path(__file__).resolve().parents[1]
 SENTENCE = "Cells of {tag} divide: the membrane grows, the DNA is copied, part {n} of the story."
 HOSTED = "gpt-4o-mini"
 
@@ -325,7 +323,7 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[],
                         choices=["share", "class", "exams", "quiz", "budget"])
     opts = parser.parse_args()
-    shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
+    shipped = shipped_app()
     model = shipped["local_models"][0]["name"]
     os.environ.setdefault("OPENAI_API_KEY", "sk-school")
     fake = FakeOpenAI()

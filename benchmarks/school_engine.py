@@ -17,17 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._serve import shipped_app
 from benchmarks.school import lesson
 from core.config import LlamaCppSettings
 from core.generation import GenerationParams
 from deployments.llm.llamacpp import LlamaCppEngine
 from models import find_local_model, resolve_gguf
 from tests.deltas import collect
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 async def burst(engine: LlamaCppEngine, tag: str) -> float:
@@ -50,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     opts = parser.parse_args()
-    shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
+    shipped = shipped_app()
     engine_settings = shipped["local_models"][0]["llama_cpp"]
     path = resolve_gguf(find_local_model("smollm2-135m"))
     rates: dict[str, list[float]] = {"parked": [], "none": []}

@@ -18,9 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._serve import shipped_app
 from benchmarks.school import lesson, p95
 from core.config import LlamaCppSettings
 from core.generation import GenerationParams
@@ -29,7 +28,6 @@ from deployments.llm.llamacpp import LlamaCppEngine
 from models import find_local_model, resolve_gguf
 from tests.deltas import collect
 
-ROOT = Path(__file__).resolve().parents[1]
 BACKGROUND = 24
 
 
@@ -84,7 +82,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--chunks", type=int, nargs="+", default=[64, 16])
     opts = parser.parse_args()
-    shipped = yaml.safe_load((ROOT / "configs/serve.yaml").read_text())["applications"][0]["args"]
+    shipped = shipped_app()
     engine_settings = shipped["local_models"][0]["llama_cpp"]
     path = resolve_gguf(find_local_model("smollm2-135m"))
     results: dict[int, tuple[list[float], list[float], list[float]]] = {
