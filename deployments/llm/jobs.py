@@ -152,14 +152,16 @@ ASSESSMENT = PRIORITY["assessment"]
 
 def plan_step(slots: list[Slot], n_batch: int, prefill_chunk: int) -> Plan:
     """A decoding step: every answer's next token first, then what fits of the prompts being read,
-    by priority then admission; no prompt of a tier below one being read, and at most
+    by priority, then the fewest tokens left to read (one learner's long prompt does not hold back
+    the others' first tokens), then admission; no prompt of a tier below one being read, and at most
     `prefill_chunk` prompt tokens in all below the assessment tier, so that a step an exam arrives
     during ends soon (its wait for a step to end is most of what load adds to its first token).
     While an assessment reads its prompt, lower tiers' answers wait: the step is the exam's alone
     (and their streams, quiet, leave the machine's cores to it)."""
     running = [(s, s.job) for s in slots if isinstance(s.job, Job)]
     reading = sorted([(s, j) for s, j in running if j.next_token is None],
-                     key=lambda sj: (-sj[1].request.priority, sj[1].request.order))
+                     key=lambda sj: (-sj[1].request.priority,
+                                     len(sj[1].request.tokens) - sj[1].fed, sj[1].request.order))
     top = reading[0][1].request.priority if reading else 0
     lowest = ASSESSMENT if top >= ASSESSMENT else 0  # of the answers decoded this step
     plan: Plan = [(s, [j.next_token], True) for s, j in running

@@ -104,6 +104,20 @@ def test_lower_tiers_read_at_most_prefill_chunk_prompt_tokens_a_step_in_all() ->
     assert [wants for _, _, wants in plan] == [True, True, True, False]  # slot 1 ends its prompt
 
 
+def test_a_long_prompt_admitted_first_does_not_hold_back_the_short_ones() -> None:
+    """A learner's 4,000-token prompt and two 20-token ones admitted after it: the short ones are
+    read first, the long one with what is left of the step."""
+    slots = [running(0, "interactive", 4000, 0, order=1), running(1, "interactive", 20, 0, order=2),
+             running(2, "interactive", 20, 0, order=3)]
+    plan = plan_step(slots, n_batch=512, prefill_chunk=32)
+    assert [(s.seq, len(tokens)) for s, tokens, _ in plan] == [(1, 20), (2, 12)]
+    slots[1].job.fed = 20  # type: ignore[union-attr]
+    slots[1].job.next_token = 5  # type: ignore[union-attr]
+    slots[2].job.fed = 12  # type: ignore[union-attr]
+    plan = plan_step(slots, n_batch=512, prefill_chunk=32)
+    assert [(s.seq, len(tokens)) for s, tokens, _ in plan] == [(1, 1), (2, 8), (0, 24)]
+
+
 def test_an_exam_reads_its_whole_prompt_in_a_step_of_its_own() -> None:
     """An assessment reading its prompt: n_batch for it, nothing for the lower tiers, and their
     answers wait a step; another assessment's answer goes on."""
